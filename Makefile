@@ -1,0 +1,40 @@
+# Quick start: `make demo` and `make test`. Everything below installs what it needs itself.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DB ?= warehouse/labelgov.duckdb
+PORT ?= 8501
+
+.PHONY: demo test lint serve bench browser clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "labelgov needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.runtime
+	@test -f $(DB) || $(BIN)/labelgov demo --db $(DB) --no-serve
+	$(BIN)/labelgov serve --db $(DB) --port $(PORT)
+
+browser:
+	@bash tests/install_browser.sh
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+
+test: $(VENV)/.test browser lint
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,9 @@
+"""`labelgov demo`."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(root: click.Group) -> None:
+    """Filled in by the demo module."""

@@ -1,0 +1,1 @@
+"""The warehouse and every analytic query: the only package that speaks SQL."""
