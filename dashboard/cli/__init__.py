@@ -12,11 +12,11 @@ import sys
 
 import click
 
-from dashboard.cli import demo, info, ingest, serve, tree
+from dashboard.cli import analytics, audit, demo, governance, info, ingest, serve, tree
 from dashboard.cli.common import root
 from queries.errors import LabelgovError
 
-for module in (demo, info, ingest, serve, tree):
+for module in (analytics, audit, demo, governance, info, ingest, serve, tree):
     module.register(root)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,10 +31,8 @@ def serve(db: str | None, port: int, address: str = "localhost") -> None:
         "--browser.gatherUsageStats", "false",
     ]
     click.echo(f"labelgov dashboard on http://{address}:{port} (warehouse {path})")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(command, env=env, check=False)  # noqa: S603 - fixed argv, no shell
-    except KeyboardInterrupt:
-        pass
 
 
 @click.command("serve")

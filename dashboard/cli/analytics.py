@@ -1,0 +1,9 @@
+"""`labelgov` commands for analytics."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(root: click.Group) -> None:
+    """Commands are added here as the analytics module grows."""
