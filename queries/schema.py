@@ -3,6 +3,7 @@
 The schema version lives in the warehouse itself so that an older release refuses a file written by
 a newer one instead of silently misreading it. Migrations are appended, never edited: a warehouse at
 version N is brought to the current version by running migrations N+1.. in order, in one transaction.
+Each migration is a numbered SQL file in ``queries/migrations/``.
 
 The large fact tables carry no PRIMARY KEY or UNIQUE constraints on purpose: DuckDB maintains an ART
 index for each, which makes bulk loads several times slower. Uniqueness is enforced by ingest, in bulk,
@@ -12,129 +13,28 @@ before rows are written.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import duckdb
 
 from queries.errors import LabelgovError
 
-MIGRATIONS: Sequence[tuple[str, str]] = (
-    (
-        "initial warehouse",
-        """
-        CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
-        CREATE TABLE schema_migrations (
-            version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL
-        );
-        CREATE TABLE tree_versions (
-            tree_version INTEGER PRIMARY KEY,
-            taxonomy VARCHAR NOT NULL,
-            label VARCHAR,
-            content_hash VARCHAR NOT NULL,
-            parent_version INTEGER,
-            created_by VARCHAR NOT NULL,
-            created_at TIMESTAMP NOT NULL,
-            source_text VARCHAR
-        );
-        CREATE TABLE tree_nodes (
-            tree_version INTEGER NOT NULL,
-            node_id VARCHAR NOT NULL,
-            parent_id VARCHAR,
-            title VARCHAR NOT NULL,
-            description VARCHAR,
-            codes VARCHAR[] NOT NULL,
-            status VARCHAR NOT NULL DEFAULT 'active',
-            depth INTEGER NOT NULL,
-            path VARCHAR NOT NULL,
-            is_leaf BOOLEAN NOT NULL,
-            ordinal INTEGER NOT NULL,
-            replaced_by VARCHAR,
-            consider VARCHAR[],
-            aliases VARCHAR[],
-            guideline VARCHAR,
-            PRIMARY KEY (tree_version, node_id)
-        );
-        CREATE TABLE ingest_batches (
-            batch_id INTEGER PRIMARY KEY,
-            kind VARCHAR NOT NULL,
-            file_name VARCHAR NOT NULL,
-            sha256 VARCHAR NOT NULL,
-            format VARCHAR NOT NULL,
-            tree_version INTEGER,
-            rows_read BIGINT NOT NULL,
-            rows_accepted BIGINT NOT NULL,
-            rows_quarantined BIGINT NOT NULL,
-            ingested_by VARCHAR NOT NULL,
-            ingested_at TIMESTAMP NOT NULL
-        );
-        CREATE TABLE quarantine (
-            batch_id INTEGER NOT NULL,
-            row_number BIGINT NOT NULL,
-            reason VARCHAR NOT NULL,
-            message VARCHAR NOT NULL,
-            original JSON NOT NULL
-        );
-        CREATE TABLE items (
-            item_id VARCHAR NOT NULL,
-            source VARCHAR,
-            segment VARCHAR,
-            split VARCHAR,
-            created_at TIMESTAMP,
-            content_hash VARCHAR,
-            metadata JSON,
-            batch_id INTEGER
-        );
-        CREATE TABLE annotators (
-            annotator_id VARCHAR NOT NULL,
-            kind VARCHAR NOT NULL DEFAULT 'crowd',
-            tier VARCHAR,
-            expertise VARCHAR[],
-            cost_rate DOUBLE,
-            batch_id INTEGER
-        );
-        CREATE TABLE annotations (
-            annotation_id VARCHAR NOT NULL,
-            item_id VARCHAR NOT NULL,
-            annotator_id VARCHAR NOT NULL,
-            tree_version INTEGER NOT NULL,
-            node_id VARCHAR NOT NULL,
-            confidence DOUBLE,
-            distribution MAP(VARCHAR, DOUBLE),
-            stage VARCHAR NOT NULL DEFAULT 'initial',
-            created_at TIMESTAMP,
-            duration_s DOUBLE,
-            cost DOUBLE,
-            guideline_version VARCHAR,
-            batch_id INTEGER NOT NULL
-        );
-        CREATE TABLE gold_labels (
-            item_id VARCHAR NOT NULL,
-            node_id VARCHAR NOT NULL,
-            source VARCHAR,
-            tree_version INTEGER NOT NULL,
-            batch_id INTEGER NOT NULL
-        );
-        CREATE TABLE predictions (
-            item_id VARCHAR NOT NULL,
-            model VARCHAR NOT NULL,
-            model_version VARCHAR NOT NULL,
-            tree_version INTEGER NOT NULL,
-            node_id VARCHAR,
-            probabilities MAP(VARCHAR, DOUBLE) NOT NULL,
-            created_at TIMESTAMP,
-            batch_id INTEGER NOT NULL
-        );
-        CREATE TABLE escalations (
-            item_id VARCHAR NOT NULL,
-            trigger VARCHAR NOT NULL,
-            routed_to VARCHAR,
-            created_at TIMESTAMP,
-            resolved_at TIMESTAMP,
-            batch_id INTEGER
-        );
-        CREATE TABLE demo_manifest (key VARCHAR PRIMARY KEY, value JSON NOT NULL);
-        """,
-    ),
-)
+MIGRATION_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def _load_migrations() -> list[tuple[str, str]]:
+    """Migrations are numbered SQL files, ``NNN_description.sql``, applied in number order."""
+    found = []
+    for file in sorted(MIGRATION_DIR.glob("[0-9][0-9][0-9]_*.sql")):
+        number = int(file.name[:3])
+        found.append((number, file.stem[4:].replace("_", " "), file.read_text(encoding="utf-8")))
+    numbers = [n for n, _, _ in found]
+    if numbers != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migration files must be numbered 001.. without gaps, found {numbers}")
+    return [(description, ddl) for _, description, ddl in found]
+
+
+MIGRATIONS: Sequence[tuple[str, str]] = tuple(_load_migrations())
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
