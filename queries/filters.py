@@ -1,0 +1,131 @@
+"""The one filter model every page and every analytic function takes.
+
+Values reach SQL only as bound parameters; the filter decides the *shape* of the WHERE clause from which
+fields are set, never from their content, so an arbitrary string in any field cannot change the SQL.
+The same model round-trips through URL query parameters so that a dashboard view can be bookmarked.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from queries.errors import LabelgovError
+
+# Table aliases a caller may ask the predicate to be written against.
+ALIASES = frozenset({"a", "d_answers", "x"})
+TUPLE_FIELDS = ("sources", "segments", "tiers", "annotators", "stages")
+STAGES = frozenset({"initial", "escalated", "review", "adjudication"})
+NODE_ID = re.compile(r"^[a-z0-9_-]+$")
+
+
+class Filters(BaseModel):
+    """Date range (inclusive), tree version, branch (a node and its subtree), and value sets.
+
+    ``branch`` is an item-level filter: an item belongs to a branch when its consensus node (the
+    plurality answer, computed at refresh) lies in that node's subtree. Filtering answers instead would
+    drop exactly the disagreeing answers that the analyses are about.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: date | None = None
+    end: date | None = None
+    tree_version: int | None = Field(default=None, ge=1)
+    branch: str | None = None
+    sources: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    annotators: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+
+    @field_validator("branch")
+    @classmethod
+    def _node_id(cls, value: str | None) -> str | None:
+        if value is not None and not NODE_ID.match(value):
+            raise ValueError("branch must be a node id ([a-z0-9_-]+)")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; stages are {', '.join(sorted(STAGES))}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("sources", "segments", "tiers", "annotators")
+    @classmethod
+    def _sorted_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _ordered_dates(self) -> Filters:
+        if self.start and self.end and self.start > self.end:
+            raise ValueError("the start date is after the end date")
+        return self
+
+    def where(self, alias: str = "a") -> tuple[str, list[Any]]:
+        """A predicate over ``d_answers`` columns and its parameters, ``TRUE`` when nothing is set."""
+        if alias not in ALIASES:
+            raise ValueError(f"alias {alias!r} is not in the allow-list")
+        p = alias + "."
+        parts: list[str] = []
+        params: list[Any] = []
+        if self.start is not None:
+            parts.append(p + "created_at >= ?")
+            params.append(self.start)
+        if self.end is not None:
+            parts.append(p + "created_at < CAST(? AS DATE) + INTERVAL 1 DAY")
+            params.append(self.end)
+        if self.tree_version is not None:
+            parts.append(p + "tree_version = ?")
+            params.append(self.tree_version)
+        if self.branch is not None:
+            parts.append("list_contains(" + p + "item_lineage, ?)")
+            params.append(self.branch)
+        for field, column in (
+            ("sources", "source"),
+            ("segments", "segment"),
+            ("tiers", "tier"),
+            ("annotators", "annotator_id"),
+            ("stages", "stage"),
+        ):
+            values = getattr(self, field)
+            if values:
+                parts.append(p + column + " IN (SELECT unnest(?))")
+                params.append(list(values))
+        return (" AND ".join(parts) if parts else "TRUE"), params
+
+    def is_empty(self) -> bool:
+        return self == Filters()
+
+    def to_query_params(self) -> dict[str, str]:
+        """Only the fields that are set, as strings, for st.query_params."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_defaults=True).items():
+            out[name] = ",".join(value) if isinstance(value, tuple | list) else str(value)
+        return out
+
+    @classmethod
+    def from_query_params(cls, params: dict[str, str | list[str]]) -> Filters:
+        """Parse URL parameters; unknown keys are ignored, bad values raise LabelgovError."""
+        data: dict[str, Any] = {}
+        for name in cls.model_fields:
+            if name not in params:
+                continue
+            raw = params[name]
+            text = raw[-1] if isinstance(raw, list) else raw
+            if name in TUPLE_FIELDS:
+                data[name] = tuple(v for v in text.split(",") if v)
+            elif text != "":
+                data[name] = text
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "filters"
+            raise LabelgovError(f"filter {where}: {first['msg']}") from exc

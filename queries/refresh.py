@@ -1,0 +1,112 @@
+"""`labelgov refresh`: materialise the derived tables that page queries read.
+
+Ingest and governance writes bump ``meta.data_version``; refresh records the version it was computed
+from, so the derived tables are stale exactly when the two differ, and the dashboard says so. Steps run
+in order inside one transaction, so readers see either the old derived tables or the new ones.
+
+A step receives the items touched since the last refresh and may update only those when its
+mathematics allows (per-item soft labels); global models (Dawid-Skene, agreement, drift) recompute in
+full and say so in the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+from pydantic import BaseModel
+
+from queries import derived_base
+from queries.connection import data_version, transaction
+
+
+@dataclass
+class RefreshContext:
+    """What changed since the last refresh, for steps that can work incrementally."""
+
+    full: bool
+    since_batch: int
+    touched_items: int
+    notes: list[str] = field(default_factory=list)
+
+
+class StepTiming(BaseModel):
+    step: str
+    seconds: float
+    mode: str
+
+
+class RefreshReport(BaseModel):
+    data_version: int
+    full: bool
+    touched_items: int
+    steps: list[StepTiming]
+    seconds: float
+
+
+Step = Callable[[duckdb.DuckDBPyConnection, RefreshContext], str]
+
+
+def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    derived_base.build(con)
+    return "full"
+
+
+# Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
+STEPS: list[tuple[str, Step]] = [("base", _base)]
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
+    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return row[0] if row else default
+
+
+def refreshed_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The data version the derived tables were computed from, None if never refreshed."""
+    value = _meta(con, "refreshed_data_version", "")
+    return int(value) if value else None
+
+
+def is_stale(con: duckdb.DuckDBPyConnection) -> bool:
+    return refreshed_version(con) != data_version(con)
+
+
+def cache_key(con: duckdb.DuckDBPyConnection) -> str:
+    """Changes after every ingest, governance write or refresh: key cached page results on it."""
+    return f"{data_version(con)}:{_meta(con, 'refresh_count', '0')}"
+
+
+def refresh(con: duckdb.DuckDBPyConnection, *, full: bool = False) -> RefreshReport:
+    """Run every step; incremental steps only revisit items from batches newer than the last refresh."""
+    started = time.perf_counter()
+    since = int(_meta(con, "refreshed_batch", "0"))
+    never = refreshed_version(con) is None
+    full = full or never
+    row = con.execute(
+        "SELECT count(DISTINCT item_id) FROM annotations WHERE batch_id > ?", [0 if full else since]
+    ).fetchone()
+    ctx = RefreshContext(full=full, since_batch=0 if full else since, touched_items=int(row[0]) if row else 0)
+    timings: list[StepTiming] = []
+    with transaction(con):
+        for name, step in STEPS:
+            t0 = time.perf_counter()
+            mode = step(con, ctx)
+            timings.append(StepTiming(step=name, seconds=round(time.perf_counter() - t0, 3), mode=mode))
+        version = data_version(con)
+        top = con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches").fetchone()
+        count = int(_meta(con, "refresh_count", "0")) + 1
+        for key, value in (
+            ("refreshed_data_version", version),
+            ("refreshed_batch", int(top[0]) if top else 0),
+            ("refresh_count", count),
+        ):
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
+    return RefreshReport(
+        data_version=version,
+        full=full,
+        touched_items=ctx.touched_items,
+        steps=timings,
+        seconds=round(time.perf_counter() - started, 3),
+    )

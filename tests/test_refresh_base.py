@@ -1,0 +1,57 @@
+"""The base derived tables and staleness bookkeeping."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from queries.connection import bump_data_version, memory
+from queries.filters import Filters
+from queries.refresh import cache_key, is_stale, refresh
+
+TREE = """
+taxonomy: t
+nodes:
+  a: {children: {a1: {}, a2: {}}}
+  b: {}
+"""
+
+
+def _con():
+    from tests.conftest import load_answers
+
+    con = memory()
+    answers = pd.DataFrame(
+        {
+            "item_id": ["i1", "i1", "i1", "i2", "i2", "i3"],
+            "annotator_id": ["u1", "u2", "u3", "u1", "u2", "u1"],
+            "node_id": ["a1", "a1", "a2", "b", "a", "a2"],
+        }
+    )
+    load_answers(con, TREE, answers)
+    return con
+
+
+def test_refresh_builds_lineage_and_consensus_and_clears_staleness() -> None:
+    con = _con()
+    assert is_stale(con)
+    report = refresh(con)
+    assert report.full and not is_stale(con)
+    rows = dict(con.execute("SELECT annotation_id, lineage FROM d_answers").fetchall())
+    assert rows["t0"] == ["a", "a1"] and rows["t3"] == ["b"]
+    consensus = dict(con.execute("SELECT item_id, consensus_node FROM d_items").fetchall())
+    # i1: a1 twice beats a2; i2: a tie between b and a goes to the node first in tree order (a).
+    assert consensus == {"i1": "a1", "i2": "a", "i3": "a2"}
+    key = cache_key(con)
+    bump_data_version(con)
+    assert is_stale(con) and cache_key(con) != key
+
+
+def test_branch_filter_selects_items_by_consensus_subtree() -> None:
+    con = _con()
+    refresh(con)
+    clause, params = Filters(branch="a").where("a")
+    items = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM d_answers a WHERE " + clause, params).fetchall()}
+    assert items == {"i1", "i2", "i3"}
+    clause, params = Filters(branch="a1", annotators=("u1",)).where("a")
+    got = con.execute("SELECT annotation_id FROM d_answers a WHERE " + clause, params).fetchall()
+    assert got == [("t0",)]
