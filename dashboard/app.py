@@ -1,27 +1,57 @@
-"""Streamlit entry point: the warehouse at a glance until the page set lands."""
+"""Streamlit entry point: identity, role-filtered navigation, the global filters, then the page.
+
+Run with `labelgov serve`. Pages live in dashboard/views/ (not pages/, which Streamlit would route by
+itself); each page module exposes ``render(filters)``.
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+import importlib
+
 import streamlit as st
 
-from queries import info
-from queries.connection import connect
+from dashboard import filters_ui
+from dashboard.components import announce_state
+from dashboard.identity import current_identity
+from dashboard.navigation import PageSpec, pages_for
 from queries.errors import LabelgovError
 
-st.set_page_config(page_title="labelgov", layout="wide")
-st.title("labelgov")
-try:
-    with connect(read_only=True) as con:
-        summary = info.summary(con)
-        versions = info.tree_versions(con)
-except LabelgovError as exc:
-    st.error(str(exc))
-    st.stop()
+st.set_page_config(page_title="labelgov", page_icon=":material/label:", layout="wide")
 
-counts = summary["counts"]
-cols = st.columns(4)
-for col, key in zip(cols, ("items", "annotations", "annotators", "gold_labels"), strict=True):
-    col.metric(key.replace("_", " ").capitalize(), f"{counts[key]:,}")
-st.dataframe(pd.DataFrame({"table": list(counts), "rows": list(counts.values())}), hide_index=True)
-st.dataframe(versions, hide_index=True)
+
+def _page(spec: PageSpec, default: bool) -> st.Page:
+    def run() -> None:
+        module = importlib.import_module("dashboard.views." + spec.key)
+        filters = filters_ui.sidebar()
+        module.render(filters)
+
+    run.__name__ = spec.key
+    return st.Page(run, title=spec.title, icon=spec.icon, url_path=spec.key, default=default)
+
+
+def main() -> None:
+    try:
+        identity = current_identity()
+    except LabelgovError as exc:
+        st.error(str(exc))
+        st.stop()
+    grouped = pages_for(identity.role)
+    first = True
+    nav: dict[str, list[st.Page]] = {}
+    for section, specs in grouped.items():
+        nav[section] = []
+        for spec in specs:
+            nav[section].append(_page(spec, default=first))
+            first = False
+    page = st.navigation(nav)
+    with st.sidebar:
+        mode = "local mode" if identity.local_mode else "signed in"
+        st.caption(f"{identity.user} · {identity.role.value} · {mode}")
+    try:
+        announce_state()
+        page.run()
+    except LabelgovError as exc:
+        st.error(str(exc))
+
+
+main()

@@ -1,0 +1,145 @@
+"""Tree versions read side by side: listing, diffs and the "as of version V" node mapping.
+
+Annotations keep the (tree_version, node_id) they were made with. To read history against a chosen
+version V, analytics join on :data:`AS_OF_SQL`, which says for every node of every version where it lands
+in V: earlier versions through the mapping closure that each applied migration stored, V itself as is
+(a deprecated node with a replacement lands on the replacement), and later versions back onto the same
+node id or, for nodes V does not know yet, onto their nearest ancestor V knows (marked not automatic).
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from queries.errors import LabelgovError
+
+# Parameters: target version four times.
+AS_OF_SQL = """
+SELECT from_version AS tree_version, from_node AS node_id, to_node AS target_node_id, automatic
+FROM node_mappings WHERE to_version = ?
+UNION ALL
+SELECT tree_version, node_id,
+       CASE WHEN status = 'deprecated' AND replaced_by IS NOT NULL THEN replaced_by ELSE node_id END,
+       true
+FROM tree_nodes WHERE tree_version = ?
+UNION ALL
+SELECT s.tree_version, s.node_id, arg_max(s.step, s.pos), bool_or(s.step = s.node_id)
+FROM (
+    SELECT tree_version, node_id, unnest(string_split(path, '/')) AS step,
+           generate_subscripts(string_split(path, '/'), 1) AS pos
+    FROM tree_nodes WHERE tree_version > ?
+) s
+JOIN tree_nodes t ON t.tree_version = ? AND t.node_id = s.step
+GROUP BY s.tree_version, s.node_id
+"""
+
+
+def require_version(con: duckdb.DuckDBPyConnection, version: int) -> str:
+    """The content hash of ``version``; a clear refusal when it does not exist."""
+    row = con.execute("SELECT content_hash FROM tree_versions WHERE tree_version = ?", [version]).fetchone()
+    if row is None:
+        raise LabelgovError(f"tree version {version} does not exist; `labelgov tree versions` lists them")
+    return str(row[0])
+
+
+def version_list(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every version with its lineage and the migration (if any) that created it."""
+    return con.execute(
+        """
+        SELECT v.tree_version, v.parent_version, v.taxonomy, v.label, v.content_hash, v.created_by, v.created_at,
+               m.proposal_id, m.migration_id, m.checksum,
+               (SELECT count(*) FROM tree_nodes n WHERE n.tree_version = v.tree_version) AS nodes,
+               (SELECT count(*) FROM tree_nodes n WHERE n.tree_version = v.tree_version
+                    AND n.status = 'active') AS active_nodes
+        FROM tree_versions v LEFT JOIN applied_migrations m ON m.to_version = v.tree_version
+        ORDER BY v.tree_version
+        """
+    ).df()
+
+
+def tree_frame(con: duckdb.DuckDBPyConnection, version: int) -> pd.DataFrame:
+    require_version(con, version)
+    return con.execute(
+        "SELECT * EXCLUDE (tree_version) FROM tree_nodes WHERE tree_version = ? ORDER BY ordinal", [version]
+    ).df()
+
+
+def diff_versions(con: duckdb.DuckDBPyConnection, old: int, new: int) -> pd.DataFrame:
+    """One row per changed attribute of a node between two versions: node_id, change, before, after."""
+    require_version(con, old)
+    require_version(con, new)
+    return con.execute(
+        """
+        WITH a AS (SELECT * FROM tree_nodes WHERE tree_version = ?),
+             b AS (SELECT * FROM tree_nodes WHERE tree_version = ?),
+             j AS (SELECT coalesce(b.node_id, a.node_id) AS node_id, coalesce(b.ordinal, a.ordinal) AS ordinal,
+                          a.node_id IS NULL AS added, b.node_id IS NULL AS missing,
+                          a.title AS a_title, b.title AS b_title, a.parent_id AS a_parent, b.parent_id AS b_parent,
+                          a.status AS a_status, b.status AS b_status,
+                          array_to_string(a.codes, ',') AS a_codes, array_to_string(b.codes, ',') AS b_codes,
+                          a.guideline AS a_guide, b.guideline AS b_guide,
+                          a.description AS a_desc, b.description AS b_desc,
+                          a.replaced_by AS a_repl, b.replaced_by AS b_repl,
+                          array_to_string(a.consider, ',') AS a_cons, array_to_string(b.consider, ',') AS b_cons
+                   FROM a FULL OUTER JOIN b USING (node_id)),
+             changes AS (
+                 SELECT node_id, ordinal, 'added' AS change, NULL AS before, b_title AS after FROM j WHERE added
+                 UNION ALL SELECT node_id, ordinal, 'missing', a_title, NULL FROM j WHERE missing
+                 UNION ALL SELECT node_id, ordinal, 'title', a_title, b_title FROM j
+                     WHERE NOT added AND NOT missing AND a_title IS DISTINCT FROM b_title
+                 UNION ALL SELECT node_id, ordinal, 'parent', a_parent, b_parent FROM j
+                     WHERE NOT added AND NOT missing AND a_parent IS DISTINCT FROM b_parent
+                 UNION ALL SELECT node_id, ordinal, 'status', a_status, b_status FROM j
+                     WHERE NOT added AND NOT missing AND a_status IS DISTINCT FROM b_status
+                 UNION ALL SELECT node_id, ordinal, 'codes', a_codes, b_codes FROM j
+                     WHERE NOT added AND NOT missing AND a_codes IS DISTINCT FROM b_codes
+                 UNION ALL SELECT node_id, ordinal, 'guideline', a_guide, b_guide FROM j
+                     WHERE NOT added AND NOT missing AND a_guide IS DISTINCT FROM b_guide
+                 UNION ALL SELECT node_id, ordinal, 'description', a_desc, b_desc FROM j
+                     WHERE NOT added AND NOT missing AND a_desc IS DISTINCT FROM b_desc
+                 UNION ALL SELECT node_id, ordinal, 'replaced_by', a_repl, b_repl FROM j
+                     WHERE NOT added AND NOT missing AND a_repl IS DISTINCT FROM b_repl
+                 UNION ALL SELECT node_id, ordinal, 'consider', a_cons, b_cons FROM j
+                     WHERE NOT added AND NOT missing AND a_cons IS DISTINCT FROM b_cons)
+        SELECT node_id, change, before, after FROM changes ORDER BY ordinal, node_id, change
+        """,
+        [old, new],
+    ).df()
+
+
+def mapping_to_version(con: duckdb.DuckDBPyConnection, target_version: int) -> pd.DataFrame:
+    """[tree_version, node_id, target_node_id, automatic] for every node of every version, landing in V."""
+    require_version(con, target_version)
+    return con.execute(AS_OF_SQL + " ORDER BY tree_version, node_id", [target_version] * 4).df()
+
+
+def create_as_of_table(con: duckdb.DuckDBPyConnection, target_version: int) -> str:
+    """Materialise the mapping as TEMP TABLE ``as_of_mapping`` for analytics to join; returns its name."""
+    require_version(con, target_version)
+    con.execute("CREATE OR REPLACE TEMP TABLE as_of_mapping AS " + AS_OF_SQL, [target_version] * 4)  # noqa: S608 - constant SQL
+    return "as_of_mapping"
+
+
+def store_closure(
+    con: duckdb.DuckDBPyConnection, migration_id: int, base_version: int, new_version: int, edge: pd.DataFrame
+) -> int:
+    """Compose base's as-of mapping with the migration's edge (base_node, new_node, automatic) and store it.
+
+    Storing the closure, not only the edge, keeps "as of V" a single join however long the chain grows.
+    """
+    con.register("_gov_edge", edge)
+    try:
+        con.execute(
+            "INSERT INTO node_mappings "
+            "SELECT ?, m.tree_version, m.node_id, e.new_node, m.automatic AND e.automatic, ? "
+            "FROM (" + AS_OF_SQL + ") m JOIN _gov_edge e ON e.base_node = m.target_node_id "  # noqa: S608 - constant SQL
+            "WHERE m.tree_version <= ?",
+            [new_version, migration_id, *([base_version] * 4), base_version],
+        )
+    finally:
+        con.unregister("_gov_edge")
+    row = con.execute(
+        "SELECT count(*) FROM node_mappings WHERE migration_id = ?", [migration_id]
+    ).fetchone()
+    return int(row[0]) if row else 0
