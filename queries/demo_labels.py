@@ -154,7 +154,9 @@ def _crowd_round(
     return answers, np.where(valid, nodes, -1), valid
 
 
-def _triggers(rng: np.random.Generator, index: TreeIndex, nodes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _triggers(
+    rng: np.random.Generator, index: TreeIndex, nodes: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Which rule escalates each item (-1: none), checked in the order of TRIGGERS."""
     majority, share, gap = consensus(nodes, valid)
     branch = np.where(valid, index.node_branch[np.where(valid, nodes, 0)], -1)
@@ -164,7 +166,7 @@ def _triggers(rng: np.random.Generator, index: TreeIndex, nodes: np.ndarray, val
     manual = rng.random(len(nodes)) < cfg.MANUAL_SHARE
     trigger = np.select([share < cfg.CONFIDENCE_THRESHOLD, gap < cfg.GAP_THRESHOLD, conflict, manual],
                         [0, 1, 2, 3], -1)
-    return np.stack([trigger, majority])
+    return trigger, majority
 
 
 def _route(
@@ -190,7 +192,7 @@ def _expert_answers(
 
 def _describe(
     rng: np.random.Generator, index: TreeIndex, people: Annotators, items: Items, answers: Answers, events: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Self-reported confidence (loosely tied to being right), time spent and pay per answer."""
     m = len(answers.item)
     truth = items.truth[answers.item]
@@ -206,7 +208,7 @@ def _describe(
     duration = people.median_duration_s[answers.annotator] * rng.lognormal(0, 0.45, m) * np.where(hard, 1.3, 1.0)
     cost = people.cost_rate[answers.annotator]
     guideline = (events & (answers.t >= cfg.GUIDELINE_WEEK * WEEK_S)).astype(np.int64)
-    return np.stack([confidence, np.round(duration, 1), cost]), guideline, right
+    return np.stack([confidence, np.round(duration, 1), cost]), guideline
 
 
 def label_items(
@@ -217,7 +219,7 @@ def label_items(
     trigger, majority = _triggers(rng, index, nodes, valid)
     escalated = np.flatnonzero(trigger >= 0)
     routed = _route(rng, index, people, majority[escalated], items.segment[escalated])
-    last_crowd = np.where(valid, np.where(valid, crowd_times(crowd, valid), 0), 0).max(axis=1)[escalated]
+    last_crowd = _crowd_times(crowd, valid).max(axis=1)[escalated]
     raised = later_within_window(rng, last_crowd, last_crowd + rng.lognormal(np.log(3600), 0.7, len(escalated)))
     answered = raised + rng.lognormal(np.log(8 * 3600), 0.8, len(escalated))
     resolved = answered < END_S
@@ -230,7 +232,7 @@ def label_items(
     stage = np.concatenate([np.zeros(len(crowd.item), dtype=np.int64), np.ones(len(expert.item), dtype=np.int64)])
     order = np.argsort(merged.t, kind="stable")
     merged = Answers(*(getattr(merged, f)[order] for f in Answers.__dataclass_fields__))
-    described, guideline, _ = _describe(rng, index, people, items, merged, events)
+    described, guideline = _describe(rng, index, people, items, merged, events)
     return Labels(
         annotations=merged, stage=stage[order], confidence=described[0], duration_s=described[1],
         cost=described[2], guideline=guideline, crowd_k=valid.sum(axis=1), escalated=escalated,
@@ -240,7 +242,7 @@ def label_items(
     )
 
 
-def crowd_times(crowd: Answers, valid: np.ndarray) -> np.ndarray:
+def _crowd_times(crowd: Answers, valid: np.ndarray) -> np.ndarray:
     """The crowd answer times back in the (items, K_EXTENDED) layout of ``valid``."""
     grid = np.zeros(valid.shape)
     grid[valid] = crowd.t
