@@ -13,6 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from queries.errors import LabelgovError
@@ -239,6 +240,13 @@ class PlayedBatch(BaseModel):
     @property
     def compat_class(self) -> CompatClass:
         return worst(self.classes)
+
+    def edge_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([m.model_dump() for m in self.mapping], columns=["base_node", "new_node", "automatic"])
+
+    def doubtful_nodes(self) -> list[str]:
+        """New nodes that receive annotations people must look at again."""
+        return sorted({m.new_node for m in self.mapping if not m.automatic})
 
 
 class WorkingTree:

@@ -41,40 +41,50 @@ def alpha_from_counts(
     if item.size == 0:
         return float("nan")
     mult = np.ones(m.size) if item_weight is None else np.asarray(item_weight, dtype=np.float64)
-    pair_weight = mult[item] / (m[item] - 1.0)
+    pairable = m >= 2
+    unit_weight = np.zeros(m.size)
+    unit_weight[pairable] = mult[pairable] / (m[pairable] - 1.0)
     n_c = np.bincount(value, weights=count * mult[item], minlength=n_values)
     n = n_c.sum()
+    observed = observed_by_item(item, value, count, m.size, None if delta2 is None else np.asarray(delta2, float))
+    disagreement_observed = float(np.dot(unit_weight, observed))
     if delta2 is None:
-        observed_same = np.bincount(value, weights=count * (count - 1.0) * pair_weight, minlength=n_values).sum()
-        disagreement_observed = n - observed_same
         disagreement_expected = (n * n - float(np.dot(n_c, n_c))) / (n - 1.0)
     else:
-        delta2 = np.asarray(delta2, dtype=np.float64)
-        disagreement_observed = _observed_off_diagonal(item, value, count, pair_weight, delta2)
-        disagreement_expected = float(n_c @ delta2 @ n_c) / (n - 1.0)
+        disagreement_expected = float(n_c @ np.asarray(delta2, dtype=np.float64) @ n_c) / (n - 1.0)
     if disagreement_expected <= 0:
         return float("nan")
     return float(1.0 - disagreement_observed / disagreement_expected)
 
 
-def _observed_off_diagonal(
-    item: IntArray, value: IntArray, count: FloatArray, pair_weight: FloatArray, delta2: FloatArray
-) -> float:
-    """Sum of o_ck * delta2_ck over c != k, pairing the distinct values within each item.
+def observed_by_item(
+    item: IntArray, value: IntArray, count: FloatArray, n_items: int, delta2: FloatArray | None = None
+) -> FloatArray:
+    """Per item, sum over ordered value pairs c != k of n_uc * n_uk * delta2_ck (not yet divided by m_u - 1).
 
-    Rows are sorted by item; the row at offset ``s`` further down belongs to the same item while the
-    item index matches, so each offset yields one batch of within-item pairs. Items carry only a
-    handful of distinct values, so the loop runs a handful of times.
+    Kept per item so that any reweighting of items (a bootstrap replicate, a subgroup) is one dot
+    product. Nominal needs no pairing: the sum is m_u^2 - sum_c n_uc^2. Otherwise the rows must be
+    grouped by item; SQL delivers them sorted, so the sort here is skipped when they already are. The row
+    ``shift`` places further down belongs to the same item while the item index matches, so each shift
+    yields one batch of within-item pairs; items carry a handful of distinct values, so the loop runs a
+    handful of times.
     """
-    order = np.lexsort((value, item))
-    item, value, count, pair_weight = item[order], value[order], count[order], pair_weight[order]
-    total = 0.0
+    item = np.asarray(item, dtype=np.int64)
+    count = np.asarray(count, dtype=np.float64)
+    if delta2 is None:
+        m = np.bincount(item, weights=count, minlength=n_items)
+        return m * m - np.bincount(item, weights=count * count, minlength=n_items)
+    value = np.asarray(value, dtype=np.int64)
+    if item.size > 1 and bool((item[1:] < item[:-1]).any()):
+        order = np.argsort(item, kind="stable")
+        item, value, count = item[order], value[order], count[order]
+    total = np.zeros(n_items)
     for shift in range(1, item.size):
         same = item[shift:] == item[:-shift]
-        if not same.any():
-            break
         left = np.flatnonzero(same)
+        if left.size == 0:
+            break
         right = left + shift
-        contribution = count[left] * count[right] * pair_weight[left] * delta2[value[left], value[right]]
-        total += 2.0 * float(contribution.sum())
+        contribution = count[left] * count[right] * delta2[value[left], value[right]]
+        total += 2.0 * np.bincount(item[left], weights=contribution, minlength=n_items)
     return total

@@ -38,7 +38,7 @@ EVENT_HASH_SQL = (
 EVENT_COLUMNS = "seq, event_time, actor, role, action, payload, payload_hash, prev_hash, hash"
 
 _APPEND_SQL = (
-    "INSERT INTO audit_log BY NAME "
+    "INSERT INTO audit_log BY NAME "  # noqa: S608 - fixed fragments, values bound as ?
     "WITH last AS (SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1), "
     "fields AS (SELECT coalesce(max(last.seq), 0) + 1 AS seq, coalesce(max(last.hash), ?) AS prev_hash, "
     "?::TIMESTAMP AS event_time, ? AS actor, ? AS role, ? AS action, ?::JSON AS payload FROM last), "
@@ -50,7 +50,7 @@ _APPEND_SQL = (
 # Rows in seq order (ties by storage order, so a duplicate seq shows as the later copy) with the checks
 # each row must pass; the first failing row is the first fault in the chain.
 _FIRST_FAULT_SQL = (
-    "WITH ordered AS ("
+    "WITH ordered AS ("  # noqa: S608 - fixed fragments, values bound as ?
     " SELECT rowid AS row_id, seq, prev_hash, hash,"
     " coalesce(sha256(payload) = payload_hash, false) AS payload_ok,"
     " coalesce(" + EVENT_HASH_SQL + " = hash, false) AS hash_ok,"
@@ -65,16 +65,20 @@ _FIRST_FAULT_SQL = (
 
 # The seq under which an intact row was originally hashed: the seq column is replaced by candidates.
 _ORIGINAL_SEQ_SQL = (
-    "SELECT candidate.seq FROM (SELECT * EXCLUDE (seq) FROM audit_log WHERE rowid = ?) AS row_, "
+    "SELECT candidate.seq FROM (SELECT * EXCLUDE (seq) FROM audit_log WHERE rowid = ?) AS row_, "  # noqa: S608 - fixed
     "range(1, ?) AS candidate(seq) WHERE " + EVENT_HASH_SQL + " = row_.hash ORDER BY candidate.seq LIMIT 1"
 )
 
 
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
+    """The first row, with the result fetched to the end as DuckDB 2 requires before the next statement."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
 def require_tables(con: duckdb.DuckDBPyConnection) -> None:
     """A read-only handle cannot migrate, so a warehouse from before the audit log gets a clear message."""
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('audit_log', 'roles')"
-    ).fetchone()
+    row = _one(con, "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('audit_log', 'roles')")
     if not row or row[0] < 2:
         raise LabelgovError(
             "this warehouse predates the audit log and roles tables: open it once with a writing command "
@@ -84,8 +88,8 @@ def require_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
     """Outside an explicit transaction every statement gets a new transaction id."""
-    first = con.execute("SELECT txid_current()").fetchone()
-    second = con.execute("SELECT txid_current()").fetchone()
+    first = _one(con, "SELECT txid_current()")
+    second = _one(con, "SELECT txid_current()")
     return first == second
 
 
@@ -93,7 +97,7 @@ def append(
     con: duckdb.DuckDBPyConnection, *, time: datetime, actor: str, role: str, action: str, payload_json: str
 ) -> tuple[Any, ...]:
     """One statement reads the head and writes the next event, so seq and prev_hash cannot be stale."""
-    row = con.execute(_APPEND_SQL, [GENESIS_HASH, time, actor, role, action, payload_json]).fetchone()
+    row = _one(con, _APPEND_SQL, [GENESIS_HASH, time, actor, role, action, payload_json])
     assert row is not None
     return row
 
@@ -109,9 +113,9 @@ def recent(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[Any, ...]]:
 
 def head(con: duckdb.DuckDBPyConnection) -> tuple[int, int, str]:
     """(events, head seq, head hash); an empty log has head 0 and the genesis hash."""
-    row = con.execute(
-        "SELECT count(*), coalesce(max(seq), 0), coalesce(arg_max(hash, seq), ?) FROM audit_log", [GENESIS_HASH]
-    ).fetchone()
+    row = _one(
+        con, "SELECT count(*), coalesce(max(seq), 0), coalesce(arg_max(hash, seq), ?) FROM audit_log", [GENESIS_HASH]
+    )
     assert row is not None
     return int(row[0]), int(row[1]), str(row[2])
 
@@ -123,30 +127,28 @@ def hashes_at(con: duckdb.DuckDBPyConnection, seq: int) -> list[str]:
 def first_fault(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """The first row, in seq order, that fails a payload, hash, seq or link check; None for a sound chain."""
     cursor = con.execute(_FIRST_FAULT_SQL, [GENESIS_HASH])
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    return dict(zip([d[0] for d in cursor.description], row, strict=True))
+    rows = cursor.fetchall()
+    return dict(zip([d[0] for d in cursor.description], rows[0], strict=True)) if rows else None
 
 
 def original_seq(con: duckdb.DuckDBPyConnection, row_id: int, upper: int) -> int | None:
     """The seq in 1..upper-1 under which the row's stored hash was computed, if any."""
-    row = con.execute(_ORIGINAL_SEQ_SQL, [row_id, upper]).fetchone()
+    row = _one(con, _ORIGINAL_SEQ_SQL, [row_id, upper])
     return int(row[0]) if row else None
 
 
 def hash_appears_after(con: duckdb.DuckDBPyConnection, event_hash: str, seq: int) -> bool:
     """Whether an event with this hash sits later in the log than ``seq``."""
-    row = con.execute("SELECT count(*) FROM audit_log WHERE hash = ? AND seq > ?", [event_hash, seq]).fetchone()
+    row = _one(con, "SELECT count(*) FROM audit_log WHERE hash = ? AND seq > ?", [event_hash, seq])
     return bool(row and row[0])
 
 
 def events_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """Every event in seq order, for export as a table; the payload stays canonical JSON text."""
-    return con.execute(
+    return con.sql(
         "SELECT seq, strftime(event_time, '%Y-%m-%dT%H:%M:%S.%fZ') AS time, actor, role, action, "
         "payload::VARCHAR AS payload, payload_hash, prev_hash, hash FROM audit_log ORDER BY seq"
-    ).fetch_arrow_table()
+    ).to_arrow_table()
 
 
 def events_as_json_lines(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -163,7 +165,7 @@ def events_as_json_lines(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def role_of(con: duckdb.DuckDBPyConnection, user: str) -> str | None:
-    row = con.execute("SELECT role FROM roles WHERE user_id = ?", [user]).fetchone()
+    row = _one(con, "SELECT role FROM roles WHERE user_id = ?", [user])
     return str(row[0]) if row else None
 
 

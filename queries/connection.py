@@ -102,8 +102,8 @@ def memory() -> duckdb.DuckDBPyConnection:
 
 def data_version(con: duckdb.DuckDBPyConnection) -> int:
     """A counter that every write increments: the key for cached dashboard results."""
-    row = con.execute("SELECT value FROM meta WHERE key = 'data_version'").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute("SELECT value FROM meta WHERE key = 'data_version'").fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def bump_data_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -124,3 +124,4 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+

@@ -62,7 +62,7 @@ DRIFT_BRANCH_BOOST: Final = 5.0  # the new source's odds of the drift branch, re
 DRIFT_LEAF_BOOST: Final[dict[str, float]] = {"spam_scam": 3.0, "spam_phishing": 3.0}
 GUIDELINE_BRANCH: Final = "harassment"
 GUIDELINE_WEEK: Final = 10
-GUIDELINE_ACCURACY_FACTOR: Final = 0.7
+GUIDELINE_ACCURACY_FACTOR: Final = 0.65
 DEGRADE_FROM_WEEK: Final = 12
 DEGRADE_START_ACCURACY: Final = 0.92
 DEGRADE_END_ACCURACY: Final = 0.45
@@ -102,7 +102,7 @@ HARD_PAIR_SIGNAL_SHARE: Final = 0.75
 MISCALIBRATED: Final[dict[str, float]] = {"hate": 0.6, "misinformation": 0.5}
 MIN_PROBABILITY: Final = 1e-3
 # Above this many items only a sample is scored, to keep the large build within its time budget.
-PREDICTION_FULL_UP_TO: Final = 400_000
+PREDICTION_FULL_UP_TO: Final = 500_000
 PREDICTION_SAMPLE_SHARE: Final = 0.5
 
 

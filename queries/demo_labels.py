@@ -78,7 +78,9 @@ def crowd_answers(
     accuracy[hard] *= cfg.HARD_PAIR_ACCURACY_FACTOR
     guided = guideline_affected(index, truth, t, events)
     accuracy[guided] *= cfg.GUIDELINE_ACCURACY_FACTOR
-    leaf = np.where(rng.random(m) < accuracy, truth, _confusion(rng, index, truth, guided))
+    leaf = truth.copy()
+    wrong = rng.random(m) >= accuracy
+    leaf[wrong] = _confusion(rng, index, truth[wrong], guided[wrong])
     spam = people.spammer[annotator]
     leaf[spam] = rng.integers(0, index.n_leaves, int(spam.sum()))
     node = index.leaves[leaf]
@@ -119,7 +121,6 @@ class Labels:
     duration_s: np.ndarray
     cost: np.ndarray
     guideline: np.ndarray
-    crowd_k: np.ndarray
     escalated: np.ndarray  # item positions
     trigger: np.ndarray
     routed_to: np.ndarray  # annotator positions
@@ -131,8 +132,12 @@ class Labels:
 
 def _crowd_round(
     rng: np.random.Generator, index: TreeIndex, people: Annotators, items: Items, events: bool
-) -> tuple[Answers, np.ndarray, np.ndarray]:
-    """K_INITIAL answers per item, extended to K_EXTENDED for half of the split first rounds."""
+) -> tuple[Answers, np.ndarray, np.ndarray, np.ndarray]:
+    """K_INITIAL answers per item, extended to K_EXTENDED for half of the split first rounds.
+
+    Returns the answers, the (items, K_EXTENDED) grid of answered nodes (-1 where none), its validity
+    mask and the time of each item's last crowd answer.
+    """
     n = len(items.t)
     who = distinct_draws(rng, people.activity, n, cfg.K_EXTENDED)
     first = items.t[:, None] + rng.lognormal(np.log(3 * 3600), 1.0, (n, cfg.K_INITIAL))
@@ -151,7 +156,7 @@ def _crowd_round(
     valid[:, cfg.K_INITIAL :] = extend[:, None]
     item = np.repeat(np.arange(n), cfg.K_EXTENDED).reshape(n, -1)
     answers = Answers(item=item[valid], annotator=who[valid], node=nodes[valid], t=when[valid])
-    return answers, np.where(valid, nodes, -1), valid
+    return answers, np.where(valid, nodes, -1), valid, np.where(valid, when, 0.0).max(axis=1)
 
 
 def _triggers(
@@ -185,14 +190,15 @@ def _expert_answers(
     in_area = people.expert_branches[expert - people.n_crowd, index.leaf_branch[truth]]
     accuracy = np.where(in_area, people.accuracy[expert], cfg.EXPERT_OUT_OF_AREA_ACCURACY)
     accuracy = np.where(index.partner[truth] >= 0, accuracy - 0.03, accuracy)
-    always_sibling = np.ones(len(truth), dtype=bool)
-    leaf = np.where(rng.random(len(truth)) < accuracy, truth, _confusion(rng, index, truth, always_sibling))
+    leaf = truth.copy()
+    wrong = rng.random(len(truth)) >= accuracy
+    leaf[wrong] = _confusion(rng, index, truth[wrong], np.ones(int(wrong.sum()), dtype=bool))
     return index.leaves[leaf]
 
 
 def _describe(
     rng: np.random.Generator, index: TreeIndex, people: Annotators, items: Items, answers: Answers, events: bool
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Self-reported confidence (loosely tied to being right), time spent and pay per answer."""
     m = len(answers.item)
     truth = items.truth[answers.item]
@@ -208,19 +214,19 @@ def _describe(
     duration = people.median_duration_s[answers.annotator] * rng.lognormal(0, 0.45, m) * np.where(hard, 1.3, 1.0)
     cost = people.cost_rate[answers.annotator]
     guideline = (events & (answers.t >= cfg.GUIDELINE_WEEK * WEEK_S)).astype(np.int64)
-    return np.stack([confidence, np.round(duration, 1), cost]), guideline
+    return confidence, np.round(duration, 1), cost, guideline
 
 
 def label_items(
     rng: np.random.Generator, index: TreeIndex, people: Annotators, items: Items, events: bool
 ) -> Labels:
     """Run the whole pipeline; annotations come back ordered by time."""
-    crowd, nodes, valid = _crowd_round(rng, index, people, items, events)
+    crowd, nodes, valid, last_crowd = _crowd_round(rng, index, people, items, events)
     trigger, majority = _triggers(rng, index, nodes, valid)
     escalated = np.flatnonzero(trigger >= 0)
     routed = _route(rng, index, people, majority[escalated], items.segment[escalated])
-    last_crowd = _crowd_times(crowd, valid).max(axis=1)[escalated]
-    raised = later_within_window(rng, last_crowd, last_crowd + rng.lognormal(np.log(3600), 0.7, len(escalated)))
+    last = last_crowd[escalated]
+    raised = later_within_window(rng, last, last + rng.lognormal(np.log(3600), 0.7, len(escalated)))
     answered = raised + rng.lognormal(np.log(8 * 3600), 0.8, len(escalated))
     resolved = answered < END_S
     expert = Answers(
@@ -232,18 +238,11 @@ def label_items(
     stage = np.concatenate([np.zeros(len(crowd.item), dtype=np.int64), np.ones(len(expert.item), dtype=np.int64)])
     order = np.argsort(merged.t, kind="stable")
     merged = Answers(*(getattr(merged, f)[order] for f in Answers.__dataclass_fields__))
-    described, guideline = _describe(rng, index, people, items, merged, events)
+    confidence, duration, cost, guideline = _describe(rng, index, people, items, merged, events)
     return Labels(
-        annotations=merged, stage=stage[order], confidence=described[0], duration_s=described[1],
-        cost=described[2], guideline=guideline, crowd_k=valid.sum(axis=1), escalated=escalated,
+        annotations=merged, stage=stage[order], confidence=confidence, duration_s=duration,
+        cost=cost, guideline=guideline, escalated=escalated,
         trigger=trigger[escalated], routed_to=routed, escalated_at=raised,
         resolved_at=np.where(resolved, answered, np.nan), expert_answers=expert,
         gold=np.flatnonzero(rng.random(len(items.t)) < cfg.GOLD_SHARE),
     )
-
-
-def _crowd_times(crowd: Answers, valid: np.ndarray) -> np.ndarray:
-    """The crowd answer times back in the (items, K_EXTENDED) layout of ``valid``."""
-    grid = np.zeros(valid.shape)
-    grid[valid] = crowd.t
-    return grid

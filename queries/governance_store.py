@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from queries.errors import LabelgovError
+from queries.governance_versions import first_row
 
 OPEN_STATUSES = ("draft", "submitted", "changes_requested", "approved", "stale")
 
@@ -26,7 +27,7 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> dict[st
 
 
 def next_proposal_id(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT coalesce(max(proposal_id), 0) + 1 FROM proposals").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(proposal_id), 0) + 1 FROM proposals"))
     return int(row[0]) if row else 1
 
 
@@ -114,9 +115,7 @@ def operations(con: duckdb.DuckDBPyConnection, proposal_id: int) -> pd.DataFrame
 
 
 def add_editor(con: duckdb.DuckDBPyConnection, proposal_id: int, editor: str) -> None:
-    con.execute(
-        "INSERT OR IGNORE INTO proposal_editors VALUES (?, ?, now()::TIMESTAMP)", [proposal_id, editor]
-    )
+    con.execute("INSERT OR IGNORE INTO proposal_editors VALUES (?, ?, now()::TIMESTAMP)", [proposal_id, editor])
 
 
 def editors(con: duckdb.DuckDBPyConnection, proposal_id: int) -> set[str]:
@@ -139,8 +138,17 @@ def add_review(
 ) -> None:
     con.execute(
         "INSERT INTO proposal_reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, false, now()::TIMESTAMP)",
-        [proposal_id, reviewer, decision, comment, proposal_hash, report_hash, base_version, base_hash,
-         acknowledged_report],
+        [
+            proposal_id,
+            reviewer,
+            decision,
+            comment,
+            proposal_hash,
+            report_hash,
+            base_version,
+            base_hash,
+            acknowledged_report,
+        ],
     )
 
 
@@ -207,7 +215,7 @@ def open_on_base(con: duckdb.DuckDBPyConnection, base_version: int, except_id: i
 
 
 def next_migration_id(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT coalesce(max(migration_id), 0) + 1 FROM applied_migrations").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(migration_id), 0) + 1 FROM applied_migrations"))
     return int(row[0]) if row else 1
 
 
@@ -218,9 +226,17 @@ def migration_for(con: duckdb.DuckDBPyConnection, proposal_id: int) -> dict[str,
 def insert_migration(con: duckdb.DuckDBPyConnection, record: dict[str, Any]) -> None:
     con.execute(
         "INSERT INTO applied_migrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-        [record["migration_id"], record["proposal_id"], record["from_version"], record["to_version"],
-         record["checksum"], record["annotations_mapped"], record["annotations_to_relabel"],
-         record["items_to_relabel"], record["applied_by"]],
+        [
+            record["migration_id"],
+            record["proposal_id"],
+            record["from_version"],
+            record["to_version"],
+            record["checksum"],
+            record["annotations_mapped"],
+            record["annotations_to_relabel"],
+            record["items_to_relabel"],
+            record["applied_by"],
+        ],
     )
 
 
@@ -253,7 +269,7 @@ def queue_relabelling(
         [migration_id, new_version, new_version, doubtful_nodes],
     )
     row = con.execute("SELECT count(DISTINCT item_id) FROM relabel_queue WHERE migration_id = ?", [migration_id])
-    fetched = row.fetchone()
+    fetched = first_row(row)
     return int(fetched[0]) if fetched else 0
 
 
@@ -267,3 +283,10 @@ def relabel_queue(con: duckdb.DuckDBPyConnection, proposal_id: int) -> pd.DataFr
         """,
         [proposal_id],
     ).df()
+
+
+def relabel_queue_annotations(con: duckdb.DuckDBPyConnection, migration_id: int) -> int:
+    row = first_row(
+        con.execute("SELECT coalesce(sum(annotations), 0) FROM relabel_queue WHERE migration_id = ?", [migration_id])
+    )
+    return int(row[0]) if row else 0

@@ -1,43 +1,33 @@
 """Tree versions read side by side: listing, diffs and the "as of version V" node mapping.
 
 Annotations keep the (tree_version, node_id) they were made with. To read history against a chosen
-version V, analytics join on :data:`AS_OF_SQL`, which says for every node of every version where it lands
-in V: earlier versions through the mapping closure that each applied migration stored, V itself as is
-(a deprecated node with a replacement lands on the replacement), and later versions back onto the same
-node id or, for nodes V does not know yet, onto their nearest ancestor V knows (marked not automatic).
+version V, analytics join on a mapping that says for every node of every version where it lands
+in V, through the table macro ``as_of_mapping(V)`` defined by migration 003: earlier versions through the
+mapping closure that each applied migration stored, V itself as is (a deprecated node with a replacement
+lands on the replacement), and later versions back onto the same node id or, for nodes V does not know
+yet, onto their nearest ancestor V knows (marked not automatic). Analytics join it directly:
+``JOIN as_of_mapping(?) m ON m.tree_version = a.tree_version AND m.node_id = a.node_id``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import duckdb
 import pandas as pd
 
 from queries.errors import LabelgovError
 
-# Parameters: target version four times.
-AS_OF_SQL = """
-SELECT from_version AS tree_version, from_node AS node_id, to_node AS target_node_id, automatic
-FROM node_mappings WHERE to_version = ?
-UNION ALL
-SELECT tree_version, node_id,
-       CASE WHEN status = 'deprecated' AND replaced_by IS NOT NULL THEN replaced_by ELSE node_id END,
-       true
-FROM tree_nodes WHERE tree_version = ?
-UNION ALL
-SELECT s.tree_version, s.node_id, arg_max(s.step, s.pos), bool_or(s.step = s.node_id)
-FROM (
-    SELECT tree_version, node_id, unnest(string_split(path, '/')) AS step,
-           generate_subscripts(string_split(path, '/'), 1) AS pos
-    FROM tree_nodes WHERE tree_version > ?
-) s
-JOIN tree_nodes t ON t.tree_version = ? AND t.node_id = s.step
-GROUP BY s.tree_version, s.node_id
-"""
+
+def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row, reading the result to its end: DuckDB refuses new work while a result is unfinished."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
 
 
 def require_version(con: duckdb.DuckDBPyConnection, version: int) -> str:
     """The content hash of ``version``; a clear refusal when it does not exist."""
-    row = con.execute("SELECT content_hash FROM tree_versions WHERE tree_version = ?", [version]).fetchone()
+    row = first_row(con.execute("SELECT content_hash FROM tree_versions WHERE tree_version = ?", [version]))
     if row is None:
         raise LabelgovError(f"tree version {version} does not exist; `labelgov tree versions` lists them")
     return str(row[0])
@@ -111,14 +101,7 @@ def diff_versions(con: duckdb.DuckDBPyConnection, old: int, new: int) -> pd.Data
 def mapping_to_version(con: duckdb.DuckDBPyConnection, target_version: int) -> pd.DataFrame:
     """[tree_version, node_id, target_node_id, automatic] for every node of every version, landing in V."""
     require_version(con, target_version)
-    return con.execute(AS_OF_SQL + " ORDER BY tree_version, node_id", [target_version] * 4).df()
-
-
-def create_as_of_table(con: duckdb.DuckDBPyConnection, target_version: int) -> str:
-    """Materialise the mapping as TEMP TABLE ``as_of_mapping`` for analytics to join; returns its name."""
-    require_version(con, target_version)
-    con.execute("CREATE OR REPLACE TEMP TABLE as_of_mapping AS " + AS_OF_SQL, [target_version] * 4)  # noqa: S608 - constant SQL
-    return "as_of_mapping"
+    return con.execute("SELECT * FROM as_of_mapping(?) ORDER BY tree_version, node_id", [target_version]).df()
 
 
 def store_closure(
@@ -133,13 +116,11 @@ def store_closure(
         con.execute(
             "INSERT INTO node_mappings "
             "SELECT ?, m.tree_version, m.node_id, e.new_node, m.automatic AND e.automatic, ? "
-            "FROM (" + AS_OF_SQL + ") m JOIN _gov_edge e ON e.base_node = m.target_node_id "  # noqa: S608 - constant SQL
+            "FROM as_of_mapping(?) m JOIN _gov_edge e ON e.base_node = m.target_node_id "
             "WHERE m.tree_version <= ?",
-            [new_version, migration_id, *([base_version] * 4), base_version],
+            [new_version, migration_id, base_version, base_version],
         )
     finally:
         con.unregister("_gov_edge")
-    row = con.execute(
-        "SELECT count(*) FROM node_mappings WHERE migration_id = ?", [migration_id]
-    ).fetchone()
+    row = first_row(con.execute("SELECT count(*) FROM node_mappings WHERE migration_id = ?", [migration_id]))
     return int(row[0]) if row else 0

@@ -6,6 +6,7 @@ import duckdb
 import pandas as pd
 
 from queries.connection import data_version
+from queries.results import first_row
 
 COUNTED_TABLES = (
     "items",
@@ -24,7 +25,7 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows per table; table names come from the fixed tuple above."""
     counts: dict[str, int] = {}
     for table in COUNTED_TABLES:
-        row = con.execute("SELECT count(*) FROM " + table).fetchone()  # noqa: S608 - fixed allow-list
+        row = first_row(con.execute("SELECT count(*) FROM " + table))  # noqa: S608 - fixed allow-list
         counts[table] = int(row[0]) if row else 0
     return counts
 
@@ -42,7 +43,7 @@ def tree_versions(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def date_range(con: duckdb.DuckDBPyConnection) -> tuple[object, object]:
-    row = con.execute("SELECT min(created_at), max(created_at) FROM annotations").fetchone()
+    row = first_row(con.execute("SELECT min(created_at), max(created_at) FROM annotations"))
     return (row[0], row[1]) if row else (None, None)
 
 

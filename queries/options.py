@@ -7,6 +7,8 @@ from datetime import date
 import duckdb
 from pydantic import BaseModel
 
+from queries.results import first_row
+
 
 class FilterOptions(BaseModel):
     first_day: date | None
@@ -24,7 +26,7 @@ def _values(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
 
 
 def filter_options(con: duckdb.DuckDBPyConnection) -> FilterOptions:
-    span = con.execute("SELECT min(created_at)::DATE, max(created_at)::DATE FROM annotations").fetchone()
+    span = first_row(con.execute("SELECT min(created_at)::DATE, max(created_at)::DATE FROM annotations"))
     versions = [int(r[0]) for r in con.execute("SELECT tree_version FROM tree_versions ORDER BY 1").fetchall()]
     branches = [
         (str(r[0]), str(r[1]), int(r[2]))

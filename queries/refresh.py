@@ -14,12 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 from pydantic import BaseModel
 
-from queries import derived_base
+from queries import agreement, calibration, cost_quality, derived_base, escalation, reliability, soft_labels
 from queries.connection import data_version, transaction
+from queries.results import first_row
 
 
 @dataclass
@@ -47,6 +49,9 @@ class RefreshReport(BaseModel):
 
 
 Step = Callable[[duckdb.DuckDBPyConnection, RefreshContext], str]
+# Called inside the refresh transaction with what was done, so that the record of a refresh (the
+# audit log, which lives above this package) commits or rolls back with the refresh itself.
+Recorder = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any]], None]
 
 
 def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
@@ -55,11 +60,19 @@ def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 
 # Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
-STEPS: list[tuple[str, Step]] = [("base", _base)]
+STEPS: list[tuple[str, Step]] = [
+    ("base", _base),
+    ("reliability", reliability.refresh_step),
+    ("escalation", escalation.refresh_step),
+    ("cost_quality", cost_quality.refresh_step),
+    ("soft_labels", soft_labels.refresh_step),
+    ("calibration", calibration.refresh_step),
+    ("agreement", agreement.refresh_step),
+]
 
 
 def _meta(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
-    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [key]))
     return row[0] if row else default
 
 
@@ -78,15 +91,17 @@ def cache_key(con: duckdb.DuckDBPyConnection) -> str:
     return f"{data_version(con)}:{_meta(con, 'refresh_count', '0')}"
 
 
-def refresh(con: duckdb.DuckDBPyConnection, *, full: bool = False) -> RefreshReport:
+def refresh(
+    con: duckdb.DuckDBPyConnection, *, full: bool = False, record: Recorder | None = None
+) -> RefreshReport:
     """Run every step; incremental steps only revisit items from batches newer than the last refresh."""
     started = time.perf_counter()
     since = int(_meta(con, "refreshed_batch", "0"))
     never = refreshed_version(con) is None
     full = full or never
-    row = con.execute(
+    row = first_row(con.execute(
         "SELECT count(DISTINCT item_id) FROM annotations WHERE batch_id > ?", [0 if full else since]
-    ).fetchone()
+    ))
     ctx = RefreshContext(full=full, since_batch=0 if full else since, touched_items=int(row[0]) if row else 0)
     timings: list[StepTiming] = []
     with transaction(con):
@@ -95,7 +110,7 @@ def refresh(con: duckdb.DuckDBPyConnection, *, full: bool = False) -> RefreshRep
             mode = step(con, ctx)
             timings.append(StepTiming(step=name, seconds=round(time.perf_counter() - t0, 3), mode=mode))
         version = data_version(con)
-        top = con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches").fetchone()
+        top = first_row(con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches"))
         count = int(_meta(con, "refresh_count", "0")) + 1
         for key, value in (
             ("refreshed_data_version", version),
@@ -103,6 +118,12 @@ def refresh(con: duckdb.DuckDBPyConnection, *, full: bool = False) -> RefreshRep
             ("refresh_count", count),
         ):
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
+        if record is not None:
+            record(
+                con,
+                "refresh",
+                {"data_version": version, "full": full, "steps": [t.model_dump() for t in timings]},
+            )
     return RefreshReport(
         data_version=version,
         full=full,

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from queries.errors import LabelgovError
+from queries.results import first_row
 
 MIGRATION_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -41,12 +42,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     """The schema version recorded in the warehouse, 0 for an empty file."""
-    exists = con.execute(
+    exists = first_row(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-    ).fetchone()
+    ))
     if not exists or exists[0] == 0:
         return 0
-    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))
     return int(row[0]) if row else 0
 
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from queries.errors import LabelgovError
+from queries.results import first_row
 
 NODE_ID = re.compile(r"^[a-z0-9_-]+$")
 MAX_TREE_BYTES = 5_000_000
@@ -208,7 +209,7 @@ def store_tree(
     source_text: str | None = None,
 ) -> int:
     """Insert a new immutable tree version; the caller owns the transaction."""
-    row = con.execute("SELECT coalesce(max(tree_version), 0) + 1 FROM tree_versions").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(tree_version), 0) + 1 FROM tree_versions"))
     version = int(row[0]) if row else 1
     con.execute(
         "INSERT INTO tree_versions VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
@@ -227,7 +228,7 @@ def store_tree(
 
 
 def latest_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    row = con.execute("SELECT max(tree_version) FROM tree_versions").fetchone()
+    row = first_row(con.execute("SELECT max(tree_version) FROM tree_versions"))
     return int(row[0]) if row and row[0] is not None else None
 
 
@@ -237,9 +238,9 @@ def load_tree(con: duckdb.DuckDBPyConnection, version: int | None = None) -> Tre
         version = latest_version(con)
         if version is None:
             raise LabelgovError("the warehouse has no label tree yet: run `labelgov tree import FILE` first")
-    head = con.execute(
+    head = first_row(con.execute(
         "SELECT taxonomy, label FROM tree_versions WHERE tree_version = ?", [version]
-    ).fetchone()
+    ))
     if head is None:
         raise LabelgovError(f"tree version {version} does not exist; see `labelgov info` for the versions")
     frame = con.execute(

@@ -23,7 +23,10 @@ for module in (analytics, audit, demo, governance, info, ingest, serve, tree):
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     try:
-        root.main(args=argv, prog_name="labelgov", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit(n)'s code instead of exiting: pass it on.
+        code = root.main(args=argv, prog_name="labelgov", standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("labelgov: aborted", err=True)
         sys.exit(130)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dashboard.cli.common import db_option
+from dashboard.cli.common import audit_recorder, current_user, db_option
 from queries.connection import connect
 from queries.refresh import refresh
 
@@ -15,7 +15,7 @@ from queries.refresh import refresh
 def refresh_command(db: str | None, full: bool) -> None:
     """Materialise the derived tables that the dashboard and reports read."""
     with connect(db) as con:
-        report = refresh(con, full=full)
+        report = refresh(con, full=full, record=audit_recorder(current_user()))
     mode = "full" if report.full else f"incremental ({report.touched_items:,} items touched)"
     click.echo(f"refreshed data version {report.data_version}: {mode} in {report.seconds:.1f} s")
     for step in report.steps:

@@ -8,6 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import duckdb
+
+from governance.audit import append_event
+from governance.roles import role_of
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,3 +39,17 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def audit_recorder(user: str) -> Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any]], None]:
+    """Append an audit event for a command-line write, inside that write's transaction.
+
+    The actor's role is the one the roles table gives them; someone with no role acts as the local
+    operator who holds the warehouse file.
+    """
+
+    def record(con: duckdb.DuckDBPyConnection, action: str, payload: dict[str, Any]) -> None:
+        role = role_of(con, user)
+        append_event(con, actor=user, role=role.value if role else "operator", action=action, payload=payload)
+
+    return record

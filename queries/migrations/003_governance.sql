@@ -92,3 +92,24 @@ CREATE TABLE relabel_queue (
     queued_at TIMESTAMP NOT NULL,
     PRIMARY KEY (migration_id, item_id, from_node)
 );
+-- "As of version V": for every node of every version, where it lands in V. Earlier versions go through
+-- the stored closure; V itself maps to itself (a deprecated node with a replacement to the replacement);
+-- later versions map back to the same node id or, for nodes V does not know, to their nearest ancestor
+-- that V knows (not automatic). Analytics join it: JOIN as_of_mapping(?) m ON m.tree_version = ...
+CREATE MACRO as_of_mapping(target) AS TABLE
+SELECT from_version AS tree_version, from_node AS node_id, to_node AS target_node_id, automatic
+FROM node_mappings WHERE to_version = target
+UNION ALL
+SELECT tree_version, node_id,
+       CASE WHEN status = 'deprecated' AND replaced_by IS NOT NULL THEN replaced_by ELSE node_id END,
+       true
+FROM tree_nodes WHERE tree_version = target
+UNION ALL
+SELECT s.tree_version, s.node_id, arg_max(s.step, s.pos), bool_or(s.step = s.node_id)
+FROM (
+    SELECT tree_version, node_id, unnest(string_split(path, '/')) AS step,
+           generate_subscripts(string_split(path, '/'), 1) AS pos
+    FROM tree_nodes WHERE tree_version > target
+) s
+JOIN tree_nodes t ON t.tree_version = target AND t.node_id = s.step
+GROUP BY s.tree_version, s.node_id;

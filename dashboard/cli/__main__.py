@@ -1,0 +1,5 @@
+"""`python -m dashboard.cli` runs the command line."""
+
+from dashboard.cli import main
+
+main()

@@ -1,0 +1,506 @@
+"""Inter-annotator agreement: Krippendorff's alpha (nominal and tree distance), Fleiss' kappa, Cohen's kappa
+and percent agreement, overall and per branch, tree level and week, with bootstrap confidence intervals.
+
+DuckDB reduces the answers to one row per (group, item, value) with its count; everything else is
+numpy on those rows, because alpha only needs per-item value counts (see queries/alpha.py).
+
+Definitions:
+
+- Tree distance. delta(c, k) = path length between c and k in the tree / (2 * depth of the deepest value
+  involved), so two leaves under different top-level branches are 1, cousins 2/3 and siblings 1/3 on a
+  three-level tree, and an answer at a parent is half as far from its child as a sibling. A node id keeps
+  the lineage of the newest tree version it appears in. Alpha is unchanged by rescaling delta, so the
+  normalisation only makes the matrix readable.
+- Level L. Every answer is replaced by its ancestor at depth L; answers coarser than L drop out.
+- Branch B (an internal node). The items whose consensus lies under B (the Filters branch semantics);
+  answers inside B are coarsened to B's child on their path, answers outside B keep their own node
+  (so they still count as disagreement), and answers at B or above it, too coarse to choose a child,
+  drop out.
+- Week. Answers grouped by the week they were given; the unit is then an (item, week).
+- Units with fewer than two answers are not pairable and drop out everywhere; ``n_items`` and
+  ``n_answers`` count pairable units and their answers.
+- Fleiss' kappa needs the same number of answers per unit, so it uses only the units with the modal
+  count in the group (ties go to the smaller count); NaN when fewer than two units have it.
+- Percent agreement: the mean over units of the share of agreeing answer pairs.
+- Confidence intervals: percentile bootstrap over units. A replicate draws, within each group, as many
+  units as the group has, with replacement; the draw counts (multinomial) become unit weights, so no
+  data is copied. The interval is for nominal alpha in tables and for the requested metric in alpha().
+  Replicates use a fixed seed so the same question always gets the same interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel
+from scipy import sparse
+
+from queries.alpha import observed_by_item
+from queries.errors import LabelgovError
+from queries.filters import Filters
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
+METRICS = ("nominal", "tree")
+GROUPINGS = ("overall", "branch", "level", "week")
+TABLE_COLUMNS = [
+    "group",
+    "alpha_nominal",
+    "alpha_tree",
+    "ci_low",
+    "ci_high",
+    "fleiss_kappa",
+    "percent_agreement",
+    "n_items",
+    "n_answers",
+]
+PAIR_COLUMNS = ["annotator_a", "annotator_b", "kappa", "n_items"]
+REFRESH_REPLICATES = 200
+LIVE_REPLICATES = 50
+SEED = 20260105
+STORED = {by: "d_agreement_" + by for by in GROUPINGS}
+STORED_PAIRS = "d_agreement_pairs"
+STORED_TOP = 15
+BRANCH_WEEK_STRIDE = 1_000_000  # days since 1970 stay far below this
+
+# Node ids in a fixed order; SQL and Python both index values by it.
+VALUE_DICT = """
+WITH dict AS (
+    SELECT node_id, CAST(row_number() OVER (ORDER BY node_id) - 1 AS INTEGER) AS v
+    FROM (SELECT DISTINCT node_id FROM d_nodes)
+),
+"""
+LINEAGES = "SELECT node_id, arg_max(lineage, tree_version) FROM d_nodes GROUP BY node_id ORDER BY node_id"
+WEEK_DAY = "CAST(date_diff('day', DATE '1970-01-01', a.week) AS BIGINT)"
+
+# Each grouping yields c(g, item_idx, value, n); g is an integer group code decoded in Python.
+# Only the filter predicate is spliced in (built by Filters.where from fixed fragments).
+GROUP_CTE = {
+    "overall": "c AS (SELECT 0 AS g, a.item_idx, a.node_id AS value, count(*) AS n FROM d_answers a WHERE {P} "
+    "GROUP BY ALL)",
+    "week": "c AS (SELECT " + WEEK_DAY + " AS g, a.item_idx, a.node_id AS value, count(*) AS n "
+    "FROM d_answers a WHERE {P} GROUP BY ALL)",
+    "level": "c AS (SELECT lvl AS g, item_idx, lineage[lvl] AS value, count(*) AS n FROM ("
+    "SELECT a.item_idx, a.lineage, unnest(generate_series(?, least(?, len(a.lineage)))) AS lvl "
+    "FROM d_answers a WHERE {P}) GROUP BY ALL)",
+    "branch": "c0 AS (SELECT 0 AS w, a.item_idx, a.item_lineage, a.lineage, count(*) AS n FROM d_answers a "
+    "WHERE {P} GROUP BY ALL), {BRANCH}",
+    "branch_week": "c0 AS (SELECT " + WEEK_DAY + " AS w, a.item_idx, a.item_lineage, a.lineage, count(*) AS n "
+    "FROM d_answers a WHERE {P} GROUP BY ALL), {BRANCH}",
+}
+# The same units, but answers keep their own node: agreement among the items of a subtree at full depth.
+GROUP_CTE["subtree"] = GROUP_CTE["branch"]
+GROUP_CTE["subtree_week"] = GROUP_CTE["branch_week"]
+BRANCHED = ("branch", "branch_week", "subtree", "subtree_week")
+BRANCH_CTE = """
+b AS (SELECT *, unnest(generate_series(1, len(item_lineage))) AS d FROM c0),
+inner_nodes AS (SELECT DISTINCT node_id FROM d_nodes WHERE NOT is_leaf),
+c AS (
+    SELECT dict.v * CAST(? AS BIGINT) + b.w AS g, b.item_idx,
+           CASE WHEN ? AND len(b.lineage) > b.d AND b.lineage[b.d] = b.item_lineage[b.d] THEN b.lineage[b.d + 1]
+                ELSE b.lineage[len(b.lineage)] END AS value,
+           sum(b.n) AS n
+    FROM b JOIN dict ON dict.node_id = b.item_lineage[b.d]
+    WHERE b.item_lineage[b.d] IN (SELECT node_id FROM inner_nodes)
+      AND NOT (? AND len(b.lineage) <= b.d AND b.lineage[len(b.lineage)] = b.item_lineage[len(b.lineage)])
+    GROUP BY ALL
+)
+"""
+FINAL = " SELECT c.g, c.item_idx, dict.v, c.n FROM c JOIN dict ON dict.node_id = c.value ORDER BY c.g, c.item_idx"
+
+
+class AgreementResult(BaseModel):
+    metric: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n_items: int
+    n_answers: int
+
+
+@dataclass
+class ValueSpace:
+    """Every node id with its index, its ancestors by depth and the tree distance between any two."""
+
+    node_ids: list[str]
+    delta2: npt.NDArray[np.float64]
+    ancestors: npt.NDArray[np.int64]  # [depth - 1, value]: index of the ancestor at that depth, -1 if shallower
+
+
+def tree_distance(lineages: list[list[str]]) -> npt.NDArray[np.float64]:
+    """Path length between nodes (depth(c) + depth(k) - 2 * depth of their deepest common ancestor),
+    divided by twice the maximum depth so that it lies in [0, 1]."""
+    if not lineages:
+        return np.zeros((0, 0))
+    path = _paths(lineages)
+    depth = (path >= 0).sum(axis=1)
+    same = (path[:, None, :] == path[None, :, :]) & (path[:, None, :] >= 0)
+    common = np.cumprod(same, axis=2).sum(axis=2)
+    return (depth[:, None] + depth[None, :] - 2 * common) / (2.0 * path.shape[1])
+
+
+def _paths(lineages: list[list[str]]) -> npt.NDArray[np.int64]:
+    """Lineages as a padded integer matrix, every name indexed by its position in sorted order."""
+    names = {name: i for i, name in enumerate(sorted({n for lin in lineages for n in lin}))}
+    path = np.full((len(lineages), max(len(lin) for lin in lineages)), -1, dtype=np.int64)
+    for row, lin in enumerate(lineages):
+        path[row, : len(lin)] = [names[n] for n in lin]
+    return path
+
+
+def value_space(con: duckdb.DuckDBPyConnection) -> ValueSpace:
+    rows = con.execute(LINEAGES).fetchall()
+    node_ids = [r[0] for r in rows]
+    lineages = [list(r[1]) for r in rows]
+    if not rows:
+        return ValueSpace([], np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64))
+    index = {n: i for i, n in enumerate(node_ids)}
+    ancestors = np.full((max(len(lin) for lin in lineages), len(rows)), -1, dtype=np.int64)
+    for v, lin in enumerate(lineages):
+        ancestors[: len(lin), v] = [index.get(n, -1) for n in lin]
+    return ValueSpace(node_ids, tree_distance(lineages), ancestors)
+
+
+def _counts(
+    con: duckdb.DuckDBPyConnection, f: Filters, grouping: str, levels: tuple[int, int] = (1, 1_000)
+) -> dict[str, np.ndarray]:
+    clause, params = f.where("a")
+    body = GROUP_CTE[grouping].replace("{BRANCH}", BRANCH_CTE).replace("{P}", clause)
+    sql = VALUE_DICT + body + FINAL
+    if grouping == "level":
+        params = [levels[0], levels[1], *params]
+    elif grouping in BRANCHED:
+        coarsen = grouping.startswith("branch")
+        params = [*params, BRANCH_WEEK_STRIDE, coarsen, coarsen]
+    return con.execute(sql, params).fetchnumpy()
+
+
+RAW = "SELECT a.item_idx, CAST(list_position(?, a.node_id) - 1 AS INTEGER) AS v FROM d_answers a WHERE {P}"
+
+
+def _raw_counts(
+    con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, level: int | None
+) -> dict[str, np.ndarray]:
+    """One row per answer, without a GROUP BY: d_answers is stored in item order and a filtered scan keeps
+    that order, so items are already contiguous and grouping their values costs no hash table."""
+    clause, params = f.where("a")
+    rows = con.execute(RAW.replace("{P}", clause), [space.node_ids, *params]).fetchnumpy()
+    item = np.asarray(rows["item_idx"], dtype=np.int64)
+    value = np.asarray(rows["v"], dtype=np.int64)
+    if item.size > 1 and bool((item[1:] < item[:-1]).any()):
+        order = np.argsort(item, kind="stable")
+        item, value = item[order], value[order]
+    if level is not None:
+        value = space.ancestors[level - 1, value] if level <= space.ancestors.shape[0] else value[:0]
+        keep = value >= 0
+        item, value = item[keep], value[keep]
+    return {"g": np.full(item.size, level or 0), "item_idx": item, "v": value, "n": np.ones(item.size)}
+
+
+@dataclass
+class Units:
+    """Pairable units (an item within a group) collapsed into patterns: units of the same group with the same
+    value counts contribute identically to every statistic, so each distinct pattern is kept once with its
+    multiplicity. Resampling units with replacement is then exactly a multinomial draw over patterns, which
+    makes a bootstrap replicate cost the number of patterns rather than the number of items."""
+
+    groups: np.ndarray  # group code per group, ascending
+    unit_group: np.ndarray  # group index per pattern
+    multiplicity: np.ndarray  # units per pattern
+    m: np.ndarray  # answers per unit of the pattern
+    agree: np.ndarray  # sum_c n_uc (n_uc - 1): ordered agreeing pairs
+    observed_tree: np.ndarray  # sum_{c != k} n_uc n_uk delta2_ck
+    cells: sparse.csc_matrix  # (group * C + value) x pattern answer counts
+    n_values: int
+
+
+def _salt(size: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 2**63, size=max(size, 1), dtype=np.uint64)
+
+
+def build_units(arrays: dict[str, np.ndarray], space: ValueSpace) -> Units:
+    """Rows (g, item_idx, v, n) sorted by group then item; values may repeat within a unit."""
+    g = np.asarray(arrays["g"], dtype=np.int64)
+    item = np.asarray(arrays["item_idx"], dtype=np.int64)
+    value = np.asarray(arrays["v"], dtype=np.int64)
+    count = np.asarray(arrays["n"], dtype=np.float64)
+    n_values = len(space.node_ids)
+    new = np.ones(g.size, dtype=bool)
+    new[1:] = (g[1:] != g[:-1]) | (item[1:] != item[:-1])
+    starts = np.flatnonzero(new)
+    m = np.add.reduceat(count, starts) if g.size else np.zeros(0)
+    if not (m >= 2).all():
+        keep = np.repeat(m >= 2, np.diff(np.append(starts, g.size)))
+        g, value, count = g[keep], value[keep], count[keep]
+        lengths = np.diff(np.append(starts, keep.size))[m >= 2]
+        m = m[m >= 2]
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if m.size else starts[:0]
+    # A unit's pattern is identified by a random-coefficient sum of its value counts plus a group salt;
+    # two different patterns collide with probability about 2^-60.
+    unit_code = g[starts]
+    with np.errstate(over="ignore"):
+        hashed = _salt(n_values, 1)[value] * count.astype(np.uint64)
+        summed = np.add.reduceat(hashed, starts) if starts.size else hashed[:0]
+        key = summed + unit_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    _, first, multiplicity = np.unique(key, return_index=True, return_counts=True)
+    lengths = np.diff(np.append(starts, g.size))[first]
+    pattern = np.repeat(np.arange(first.size), lengths)
+    offsets = np.arange(pattern.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows = starts[first][pattern] + offsets
+    cell_key, inverse = np.unique(pattern * n_values + value[rows], return_inverse=True)
+    cell_count = np.bincount(inverse, weights=count[rows])
+    cell_pattern, cell_value = cell_key // n_values, cell_key % n_values
+    groups, pattern_group = np.unique(unit_code[first], return_inverse=True)
+    n_patterns = first.size
+    pattern_m = np.bincount(cell_pattern, weights=cell_count, minlength=n_patterns)
+    cells = sparse.csc_matrix(
+        (cell_count, (pattern_group[cell_pattern] * n_values + cell_value, cell_pattern)),
+        shape=(groups.size * n_values, n_patterns),
+    )
+    return Units(
+        groups=groups,
+        unit_group=pattern_group.astype(np.int64),
+        multiplicity=multiplicity.astype(np.float64),
+        m=pattern_m,
+        agree=pattern_m * pattern_m - observed_by_item(cell_pattern, cell_value, cell_count, n_patterns) - pattern_m,
+        observed_tree=observed_by_item(cell_pattern, cell_value, cell_count, n_patterns, space.delta2),
+        cells=cells,
+        n_values=n_values,
+    )
+
+
+def _alphas(units: Units, weights: np.ndarray, delta2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nominal and tree alpha per group (rows) and weight vector (columns of ``weights``, patterns x R)."""
+    n_groups = units.groups.size
+    membership = sparse.csr_matrix(
+        (np.ones(units.m.size), (units.unit_group, np.arange(units.m.size))), shape=(n_groups, units.m.size)
+    )
+    scale = 1.0 / (units.m - 1.0)
+    total = membership @ (units.m[:, None] * weights)
+    observed_nominal = membership @ (((units.m * units.m - units.m - units.agree) * scale)[:, None] * weights)
+    observed_tree = membership @ ((units.observed_tree * scale)[:, None] * weights)
+    by_value = np.asarray(units.cells @ weights).reshape(n_groups, units.n_values, weights.shape[1])
+    expected_nominal = (total * total - (by_value * by_value).sum(axis=1)) / (total - 1.0)
+    expected_tree = np.einsum("gcr,cd,gdr->gr", by_value, delta2, by_value) / (total - 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nominal = np.where(expected_nominal > 0, 1.0 - observed_nominal / expected_nominal, np.nan)
+        tree = np.where(expected_tree > 1e-12, 1.0 - observed_tree / expected_tree, np.nan)
+    return nominal, tree
+
+
+def replicate_weights(units: Units, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """Per group, as many units drawn with replacement as the group has, as pattern counts: patterns x R."""
+    weights = np.zeros((units.m.size, replicates))
+    order = np.argsort(units.unit_group, kind="stable")
+    bounds = np.searchsorted(units.unit_group[order], np.arange(units.groups.size + 1))
+    for lo, hi in itertools.pairwise(bounds):
+        members = order[lo:hi]
+        k = units.multiplicity[members]
+        weights[members] = rng.multinomial(int(k.sum()), k / k.sum(), size=replicates).T
+    return weights
+
+
+def _bootstrap(units: Units, delta2: np.ndarray, replicates: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """2.5 and 97.5 percentiles of the replicate alphas per group (NaN without replicates)."""
+    n_groups = units.groups.size
+    if replicates <= 0 or units.m.size == 0:
+        return np.full(n_groups, np.nan), np.full(n_groups, np.nan)
+    weights = replicate_weights(units, replicates, np.random.default_rng(SEED))
+    nominal, tree = _alphas(units, weights, delta2)
+    samples = nominal if metric == "nominal" else tree
+    ok = np.isfinite(samples).any(axis=1)
+    low = np.full(n_groups, np.nan)
+    high = np.full(n_groups, np.nan)
+    if ok.any():
+        low[ok], high[ok] = np.nanpercentile(samples[ok], [2.5, 97.5], axis=1)
+    return low, high
+
+
+def _fleiss_and_percent(units: Units) -> tuple[np.ndarray, np.ndarray]:
+    n_groups = units.groups.size
+    k = units.multiplicity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = units.agree / (units.m * (units.m - 1.0))
+        per_group = np.bincount(units.unit_group, weights=k, minlength=n_groups)
+        percent = np.bincount(units.unit_group, weights=k * share, minlength=n_groups) / per_group
+        m_int = units.m.astype(np.int64)
+        top = int(m_int.max()) + 1 if m_int.size else 1
+        tally = np.bincount(units.unit_group * top + m_int, weights=k, minlength=n_groups * top).reshape(n_groups, top)
+        modal = tally.argmax(axis=1)
+        chosen = np.where(m_int == modal[units.unit_group], k, 0.0)
+        n_chosen = tally[np.arange(n_groups), modal]
+        p_bar = np.bincount(units.unit_group, weights=chosen * share, minlength=n_groups) / n_chosen
+        by_value = np.asarray(units.cells @ chosen).reshape(n_groups, units.n_values)
+        p_value = by_value / (n_chosen * modal)[:, None]
+        p_expected = (p_value * p_value).sum(axis=1)
+        fleiss = np.where((n_chosen >= 2) & (p_expected < 1), (p_bar - p_expected) / (1.0 - p_expected), np.nan)
+    return fleiss, percent
+
+
+def _table(units: Units, space: ValueSpace, replicates: int, metric: str = "nominal") -> pd.DataFrame:
+    """Every statistic per group code; ``group`` is still the integer code."""
+    nominal, tree = _alphas(units, units.multiplicity[:, None], space.delta2)
+    low, high = _bootstrap(units, space.delta2, replicates, metric)
+    fleiss, percent = _fleiss_and_percent(units)
+    n_groups = units.groups.size
+    k = units.multiplicity
+    return pd.DataFrame(
+        {
+            "group": units.groups,
+            "alpha_nominal": nominal[:, 0],
+            "alpha_tree": tree[:, 0],
+            "ci_low": low,
+            "ci_high": high,
+            "fleiss_kappa": fleiss,
+            "percent_agreement": percent,
+            "n_items": np.bincount(units.unit_group, weights=k, minlength=n_groups).astype(np.int64),
+            "n_answers": np.bincount(units.unit_group, weights=k * units.m, minlength=n_groups).astype(np.int64),
+        }
+    )
+
+
+def day_label(days: np.ndarray) -> list[str]:
+    epoch = date(1970, 1, 1)
+    return [(epoch + timedelta(days=int(d))).isoformat() for d in days]
+
+
+def grouped(
+    con: duckdb.DuckDBPyConnection, f: Filters, grouping: str, replicates: int, metric: str = "nominal"
+) -> pd.DataFrame:
+    """The agreement table for any grouping; for drift also ``subtree`` (answers at full depth among the items
+    of each branch's subtree) and the per-week ``branch_week`` and ``subtree_week`` (columns branch, week)."""
+    space = value_space(con)
+    arrays = _raw_counts(con, f, space, None) if grouping == "overall" else _counts(con, f, grouping)
+    table = _table(build_units(arrays, space), space, replicates, metric)
+    codes = table["group"].to_numpy(dtype=np.int64)
+    if grouping == "overall":
+        table["group"] = "all"
+    elif grouping == "week":
+        table["group"] = day_label(codes)
+    elif grouping == "level":
+        table["group"] = codes.astype(str)
+    elif grouping in ("branch", "subtree"):
+        table["group"] = [space.node_ids[c // BRANCH_WEEK_STRIDE] for c in codes]
+    else:
+        table.insert(0, "branch", [space.node_ids[c // BRANCH_WEEK_STRIDE] for c in codes])
+        table["group"] = day_label(codes % BRANCH_WEEK_STRIDE)
+        table = table.rename(columns={"group": "week"})
+    return table.reset_index(drop=True)
+
+
+def _check(metric: str, by: str | None = None) -> None:
+    if metric not in METRICS:
+        raise LabelgovError(f"unknown agreement metric {metric!r}; use one of {', '.join(METRICS)}")
+    if by is not None and by not in GROUPINGS:
+        raise LabelgovError(f"cannot group agreement by {by!r}; use one of {', '.join(GROUPINGS)}")
+
+
+def alpha(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    metric: str = "nominal",
+    level: int | None = None,
+    bootstrap: int = LIVE_REPLICATES,
+) -> AgreementResult:
+    """Alpha over the filtered answers, optionally at one tree level, with a bootstrap interval."""
+    _check(metric)
+    if level is not None and level < 1:
+        raise LabelgovError(f"level must be 1 (top level) or deeper, got {level}")
+    space = value_space(con)
+    arrays = _raw_counts(con, f, space, level)
+    table = _table(build_units(arrays, space), space, bootstrap, metric)
+    if table.empty:
+        return AgreementResult(metric=metric, value=np.nan, ci_low=np.nan, ci_high=np.nan, n_items=0, n_answers=0)
+    row = table.iloc[0]
+    return AgreementResult(
+        metric=metric,
+        value=float(row["alpha_nominal" if metric == "nominal" else "alpha_tree"]),
+        ci_low=float(row["ci_low"]),
+        ci_high=float(row["ci_high"]),
+        n_items=int(row["n_items"]),
+        n_answers=int(row["n_answers"]),
+    )
+
+
+def is_stored(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
+    return bool(row and row[0])
+
+
+def agreement_table(
+    con: duckdb.DuckDBPyConnection, f: Filters, by: str = "overall", bootstrap: int = LIVE_REPLICATES
+) -> pd.DataFrame:
+    """One row per group: the refreshed table when unfiltered, computed from the answers otherwise."""
+    _check("nominal", by)
+    if f.is_empty() and is_stored(con, STORED[by]):
+        return con.execute("SELECT * FROM " + STORED[by] + " ORDER BY 1").df()  # noqa: S608 - allow-listed name
+    return grouped(con, f, by, bootstrap)[TABLE_COLUMNS]
+
+
+PAIRWISE = """
+WITH a AS (SELECT a.annotator_id, a.item_idx, a.node_id, a.created_at FROM d_answers a WHERE {P}),
+top AS (SELECT annotator_id FROM a GROUP BY 1 ORDER BY count(*) DESC, annotator_id LIMIT ?),
+one AS (
+    SELECT annotator_id, item_idx, arg_max(node_id, created_at) AS v FROM a
+    WHERE annotator_id IN (SELECT annotator_id FROM top) GROUP BY ALL
+),
+pairs AS (
+    SELECT x.annotator_id AS annotator_a, y.annotator_id AS annotator_b, x.v AS va, y.v AS vb
+    FROM one x JOIN one y ON x.item_idx = y.item_idx AND x.annotator_id < y.annotator_id
+),
+tot AS (SELECT annotator_a, annotator_b, count(*) AS n, avg(CAST(va = vb AS DOUBLE)) AS po FROM pairs GROUP BY ALL),
+ma AS (SELECT annotator_a, annotator_b, va AS v, count(*) AS k FROM pairs GROUP BY ALL),
+mb AS (SELECT annotator_a, annotator_b, vb AS v, count(*) AS k FROM pairs GROUP BY ALL),
+pe AS (
+    SELECT annotator_a, annotator_b, sum(ma.k * mb.k) AS s FROM ma JOIN mb USING (annotator_a, annotator_b, v)
+    GROUP BY ALL
+)
+SELECT annotator_a, annotator_b,
+       CASE WHEN coalesce(s, 0) < n * n THEN (po - coalesce(s, 0) / (n * n)) / (1 - coalesce(s, 0) / (n * n)) END
+           AS kappa,
+       n AS n_items
+FROM tot LEFT JOIN pe USING (annotator_a, annotator_b)
+ORDER BY annotator_a, annotator_b
+"""
+
+
+def pairwise_kappa(con: duckdb.DuckDBPyConnection, f: Filters, top: int = 15) -> pd.DataFrame:
+    """Cohen's kappa for every pair among the ``top`` annotators with the most answers, over the items both
+    labelled; when an annotator answered an item more than once, their latest answer counts."""
+    if top < 2:
+        raise LabelgovError(f"pairwise kappa needs at least two annotators, got top={top}")
+    if f.is_empty() and top == STORED_TOP and is_stored(con, STORED_PAIRS):
+        return con.execute("SELECT * FROM " + STORED_PAIRS + " ORDER BY 1, 2").df()  # noqa: S608 - fixed name
+    return _pairs(con, f, top)
+
+
+def _pairs(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> pd.DataFrame:
+    clause, params = f.where("a")
+    frame = con.execute(PAIRWISE.replace("{P}", clause), [*params, top]).df()
+    frame["kappa"] = frame["kappa"].astype(float)
+    frame["n_items"] = frame["n_items"].astype(np.int64)
+    return frame[PAIR_COLUMNS]
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Alpha is a global ratio over all items, so every table is recomputed in full."""
+    frames = {table: grouped(con, Filters(), by, REFRESH_REPLICATES)[TABLE_COLUMNS] for by, table in STORED.items()}
+    frames[STORED_PAIRS] = _pairs(con, Filters(), STORED_TOP)
+    for table, frame in frames.items():
+        store(con, table, frame)
+    return "full"
+
+
+def store(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Replace a derived table with a frame; ``table`` comes from a module's fixed names."""
+    con.register("_derived_frame", frame)
+    con.execute("CREATE OR REPLACE TABLE " + table + " AS SELECT * FROM _derived_frame")  # noqa: S608 - fixed name
+    con.unregister("_derived_frame")

@@ -1,0 +1,522 @@
+"""Calibration: do the model's probabilities, and the annotators' stated confidence, mean what they say?
+
+The model gives probabilities over leaves. At tree level L the probability of a node is the sum over
+its leaves, on the same cut as the soft labels (a leaf ending above L stands for itself), so "is the
+model calibrated about the branch" and "about the leaf" are both answerable. Reliability is top-label:
+confidence is the largest probability on the cut, a hit is that node being gold (or, against human
+soft labels, the share of human answers on it). Brier is the multi-class score, the sum over nodes of
+(p - y)^2, between 0 and 2.
+
+Temperature scaling divides the log-probabilities by T and renormalises; T > 1 softens an overconfident
+model. T is fitted on gold items whose gold is a leaf, by minimising the negative log-likelihood over
+log T. Leaves missing from a prediction's map (sparse maps drop tiny probabilities) get ``FLOOR`` so
+that a wrong, confident prediction costs a large but finite loss.
+
+Refresh materialises ``d_pred_leaf`` (the newest prediction per item and model, one row per leaf),
+``d_pred_level`` (per item, model and level: top node, confidence, hit and Brier against gold and
+against soft labels) and ``d_calibration`` / ``d_temperature`` for the unfiltered view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel
+from scipy.optimize import minimize_scalar
+
+from queries.errors import LabelgovError
+from queries.escalation import item_scope
+from queries.filters import Filters
+from queries.soft_labels import table_exists as _table_exists
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
+FloatArray = npt.NDArray[np.float64]
+FLOOR = 1e-6
+BINS = 10
+# log T is searched in this interval: temperatures from 0.05 to 20 cover any plausible miscalibration.
+LOG_T_BOUNDS = (-3.0, 3.0)
+
+NODES = "(SELECT DISTINCT ON (node_id) node_id, is_leaf, lineage FROM d_nodes ORDER BY node_id, tree_version DESC)"
+
+# The newest prediction per item and model is picked by row id first, so that only the chosen maps are
+# unnested; normalising makes the sparse maps (small probabilities dropped) sum to one again.
+D_PRED_LEAF = """
+CREATE OR REPLACE TABLE d_pred_leaf AS
+WITH newest AS (
+    SELECT max_by(rowid, (created_at, batch_id)) AS r FROM predictions GROUP BY item_id, model
+), entries AS (
+    SELECT x.item_idx, p.item_id, p.model, p.model_version,
+           unnest(map_keys(p.probabilities)) AS node_id, unnest(map_values(p.probabilities)) AS p
+    FROM predictions p JOIN d_item_index x USING (item_id)
+    WHERE p.rowid IN (SELECT r FROM newest)
+)
+SELECT e.item_idx, e.item_id, e.model, e.model_version, e.node_id, e.p / t.total AS p
+FROM entries e JOIN (SELECT item_idx, model, sum(p) AS total FROM entries WHERE p > 0 GROUP BY ALL) t
+     USING (item_idx, model)
+WHERE e.p > 0
+"""
+
+# Probability mass per item, model, level and node on the level's cut.
+PRED_MASS = """
+CREATE OR REPLACE TEMP TABLE _pred_mass AS
+SELECT l.item_idx, l.model, d.level, n.lineage[least(d.level, len(n.lineage))] AS node_id, sum(l.p) AS p
+FROM d_pred_leaf l JOIN {nodes} n USING (node_id)
+CROSS JOIN (SELECT unnest(range(1, (SELECT max(depth) FROM d_nodes) + 1)) AS level) d
+GROUP BY ALL
+"""
+
+SOFT_FROM_MASS = """
+CREATE OR REPLACE TEMP TABLE _soft AS
+SELECT item_idx, depth AS level, node_id, mass AS q FROM d_soft_mass WHERE source = 'annotations'
+"""
+SOFT_EMPTY = "CREATE OR REPLACE TEMP TABLE _soft (item_idx INTEGER, level BIGINT, node_id VARCHAR, q DOUBLE)"
+
+D_PRED_LEVEL = """
+CREATE OR REPLACE TABLE d_pred_level AS
+WITH top AS (
+    SELECT item_idx, model, level, arg_max(node_id, p) AS top_node, max(p) AS conf, sum(p * p) AS sum_sq
+    FROM _pred_mass GROUP BY ALL
+), gold AS (
+    SELECT o.item_idx, d.level,
+           CASE WHEN len(n.lineage) >= d.level THEN n.lineage[d.level]
+                WHEN n.is_leaf THEN n.lineage[len(n.lineage)] END AS gold_node
+    FROM d_item_outcomes o JOIN {nodes} n ON n.node_id = o.gold_node
+    CROSS JOIN (SELECT unnest(range(1, (SELECT max(depth) FROM d_nodes) + 1)) AS level) d
+), gold_p AS (
+    SELECT m.item_idx, m.model, m.level, m.p
+    FROM _pred_mass m JOIN gold g ON g.item_idx = m.item_idx AND g.level = m.level AND g.gold_node = m.node_id
+), soft_sq AS (
+    SELECT item_idx, level, sum(q * q) AS q_sq FROM _soft GROUP BY ALL
+), soft_dot AS (
+    SELECT m.item_idx, m.model, m.level, sum(m.p * s.q) AS pq
+    FROM _pred_mass m JOIN _soft s USING (item_idx, level, node_id) GROUP BY ALL
+)
+SELECT t.item_idx, t.model, t.level, t.top_node, t.conf,
+       g.gold_node,
+       CASE WHEN g.gold_node IS NOT NULL THEN (t.top_node = g.gold_node)::DOUBLE END AS gold_hit,
+       CASE WHEN g.gold_node IS NOT NULL THEN t.sum_sq - 2 * coalesce(gp.p, 0) + 1 END AS gold_brier,
+       CASE WHEN sq.item_idx IS NOT NULL THEN coalesce(st.q, 0) END AS soft_hit,
+       CASE WHEN sq.item_idx IS NOT NULL THEN t.sum_sq - 2 * coalesce(sd.pq, 0) + sq.q_sq END AS soft_brier
+FROM top t
+LEFT JOIN gold g USING (item_idx, level)
+LEFT JOIN gold_p gp USING (item_idx, model, level)
+LEFT JOIN soft_sq sq USING (item_idx, level)
+LEFT JOIN soft_dot sd USING (item_idx, model, level)
+LEFT JOIN _soft st ON st.item_idx = t.item_idx AND st.level = t.level AND st.node_id = t.top_node
+"""
+
+TABLE_COLUMNS = [
+    "model",
+    "scope",
+    "name",
+    "n",
+    "ece",
+    "brier",
+    "temperature",
+    "ece_after_temperature",
+    "brier_after_temperature",
+]
+BIN_COLUMNS = ["bin", "mean_confidence", "accuracy", "n", "level"]
+
+
+# --- the statistics, on arrays --------------------------------------------------------------------------
+
+
+def bin_index(confidence: npt.ArrayLike, bins: int = BINS) -> npt.NDArray[np.int64]:
+    """Equal-width bins on [0, 1], right-closed like scikit-learn's calibration_curve (0.1 falls in bin 0)."""
+    c = np.asarray(confidence, dtype=float)
+    return np.clip(np.ceil(c * bins).astype(np.int64) - 1, 0, bins - 1)
+
+
+def reliability_table(confidence: npt.ArrayLike, hit: npt.ArrayLike, bins: int = BINS) -> pd.DataFrame:
+    """Mean confidence, mean hit and count per non-empty bin."""
+    c = np.asarray(confidence, dtype=float)
+    h = np.asarray(hit, dtype=float)
+    b = bin_index(c, bins)
+    n = np.bincount(b, minlength=bins)
+    used = np.flatnonzero(n)
+    return pd.DataFrame(
+        {
+            "bin": used,
+            "mean_confidence": np.bincount(b, weights=c, minlength=bins)[used] / n[used],
+            "accuracy": np.bincount(b, weights=h, minlength=bins)[used] / n[used],
+            "n": n[used],
+        }
+    )
+
+
+def expected_calibration_error(confidence: npt.ArrayLike, hit: npt.ArrayLike, bins: int = BINS) -> float:
+    """Sum over bins of (bin share) x |mean hit - mean confidence|; NaN without data."""
+    table = reliability_table(confidence, hit, bins)
+    if table.empty:
+        return float("nan")
+    weight = table["n"] / table["n"].sum()
+    return float((weight * (table["accuracy"] - table["mean_confidence"]).abs()).sum())
+
+
+def brier(prob: FloatArray, target: npt.NDArray[np.int64]) -> FloatArray:
+    """Per-row multi-class Brier score of probability rows against target columns."""
+    rows = np.arange(prob.shape[0])
+    return (prob * prob).sum(axis=1) - 2.0 * prob[rows, target] + 1.0
+
+
+def scale(prob: FloatArray, temperature: float) -> FloatArray:
+    """Temperature-scaled rows: p^(1/T) renormalised, with missing leaves at FLOOR."""
+    logits = np.log(np.maximum(prob, FLOOR)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def nll_function(prob: FloatArray, target: npt.NDArray[np.int64]) -> Callable[[float], float]:
+    """Mean NLL of ``target`` as a function of T, with the logs taken once for the whole search.
+
+    Rows are shifted so their largest log-probability is 0; for T > 0 the shift cancels between the
+    log-sum-exp and the target term, and exp never overflows.
+    """
+    logp = np.log(np.maximum(prob, FLOOR))
+    logp -= logp.max(axis=1, keepdims=True)
+    picked = logp[np.arange(prob.shape[0]), target]
+
+    def value(temperature: float) -> float:
+        return float(np.mean(np.log(np.exp(logp / temperature).sum(axis=1)) - picked / temperature))
+
+    return value
+
+
+def fit_temperature_arrays(prob: FloatArray, target: npt.NDArray[np.int64]) -> float:
+    """The T minimising the NLL of ``target`` under scaled ``prob``, searched over log T."""
+    loss = nll_function(prob, target)
+    result = minimize_scalar(lambda log_t: loss(float(np.exp(log_t))), bounds=LOG_T_BOUNDS, method="bounded")
+    return float(np.exp(result.x))
+
+
+# --- the gold-item matrix ---------------------------------------------------------------------------------
+
+
+class GoldMatrix(BaseModel):
+    """Gold items' leaf probabilities and, per level, each leaf's cut node and each item's gold on it."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    prob: FloatArray  # items x leaves
+    branch: npt.NDArray[np.object_]
+    leaf_target: npt.NDArray[np.int64]  # gold leaf column, -1 when gold is not a leaf
+    cut: list[npt.NDArray[np.int64]]  # per level: leaf column -> cut node index
+    gold_cut: list[npt.NDArray[np.int64]]  # per level: the gold's cut node index, -1 when gold is above it
+
+
+def default_model(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The model that scored the most items (ties by name): what the pages show unless told otherwise."""
+    if not _table_exists(con, "d_pred_leaf"):
+        return None
+    row = con.execute(
+        "SELECT model FROM d_pred_leaf GROUP BY model ORDER BY count(DISTINCT item_idx) DESC, model LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldMatrix | None:
+    """Dense probabilities of the gold items in scope; the gold on each cut comes from ``d_pred_level``."""
+    scope, params = item_scope(f)
+    rows = con.execute(
+        "SELECT l.item_idx, l.node_id, l.p FROM d_pred_leaf l JOIN d_item_outcomes o USING (item_idx) "  # noqa: S608 - scope from item_scope
+        "WHERE l.model = ? AND o.gold_node IS NOT NULL AND " + scope,
+        [model, *params],
+    ).df()
+    if rows.empty:
+        return None
+    gold = con.execute(
+        "SELECT p.item_idx, p.level, p.gold_node, o.gold_node AS gold_leaf, coalesce(o.branch, 'none') AS branch "
+        "FROM d_pred_level p JOIN d_item_outcomes o USING (item_idx) "
+        "WHERE p.model = ? AND o.gold_node IS NOT NULL AND " + scope + " ORDER BY p.item_idx, p.level",
+        [model, *params],
+    ).df()
+    leaves = con.execute("SELECT node_id, lineage FROM " + NODES + " n WHERE is_leaf ORDER BY node_id").df()  # noqa: S608 - fixed text
+    leaf_col = pd.Series(np.arange(len(leaves)), index=leaves["node_id"])
+    items = np.unique(gold["item_idx"].to_numpy())
+    prob = np.zeros((items.size, len(leaves)))
+    known = rows["node_id"].isin(leaf_col.index)
+    prob[np.searchsorted(items, rows["item_idx"][known]), leaf_col[rows["node_id"][known]].to_numpy()] = rows["p"][
+        known
+    ]
+    prob /= np.maximum(prob.sum(axis=1, keepdims=True), 1e-300)
+    levels = int(gold["level"].max())
+    cut, gold_cut = [], []
+    for level in range(1, levels + 1):
+        # The cut at a level: each leaf's ancestor there, or the leaf itself when it ends above the level.
+        names = leaves["lineage"].map(lambda lin, lv=level: lin[min(lv, len(lin)) - 1])
+        on_cut = pd.Series(np.arange(names.nunique()), index=sorted(names.unique()))
+        cut.append(on_cut[names].to_numpy())
+        at = gold[gold["level"] == level].set_index("item_idx")["gold_node"].reindex(items)
+        gold_cut.append(at.map(on_cut).fillna(-1).to_numpy(np.int64))
+    first = gold.drop_duplicates("item_idx").set_index("item_idx").reindex(items)
+    return GoldMatrix(
+        prob=prob,
+        branch=first["branch"].to_numpy(object),
+        leaf_target=first["gold_leaf"].map(leaf_col).fillna(-1).to_numpy(np.int64),
+        cut=cut,
+        gold_cut=gold_cut,
+    )
+
+
+def level_probabilities(prob: FloatArray, cut: npt.NDArray[np.int64]) -> FloatArray:
+    """Sum leaf columns into their cut nodes: the model's probability of each node at that level."""
+    onehot = np.zeros((cut.size, int(cut.max()) + 1))
+    onehot[np.arange(cut.size), cut] = 1.0
+    return prob @ onehot
+
+
+def _scores(prob: FloatArray, target: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Top-label confidence, hit and Brier per row with a target (rows with target -1 dropped)."""
+    keep = target >= 0
+    p, t = prob[keep], target[keep]
+    return p.max(axis=1), (p.argmax(axis=1) == t).astype(float), brier(p, t)
+
+
+class TemperatureFit(BaseModel):
+    model: str
+    temperature: float
+    nll_before: float
+    nll_after: float
+    n: int
+
+
+def _fit(m: GoldMatrix, mask: npt.NDArray[np.bool_], model: str) -> TemperatureFit | None:
+    keep = mask & (m.leaf_target >= 0)
+    if not keep.any():
+        return None
+    prob, target = m.prob[keep], m.leaf_target[keep]
+    loss = nll_function(prob, target)
+    t = fit_temperature_arrays(prob, target)
+    return TemperatureFit(model=model, temperature=t, nll_before=loss(1.0), nll_after=loss(t), n=int(keep.sum()))
+
+
+def _fits(m: GoldMatrix, model: str) -> dict[tuple[str, str], TemperatureFit | None]:
+    """One temperature for all gold items in scope and one per branch."""
+    fits = {("overall", "all"): _fit(m, np.ones(m.branch.size, dtype=bool), model)}
+    fits.update({("branch", str(b)): _fit(m, m.branch == b, model) for b in sorted(set(m.branch))})
+    return fits
+
+
+def _table_rows(
+    m: GoldMatrix, model: str, bins: int, fits: dict[tuple[str, str], TemperatureFit | None]
+) -> list[dict[str, object]]:
+    """Before/after rows for overall (the leaf cut), each level, and each branch (with its own T)."""
+    every = np.ones(m.prob.shape[0], dtype=bool)
+    overall = fits[("overall", "all")]
+    leaf_level = len(m.cut) - 1
+    scopes: list[tuple[str, str, npt.NDArray[np.bool_], int, TemperatureFit | None]] = [
+        ("overall", "all", every, leaf_level, overall)
+    ]
+    scopes += [("level", str(lv + 1), every, lv, overall) for lv in range(len(m.cut))]
+    scopes += [("branch", str(b), m.branch == b, leaf_level, fits[("branch", str(b))]) for b in sorted(set(m.branch))]
+    scaled_overall = None if overall is None else scale(m.prob, overall.temperature)
+    out = []
+    for scope, name, mask, level, fit in scopes:
+        target = m.gold_cut[level][mask]
+        conf, hit, score = _scores(level_probabilities(m.prob[mask], m.cut[level]), target)
+        row: dict[str, object] = {
+            "model": model,
+            "scope": scope,
+            "name": name,
+            "n": int(conf.size),
+            "ece": expected_calibration_error(conf, hit, bins),
+            "brier": float(score.mean()) if conf.size else None,
+            "temperature": None,
+            "ece_after_temperature": None,
+            "brier_after_temperature": None,
+        }
+        if fit is not None and conf.size:
+            scaled = scaled_overall[mask] if fit is overall and scaled_overall is not None else None
+            if scaled is None:
+                scaled = scale(m.prob[mask], fit.temperature)
+            conf_t, hit_t, score_t = _scores(level_probabilities(scaled, m.cut[level]), target)
+            row.update(
+                temperature=fit.temperature,
+                ece_after_temperature=expected_calibration_error(conf_t, hit_t, bins),
+                brier_after_temperature=float(score_t.mean()),
+            )
+        out.append(row)
+    return out
+
+
+def _models(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT model FROM d_pred_leaf ORDER BY model").fetchall()]
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Full: the newest prediction per item can change with any batch and T is fitted on all gold items."""
+    con.execute(D_PRED_LEAF)
+    con.execute(PRED_MASS.replace("{nodes}", NODES))
+    con.execute(SOFT_FROM_MASS if _table_exists(con, "d_soft_mass") else SOFT_EMPTY)
+    con.execute(D_PRED_LEVEL.replace("{nodes}", NODES))
+    con.execute("DROP TABLE _pred_mass")
+    con.execute("DROP TABLE _soft")
+    rows: list[dict[str, object]] = []
+    fits: list[dict[str, object]] = []
+    for model in _models(con):
+        m = gold_matrix(con, Filters(), model)
+        if m is None:
+            continue
+        fitted = _fits(m, model)
+        rows += _table_rows(m, model, BINS, fitted)
+        fits += [
+            {"scope": scope, "name": name, **fit.model_dump()}
+            for (scope, name), fit in fitted.items()
+            if fit is not None
+        ]
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(
+        {"temperature": float, "ece_after_temperature": float, "brier_after_temperature": float, "n": "int64"}
+    )
+    temps = pd.DataFrame(fits, columns=["scope", "name", "model", "temperature", "nll_before", "nll_after", "n"])
+    for name, frame in (("d_calibration", table), ("d_temperature", temps)):
+        con.register("_frame", frame)
+        con.execute("CREATE OR REPLACE TABLE " + name + " AS SELECT * FROM _frame")  # noqa: S608 - fixed table names
+        con.unregister("_frame")
+    return "full"
+
+
+# --- page functions ----------------------------------------------------------------------------------------
+
+
+def _stored_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, str] | None:
+    """The stored (scope, name) answering ``f``: all items, or one top-level branch; None otherwise."""
+    if f.is_empty():
+        return "overall", "all"
+    if f == Filters(branch=f.branch):
+        top = con.execute("SELECT count(*) FROM d_nodes WHERE node_id = ? AND depth = 1", [f.branch]).fetchone()
+        if top and top[0]:
+            return "branch", str(f.branch)
+    return None
+
+
+def _resolve_model(con: duckdb.DuckDBPyConnection, model: str | None) -> str | None:
+    if model is None:
+        return default_model(con)
+    if model not in _models(con):
+        raise LabelgovError(f"no predictions from model {model!r}; models are {', '.join(_models(con)) or 'none'}")
+    return model
+
+
+def fit_temperature(con: duckdb.DuckDBPyConnection, f: Filters, model: str | None = None) -> TemperatureFit | None:
+    """The temperature that best calibrates the model on the gold items in scope; None without gold."""
+    name = _resolve_model(con, model)
+    if name is None:
+        return None
+    stored = _stored_scope(con, f)
+    if stored is not None:
+        row = con.execute(
+            "SELECT model, temperature, nll_before, nll_after, n FROM d_temperature "
+            "WHERE model = ? AND scope = ? AND name = ?",
+            [name, *stored],
+        ).fetchone()
+        if row is None:
+            return None
+        return TemperatureFit(model=row[0], temperature=row[1], nll_before=row[2], nll_after=row[3], n=row[4])
+    m = gold_matrix(con, f, name)
+    return None if m is None else _fit(m, np.ones(len(m.branch), dtype=bool), name)
+
+
+def calibration_table(
+    con: duckdb.DuckDBPyConnection, f: Filters, model: str | None = None, bins: int = BINS
+) -> pd.DataFrame:
+    """ECE and Brier on gold, overall (leaf level), per level and per branch, before and after temperature.
+
+    Overall and level rows use one temperature fitted on every gold item in scope; branch rows use a
+    temperature fitted on that branch alone, which is what shows a branch-specific miscalibration.
+    """
+    name = _resolve_model(con, model)
+    if name is None:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    if f.is_empty() and bins == BINS:
+        return con.execute("SELECT * FROM d_calibration WHERE model = ?", [name]).df()[TABLE_COLUMNS]
+    m = gold_matrix(con, f, name)
+    return pd.DataFrame(_table_rows(m, name, bins, _fits(m, name)) if m is not None else [], columns=TABLE_COLUMNS)
+
+
+AGAINST = {"gold": ("gold_hit", "gold_brier"), "soft": ("soft_hit", "soft_brier")}
+
+
+def reliability_bins(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    level: int | None = None,
+    against: Literal["gold", "soft"] = "gold",
+    bins: int = BINS,
+    model: str | None = None,
+) -> pd.DataFrame:
+    """Reliability diagram: per confidence bin, mean confidence against the hit rate (or soft agreement).
+
+    ``level`` None is the leaf level. Against soft labels, a bin's accuracy is the mean share of human
+    answers on the model's top node: how often a random annotator would agree with the model.
+    """
+    if against not in AGAINST:
+        raise LabelgovError("against must be 'gold' or 'soft'")
+    name = _resolve_model(con, model)
+    if name is None:
+        return pd.DataFrame(columns=BIN_COLUMNS)
+    depth_row = con.execute("SELECT max(level) FROM d_pred_level").fetchone()
+    lv = int(depth_row[0]) if level is None and depth_row and depth_row[0] is not None else level
+    hit = AGAINST[against][0]
+    scope, params = item_scope(f)
+    frame = con.execute(
+        "SELECT p.conf, p." + hit + " AS hit FROM d_pred_level p JOIN d_item_outcomes o USING (item_idx) "  # noqa: S608 - hit column from AGAINST
+        "WHERE p.model = ? AND p.level = ? AND p." + hit + " IS NOT NULL AND " + scope,
+        [name, lv, *params],
+    ).df()
+    table = reliability_table(frame["conf"], frame["hit"], bins)
+    return table.assign(level=lv)[BIN_COLUMNS]
+
+
+def annotator_confidence_calibration(
+    con: duckdb.DuckDBPyConnection, f: Filters, against: Literal["gold", "consensus"] = "gold", bins: int = BINS
+) -> pd.DataFrame:
+    """Per annotator who reports confidence: stated confidence against being right.
+
+    Right means equal to gold, or (``consensus``) to the Dawid-Skene label when that model has been
+    refreshed, else the plurality label. ``overconfidence`` is mean confidence minus accuracy; ``brier`` is
+    the binary score of confidence against right.
+    """
+    if against not in ("gold", "consensus"):
+        raise LabelgovError("against must be 'gold' or 'consensus'")
+    if against == "gold":
+        reference = "(SELECT item_idx, gold_node AS ref FROM d_item_outcomes WHERE gold_node IS NOT NULL)"
+    elif _table_exists(con, "d_ds_items"):
+        reference = "(SELECT item_idx, ds_node AS ref FROM d_ds_items)"
+    else:
+        reference = "(SELECT item_idx, consensus_node AS ref FROM d_items)"
+    where, params = f.where("a")
+    answers = con.execute(
+        "SELECT a.annotator_id, coalesce(a.tier, 'none') AS tier, a.confidence AS conf, "  # noqa: S608 - reference from fixed texts, predicate from Filters.where
+        "(a.node_id = r.ref)::DOUBLE AS hit FROM d_answers a JOIN " + reference + " r USING (item_idx) "
+        "WHERE a.confidence IS NOT NULL AND NOT isnan(a.confidence) AND " + where,
+        params,
+    ).df()
+    columns = ["annotator_id", "tier", "n", "mean_confidence", "accuracy", "overconfidence", "ece", "brier"]
+    if answers.empty:
+        return pd.DataFrame(columns=columns)
+    answers["bin"] = bin_index(answers["conf"], bins)
+    answers["sq"] = (answers["conf"] - answers["hit"]) ** 2
+    per_bin = answers.groupby(["annotator_id", "bin"], as_index=False).agg(
+        n=("hit", "size"), conf=("conf", "sum"), hit=("hit", "sum")
+    )
+    per_bin["gap"] = (per_bin["hit"] - per_bin["conf"]).abs()
+    per = answers.groupby("annotator_id", as_index=False).agg(
+        tier=("tier", "first"),
+        n=("hit", "size"),
+        mean_confidence=("conf", "mean"),
+        accuracy=("hit", "mean"),
+        brier=("sq", "mean"),
+    )
+    per = per.merge(per_bin.groupby("annotator_id", as_index=False)["gap"].sum(), on="annotator_id")
+    per["ece"] = per["gap"] / per["n"]
+    per["overconfidence"] = per["mean_confidence"] - per["accuracy"]
+    return per[columns].sort_values(["overconfidence", "annotator_id"], ascending=[False, True], ignore_index=True)

@@ -1,0 +1,204 @@
+"""Contested items for the disagreement explorer: a ranked list, and everything known about one item.
+
+Contest is read at the finest cut of the tree (every leaf answer, coarse answers left out; see
+``queries.soft_labels``): ``entropy`` ranks the most spread items first, ``gap`` the items whose top
+two leaves are closest, ``posterior`` the items the Dawid-Skene posterior is least sure about. The
+ranking runs on the per-item soft-label table and only the ``limit`` winners are joined to gold,
+model predictions and escalations, so the page stays fast on millions of items.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from queries import soft_labels
+from queries.errors import LabelgovError
+from queries.filters import Filters
+
+Sort = Literal["entropy", "gap", "posterior"]
+CONTESTED_COLUMNS = [
+    "item_id", "source", "segment", "answers", "entropy", "top_node", "top_share", "gap",
+    "ds_node", "ds_p", "gold_node", "model_node", "escalated",
+]
+# Most contested first; ties go to items with more answers at the leaf cut (more evidence of a real
+# split), then by item.
+ORDER_BY = {
+    "entropy": "entropy DESC, reach DESC, item_idx",
+    "gap": "gap ASC, reach DESC, item_idx",
+    "posterior": "rank_p ASC NULLS LAST, entropy DESC, item_idx",
+}
+# Only the posterior ranking needs Dawid-Skene before the cut to ``limit`` rows.
+NO_RANK = "(SELECT CAST(NULL AS INTEGER) AS item_idx, CAST(NULL AS DOUBLE) AS rank_p WHERE FALSE)"
+RANK_JOIN = {
+    "entropy": NO_RANK,
+    "gap": NO_RANK,
+    "posterior": "(SELECT item_idx, ds_p AS rank_p FROM d_ds_items)",
+}
+DS_ITEMS = "(SELECT item_idx, ds_node, ds_p FROM d_ds_items)"
+NO_DS_ITEMS = (
+    "(SELECT CAST(NULL AS INTEGER) AS item_idx, CAST(NULL AS VARCHAR) AS ds_node, CAST(NULL AS DOUBLE) AS ds_p "
+    "WHERE FALSE)"
+)
+# The latest gold label and the latest model prediction per item; a prediction's node is the argmax
+# of its leaf probabilities, or the node it names when it carries none.
+GOLD = (
+    "(SELECT DISTINCT ON (item_id) item_id, node_id AS gold_node FROM gold_labels "
+    "ORDER BY item_id, batch_id DESC)"
+)
+MODEL_NODE = (
+    "coalesce(map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))], "
+    "node_id)"
+)
+MODEL = (
+    "(SELECT DISTINCT ON (item_id) item_id, " + MODEL_NODE + " AS model_node FROM predictions "  # noqa: S608 - fixed
+    "ORDER BY item_id, created_at DESC NULLS LAST, model_version DESC)"
+)
+
+
+def contested_items(
+    con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 200, sort: Sort = "entropy"
+) -> pd.DataFrame:
+    """The ``limit`` most contested items under the filters, most contested first."""
+    if sort not in ORDER_BY:
+        raise LabelgovError(f"sort must be one of {', '.join(ORDER_BY)}, not {sort!r}")
+    has_ds = soft_labels.table_exists(con, "d_ds_items")
+    if sort == "posterior" and not has_ds:
+        raise LabelgovError(
+            "sorting by posterior needs the Dawid-Skene results: run `labelgov refresh`, or sort by entropy or gap"
+        )
+    depth = soft_labels.max_depth(con)
+    rel = soft_labels.levels_relation(con, f, "annotations")
+    if rel is None or depth == 0:
+        return soft_labels.empty_frame(CONTESTED_COLUMNS)
+    levels, params = rel
+    ds = DS_ITEMS if has_ds else NO_DS_ITEMS
+    return con.execute(
+        "WITH l AS (" + levels + "), "  # noqa: S608 - fixed SQL fragments; ORDER BY from an allow-list
+        "ranked AS (SELECT l.item_idx, l.answers AS reach, l.entropy, l.top_node, l.top_share, l.gap, rp.rank_p "
+        "FROM l LEFT JOIN " + RANK_JOIN[sort] + " rp USING (item_idx) WHERE l.depth = ? "
+        "ORDER BY " + ORDER_BY[sort] + " LIMIT ?), "
+        "picked AS (SELECT r.*, x.item_id FROM ranked r JOIN d_item_index x USING (item_idx)) "
+        "SELECT p.item_id, d.source, d.segment, tot.answers, p.entropy, p.top_node, p.top_share, p.gap, "
+        "ds.ds_node, ds.ds_p, g.gold_node, m.model_node, "
+        "p.item_id IN (SELECT item_id FROM escalations WHERE item_id IN (SELECT item_id FROM picked)) AS escalated "
+        "FROM picked p LEFT JOIN (SELECT item_idx, source, segment FROM d_items) d USING (item_idx) "
+        "LEFT JOIN (SELECT item_idx, answers FROM l WHERE depth = 1 AND item_idx IN (SELECT item_idx FROM picked)) tot "
+        "USING (item_idx) "
+        "LEFT JOIN (SELECT * FROM " + ds + " WHERE item_idx IN (SELECT item_idx FROM picked)) ds USING (item_idx) "
+        "LEFT JOIN (SELECT * FROM " + GOLD + " WHERE item_id IN (SELECT item_id FROM picked)) g USING (item_id) "
+        "LEFT JOIN (SELECT * FROM " + MODEL + " WHERE item_id IN (SELECT item_id FROM picked)) m USING (item_id) "
+        "ORDER BY " + ORDER_BY[sort],
+        [*params, depth, int(limit)],
+    ).df()[CONTESTED_COLUMNS]
+
+
+class ItemDetail(BaseModel):
+    """Everything about one item, as tables a detail page can show directly."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    item_id: str
+    item: dict[str, Any]
+    annotations: pd.DataFrame
+    mass: pd.DataFrame
+    levels: pd.DataFrame
+    posterior: pd.DataFrame
+    posterior_mass: pd.DataFrame
+    model: pd.DataFrame
+    gold: pd.DataFrame
+    escalations: pd.DataFrame
+
+
+# Columns of d_ds_annotators that hold an annotator's overall reliability, most specific first.
+RELIABILITY_COLUMNS = ("ds_accuracy", "reliability", "accuracy")
+MODEL_TOP_LEAVES = 5
+
+
+def _reliability(con: duckdb.DuckDBPyConnection) -> str:
+    """A relation (annotator_id, reliability): Dawid-Skene's estimate when present, else empty."""
+    if soft_labels.table_exists(con, "d_ds_annotators"):
+        names = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'd_ds_annotators'"
+            ).fetchall()
+        }
+        for column in RELIABILITY_COLUMNS:
+            if column in names and "annotator_id" in names:
+                return (
+                    "(SELECT annotator_id, any_value(" + column + ") AS reliability "
+                    "FROM d_ds_annotators GROUP BY annotator_id)"
+                )
+    return "(SELECT CAST(NULL AS VARCHAR) AS annotator_id, CAST(NULL AS DOUBLE) AS reliability WHERE FALSE)"
+
+
+def item_detail(con: duckdb.DuckDBPyConnection, item_id: str) -> ItemDetail:
+    """An item's answers with their annotators' reliability, soft labels, posterior, model, gold, escalations."""
+    if not soft_labels.table_exists(con, "d_items"):
+        raise LabelgovError("the warehouse has not been refreshed yet: run `labelgov refresh`")
+    head = con.execute(
+        "SELECT item_id, source, segment, split, created_at, content_hash, answers, consensus_node, consensus_share "
+        "FROM d_items WHERE item_id = ?",
+        [item_id],
+    ).df()
+    if head.empty:
+        raise LabelgovError(f"no item {item_id!r} with answers in the warehouse; check the id (ids are case-sensitive)")
+    titled = "JOIN " + soft_labels.NODES + " n USING (node_id)"
+    annotations = con.execute(
+        "SELECT a.annotation_id, a.annotator_id, a.annotator_kind, a.tier, r.reliability, a.stage, a.created_at, "  # noqa: S608 - fixed SQL fragments
+        "a.duration_s, a.confidence, a.node_id, n.title, a.depth FROM d_answers a " + titled + " "
+        "LEFT JOIN " + _reliability(con) + " r USING (annotator_id) WHERE a.item_id = ? "
+        "ORDER BY a.created_at NULLS LAST, a.annotation_id",
+        [item_id],
+    ).df()
+    mass = soft_labels.item_node_mass(con, Filters(), "annotations", items=[item_id])
+    posterior = (
+        con.execute(
+            "SELECT p.node_id, n.title, p.p FROM d_posterior p " + titled + " "  # noqa: S608 - fixed SQL fragments
+            "WHERE p.item_id = ? ORDER BY p.p DESC, n.ordinal",
+            [item_id],
+        ).df()
+        if soft_labels.table_exists(con, "d_posterior")
+        else soft_labels.empty_frame(["node_id", "title", "p"])
+    )
+    model = con.execute(
+        "SELECT model, model_version, created_at, node_id, n.title, p, rank FROM ("  # noqa: S608 - fixed SQL fragments
+        "SELECT *, row_number() OVER (PARTITION BY model, model_version, created_at ORDER BY p DESC, node_id) AS rank "
+        "FROM (SELECT model, model_version, created_at, unnest(map_keys(probabilities)) AS node_id, "
+        "unnest(map_values(probabilities)) AS p FROM predictions WHERE item_id = ?)) "
+        "LEFT JOIN " + soft_labels.NODES + " n USING (node_id) WHERE rank <= ? "
+        "ORDER BY created_at DESC NULLS LAST, model, model_version, rank",
+        [item_id, MODEL_TOP_LEAVES],
+    ).df()
+    gold = con.execute(
+        "SELECT g.node_id, n.title, g.source, g.tree_version FROM gold_labels g LEFT JOIN "  # noqa: S608 - fixed SQL fragments
+        + soft_labels.NODES + " n USING (node_id) WHERE g.item_id = ? ORDER BY g.batch_id DESC",
+        [item_id],
+    ).df()
+    escalations = con.execute(
+        "SELECT trigger, routed_to, created_at, resolved_at FROM escalations WHERE item_id = ? "
+        "ORDER BY created_at NULLS LAST",
+        [item_id],
+    ).df()
+    return ItemDetail(
+        item_id=item_id,
+        item=head.iloc[0].to_dict(),
+        annotations=annotations,
+        mass=_titled(con, mass),
+        levels=soft_labels.item_levels(con, Filters(), "annotations", items=[item_id]),
+        posterior=posterior,
+        posterior_mass=_titled(con, soft_labels.item_node_mass(con, Filters(), "posterior", items=[item_id])),
+        model=model,
+        gold=gold,
+        escalations=escalations,
+    )
+
+
+def _titled(con: duckdb.DuckDBPyConnection, mass: pd.DataFrame) -> pd.DataFrame:
+    """Node titles beside a mass table, for display."""
+    titles = dict(con.execute("SELECT node_id, title FROM " + soft_labels.NODES).fetchall())  # noqa: S608 - fixed
+    return mass.assign(title=mass["node_id"].map(titles))

@@ -1,0 +1,479 @@
+"""Drift over time: label distributions, agreement, self-reported confidence, model-versus-human
+disagreement and each annotator, every window compared with a reference window at the start.
+
+Definitions:
+
+- Reference: the answers of the first ``reference_weeks`` weeks (default 4) of the filtered data; only
+  windows starting after it are compared, each against the pooled reference.
+- Branch distribution: for an internal node, the answers whose lineage passes through it and goes
+  deeper, counted by the child on their path. The root is not a branch: a shift between top-level
+  areas shows in no single branch, and the children of each area carry the finer signal.
+- Jensen-Shannon distance (base 2, so in [0, 1]); population stability index sum (p - q) ln(p / q) with
+  shares floored at PSI_FLOOR so an empty child does not make it infinite; chi-square test of
+  homogeneity on the 2 x K table (window counts versus reference counts, children seen in either;
+  no continuity correction).
+- Multiple testing: Benjamini-Hochberg (false discovery rate) over all cells of one analysis, because
+  an alert list is a screening step and Holm's family-wise control would hide real weekly effects at
+  demo scale.
+- Alerts need both evidence and size: p_adjusted < ALERT_P and an effect at least the metric's
+  threshold in ALERT_SIZE. With millions of answers every tiny wobble is significant, so the size
+  threshold is what keeps a warehouse without planted events quiet; the values were tuned on the demo
+  with and without its events. A run of consecutive alerting windows of the same (branch, metric) is one
+  alert, dated at its first window (the onset) with the largest size of the run.
+- Sizes: label JS distance; agreement the drop in nominal alpha; confidence the absolute standardised
+  mean difference (Cohen's d against the reference spread); model disagreement the rise in the share of
+  items whose predicted leaf (argmax of the probabilities) differs from the consensus; annotator the drop
+  in the share of their answers equal to the item's consensus. For annotator alerts the branch column
+  holds the annotator id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from queries import agreement
+from queries.errors import LabelgovError
+from queries.filters import Filters
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
+MATRIX_COLUMNS = ["branch", "week", "js", "psi", "chi2", "p_value", "p_adjusted", "n"]
+ALERT_COLUMNS = ["branch", "week", "metric", "size", "p_value", "p_adjusted", "windows"]
+METRICS = ("js", "psi", "chi2")
+WINDOWS = {"week": "a.week", "month": "date_trunc('month', a.created_at)"}
+PSI_FLOOR = 1e-4
+ALERT_P = 1e-3
+ALERT_SIZE = {
+    "label_js": 0.1,
+    "agreement": 0.1,
+    "confidence": 0.3,
+    "model_disagreement": 0.1,
+    "annotator_agreement": 0.2,
+}
+MIN_ANSWERS = 20  # fewer answers in a window or in the reference say nothing
+MIN_ITEMS = 30  # alpha from fewer items has too wide and too skewed an interval for a z-test
+STORED_MATRIX = "d_drift_matrix"
+STORED_ALERTS = "d_drift_alerts"
+STORED_AGREEMENT = "d_drift_agreement"
+
+LABEL_COUNTS = """
+SELECT branch, week, child, count(*) AS n, count(DISTINCT item_idx) AS items
+FROM (
+    SELECT lineage[d] AS branch, w AS week, lineage[d + 1] AS child, item_idx
+    FROM (SELECT a.lineage, a.item_idx, {W} AS w, unnest(generate_series(1, len(a.lineage) - 1)) AS d
+          FROM d_answers a WHERE {P})
+)
+GROUP BY GROUPING SETS ((branch, week, child), (branch, week))
+"""
+FIRST_WEEK = "SELECT min(a.week) FROM d_answers a WHERE {P}"
+
+
+def _reference_end(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.Timestamp | None:
+    if reference_weeks < 1:
+        raise LabelgovError(f"the reference window needs at least one week, got {reference_weeks}")
+    clause, params = f.where("a")
+    row = con.execute(FIRST_WEEK.replace("{P}", clause), params).fetchone()
+    if not row or row[0] is None:
+        return None
+    return pd.Timestamp(row[0]) + pd.Timedelta(weeks=reference_weeks)
+
+
+def bh_adjust(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (NaN stays NaN and does not count as a test)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.size, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok])]
+    ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
+    out[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    return out
+
+
+def _label(value: Any) -> str:
+    return pd.Timestamp(value).date().isoformat()
+
+
+def distribution_tests(current: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """JS distance, PSI and the chi-square test for rows of counts (tests x children), vectorised."""
+    current = np.asarray(current, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+    n_cur = current.sum(axis=1, keepdims=True)
+    n_ref = reference.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p, q = current / n_cur, reference / n_ref
+        mid = (p + q) / 2
+        kl_p = np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=1)
+        js = np.sqrt(np.clip((kl_p + kl_q) / 2, 0.0, None))
+        pf, qf = np.maximum(p, PSI_FLOOR), np.maximum(q, PSI_FLOOR)
+        psi = ((pf - qf) * np.log(pf / qf)).sum(axis=1)
+        col = current + reference
+        total = n_cur + n_ref
+        used = col > 0
+        expected_cur, expected_ref = n_cur * col / total, n_ref * col / total
+        chi2 = np.where(used, (current - expected_cur) ** 2 / expected_cur, 0.0).sum(axis=1) + np.where(
+            used, (reference - expected_ref) ** 2 / expected_ref, 0.0
+        ).sum(axis=1)
+        dof = used.sum(axis=1) - 1
+        p_value = np.where(dof >= 1, stats.chi2.sf(chi2, np.maximum(dof, 1)), np.nan)
+    return {"js": js, "psi": psi, "chi2": np.where(dof >= 1, chi2, np.nan), "p_value": p_value}
+
+
+def drift_matrix(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    metric: str = "js",
+    window: str = "week",
+    reference_weeks: int = 4,
+) -> pd.DataFrame:
+    """Each branch's child distribution per window against the reference, largest ``metric`` first."""
+    if metric not in METRICS:
+        raise LabelgovError(f"unknown drift metric {metric!r}; use one of {', '.join(METRICS)}")
+    if window not in WINDOWS:
+        raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+    if f.is_empty() and window == "week" and reference_weeks == 4 and agreement.is_stored(con, STORED_MATRIX):
+        stored = con.execute("SELECT * FROM " + STORED_MATRIX).df()  # noqa: S608 - fixed name
+        return stored.sort_values(metric, ascending=False, ignore_index=True)
+    return _matrix(con, f, window, reference_weeks).sort_values(metric, ascending=False, ignore_index=True)
+
+
+def _matrix(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_weeks: int) -> pd.DataFrame:
+    end = _reference_end(con, f, reference_weeks)
+    empty = pd.DataFrame({c: [] for c in MATRIX_COLUMNS})
+    if end is None:
+        return empty
+    clause, params = f.where("a")
+    counts = con.execute(LABEL_COUNTS.replace("{W}", WINDOWS[window]).replace("{P}", clause), params).df()
+    if counts.empty:
+        return empty
+    # The answers of one item are not independent draws: the test counts are scaled to the number of distinct
+    # items in the (branch, window) cell, a design-effect correction that leaves the shares unchanged.
+    totals = counts[counts["child"].isna()].set_index(["branch", "week"])["items"]
+    counts = counts[counts["child"].notna()]
+    answers = counts.groupby(["branch", "week"])["n"].sum()
+    scale = (totals / answers).rename("scale")
+    counts = counts.join(scale, on=["branch", "week"]).assign(effective=lambda x: x["n"] * x["scale"])
+    reference_rows = counts[counts["week"] < end]
+    later = counts[counts["week"] >= end]
+    if later.empty or reference_rows.empty:
+        return empty
+    current = later.pivot_table(
+        index=["branch", "week"], columns="child", values="effective", aggfunc="sum", fill_value=0
+    )
+    reference = reference_rows.pivot_table(
+        index="branch", columns="child", values="effective", aggfunc="sum", fill_value=0
+    )
+    children = current.columns.union(reference.columns)
+    current = current.reindex(columns=children, fill_value=0)
+    branches = current.index.get_level_values("branch")
+    cur_values = current.to_numpy(dtype=float)
+    ref_rows = reference.reindex(index=branches, columns=children, fill_value=0).to_numpy(dtype=float)
+    result = distribution_tests(cur_values, ref_rows)
+    frame = pd.DataFrame(
+        {
+            "branch": branches,
+            "week": [_label(w) for w in current.index.get_level_values("week")],
+            **result,
+            "n": answers.reindex(current.index).to_numpy().astype(np.int64),
+        }
+    )
+    small = (cur_values.sum(axis=1) < MIN_ANSWERS) | (ref_rows.sum(axis=1) < MIN_ANSWERS)
+    frame.loc[small, "p_value"] = np.nan
+    frame["p_adjusted"] = bh_adjust(frame["p_value"].to_numpy())
+    return frame[MATRIX_COLUMNS]
+
+
+def _compare_rates(
+    frame: pd.DataFrame, key: str, reference_weeks_end: pd.Timestamp, success: str, total: str
+) -> pd.DataFrame:
+    """Per (key, week) share success/total against the key's pooled reference share: two-proportion z-test."""
+    early = frame["week"] < reference_weeks_end
+    ref = frame[early].groupby(key)[[success, total]].sum()
+    later = frame[~early].join(ref, on=key, rsuffix="_ref", how="inner")
+    rate = later[success] / later[total]
+    ref_rate = later[success + "_ref"] / later[total + "_ref"]
+    pooled = (later[success] + later[success + "_ref"]) / (later[total] + later[total + "_ref"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.sqrt(pooled * (1 - pooled) * (1 / later[total] + 1 / later[total + "_ref"]))
+        z = (rate - ref_rate) / se
+    p_value = np.where(
+        (later[total] >= MIN_ANSWERS) & (later[total + "_ref"] >= MIN_ANSWERS) & (se > 0),
+        2 * stats.norm.sf(np.abs(z)),
+        np.nan,
+    )
+    out = pd.DataFrame(
+        {
+            key: later[key].to_numpy(),
+            "week": [_label(w) for w in later["week"]],
+            "rate": rate.to_numpy(),
+            "reference_rate": ref_rate.to_numpy(),
+            "change": (rate - ref_rate).to_numpy(),
+            "p_value": p_value,
+            "n": later[total].astype(np.int64).to_numpy(),
+        }
+    )
+    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
+    return out.sort_values([key, "week"], ignore_index=True)
+
+
+AGREEMENT_DRIFT_COLUMNS = ["branch", "week", "alpha", "reference_alpha", "change", "p_value", "p_adjusted", "n_items"]
+
+
+def agreement_drift(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    reference_weeks: int = 4,
+    bootstrap: int = agreement.LIVE_REPLICATES,
+) -> pd.DataFrame:
+    """Nominal alpha per branch and week against the branch's alpha over the reference window.
+
+    The test is a z-test on the difference with standard errors from the bootstrap intervals
+    (half-width / 1.96), which is enough to rank weeks; the intervals themselves are in the agreement tables.
+    """
+    if f.is_empty() and reference_weeks == 4 and agreement.is_stored(con, STORED_AGREEMENT):
+        return con.execute("SELECT * FROM " + STORED_AGREEMENT + " ORDER BY branch, week").df()  # noqa: S608 - fixed name
+    return _agreement_drift(con, f, reference_weeks, bootstrap)
+
+
+def _agreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, bootstrap: int) -> pd.DataFrame:
+    end = _reference_end(con, f, reference_weeks)
+    if end is None:
+        return pd.DataFrame({c: [] for c in AGREEMENT_DRIFT_COLUMNS})
+    first = end - pd.Timedelta(weeks=reference_weeks)
+    in_reference = _within(f, first.date(), (end - pd.Timedelta(days=1)).date())
+    reference = agreement.grouped(con, in_reference, "subtree", bootstrap).set_index("group")
+    weekly = agreement.grouped(con, f, "subtree_week", bootstrap)
+    weekly = weekly[weekly["week"] >= _label(end)].join(reference, on="branch", rsuffix="_ref", how="inner")
+    change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
+    se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (2 * 1.96)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        enough = (weekly["n_items"] >= MIN_ITEMS) & (weekly["n_items_ref"] >= MIN_ITEMS) & (se > 0)
+        p_value = np.where(enough, 2 * stats.norm.sf(np.abs(change / se)), np.nan)
+    out = pd.DataFrame(
+        {
+            "branch": weekly["branch"].to_numpy(),
+            "week": weekly["week"].to_numpy(),
+            "alpha": weekly["alpha_nominal"].to_numpy(),
+            "reference_alpha": weekly["alpha_nominal_ref"].to_numpy(),
+            "change": change.to_numpy(),
+            "p_value": p_value,
+            "n_items": weekly["n_items"].to_numpy(),
+        }
+    )
+    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
+    return out[AGREEMENT_DRIFT_COLUMNS].sort_values(["branch", "week"], ignore_index=True)
+
+
+def _within(f: Filters, start: Any, end: Any) -> Filters:
+    """The filter narrowed to a date range (intersected with its own)."""
+    lo = max(start, f.start) if f.start else start
+    hi = min(end, f.end) if f.end else end
+    return f.model_copy(update={"start": lo, "end": max(lo, hi)})
+
+
+CONFIDENCE = """
+SELECT a.lineage[1] AS branch, a.week, count(a.confidence) AS n, avg(a.confidence) AS mean,
+       coalesce(var_samp(a.confidence), 0) AS var
+FROM d_answers a WHERE a.confidence IS NOT NULL AND {P} GROUP BY ALL
+"""
+CONFIDENCE_COLUMNS = ["branch", "week", "mean", "reference_mean", "change", "effect_size", "p_value", "p_adjusted", "n"]
+
+
+def confidence_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = 4) -> pd.DataFrame:
+    """Mean self-reported confidence per top-level branch and week against the reference: Welch's t-test,
+    effect size as Cohen's d against the reference standard deviation."""
+    end = _reference_end(con, f, reference_weeks)
+    clause, params = f.where("a")
+    frame = con.execute(CONFIDENCE.replace("{P}", clause), params).df()
+    if end is None or frame.empty:
+        return pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
+    early = frame["week"] < end
+    ref = _pool_moments(frame[early]).set_index("branch")
+    later = frame[~early].join(ref, on="branch", rsuffix="_ref", how="inner")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.sqrt(later["var"] / later["n"] + later["var_ref"] / later["n_ref"])
+        t = (later["mean"] - later["mean_ref"]) / se
+        nu = se**4 / (
+            (later["var"] / later["n"]) ** 2 / (later["n"] - 1)
+            + (later["var_ref"] / later["n_ref"]) ** 2 / (later["n_ref"] - 1)
+        )
+        enough = (later["n"] >= MIN_ANSWERS) & (later["n_ref"] >= MIN_ANSWERS) & (se > 0)
+        p_value = np.where(enough, 2 * stats.t.sf(np.abs(t), nu), np.nan)
+        effect = (later["mean"] - later["mean_ref"]) / np.sqrt(later["var_ref"])
+    out = pd.DataFrame(
+        {
+            "branch": later["branch"].to_numpy(),
+            "week": [_label(w) for w in later["week"]],
+            "mean": later["mean"].to_numpy(),
+            "reference_mean": later["mean_ref"].to_numpy(),
+            "change": (later["mean"] - later["mean_ref"]).to_numpy(),
+            "effect_size": effect.to_numpy(),
+            "p_value": p_value,
+            "n": later["n"].astype(np.int64).to_numpy(),
+        }
+    )
+    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
+    return out[CONFIDENCE_COLUMNS].sort_values(["branch", "week"], ignore_index=True)
+
+
+def _pool_moments(frame: pd.DataFrame) -> pd.DataFrame:
+    """Combine per-week (n, mean, var) into one per branch, exactly."""
+    g = frame.assign(s=frame["n"] * frame["mean"], ss=(frame["n"] - 1) * frame["var"] + frame["n"] * frame["mean"] ** 2)
+    pooled = g.groupby("branch")[["n", "s", "ss"]].sum()
+    mean = pooled["s"] / pooled["n"]
+    var = (pooled["ss"] - pooled["n"] * mean**2) / (pooled["n"] - 1)
+    return pd.DataFrame(
+        {"branch": pooled.index, "n": pooled["n"].to_numpy(), "mean": mean.to_numpy(), "var": var.to_numpy()}
+    )
+
+
+MODEL = """
+WITH p AS (
+    SELECT item_id, date_trunc('week', created_at) AS week,
+           map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))]
+               AS predicted
+    FROM predictions
+    WHERE created_at IS NOT NULL AND item_id IN (SELECT a.item_id FROM d_answers a WHERE {P})
+)
+SELECT i.consensus_lineage[1] AS branch, p.week, count(*) AS n,
+       sum(CAST(p.predicted <> i.consensus_node AS INTEGER)) AS disagree
+FROM p JOIN d_items i USING (item_id)
+GROUP BY ALL
+"""
+RATE_COLUMNS = ["week", "rate", "reference_rate", "change", "p_value", "p_adjusted", "n"]
+
+
+def model_disagreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = 4) -> pd.DataFrame:
+    """Share of predictions whose argmax leaf differs from the human consensus, per top-level branch of the
+    consensus and prediction week, against the reference share (two-proportion z-test)."""
+    end = _reference_end(con, f, reference_weeks)
+    clause, params = f.where("a")
+    frame = con.execute(MODEL.replace("{P}", clause), params).df()
+    if end is None or frame.empty:
+        return pd.DataFrame({c: [] for c in ["branch", *RATE_COLUMNS]})
+    return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
+
+
+ANNOTATOR = """
+SELECT a.annotator_id, a.week, count(*) AS n,
+       sum(CAST(a.node_id = i.consensus_node AS INTEGER)) AS agree
+FROM d_answers a JOIN d_items i USING (item_id)
+WHERE {P} GROUP BY ALL
+"""
+
+
+def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = 4) -> pd.DataFrame:
+    """Each annotator's share of answers equal to the item's consensus, per week, against their own share in
+    the reference window (two-proportion z-test); annotators without reference answers are not compared."""
+    end = _reference_end(con, f, reference_weeks)
+    clause, params = f.where("a")
+    frame = con.execute(ANNOTATOR.replace("{P}", clause), params).df()
+    if end is None or frame.empty:
+        return pd.DataFrame({c: [] for c in ["annotator_id", *RATE_COLUMNS]})
+    return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
+
+
+TREE_CHANGES = """
+WITH first_use AS (SELECT tree_version, min(week) AS week FROM d_answers GROUP BY 1)
+SELECT v.tree_version, coalesce(u.week, date_trunc('week', v.created_at)) AS week, v.label
+FROM tree_versions v LEFT JOIN first_use u USING (tree_version)
+ORDER BY v.tree_version
+"""
+
+
+def tree_version_changes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Weeks in which a new tree version came into use (first answer under it, else its creation week),
+    for marking charts; the first version is the baseline and is not a change."""
+    frame = con.execute(TREE_CHANGES).df().iloc[1:]
+    frame["week"] = [_label(w) for w in frame["week"]]
+    return frame.reset_index(drop=True)[["tree_version", "week", "label"]]
+
+
+def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series) -> pd.DataFrame:
+    """One alert per (subject, metric): dated at its first alerting window, with the largest size and the
+    number of windows that alert."""
+    hit = frame.assign(size=size)
+    hit = hit[(hit["p_adjusted"] < ALERT_P) & (hit["size"] >= ALERT_SIZE[metric])]
+    if hit.empty:
+        return pd.DataFrame({c: [] for c in ALERT_COLUMNS})
+    grouped = hit.sort_values("week").groupby(subject, sort=False)
+    return pd.DataFrame(
+        {
+            "branch": list(grouped.groups),
+            "week": grouped["week"].first().to_numpy(),
+            "metric": metric,
+            "size": grouped["size"].max().to_numpy(),
+            "p_value": grouped["p_value"].min().to_numpy(),
+            "p_adjusted": grouped["p_adjusted"].min().to_numpy(),
+            "windows": grouped.size().to_numpy(),
+        }
+    )
+
+
+def _fold_into_ancestors(alerts: pd.DataFrame, lineage: dict[str, list[str]]) -> pd.DataFrame:
+    """A shift inside a subtree shows in several nested branches at once; report it once, at the highest
+    alerting branch, with the earliest onset and the largest size among them."""
+    keep = np.ones(len(alerts), dtype=bool)
+    rows = alerts.reset_index(drop=True)
+    at = {(b, m): i for i, (b, m) in enumerate(zip(rows["branch"], rows["metric"], strict=True))}
+    for i, (branch, metric) in enumerate(zip(rows["branch"], rows["metric"], strict=True)):
+        top = next((at[(a, metric)] for a in lineage.get(branch, [])[:-1] if (a, metric) in at), None)
+        if top is None:
+            continue
+        keep[i] = False
+        rows.loc[top, "size"] = max(rows.loc[top, "size"], rows.loc[i, "size"])
+        rows.loc[top, "week"] = min(rows.loc[top, "week"], rows.loc[i, "week"])
+    return rows[keep]
+
+
+def drift_alerts(con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 20, reference_weeks: int = 4) -> pd.DataFrame:
+    """Every alerting drift, largest effect (relative to its metric's threshold) first."""
+    if f.is_empty() and reference_weeks == 4 and agreement.is_stored(con, STORED_ALERTS):
+        return con.execute("SELECT * FROM " + STORED_ALERTS + " ORDER BY rank LIMIT ?", [limit]).df()[ALERT_COLUMNS]  # noqa: S608
+    return _alerts(con, f, reference_weeks).head(limit).reset_index(drop=True)
+
+
+def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
+    labels = drift_matrix(con, f, reference_weeks=reference_weeks)
+    agree = agreement_drift(con, f, reference_weeks)
+    confidence = confidence_drift(con, f, reference_weeks)
+    model = model_disagreement_drift(con, f, reference_weeks)
+    people = annotator_drift(con, f, reference_weeks)
+    parts = [
+        _onsets(labels, "branch", "label_js", labels["js"]),
+        _onsets(agree, "branch", "agreement", -agree["change"]),
+        _onsets(confidence, "branch", "confidence", confidence["effect_size"].abs()),
+        _onsets(model, "branch", "model_disagreement", model["change"]),
+        _onsets(people, "annotator_id", "annotator_agreement", -people["change"]),
+    ]
+    alerts = (
+        pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) else parts[0]
+    )
+    if alerts.empty:
+        return alerts[ALERT_COLUMNS]
+    lineage = dict(con.execute(agreement.LINEAGES).fetchall())
+    alerts = _fold_into_ancestors(alerts, {k: list(v) for k, v in lineage.items()})
+    relative = alerts["size"] / alerts["metric"].map(ALERT_SIZE)
+    order = np.lexsort((alerts["week"].to_numpy(), -relative.to_numpy()))
+    return alerts.iloc[order][ALERT_COLUMNS].reset_index(drop=True)
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Drift compares every week with a global reference, so it is recomputed in full."""
+    tables = {
+        STORED_MATRIX: _matrix(con, Filters(), "week", 4),
+        STORED_AGREEMENT: _agreement_drift(con, Filters(), 4, agreement.REFRESH_REPLICATES),
+    }
+    for table, frame in tables.items():
+        agreement.store(con, table, frame)
+    alerts = _alerts(con, Filters(), 4)  # reads the two tables just written
+    agreement.store(con, STORED_ALERTS, alerts.assign(rank=np.arange(len(alerts))))
+    return "full"

@@ -1,0 +1,365 @@
+"""Escalation gains: what sending an item to an expert changed, what it cost and how long it took.
+
+Refresh materialises ``d_item_outcomes``, one row per item with the crowd's view *before* escalation
+(plurality of the ``initial`` answers), the label *after* it (the adjudication answer, else the latest
+escalated answer), gold, costs and timestamps. Every function here reads that table, so the filtered
+and unfiltered views share one code path; filters select items (an item is in scope when any of its
+answers matches), never answers, because dropping the expert's answer would erase the effect measured.
+
+Accuracy is exact node equality with gold: a coarse answer above the gold leaf counts as wrong, since
+it does not give the label that was asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel
+
+from queries.filters import Filters
+from queries.soft_labels import table_exists
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
+EXPERT_STAGES = ("escalated", "adjudication")
+# Below this many escalated gold items the measured expert accuracy is too noisy for the what-if and
+# the experts' Dawid-Skene accuracy is preferred when it exists.
+MIN_GOLD_FOR_EXPERT_ACCURACY = 30
+# Plurality shares are ratios of small integers (4/5) and thresholds come from linspace (0.8000000000000002
+# or 0.7999999999999999): compare with this slack so that t = 0.8 escalates the items at 4/5.
+SHARE_SLACK = 1e-9
+
+D_ITEM_OUTCOMES = """
+CREATE OR REPLACE TABLE d_item_outcomes AS
+WITH crowd_votes AS (
+    SELECT a.item_idx, a.node_id, count(*) AS n, min(n.ordinal) AS ordinal
+    FROM d_answers a JOIN d_nodes n USING (tree_version, node_id)
+    WHERE a.stage = 'initial'
+    GROUP BY ALL
+), crowd AS (
+    SELECT item_idx, node_id AS crowd_node, n / sum(n) OVER (PARTITION BY item_idx) AS crowd_share,
+           row_number() OVER (PARTITION BY item_idx ORDER BY n DESC, ordinal) AS rk
+    FROM crowd_votes
+), per_item AS (
+    SELECT item_idx, any_value(item_id) AS item_id,
+           count(*) FILTER (WHERE stage = 'initial') AS crowd_answers,
+           coalesce(sum(cost) FILTER (WHERE stage = 'initial'), 0) AS crowd_cost,
+           coalesce(sum(cost) FILTER (WHERE stage IN ('escalated', 'adjudication')), 0) AS expert_cost,
+           coalesce(sum(cost), 0) AS total_cost,
+           min(created_at) AS first_at, max(created_at) AS final_at
+    FROM d_answers GROUP BY item_idx
+), after AS (
+    SELECT DISTINCT ON (item_idx) item_idx, node_id AS after_node, annotator_id AS expert_id
+    FROM d_answers WHERE stage IN ('escalated', 'adjudication')
+    ORDER BY item_idx, stage = 'adjudication' DESC, created_at DESC
+), esc AS (
+    SELECT item_id, arg_min(trigger, created_at) AS trigger, arg_min(routed_to, created_at) AS routed_to,
+           min(created_at) AS esc_created_at,
+           CASE WHEN bool_or(resolved_at IS NULL) THEN NULL ELSE max(resolved_at) END AS esc_resolved_at
+    FROM escalations GROUP BY item_id
+), gold AS (
+    SELECT DISTINCT ON (item_id) item_id, node_id AS gold_node FROM gold_labels ORDER BY item_id, batch_id DESC
+)
+SELECT p.item_id, p.item_idx, d.consensus_lineage AS lineage, d.consensus_lineage[1] AS branch,
+       c.crowd_node, c.crowd_share, p.crowd_answers, p.crowd_cost, p.expert_cost, p.total_cost,
+       g.gold_node, (e.item_id IS NOT NULL OR af.item_idx IS NOT NULL) AS escalated,
+       CASE WHEN e.item_id IS NOT NULL THEN e.trigger WHEN af.item_idx IS NOT NULL THEN 'unrecorded' END AS trigger,
+       coalesce(af.expert_id, e.routed_to) AS expert_id, af.after_node,
+       coalesce(af.after_node, c.crowd_node) AS final_node,
+       e.esc_created_at, e.esc_resolved_at, p.first_at, p.final_at
+FROM per_item p
+LEFT JOIN d_items d USING (item_idx)
+LEFT JOIN (SELECT * FROM crowd WHERE rk = 1) c USING (item_idx)
+LEFT JOIN after af USING (item_idx)
+LEFT JOIN esc e ON e.item_id = p.item_id
+LEFT JOIN gold g ON g.item_id = p.item_id
+"""
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Full: an item's before/after pair depends on all of its answers and on the escalation log."""
+    con.execute(D_ITEM_OUTCOMES)
+    return "full"
+
+
+def item_scope(f: Filters, alias: str = "o") -> tuple[str, list[object]]:
+    """A predicate selecting ``d_item_outcomes`` rows whose item has an answer matching ``f``.
+
+    A branch-only filter is answered from the outcome table's own lineage column, which avoids a scan of
+    the answers; any other field needs the answers, because it describes who answered and when.
+    """
+    if alias not in ("o", "d_item_outcomes"):
+        raise ValueError(f"alias {alias!r} is not in the allow-list")
+    if f.is_empty():
+        return "TRUE", []
+    if f == Filters(branch=f.branch):
+        return "list_contains(" + alias + ".lineage, ?)", [f.branch]
+    where, params = f.where("a")
+    return alias + ".item_idx IN (SELECT a.item_idx FROM d_answers a WHERE " + where + ")", params  # noqa: S608 - alias allow-listed, predicate from Filters.where
+
+
+# Group keys gains_by accepts, mapped to columns of d_item_outcomes (the allow-list for the SQL below).
+GROUPS: dict[str, str] = {"all": "'all'", "trigger": "o.trigger", "expert": "o.expert_id", "branch": "o.branch"}
+
+GAINS_SQL = """
+SELECT {group} AS name,
+       count(*) AS escalated,
+       count(o.after_node) AS resolved,
+       avg(CASE WHEN o.after_node IS NOT NULL AND o.crowd_node IS NOT NULL
+                THEN (o.after_node <> o.crowd_node)::INT END) AS flip_rate,
+       count(*) FILTER (WHERE o.gold_node IS NOT NULL AND o.after_node IS NOT NULL AND o.crowd_node IS NOT NULL)
+           AS n_gold,
+       avg(CASE WHEN o.gold_node IS NOT NULL AND o.after_node IS NOT NULL AND o.crowd_node IS NOT NULL
+                THEN (o.crowd_node = o.gold_node)::INT END) AS accuracy_before,
+       avg(CASE WHEN o.gold_node IS NOT NULL AND o.after_node IS NOT NULL AND o.crowd_node IS NOT NULL
+                THEN (o.after_node = o.gold_node)::INT END) AS accuracy_after,
+       avg(CASE WHEN o.gold_node IS NOT NULL AND o.after_node IS NOT NULL AND o.crowd_node IS NOT NULL
+                THEN (o.crowd_node <> o.gold_node AND o.after_node = o.gold_node)::INT END) AS corrected_rate,
+       avg(o.expert_cost) FILTER (WHERE o.after_node IS NOT NULL) AS expert_cost_per_item
+FROM d_item_outcomes o
+WHERE o.escalated AND {scope}
+GROUP BY ALL
+ORDER BY escalated DESC, name
+"""
+
+GAIN_COLUMNS = [
+    "name",
+    "escalated",
+    "resolved",
+    "flip_rate",
+    "n_gold",
+    "accuracy_before",
+    "accuracy_after",
+    "gain",
+    "expert_cost_per_item",
+    "expert_cost_per_corrected_error",
+]
+
+
+def gains_by(con: duckdb.DuckDBPyConnection, f: Filters, by: str = "trigger") -> pd.DataFrame:
+    """Escalation outcome per trigger, expert or branch.
+
+    ``expert_cost_per_corrected_error`` is the mean expert cost of a resolved escalation divided by the
+    share of escalations (measured on gold) that turned a wrong crowd label into the right one: what one
+    fixed error costs. It is infinite when escalations fixed nothing measurable.
+    """
+    if by not in GROUPS:
+        raise ValueError(f"by must be one of {', '.join(GROUPS)}")
+    scope, params = item_scope(f)
+    sql = GAINS_SQL.replace("{group}", GROUPS[by]).replace("{scope}", scope)
+    frame = con.execute(sql, params).df()
+    frame["gain"] = frame["accuracy_after"] - frame["accuracy_before"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["expert_cost_per_corrected_error"] = frame["expert_cost_per_item"] / frame["corrected_rate"]
+    return frame[GAIN_COLUMNS].astype({"name": "object"})
+
+
+class EscalationSummary(BaseModel):
+    """The headline numbers of the escalations page; accuracies are measured on escalated gold items."""
+
+    items: int
+    escalated: int
+    escalation_rate: float
+    resolved: int
+    flip_rate: float | None
+    n_gold: int
+    accuracy_before: float | None
+    accuracy_after: float | None
+    gain: float | None
+    expert_cost_per_corrected_error: float | None
+    median_hours_to_label: float | None
+    share_within_sla: float | None
+    sla_hours: float
+
+
+def _num(value: object) -> float | None:
+    """NaN and missing become None so that the result serialises as JSON null."""
+    if value is None or pd.isna(value):  # type: ignore[arg-type]
+        return None
+    return float(value)  # type: ignore[arg-type]
+
+
+def escalation_summary(con: duckdb.DuckDBPyConnection, f: Filters, sla_hours: float = 48.0) -> EscalationSummary:
+    scope, params = item_scope(f)
+    row = con.execute("SELECT count(*) FROM d_item_outcomes o WHERE " + scope, params).fetchone()  # noqa: S608 - scope from item_scope
+    items = int(row[0]) if row else 0
+    gains = gains_by(con, f, by="all")
+    times = time_to_label(con, f, sla_hours=sla_hours)
+    overall = times[times["trigger"] == "all"]
+    if gains.empty:
+        g: dict[str, object] = {"escalated": 0, "resolved": 0, "n_gold": 0}
+    else:
+        g = gains.iloc[0].to_dict()
+    escalated = int(g["escalated"])  # type: ignore[call-overload]
+    return EscalationSummary(
+        items=items,
+        escalated=escalated,
+        escalation_rate=escalated / items if items else 0.0,
+        resolved=int(g["resolved"]),  # type: ignore[call-overload]
+        flip_rate=_num(g.get("flip_rate")),
+        n_gold=int(g["n_gold"]),  # type: ignore[call-overload]
+        accuracy_before=_num(g.get("accuracy_before")),
+        accuracy_after=_num(g.get("accuracy_after")),
+        gain=_num(g.get("gain")),
+        expert_cost_per_corrected_error=_num(g.get("expert_cost_per_corrected_error")),
+        median_hours_to_label=_num(overall["median_hours"].iloc[0]) if len(overall) else None,
+        share_within_sla=_num(overall["share_within_sla"].iloc[0]) if len(overall) else None,
+        sla_hours=sla_hours,
+    )
+
+
+TIME_SQL = """
+WITH scoped AS (
+    SELECT o.trigger, o.esc_created_at, o.esc_resolved_at, o.first_at, o.final_at, o.after_node
+    FROM d_item_outcomes o WHERE o.escalated AND {scope}
+), as_of AS (
+    SELECT greatest((SELECT max(created_at) FROM annotations), (SELECT max(created_at) FROM escalations),
+                    (SELECT max(resolved_at) FROM escalations)) AS t
+), timed AS (
+    SELECT trigger,
+           epoch(esc_resolved_at - esc_created_at) / 3600 AS hours,
+           esc_resolved_at IS NULL AND esc_created_at IS NOT NULL AS in_flight,
+           epoch((SELECT t FROM as_of) - esc_created_at) / 3600 AS age_hours,
+           CASE WHEN after_node IS NOT NULL THEN epoch(final_at - first_at) / 3600 END AS item_hours
+    FROM scoped
+)
+SELECT coalesce(trigger, 'all') AS trigger,
+       count(*) AS escalations,
+       count(hours) AS resolved,
+       count(*) FILTER (WHERE in_flight) AS in_flight,
+       median(hours) AS median_hours,
+       quantile_cont(hours, 0.9) AS p90_hours,
+       count(*) FILTER (WHERE hours <= ?) AS within_sla,
+       count(*) FILTER (WHERE hours > ? OR (in_flight AND age_hours > ?)) AS breached,
+       median(item_hours) AS median_item_hours
+FROM timed
+GROUP BY GROUPING SETS ((), (trigger))
+ORDER BY trigger = 'all' DESC, escalations DESC
+"""
+
+
+def time_to_label(con: duckdb.DuckDBPyConnection, f: Filters, sla_hours: float = 48.0) -> pd.DataFrame:
+    """Hours from escalation to resolution per trigger (and ``all``), and the share resolved within the SLA.
+
+    The SLA share counts only decided escalations: resolved ones, plus open ones already older than
+    the SLA (they have breached it whatever happens next). Open escalations younger than the SLA are
+    in flight and left out, so a backlog of fresh escalations does not look like a failure. Age is
+    measured to the newest timestamp in the warehouse, not the wall clock, so a report is reproducible.
+    ``median_item_hours`` is the item's first answer to its final (expert) answer.
+    """
+    scope, params = item_scope(f)
+    sql = TIME_SQL.replace("{scope}", scope)
+    frame = con.execute(sql, [*params, sla_hours, sla_hours, sla_hours]).df()
+    if frame["escalations"].sum() == 0:
+        frame = frame.iloc[0:0]
+    decided = frame["within_sla"] + frame["breached"]
+    frame["share_within_sla"] = (frame["within_sla"] / decided.where(decided > 0)).astype(float)
+    return frame.astype({"trigger": "object"})
+
+
+class ExpertAccuracy(BaseModel):
+    value: float | None
+    n: int
+    source: Literal["gold", "dawid_skene", "none"]
+
+
+def expert_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> ExpertAccuracy:
+    """Accuracy of the label after escalation on gold; the experts' Dawid-Skene accuracy when gold is thin."""
+    scope, params = item_scope(f)
+    row = con.execute(
+        "SELECT count(*), avg((o.after_node = o.gold_node)::INT) FROM d_item_outcomes o "  # noqa: S608 - scope from item_scope
+        "WHERE o.after_node IS NOT NULL AND o.gold_node IS NOT NULL AND " + scope,
+        params,
+    ).fetchone()
+    n, measured = (int(row[0]), row[1]) if row else (0, None)
+    if n >= MIN_GOLD_FOR_EXPERT_ACCURACY:
+        return ExpertAccuracy(value=float(measured), n=n, source="gold")
+    if table_exists(con, "d_ds_annotators"):
+        ds = con.execute(
+            """
+            SELECT sum(d.ds_accuracy * x.answers) / sum(x.answers), sum(x.answers)
+            FROM (SELECT annotator_id, avg(ds_accuracy) AS ds_accuracy FROM d_ds_annotators GROUP BY ALL) d
+            JOIN (SELECT annotator_id, count(*) AS answers FROM d_answers
+                  WHERE stage IN ('escalated', 'adjudication') GROUP BY ALL) x USING (annotator_id)
+            """
+        ).fetchone()
+        if ds and ds[0] is not None:
+            return ExpertAccuracy(value=float(ds[0]), n=int(ds[1]), source="dawid_skene")
+    if n:
+        return ExpertAccuracy(value=float(measured), n=n, source="gold")
+    return ExpertAccuracy(value=None, n=0, source="none")
+
+
+WHATIF_COLUMNS = ["threshold", "escalated_share", "projected_accuracy", "projected_cost_per_item"]
+
+
+def threshold_whatif(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    thresholds: npt.ArrayLike | None = None,
+) -> pd.DataFrame:
+    """Escalate every item whose crowd plurality share is at most ``t``: projected accuracy and cost per item.
+
+    Items that would escalate take the experts' accuracy (``expert_accuracy``); the others keep the
+    crowd consensus's measured correctness on gold. Cost is today's crowd cost per item plus the
+    escalated share times the median expert cost of a resolved escalation. At t=0 nothing escalates
+    and the projection is today's crowd accuracy; at t=1 everything does.
+    """
+    grid = np.linspace(0.3, 1.0, 29) if thresholds is None else np.asarray(thresholds, dtype=float)
+    scope, params = item_scope(f)
+    levels = con.execute(
+        "SELECT o.crowd_share AS share, count(*) AS items, count(o.gold_node) AS gold, "
+        "sum((o.crowd_node = o.gold_node)::INT) AS correct, sum(o.crowd_cost) AS crowd_cost "
+        "FROM d_item_outcomes o WHERE o.crowd_node IS NOT NULL AND " + scope + " GROUP BY ALL ORDER BY share",
+        params,
+    ).df()
+    if levels.empty:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in WHATIF_COLUMNS})
+    cost_row = con.execute(
+        "SELECT median(o.expert_cost) FROM d_item_outcomes o WHERE o.after_node IS NOT NULL AND " + scope,  # noqa: S608 - scope from item_scope
+        params,
+    ).fetchone()
+    expert_cost = float(cost_row[0]) if cost_row and cost_row[0] is not None else float("nan")
+    p_expert = expert_accuracy(con, f).value
+    share = levels["share"].to_numpy(float)
+    items = levels["items"].to_numpy(float)
+    gold = levels["gold"].to_numpy(float)
+    correct = levels["correct"].fillna(0).to_numpy(float)
+    # Cumulative sums over shares sorted ascending: position i counts every level with share <= grid value.
+    cut = np.searchsorted(share, grid + SHARE_SLACK, side="right")
+    cum = {name: np.concatenate([[0.0], np.cumsum(v)]) for name, v in (("i", items), ("g", gold), ("c", correct))}
+    escalated_share = cum["i"][cut] / cum["i"][-1]
+    escalated_gold = cum["g"][cut]
+    kept_correct = cum["c"][-1] - cum["c"][cut]
+    expert_part = escalated_gold * (np.nan if p_expert is None else p_expert)
+    expert_part = np.where(escalated_gold == 0, 0.0, expert_part)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = (kept_correct + expert_part) / cum["g"][-1]
+    crowd_cost = float(levels["crowd_cost"].sum()) / cum["i"][-1]
+    cost = crowd_cost + np.where(escalated_share == 0, 0.0, escalated_share * expert_cost)
+    return pd.DataFrame(
+        {
+            "threshold": grid,
+            "escalated_share": escalated_share,
+            "projected_accuracy": accuracy,
+            "projected_cost_per_item": cost,
+        }
+    )
+
+
+def items_escalated_at(con: duckdb.DuckDBPyConnection, f: Filters, t: float, limit: int | None = None) -> pd.DataFrame:
+    """The items the what-if would escalate at threshold ``t``, least confident first."""
+    scope, params = item_scope(f)
+    return con.execute(
+        "SELECT o.item_id, o.branch, o.crowd_node, o.crowd_share AS confidence, o.gold_node, "  # noqa: S608 - scope from item_scope
+        "o.escalated AS escalated_today, o.after_node FROM d_item_outcomes o "
+        "WHERE o.crowd_node IS NOT NULL AND o.crowd_share <= ? AND "
+        + scope
+        + " ORDER BY o.crowd_share, o.item_idx LIMIT ?",
+        [t + SHARE_SLACK, *params, limit if limit is not None else 2**62],
+    ).df()

@@ -1,0 +1,125 @@
+"""How close consensus and the model come to gold, measured along the tree rather than only exactly.
+
+A miss between sibling leaves is a smaller error than a miss across top-level branches; hierarchical
+precision and recall (Kiritchenko et al., 2005) credit the shared ancestry. With A(n) the ancestors of
+n including n itself and excluding the root,
+
+    hP = sum |A(pred) & A(true)| / sum |A(pred)|,  hR = sum |A(pred) & A(true)| / sum |A(true)|,
+    hF = 2 hP hR / (hP + hR),
+
+summed over the items that have both. The tree distance is the number of edges between the two nodes
+(|A(pred)| + |A(true)| - 2 |A(pred) & A(true)|). Accuracy at depth L compares the two nodes' places on
+the cut at L (see ``queries.soft_labels``: a leaf stands for itself below its depth); a coarse
+prediction above L has no place there and counts as wrong, and items whose gold label is coarser than
+L are not graded at L.
+
+Methods: ``majority`` (the plurality answer; recomputed from the filtered answers when a filter
+changes which answers count), ``dawid_skene`` (when its refresh step has run), and one
+``model:<name>@<version>`` per model version (the argmax of its leaf probabilities, latest prediction
+per item).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from queries import soft_labels
+from queries.contested import MODEL_NODE
+from queries.filters import Filters
+
+BASE_COLUMNS = ["method", "n", "exact"]
+SCORE_COLUMNS = ["hP", "hR", "hF", "mean_tree_distance"]
+
+# The latest gold label per item, with its lineage in its own tree version.
+GOLD = (
+    "(SELECT DISTINCT ON (g.item_id) x.item_idx, g.node_id, n.lineage, n.is_leaf FROM gold_labels g "
+    "JOIN d_item_index x USING (item_id) JOIN d_nodes n USING (tree_version, node_id) "
+    "ORDER BY g.item_id, g.batch_id DESC)"
+)
+CONSENSUS = "SELECT 'majority' AS method, item_idx, consensus_node AS node_id FROM d_items"
+DAWID_SKENE = "SELECT 'dawid_skene' AS method, item_idx, ds_node AS node_id FROM d_ds_items"
+MODELS = (
+    "SELECT * FROM (SELECT DISTINCT ON (p.item_id, p.model, p.model_version) "  # noqa: S608 - fixed
+    "'model:' || p.model || '@' || p.model_version AS method, x.item_idx, " + MODEL_NODE + " AS node_id "
+    "FROM predictions p JOIN d_item_index x USING (item_id) "
+    "ORDER BY p.item_id, p.model, p.model_version, p.created_at DESC NULLS LAST)"
+)
+
+
+def _majority_from_answers(pred: str) -> str:
+    """Plurality node of the answers the predicate keeps, ties to the node first in tree order."""
+    return (
+        "SELECT 'majority' AS method, item_idx, arg_max(node_id, [n, -ordinal]) AS node_id FROM ("  # noqa: S608 - fixed
+        "SELECT a.item_idx, a.node_id, count(*) AS n FROM d_answers a WHERE " + pred + " "
+        "AND a.item_idx IN (SELECT item_idx FROM " + GOLD + ") GROUP BY ALL) "
+        "JOIN " + soft_labels.NODES + " USING (node_id) GROUP BY item_idx"
+    )
+
+
+def _predictions(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]]:
+    """(method, item_idx, node_id) for every method that has results, restricted to the filtered items."""
+    params: list[Any] = []
+    if soft_labels.item_level_only(f):
+        parts = [CONSENSUS]
+    else:
+        pred, params = f.where("a")
+        parts = [_majority_from_answers(pred)]
+    if soft_labels.table_exists(con, "d_ds_items"):
+        parts.append(DAWID_SKENE)
+    parts.append(MODELS)
+    scope, scope_params = soft_labels.scoped("s.item_idx", f)
+    union = " UNION ALL ".join(parts)
+    return "SELECT s.* FROM (" + union + ") s WHERE s.node_id IS NOT NULL AND " + scope, [*params, *scope_params]  # noqa: S608 - fixed
+
+
+def _pairs(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]]:
+    """(method, item_idx, pred lineage and leaf flag, gold lineage and leaf flag) for items with gold."""
+    preds, params = _predictions(con, f)
+    return (
+        "SELECT p.method, p.item_idx, p.node_id AS pred_node, pn.lineage AS pl, pn.is_leaf AS p_leaf, "  # noqa: S608 - fixed
+        "g.node_id AS gold_node, g.lineage AS gl, g.is_leaf AS g_leaf FROM (" + preds + ") p "
+        "JOIN " + GOLD + " g USING (item_idx) JOIN " + soft_labels.NODES + " pn ON pn.node_id = p.node_id"
+    ), params
+
+
+def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """One row per method: n, exact, level_1..level_D, hP, hR, hF, mean_tree_distance."""
+    depth = soft_labels.max_depth(con)
+    columns = [*BASE_COLUMNS, *[f"level_{d}" for d in range(1, depth + 1)], *SCORE_COLUMNS]
+    if depth == 0 or not soft_labels.table_exists(con, "d_items"):
+        return soft_labels.empty_frame(columns)
+    pairs, params = _pairs(con, f)
+    scores = con.execute(
+        "WITH q AS (" + pairs + ") SELECT method, count(*) AS n, "
+        "avg(CAST(pred_node = gold_node AS DOUBLE)) AS exact, "
+        "sum(len(list_intersect(pl, gl))) / sum(len(pl)) AS hP, "
+        "sum(len(list_intersect(pl, gl))) / sum(len(gl)) AS hR, "
+        "avg(len(pl) + len(gl) - 2 * len(list_intersect(pl, gl))) AS mean_tree_distance "
+        "FROM q GROUP BY method",
+        params,
+    ).df()
+    if scores.empty:
+        return soft_labels.empty_frame(columns)
+    levels = con.execute(
+        "WITH q AS (" + pairs + "), c AS (SELECT method, depth, "  # noqa: S608 - fixed SQL fragments
+        "CASE WHEN len(pl) >= depth OR p_leaf THEN pl[least(depth, len(pl))] END AS p_cut, "
+        "CASE WHEN len(gl) >= depth OR g_leaf THEN gl[least(depth, len(gl))] END AS g_cut "
+        "FROM (SELECT *, unnest(range(1, ? + 1)) AS depth FROM q)) "
+        "SELECT method, depth, avg(CAST(coalesce(p_cut = g_cut, FALSE) AS DOUBLE)) AS accuracy "
+        "FROM c WHERE g_cut IS NOT NULL GROUP BY ALL",
+        [*params, depth],
+    ).df()
+    wide = levels.pivot(index="method", columns="depth", values="accuracy")
+    wide.columns = [f"level_{int(d)}" for d in wide.columns]
+    out = scores.merge(wide, left_on="method", right_index=True, how="left")
+    hp, hr = out["hP"], out["hR"]
+    out["hF"] = (2 * hp * hr / (hp + hr)).where((hp + hr) > 0)
+    for column in columns:
+        if column not in out:
+            out[column] = float("nan")
+    order = {"majority": 0, "dawid_skene": 1}
+    out = out.assign(_o=out["method"].map(order).fillna(2)).sort_values(["_o", "method"])
+    return out[columns].reset_index(drop=True)

@@ -1,0 +1,342 @@
+"""Opening an ingest file: format detection, whole-file checks and a uniform view of its fields.
+
+A file that cannot be read as a whole (missing, empty, wrong headers, corrupt) is refused with one
+message before anything is validated; a file that can be read yields a ``Source``: SQL expressions for
+each mapped field over a scan of the file, so that validation is one set-based query whatever the
+format. Column names from the file reach SQL only as bound parameters or as positional references
+(``#3``), never as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from queries.errors import LabelgovError
+from queries.ingest_fields import KIND_FIELDS, REQUIRED, Kind, column_for
+
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "labelstudio")
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "labelstudio",
+}
+DELIMITERS = {"csv": ",", "tsv": "\t"}
+HEADER_PEEK_BYTES = 1 << 20
+JSON_KEY_SAMPLE = 10_000
+RAW_TABLE = "_ingest_raw"
+
+# Source type family -> how it is typed later; DuckDB type names by prefix.
+NUMERIC_TYPES = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+    "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
+)
+
+
+@dataclass(frozen=True)
+class RawField:
+    """A field as it appears in the scan: an SQL expression and the family of its source type."""
+
+    expr: str
+    family: str  # varchar | number | timestamp | timestamptz | other
+    column: str  # the file's name for it, for messages
+
+
+@dataclass
+class Source:
+    """A readable file, ready for the validation query."""
+
+    fmt: str
+    from_sql: str
+    row_number_sql: str
+    original_columns: list[str]  # scan expressions carried as c0, c1, ... to rebuild the row as written
+    original_sql: str  # the row as JSON, over c0, c1, ...
+    fields: dict[str, RawField]
+    params: dict[str, object] = field(default_factory=dict)
+    reader_reason_sql: str = "NULL"
+    reader_message_sql: str = "NULL"
+    match_titles: bool = False
+
+
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def used_params(sql: str, params: dict[str, object]) -> dict[str, object]:
+    """The parameters that ``sql`` names: DuckDB refuses named parameters a statement does not use."""
+    names = set(_PARAM.findall(sql))
+    return {name: value for name, value in params.items() if name in names}
+
+
+def detect_format(path: Path, fmt: str | None) -> str:
+    """``--format`` wins; otherwise the extension decides (a trailing .gz is looked through)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise LabelgovError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        return fmt
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    found = EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if found is None:
+        raise LabelgovError(
+            f"{path}: cannot tell the format from the extension; name it .csv, .tsv, .parquet, .jsonl or "
+            f".json (Label Studio export), or pass --format {{{','.join(FORMATS)}}}"
+        )
+    return found
+
+
+def check_file(path: Path) -> None:
+    """Refuse what is not a readable, non-empty regular file."""
+    if not path.exists():
+        raise LabelgovError(f"{path}: no such file")
+    if not path.is_file():
+        raise LabelgovError(f"{path}: is not a regular file; give the path of the file to ingest")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise LabelgovError(f"{path}: cannot be opened ({exc.strerror}); check its permissions") from exc
+    if path.stat().st_size == 0:
+        raise LabelgovError(f"{path}: is empty; export the data again")
+
+
+def duckdb_failure(path: Path, fmt: str, exc: duckdb.Error) -> LabelgovError:
+    """One line that says what is wrong with the file, from DuckDB's (multi-line) reader error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if any("unicode" in line.lower() or "not utf-8" in line.lower() for line in lines):
+        return LabelgovError(f"{path}: is not UTF-8 text; save it as UTF-8")
+    head = lines[0] if lines else type(exc).__name__
+    detail = next(
+        (line for line in lines[1:] if not line.startswith(("Original Line", "Possible", "LINE", "*", "file ="))),
+        "",
+    )
+    said = head + (": " + detail if detail else "")
+    hint = "fix the file or pass the right --format"
+    if "sniffing" in head:
+        hint = "check that every row has as many fields as the header and that quotes are balanced"
+    return LabelgovError(f"{path}: cannot be read as {fmt} ({said}); {hint}")
+
+
+def _family(type_name: str) -> str:
+    upper = type_name.upper()
+    if upper == "VARCHAR":
+        return "varchar"
+    if upper.startswith(NUMERIC_TYPES):
+        return "number"
+    if upper.startswith("TIMESTAMP WITH TIME ZONE") or upper == "TIMESTAMPTZ":
+        return "timestamptz"
+    if upper.startswith(("TIMESTAMP", "DATE")):
+        return "timestamp"
+    return "other"
+
+
+def _resolve_fields(
+    path: Path, kind: Kind, mapping: dict[str, str], columns: list[str], families: list[str], expr_of: list[str]
+) -> dict[str, RawField]:
+    """Match fields to columns; refuse a mapped or required column that is not in the file."""
+    position = {name: i for i, name in enumerate(columns)}
+    fields: dict[str, RawField] = {}
+    for name in KIND_FIELDS[kind]:
+        column = column_for(name, mapping)
+        if column in position:
+            i = position[column]
+            fields[name] = RawField(expr_of[i], families[i], column)
+        elif name in mapping:
+            raise LabelgovError(
+                f"{path}: --map {name}={column}: there is no column {column!r}; the columns are "
+                f"{', '.join(columns)}"
+            )
+    missing = [f"{column_for(name, mapping)!r} ({name})" for name in REQUIRED[kind] if name not in fields]
+    if kind == "predictions" and "label" not in fields and "probabilities" not in fields:
+        missing.append(f"{column_for('label', mapping)!r} or {column_for('probabilities', mapping)!r}")
+    if missing:
+        raise LabelgovError(
+            f"{path}: required column missing for {kind}: {', '.join(missing)}; the columns are "
+            f"{', '.join(columns) or 'none'}; rename them or map them with --map FIELD=COLUMN "
+            "(e.g. --map item=question,annotator=worker,label=answer)"
+        )
+    return fields
+
+
+def _original_sql(columns: list[str], params: dict[str, object]) -> str:
+    """``json_object($h0, c0, $h1, c1, ...)``: the file's column names are bound, never written into SQL."""
+    parts = []
+    for i, name in enumerate(columns):
+        key = "h" + str(i)
+        params[key] = name
+        parts.append("$" + key + ", c" + str(i))
+    return "json_object(" + ", ".join(parts) + ")"
+
+
+def _csv_header(path: Path, fmt: str) -> list[str]:
+    """The header row as written (DuckDB silently renames duplicates, which we must refuse)."""
+    with path.open("rb") as handle:
+        head = handle.read(HEADER_PEEK_BYTES)
+    if path.suffix.lower() == ".gz":
+        return []
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelgovError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
+    header = next(csv.reader(io.StringIO(line), delimiter=DELIMITERS[fmt]), [])
+    names = [h.strip() for h in header]
+    if not any(names):
+        raise LabelgovError(f"{path}: the first line is empty; the file needs a header row naming its columns")
+    blank = [i + 1 for i, name in enumerate(names) if not name]
+    if blank:
+        raise LabelgovError(f"{path}: header column {blank[0]} has no name; name every column in the header row")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise LabelgovError(f"{path}: the header names column {name!r} twice; rename one of them")
+        seen.add(name)
+    return names
+
+
+def _execute(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, sql: str, params: dict[str, object]) -> None:
+    try:
+        con.execute(sql, params)
+    except duckdb.Error as exc:
+        raise duckdb_failure(path, fmt, exc) from exc
+
+
+def _row_count(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    row = con.execute("SELECT count(*) FROM " + RAW_TABLE).fetchone()  # noqa: S608 - fixed table name
+    if not row or row[0] == 0:
+        raise LabelgovError(f"{path}: has a header but no data rows")
+
+
+def open_delimited(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, kind: Kind, mapping: dict[str, str]
+) -> Source:
+    """CSV/TSV, read as text into a temporary table whose rowid is the row's place in the file."""
+    header = _csv_header(path, fmt)
+    _execute(
+        con, path, fmt,
+        "CREATE OR REPLACE TEMP TABLE " + RAW_TABLE + " AS SELECT * FROM read_csv($path, header = true, "  # noqa: S608 - fixed table name
+        "delim = $delim, all_varchar = true)",
+        {"path": str(path), "delim": DELIMITERS[fmt]},
+    )
+    columns = [d[0] for d in con.execute("SELECT * FROM " + RAW_TABLE + " LIMIT 0").description]  # noqa: S608 - fixed table name
+    if header and len(columns) != len(header):
+        raise LabelgovError(
+            f"{path}: the header has {len(header)} columns but the rows have {len(columns)}; "
+            f"check the delimiter (a {fmt} file is separated by {'tabs' if fmt == 'tsv' else 'commas'}) and that "
+            "every row has as many fields as the header"
+        )
+    names = header or columns
+    _row_count(con, path)
+    expr_of = ["#" + str(i + 1) for i in range(len(names))]
+    params: dict[str, object] = {}
+    return Source(
+        fmt=fmt,
+        from_sql=RAW_TABLE,
+        row_number_sql="rowid + 1",
+        original_columns=expr_of,
+        original_sql=_original_sql(names, params),
+        fields=_resolve_fields(path, kind, mapping, names, ["varchar"] * len(names), expr_of),
+        params=params,
+    )
+
+
+def _parquet_schema(path: Path) -> list[str]:
+    try:
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise LabelgovError(
+            f"{path}: is not a readable Parquet file ({type(exc).__name__}: {exc}); export it again"
+        ) from exc
+
+
+def open_parquet(
+    con: duckdb.DuckDBPyConnection, path: Path, kind: Kind, mapping: dict[str, str]
+) -> Source:
+    """Parquet is scanned in place: its own row numbers give the place in the file, so no copy is needed."""
+    names = _parquet_schema(path)
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise LabelgovError(f"{path}: has two columns named {twice!r}; rename one of them")
+    try:
+        described = con.execute("SELECT * FROM read_parquet($path) LIMIT 0", {"path": str(path)}).description
+        rows = con.execute("SELECT count(*) FROM read_parquet($path)", {"path": str(path)}).fetchone()
+    except duckdb.Error as exc:
+        raise duckdb_failure(path, "parquet", exc) from exc
+    if not rows or rows[0] == 0:
+        raise LabelgovError(f"{path}: has no rows")
+    families = [_family(str(d[1])) for d in described]
+    expr_of = ["#" + str(i + 1) for i in range(len(names))]
+    params: dict[str, object] = {"path": str(path)}
+    return Source(
+        fmt="parquet",
+        from_sql="read_parquet($path, file_row_number = true)",
+        row_number_sql="file_row_number + 1",
+        original_columns=expr_of,
+        original_sql=_original_sql(names, params),
+        fields=_resolve_fields(path, kind, mapping, names, families, expr_of),
+        params=params,
+    )
+
+
+def _first_text(path: Path) -> str:
+    with path.open("rb") as handle:
+        head = handle.read(HEADER_PEEK_BYTES)
+    try:
+        return head.decode("utf-8-sig").lstrip()
+    except UnicodeDecodeError as exc:
+        if len(head) == HEADER_PEEK_BYTES and exc.start > HEADER_PEEK_BYTES - 4:
+            return head[: exc.start].decode("utf-8-sig").lstrip()
+        raise LabelgovError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
+
+
+def open_jsonl(con: duckdb.DuckDBPyConnection, path: Path, kind: Kind, mapping: dict[str, str]) -> Source:
+    """JSON Lines: one object per line; fields are looked up by key (a bound parameter) in each object."""
+    if path.suffix.lower() != ".gz":
+        start = _first_text(path)
+        if not start:
+            raise LabelgovError(f"{path}: holds only white space; export the data again")
+        if start.startswith("["):
+            raise LabelgovError(
+                f"{path}: is a JSON array, not JSON Lines (one object per line); for a Label Studio export "
+                "name it .json or pass --format labelstudio"
+            )
+        if not start.startswith("{"):
+            raise LabelgovError(f"{path}: is not JSON Lines; each line must be one JSON object")
+    _execute(
+        con, path, "jsonl",
+        "CREATE OR REPLACE TEMP TABLE " + RAW_TABLE + " AS SELECT json FROM read_ndjson_objects($path)",  # noqa: S608 - fixed table name
+        {"path": str(path)},
+    )
+    _row_count(con, path)
+    keys = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT unnest(json_keys(json)) FROM (SELECT json FROM " + RAW_TABLE + " LIMIT $n) "  # noqa: S608 - fixed table name
+            "WHERE json_type(json) = 'OBJECT'",
+            {"n": JSON_KEY_SAMPLE},
+        ).fetchall()
+    ]
+    params: dict[str, object] = {}
+    expr_of = []
+    for i, key in enumerate(keys):
+        params["k" + str(i)] = key
+        expr_of.append("(json ->> $k" + str(i) + ")")
+    return Source(
+        fmt="jsonl",
+        from_sql=RAW_TABLE,
+        row_number_sql="rowid + 1",
+        original_columns=["json"],
+        original_sql="c0",
+        fields=_resolve_fields(path, kind, mapping, keys, ["varchar"] * len(keys), expr_of),
+        params=params,
+    )

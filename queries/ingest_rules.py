@@ -1,0 +1,326 @@
+"""The validation of an ingest file as one set-based DuckDB query.
+
+Each row gets the first failing check's reason code (or none) from a CASE over typed columns, so a
+file of ten million rows is judged in a few vectorised passes rather than row by row. The result is a
+temporary staging table holding typed, label-resolved rows plus reason, message and the original row
+(turned into JSON for quarantined rows only); writing the batch afterwards is a handful of INSERT ... SELECTs.
+
+All SQL text here is assembled from fixed fragments of this module and from field names of the fixed
+vocabulary in ``ingest_fields``; every value (tree version, column names for messages, limits) is a
+bound ``$name`` parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from queries.ingest_fields import FIELDS, KIND_FIELDS, STAGES, Kind, Shape
+from queries.ingest_readers import RawField, Source
+
+STAGED = "_ingest_staged"
+LABELS = "_ingest_labels"
+LABEL_MAP = "_ingest_label_map"
+
+PROB_FIELD: dict[Kind, str | None] = {"annotations": "distribution", "gold": None, "predictions": "probabilities"}
+
+_NULL_OF = {
+    Shape.TEXT: "CAST(NULL AS VARCHAR)",
+    Shape.NUMBER: "CAST(NULL AS DOUBLE)",
+    Shape.TIMESTAMP: "CAST(NULL AS TIMESTAMP)",
+    Shape.PROBABILITIES: "CAST(NULL AS MAP(VARCHAR, DOUBLE))",
+}
+DEFAULTS = {"stage": "initial", "model_version": "unversioned"}
+# A time followed by Z, a numeric offset or a zone name: DuckDB's TIMESTAMP cast would drop the zone.
+_ZONE_SUFFIX = r":\d\d(\.\d*)?\s*([zZ]|[+-]\d\d(:?\d\d)?|[A-Za-z][A-Za-z0-9_/+-]*)$"
+_EPOCH_LIMIT = "1e11"  # epoch seconds beyond this are milliseconds or garbage, not a date
+# Columns kept in the staging table, per kind (besides rn, reason, message, original).
+STAGED_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "annotations": (
+        "item", "annotator", "node_id", "created_at", "duration", "cost", "stage", "confidence", "id", "distribution",
+    ),
+    "gold": ("item", "node_id", "source"),
+    "predictions": ("item", "model", "model_version", "node_id", "probabilities", "created_at"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule: rows where ``condition`` holds (and no earlier rule failed) get ``reason``."""
+
+    reason: str
+    condition: str
+    message: str
+
+
+def _text(expr: str) -> str:
+    # trim() copies every string; only the rare padded value needs it.
+    return (
+        "CASE WHEN starts_with(" + expr + ", ' ') OR ends_with(" + expr + ", ' ') THEN NULLIF(trim(" + expr
+        + "), '') ELSE NULLIF(" + expr + ", '') END"
+    )
+
+
+def _number(raw: RawField) -> str:
+    if raw.family == "number":
+        return "CAST(" + raw.expr + " AS DOUBLE)"
+    if raw.family == "varchar":
+        return "TRY_CAST(" + raw.expr + " AS DOUBLE)"
+    return "TRY_CAST(CAST(" + raw.expr + " AS VARCHAR) AS DOUBLE)"
+
+
+def _epoch(number_sql: str) -> str:
+    return (
+        "CAST(to_timestamp(CASE WHEN abs(" + number_sql + ") < " + _EPOCH_LIMIT + " THEN " + number_sql
+        + " END) AS TIMESTAMP)"
+    )
+
+
+def _timestamp(raw: RawField) -> str:
+    """ISO 8601 text with or without a zone (read as UTC), epoch seconds, or a typed column -> naive UTC.
+
+    The session time zone is UTC during ingest, so casting through TIMESTAMPTZ applies a written offset
+    and leaves zone-less text as it is.
+    """
+    if raw.family in ("timestamp", "timestamptz"):
+        return "CAST(" + raw.expr + " AS TIMESTAMP)"
+    if raw.family == "number":
+        return _epoch("CAST(" + raw.expr + " AS DOUBLE)")
+    text = raw.expr if raw.family == "varchar" else "CAST(" + raw.expr + " AS VARCHAR)"
+    # Parsing through TIMESTAMPTZ is several times slower, so only text that names a zone takes that path.
+    return (
+        "CASE WHEN regexp_matches(" + text + ", '" + _ZONE_SUFFIX + "') THEN CAST(TRY_CAST(" + text
+        + " AS TIMESTAMPTZ) AS TIMESTAMP) ELSE coalesce(TRY_CAST(" + text + " AS TIMESTAMP), "
+        + _epoch("TRY_CAST(" + text + " AS DOUBLE)") + ") END"
+    )
+
+
+def _probabilities(raw: RawField) -> str:
+    if raw.family == "varchar":
+        return "TRY_CAST(TRY_CAST(" + raw.expr + " AS JSON) AS MAP(VARCHAR, DOUBLE))"
+    return "TRY_CAST(to_json(" + raw.expr + ") AS MAP(VARCHAR, DOUBLE))"
+
+
+def typed_expr(shape: Shape, raw: RawField) -> str:
+    if shape is Shape.TEXT:
+        return _text(raw.expr if raw.family == "varchar" else "CAST(" + raw.expr + " AS VARCHAR)")
+    if shape is Shape.NUMBER:
+        return _number(raw)
+    if shape is Shape.TIMESTAMP:
+        return _timestamp(raw)
+    return _probabilities(raw)
+
+
+def _raw_text(field: str) -> str:
+    return "CAST(" + field + "_raw AS VARCHAR)"
+
+
+def _checks(kind: Kind, source: Source) -> list[Check]:
+    """The rules for ``kind`` in the order they are applied; only fields present in the file are checked."""
+    present = source.fields
+    checks = [Check("reader", "reader_reason IS NOT NULL", "reader_message")]
+    for field in ("item", "annotator", "model"):
+        if field in KIND_FIELDS[kind]:
+            checks.append(
+                Check("missing_field", field + " IS NULL", "concat('no " + field + " (column ', $col_" + field + ", ')')")
+            )
+    prob = PROB_FIELD[kind]
+    if kind == "predictions":
+        checks.append(
+            Check(
+                "missing_field",
+                "label IS NULL AND probabilities_raw IS NULL",
+                "concat('no label (column ', $col_label, ') and no probabilities (column ', $col_probabilities, ')')",
+            )
+        )
+    else:
+        checks.append(Check("missing_field", "label IS NULL", "concat('no label (column ', $col_label, ')')"))
+    unknown = "a code, node id or title" if source.match_titles else "a code or node id"
+    checks += [
+        Check(
+            "unknown_label",
+            "label IS NOT NULL AND node_id IS NULL",
+            "concat('label ', label, ' is not " + unknown + " in tree version ', $tree_version)",
+        ),
+        Check(
+            "deprecated_node",
+            "node_status <> 'active'",
+            "concat('label ', label, ' names node ', node_id, ', which is ', node_status, ' in tree version ', "
+            "$tree_version, '; relabel with its replacement')",
+        ),
+    ]
+    if "stage" in present:
+        checks.append(
+            Check(
+                "bad_stage",
+                "stage NOT IN (" + ", ".join("'" + s + "'" for s in STAGES) + ")",
+                "concat('stage ', stage, ' is not one of " + ", ".join(STAGES) + "')",
+            )
+        )
+    if "created_at" in present:
+        checks += [
+            Check(
+                "bad_timestamp",
+                "created_at_raw IS NOT NULL AND created_at IS NULL",
+                "concat('created_at ', " + _raw_text("created_at") + ", ' is not an ISO 8601 timestamp "
+                "or epoch seconds')",
+            ),
+            Check(
+                "bad_timestamp",
+                "created_at < $ts_min OR created_at > $ts_max",
+                "concat('created_at ', " + _raw_text("created_at") + ", ' is impossible: before 1990 or more "
+                "than a day in the future')",
+            ),
+        ]
+    for field, reason in (("duration", "negative_duration"), ("cost", "negative_cost")):
+        if field in present:
+            checks += [
+                Check(
+                    "bad_number",
+                    field + "_raw IS NOT NULL AND (" + field + " IS NULL OR NOT isfinite(" + field + "))",
+                    "concat('" + field + " ', " + _raw_text(field) + ", ' is not a finite number')",
+                ),
+                Check(reason, field + " < 0", "concat('" + field + " ', " + field + ", ' is negative')"),
+            ]
+    if "confidence" in present:
+        checks.append(
+            Check(
+                "bad_confidence",
+                "confidence_raw IS NOT NULL AND (confidence IS NULL OR NOT isfinite(confidence) "
+                "OR confidence < 0 OR confidence > 1)",
+                "concat('confidence ', " + _raw_text("confidence") + ", ' is not a number between 0 and 1')",
+            )
+        )
+    if prob is not None and prob in present:
+        checks += _probability_checks(prob)
+    return checks
+
+
+def _probability_checks(field: str) -> list[Check]:
+    said = "concat('" + field + " ', " + _raw_text(field) + ", ' "
+    return [
+        Check(
+            "bad_distribution",
+            field + "_raw IS NOT NULL AND " + field + " IS NULL",
+            said + "is not a JSON object of label -> probability')",
+        ),
+        Check("bad_distribution", "cardinality(" + field + ") = 0", said + "is empty')"),
+        Check(
+            "bad_distribution",
+            "list_count(p_values) < len(p_values) OR NOT isfinite(list_sum(p_values))",
+            said + "has a value that is not a finite number')",
+        ),
+        Check("bad_distribution", "list_min(p_values) < 0", said + "has a negative probability')"),
+        Check(
+            "bad_distribution",
+            "abs(list_sum(p_values) - 1) > greatest(1e-6 * len(p_values), 1e-3)",
+            said + "sums to ', round(list_sum(p_values), 6), ', not 1')",
+        ),
+        Check(
+            "bad_distribution",
+            "list_count(p_nodes) < len(p_nodes)",
+            said + "names a label that is not a code or id of an active node')",
+        ),
+        Check(
+            "bad_distribution",
+            "len(list_distinct(p_nodes)) < len(p_nodes)",
+            said + "gives two probabilities for the same node')",
+        ),
+    ]
+
+
+def _case(checks: list[Check], pick: str) -> str:
+    """``CASE failed WHEN 1 THEN <reason or message of check 1> ... END``."""
+    parts = []
+    for number, check in enumerate(checks, start=1):
+        value = getattr(check, pick)
+        if pick == "reason":
+            value = "reader_reason" if check.reason == "reader" else "'" + check.reason + "'"
+        parts.append("WHEN " + str(number) + " THEN " + value)
+    return "CASE failed " + " ".join(parts) + " END"
+
+
+def _node_sql(kind: Kind) -> str:
+    if kind == "predictions":
+        return "coalesce(node_id, p_nodes[list_position(p_values, list_max(p_values))])"
+    return "node_id"
+
+
+def _final_column(kind: Kind, column: str) -> str:
+    if column == "node_id":
+        return _node_sql(kind) + " AS node_id"
+    if column == "distribution":
+        return "CASE WHEN failed IS NULL AND distribution IS NOT NULL THEN map(p_nodes, p_values) END AS distribution"
+    if column == "probabilities":
+        return (
+            "CASE WHEN failed IS NULL THEN (CASE WHEN probabilities IS NOT NULL THEN map(p_nodes, p_values) "
+            "ELSE map([node_id], [1.0::DOUBLE]) END) END AS probabilities"
+        )
+    return column
+
+
+def staging_sql(kind: Kind, source: Source, tree_version: int, now: datetime) -> tuple[str, dict[str, object]]:
+    """The CREATE TEMP TABLE statement that validates the whole file, and its parameters."""
+    params: dict[str, object] = dict(source.params)
+    params["tree_version"] = tree_version
+    params["ts_min"] = datetime(1990, 1, 1)
+    params["ts_max"] = now.replace(tzinfo=None) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
+    scan = [source.row_number_sql + " AS rn", source.reader_reason_sql + " AS reader_reason",
+            source.reader_message_sql + " AS reader_message"]
+    scan += [expr + " AS c" + str(i) for i, expr in enumerate(source.original_columns)]
+    for field in KIND_FIELDS[kind]:
+        shape = FIELDS[field][1]
+        raw = source.fields.get(field)
+        params["col_" + field] = raw.column if raw else FIELDS[field][0]
+        if raw is None:
+            typed, raw_sql = _NULL_OF[shape], "NULL"
+        else:
+            typed, raw_sql = typed_expr(shape, raw), raw.expr
+        if field in DEFAULTS:
+            typed = "coalesce(" + typed + ", '" + DEFAULTS[field] + "')"
+        scan += [typed + " AS " + field, raw_sql + " AS " + field + "_raw"]
+    prob = PROB_FIELD[kind]
+    checks = _checks(kind, source)
+    conditions = " ".join(
+        "WHEN " + c.condition + " THEN " + str(n) for n, c in enumerate(checks, start=1)
+    )
+    title_filter = "" if source.match_titles else " WHERE priority < 3"
+    sql = (
+        "CREATE OR REPLACE TEMP TABLE " + STAGED + " AS WITH scan AS (SELECT " + ", ".join(scan)
+        + " FROM " + source.from_sql + "), labelled AS (SELECT * FROM " + LABELS + title_filter + "), "
+        + "resolved AS (SELECT scan.*, labelled.node_id, labelled.status AS node_status"
+        + (", " + LABEL_MAP + ".lm" if prob else "")
+        + " FROM scan LEFT JOIN labelled ON labelled.key = scan.label"
+        + (" CROSS JOIN " + LABEL_MAP if prob else "") + "), "
+        + "probs AS (SELECT *"
+        + (
+            ", list_transform(map_keys(" + prob + "), lambda k: lm[k]) AS p_nodes, map_values(" + prob
+            + ") AS p_values"
+            if prob
+            else ""
+        )
+        + " FROM resolved), checked AS (SELECT *, CASE " + conditions + " END AS failed FROM probs) "
+        + "SELECT rn, " + ", ".join(_final_column(kind, c) for c in STAGED_COLUMNS[kind])
+        + ", " + _case(checks, "reason") + " AS reason, "
+        + _case(checks, "message") + " AS message, "
+        + "CASE WHEN failed IS NOT NULL THEN " + source.original_sql + " END AS original FROM checked"
+    )
+    return sql, params
+
+
+def prepare_labels(con: duckdb.DuckDBPyConnection, tree_version: int) -> None:
+    """Lookup of raw label -> node: codes first, then node ids, then titles (used for Label Studio)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE " + LABELS + " AS SELECT key, node_id, status, priority FROM ("  # noqa: S608 - fixed table name
+        "SELECT key, node_id, status, priority, row_number() OVER (PARTITION BY key ORDER BY priority) AS pick "
+        "FROM (SELECT unnest(codes) AS key, node_id, status, 1 AS priority FROM tree_nodes WHERE tree_version = $v "
+        "UNION ALL SELECT node_id, node_id, status, 2 FROM tree_nodes WHERE tree_version = $v "
+        "UNION ALL SELECT title, node_id, status, 3 FROM tree_nodes WHERE tree_version = $v)) WHERE pick = 1",
+        {"v": tree_version},
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE " + LABEL_MAP + " AS SELECT map(list(key), list(node_id)) AS lm "  # noqa: S608 - fixed table name
+        "FROM " + LABELS + " WHERE status = 'active' AND priority < 3",
+    )

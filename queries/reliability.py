@@ -1,0 +1,326 @@
+"""Annotator reliability: accuracy against gold, Dawid-Skene estimates without gold, spammers, speed.
+
+Gold accuracy is exact-match against the gold node (a coarse answer above the gold leaf counts as
+wrong: it did not do the job asked), with Wilson score intervals because most annotators have few gold
+items and the normal interval collapses to zero width at 0 or 100 %.
+
+The Dawid-Skene model is fitted at refresh on every answer of the newest tree version, whatever the
+page filters: it is one global model, and refitting it per filter would make an annotator's estimate
+depend on which other annotators happen to be in view. Classes are that version's leaves; coarse
+answers are observed labels of their own (see ``queries.dawid_skene``) and start the majority vote
+spread evenly over their subtree's leaves. Annotators with fewer than ``ONE_COIN_BELOW`` answers get
+the one-coin model (a single accuracy), which their few answers can support; a full confusion table
+has ``leaves^2`` cells. Items with gold at a leaf keep that leaf as their class throughout the fit
+(crowd-kit's ``true_labels``), which anchors the confusion estimates where the crowd majority is wrong.
+``ds_accuracy`` is the expected share of an annotator's leaf answers that are the true leaf under the
+fitted model (coarse answers are neither right nor wrong at leaf level), and ``estimate_used`` says
+which model produced it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from queries.dawid_skene import DSResult, dawid_skene
+from queries.filters import Filters
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
+ONE_COIN_BELOW = 50
+N_ITER = 50
+TOL = 1e-5
+POSTERIOR_MIN = 1e-4
+CONFUSION_MIN_N = 0.05  # expected answers behind a confusion cell worth storing
+Z95 = 1.959963984540054
+
+ANNOTATOR_COLUMNS = [
+    "annotator_id",
+    "kind",
+    "tier",
+    "answers",
+    "gold_answers",
+    "gold_accuracy",
+    "wilson_low",
+    "wilson_high",
+    "ds_accuracy",
+    "estimate_used",
+    "spammer_score",
+    "median_duration_s",
+    "total_cost",
+    "cost_per_answer",
+]
+
+
+def wilson_interval(
+    k: npt.ArrayLike, n: npt.ArrayLike, z: float = Z95
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Wilson score interval for k successes in n trials (NaN where n is 0), vectorised."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1.0 + z * z / n
+        centre = (p + z * z / (2.0 * n)) / denom
+        half = z * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
+    return centre - half, centre + half
+
+
+# --- refresh -----------------------------------------------------------------------------------------
+
+LABELS = """
+CREATE OR REPLACE TEMP TABLE _ds_labels AS
+WITH nodes AS (SELECT * FROM d_nodes WHERE tree_version = ?)
+SELECT node_id, is_leaf,
+       row_number() OVER (ORDER BY NOT is_leaf, ordinal) - 1 AS label_idx
+FROM nodes
+"""
+
+SPREAD = """
+SELECT p.label_idx AS label_idx, l.label_idx AS class_idx, 1.0 / count(*) OVER (PARTITION BY p.label_idx) AS w
+FROM _ds_labels p
+JOIN d_nodes n ON n.tree_version = ? AND n.node_id = p.node_id
+JOIN (SELECT x.label_idx, d.lineage FROM _ds_labels x JOIN d_nodes d ON d.tree_version = ? AND d.node_id = x.node_id
+      WHERE x.is_leaf) l ON list_contains(l.lineage, p.node_id)
+"""
+
+ANSWERS = """
+SELECT a.item_idx, a.annotator_idx, l.label_idx
+FROM d_answers a JOIN _ds_labels l USING (node_id)
+WHERE a.tree_version = ?
+"""
+
+# Gold at a leaf fixes the item's class in the fit; gold at an internal node does not name a class.
+GOLD_LEAVES = """
+SELECT DISTINCT ON (x.item_idx) x.item_idx, l.label_idx
+FROM gold_labels g JOIN d_item_index x USING (item_id) JOIN _ds_labels l USING (node_id)
+WHERE g.tree_version = ? AND l.is_leaf
+ORDER BY x.item_idx, g.batch_id DESC
+"""
+
+EMPTY_TABLES = """
+CREATE OR REPLACE TABLE d_ds_annotators (annotator_id VARCHAR, annotator_idx INTEGER, answers BIGINT,
+    ds_accuracy DOUBLE, estimate_used VARCHAR, spammer_score DOUBLE);
+CREATE OR REPLACE TABLE d_ds_confusion (annotator_id VARCHAR, true_node VARCHAR, answered_node VARCHAR,
+    p DOUBLE, expected_n DOUBLE);
+CREATE OR REPLACE TABLE d_posterior (item_id VARCHAR, item_idx INTEGER, node_id VARCHAR, p DOUBLE);
+CREATE OR REPLACE TABLE d_ds_items (item_id VARCHAR, item_idx INTEGER, ds_node VARCHAR, ds_p DOUBLE,
+    majority_node VARCHAR);
+"""
+
+
+def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
+    con.execute(LABELS, [version])
+    row = con.execute("SELECT count(*) FILTER (WHERE is_leaf), count(*) FROM _ds_labels").fetchone()
+    n_classes, n_labels = (int(row[0]), int(row[1])) if row else (0, 0)
+    answers = con.execute(ANSWERS, [version]).fetchnumpy()
+    if n_classes == 0 or answers["item_idx"].size == 0:
+        return None
+    spread = np.eye(n_labels, n_classes)
+    cells = con.execute(SPREAD, [version, version]).fetchnumpy()
+    spread[cells["label_idx"], cells["class_idx"]] = cells["w"]
+    ann = np.asarray(answers["annotator_idx"], dtype=np.int64)
+    counts = np.bincount(ann)
+    gold = con.execute(GOLD_LEAVES, [version]).fetchnumpy()
+    return dawid_skene(
+        answers["item_idx"],
+        ann,
+        answers["label_idx"],
+        n_classes=n_classes,
+        n_iter=N_ITER,
+        tol=TOL,
+        one_coin=counts < ONE_COIN_BELOW,
+        spread=spread,
+        gold=(gold["item_idx"], gold["label_idx"]),
+    )
+
+
+def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
+    ann = pd.DataFrame(
+        {
+            "annotator_idx": res.annotator_ids,
+            "answers": res.answers,
+            "ds_accuracy": res.accuracy,
+            "estimate_used": np.where(res.one_coin, "one_coin", "confusion_matrix"),
+            "spammer_score": res.spammer_score,
+        }
+    )
+    k = res.posteriors.shape[1]
+    keep = (res.expected_correct >= CONFUSION_MIN_N).ravel()
+    conf = pd.DataFrame(
+        {
+            "annotator_idx": np.repeat(res.annotator_ids[res.response_annotator], k)[keep],
+            "true_idx": np.tile(np.arange(k), res.response_label.size)[keep],
+            "answered_idx": np.repeat(res.response_label, k)[keep],
+            "p": res.confusion.ravel()[keep],
+            "expected_n": res.expected_correct.ravel()[keep],
+        }
+    )
+    rows, cols = np.nonzero(res.posteriors > POSTERIOR_MIN)
+    post = pd.DataFrame(
+        {"item_idx": res.item_ids[rows], "class_idx": cols, "p": res.posteriors[rows, cols].astype(np.float64)}
+    )
+    best = res.labels
+    items = pd.DataFrame(
+        {
+            "item_idx": res.item_ids,
+            "class_idx": best,
+            "p": res.posteriors[np.arange(best.size), best].astype(np.float64),
+        }
+    )
+    for name, frame in (("_ds_ann", ann), ("_ds_conf", conf), ("_ds_post", post), ("_ds_items", items)):
+        con.register(name, frame)
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TABLE d_ds_annotators AS
+            SELECT x.annotator_id, a.annotator_idx::INTEGER AS annotator_idx, a.answers::BIGINT AS answers,
+                   a.ds_accuracy, a.estimate_used, a.spammer_score
+            FROM _ds_ann a JOIN d_annotator_index x USING (annotator_idx);
+            CREATE OR REPLACE TABLE d_ds_confusion AS
+            SELECT x.annotator_id, t.node_id AS true_node, o.node_id AS answered_node, c.p, c.expected_n
+            FROM _ds_conf c JOIN d_annotator_index x USING (annotator_idx)
+            JOIN _ds_labels t ON t.label_idx = c.true_idx JOIN _ds_labels o ON o.label_idx = c.answered_idx;
+            CREATE OR REPLACE TABLE d_posterior AS
+            SELECT x.item_id, p.item_idx::INTEGER AS item_idx, l.node_id, p.p
+            FROM _ds_post p JOIN d_item_index x USING (item_idx) JOIN _ds_labels l ON l.label_idx = p.class_idx
+            ORDER BY p.item_idx, p.p DESC;
+            CREATE OR REPLACE TABLE d_ds_items AS
+            SELECT x.item_id, i.item_idx::INTEGER AS item_idx, l.node_id AS ds_node, i.p AS ds_p,
+                   d.consensus_node AS majority_node
+            FROM _ds_items i JOIN d_item_index x USING (item_idx) JOIN _ds_labels l ON l.label_idx = i.class_idx
+            LEFT JOIN d_items d USING (item_id)
+            ORDER BY i.item_idx;
+            """
+        )
+    finally:
+        for name in ("_ds_ann", "_ds_conf", "_ds_post", "_ds_items"):
+            con.unregister(name)
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Refit the global model on the newest tree version's answers; always a full recomputation."""
+    row = con.execute("SELECT max(tree_version) FROM d_answers").fetchone()
+    res = _fit(con, int(row[0])) if row and row[0] is not None else None
+    if res is None:
+        con.execute(EMPTY_TABLES)
+    else:
+        _write(con, res)
+    con.execute("DROP TABLE IF EXISTS _ds_labels")
+    con.execute("CREATE OR REPLACE TABLE d_annotator_reliability AS " + ANNOTATOR_HEAD + "TRUE" + ANNOTATOR_TAIL)
+    return "full"
+
+
+# --- page functions ----------------------------------------------------------------------------------
+
+GOLD = """(SELECT DISTINCT ON (item_id, tree_version) item_id, tree_version, node_id AS gold_node
+          FROM gold_labels ORDER BY item_id, tree_version, batch_id DESC)"""
+
+ANNOTATOR_HEAD = (
+    """
+SELECT a.annotator_id, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, count(*) AS answers,
+       count(g.gold_node) AS gold_answers, count(*) FILTER (WHERE a.node_id = g.gold_node) AS gold_correct,
+       gold_correct / nullif(gold_answers, 0) AS gold_accuracy,
+       any_value(s.ds_accuracy) AS ds_accuracy, any_value(s.estimate_used) AS estimate_used,
+       any_value(s.spammer_score) AS spammer_score,
+       median(a.duration_s) AS median_duration_s, sum(a.cost) AS total_cost, avg(a.cost) AS cost_per_answer
+FROM d_answers a
+LEFT JOIN """
+    + GOLD
+    + """ g USING (item_id, tree_version)
+LEFT JOIN d_ds_annotators s USING (annotator_id)
+WHERE """
+)
+ANNOTATOR_TAIL = " GROUP BY a.annotator_id ORDER BY a.annotator_id"
+
+
+CONFUSION_HEAD = """
+WITH observed AS (
+    SELECT i.ds_node AS true_node, a.node_id AS answered_node, count(*) AS n
+    FROM d_answers a JOIN d_ds_items i USING (item_idx)
+    WHERE a.annotator_id = ? AND """
+CONFUSION_TAIL = """
+    GROUP BY ALL
+), model AS (
+    SELECT true_node, answered_node, p FROM d_ds_confusion WHERE annotator_id = ?
+)
+SELECT true_node, answered_node, coalesce(m.p, 0.0) AS p, coalesce(o.n, 0) AS n
+FROM model m FULL JOIN observed o USING (true_node, answered_node)
+ORDER BY true_node, answered_node
+"""
+
+OVER_TIME_HEAD = (
+    """
+SELECT a.annotator_id, a.week, count(*) AS answers,
+       count(g.gold_node) AS gold_answers, count(*) FILTER (WHERE a.node_id = g.gold_node) AS gold_correct,
+       gold_correct / nullif(gold_answers, 0) AS gold_accuracy,
+       avg((a.node_id = i.ds_node)::INTEGER) AS ds_agreement
+FROM d_answers a
+LEFT JOIN """
+    + GOLD
+    + """ g USING (item_id, tree_version)
+LEFT JOIN d_ds_items i USING (item_idx)
+WHERE a.week IS NOT NULL AND """
+)
+OVER_TIME_TAIL = " GROUP BY ALL ORDER BY a.annotator_id, a.week"
+
+
+def _with_wilson(frame: pd.DataFrame) -> pd.DataFrame:
+    low, high = wilson_interval(
+        frame["gold_correct"].to_numpy(dtype=float), frame["gold_answers"].to_numpy(dtype=float)
+    )
+    return frame.assign(wilson_low=low, wilson_high=high)
+
+
+def annotator_table(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """One row per annotator: volume, gold accuracy with its interval, model estimates, speed and cost."""
+    if f.is_empty():
+        frame = con.execute("SELECT * FROM d_annotator_reliability ORDER BY annotator_id").df()
+    else:
+        where, params = f.where("a")
+        frame = con.execute(ANNOTATOR_HEAD + where + ANNOTATOR_TAIL, params).df()
+    return _with_wilson(frame)[ANNOTATOR_COLUMNS]
+
+
+def confusion_matrix(con: duckdb.DuckDBPyConnection, f: Filters, annotator_id: str) -> pd.DataFrame:
+    """The model's P(answered | true) cells for one annotator beside n, their filtered answers per cell.
+
+    ``n`` counts the annotator's answers (under the filters) by answered node and the item's
+    Dawid-Skene node, so a reader sees both what the model believes and how much evidence is in view.
+    """
+    where, params = f.where("a")
+    sql = CONFUSION_HEAD + where + CONFUSION_TAIL  # fixed fragments around the Filters predicate; values are bound
+    return con.execute(sql, [annotator_id, *params, annotator_id]).df()
+
+
+def reliability_over_time(con: duckdb.DuckDBPyConnection, f: Filters, annotator_id: str | None = None) -> pd.DataFrame:
+    """Weekly gold accuracy (with Wilson bounds) and agreement with the Dawid-Skene consensus."""
+    where, params = f.where("a")
+    only = "TRUE" if annotator_id is None else "a.annotator_id = ?"
+    sql = OVER_TIME_HEAD + only + " AND " + where + OVER_TIME_TAIL  # fixed fragments; values are bound
+    frame = con.execute(sql, ([annotator_id] if annotator_id is not None else []) + params).df()
+    return _with_wilson(frame)[
+        [
+            "annotator_id",
+            "week",
+            "answers",
+            "gold_answers",
+            "gold_accuracy",
+            "wilson_low",
+            "wilson_high",
+            "ds_agreement",
+        ]
+    ]
+
+
+def speed_vs_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per annotator median seconds per answer against gold accuracy and the model's accuracy."""
+    table = annotator_table(con, f)
+    return table[
+        ["annotator_id", "kind", "tier", "answers", "median_duration_s", "gold_answers", "gold_accuracy", "ds_accuracy"]
+    ].reset_index(drop=True)

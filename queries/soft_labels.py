@@ -1,0 +1,462 @@
+"""Soft labels across the label tree: how an item's answers (or its latent-truth posterior) spread over nodes.
+
+Definition. The tree is cut at every depth L: the cut holds the nodes at depth L plus the leaves that
+end above L (a leaf is as fine as the tree allows on its branch, so it stands for itself at every deeper
+cut). An answer *reaches* depth L when its node is at depth >= L or is a leaf. Coarse answers (an
+internal node above L) carry no information about how the mass splits below them, so they are left out
+at depth L rather than spread over children: a coarse answer never invents finer mass. Then, for an item
+
+    mass_L(n) = #{answers reaching L whose ancestor on the cut at L is n} / #{answers reaching L}
+
+which counts a coarse answer AT n in n's mass. Every cut sums to 1 over the answers that reach it; in
+answer counts a node is the sum of its children plus the coarse answers at it, so in mass a node equals
+the sum of its children whenever nobody stopped at it. The posterior (Dawid-Skene, over leaves) is
+rolled up the same way and, having no coarse part, sums exactly at every node.
+
+Per item and depth we keep entropy (bits), the top node (ties to the first in tree order), its share and
+the gap to the runner-up. Per branch (an internal node) we keep the item's mass there, the entropy of
+the split among its children (mass renormalised within the branch), and two agreement flags: everyone
+reaching the branch's depth chose this branch but at least two different leaves were given below it
+(``agree_branch_not_leaf``), or the answers split between this branch and another (``disagree_branch``).
+
+Refresh materialises ``d_soft_mass``, ``d_soft_levels`` and ``d_soft_branches``; per-item maths, so only
+items with new answers are recomputed. Pages read them for item-level filters (branch, source, segment,
+which only choose items) and recompute from ``d_answers`` when a filter changes which answers count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from queries.errors import LabelgovError
+from queries.filters import Filters
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
+Source = Literal["annotations", "posterior"]
+SOURCES: tuple[str, ...] = ("annotations", "posterior")
+# Filter fields that only choose items; the others change which answers count for an item.
+ITEM_LEVEL_FIELDS = frozenset({"branch", "sources", "segments"})
+
+# One row per node id: its latest tree version names it, orders it and gives its lineage.
+NODES = (
+    "(SELECT DISTINCT ON (node_id) node_id, parent_id, title, depth, is_leaf, ordinal, lineage "
+    "FROM d_nodes ORDER BY node_id, tree_version DESC)"
+)
+MAX_DEPTH = "(SELECT max(depth) FROM d_nodes)"
+
+MASS_COLUMNS = ["item_id", "item_idx", "node_id", "depth", "mass", "answers"]
+LEVEL_STATS_COLUMNS = [
+    "source", "depth", "items", "mean_entropy", "mean_top_share", "mean_gap", "ambiguous_share",
+]
+BRANCH_COLUMNS = [
+    "node_id", "title", "depth", "items", "mean_mass", "mean_child_entropy", "ambiguous_share",
+    "agree_branch_not_leaf", "disagree_branch",
+]
+PRIORITY_COLUMNS = [
+    "node_id", "title", "depth", "items", "mean_child_entropy", "mean_norm_child_entropy", "ambiguous_share",
+    "score",
+]
+
+
+class Ambiguity(BaseModel):
+    """An item is ambiguous at a level when its top node holds too little mass or barely leads.
+
+    The defaults make a 2-to-1 split of three answers ambiguous (top 0.67, gap 0.33) and a 3-to-1 split
+    of four not (top 0.75, gap 0.5). Only items with at least two answers there are judged: one answer
+    cannot disagree with itself. Posterior rows are always judged.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top_share_below: float = Field(default=0.7, gt=0, le=1)
+    gap_below: float = Field(default=0.34, ge=0, le=1)
+
+
+# --- shared helpers (also used by contested, hierarchy_accuracy and data_quality) ---------------------
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()
+    return bool(row and row[0])
+
+
+def max_depth(con: duckdb.DuckDBPyConnection) -> int:
+    """Depth of the deepest node over all tree versions, 0 before the first refresh."""
+    if not table_exists(con, "d_nodes"):
+        return 0
+    row = con.execute("SELECT coalesce(max(depth), 0) FROM d_nodes").fetchone()
+    return int(row[0]) if row else 0
+
+
+def item_level_only(f: Filters) -> bool:
+    return not (set(f.model_dump(exclude_defaults=True)) - ITEM_LEVEL_FIELDS)
+
+
+def item_scope(f: Filters) -> tuple[str | None, list[Any]]:
+    """A subquery of the item_idx values the filters keep, None when they keep every item.
+
+    Item-level filters are answered from ``d_items``; any other field keeps the items that have at
+    least one matching answer.
+    """
+    if f.is_empty():
+        return None, []
+    if item_level_only(f):
+        pred, params = f.where("x")
+        sub = (
+            "SELECT x.item_idx FROM (SELECT item_idx, source, segment, consensus_lineage AS item_lineage "  # noqa: S608 - fixed SQL fragments
+            "FROM d_items) x WHERE " + pred
+        )
+        return sub, params
+    pred, params = f.where("a")
+    return "SELECT DISTINCT a.item_idx FROM d_answers a WHERE " + pred, params  # noqa: S608 - as above
+
+
+SCOPED_COLUMNS = frozenset({"s.item_idx", "a.item_idx", "p.item_idx", "d.item_idx", "g.item_idx"})
+
+
+def scoped(column: str, f: Filters, items: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+    """``column IN (...)`` restrictions for the filters and an optional list of item ids, or TRUE."""
+    if column not in SCOPED_COLUMNS:
+        raise ValueError(f"column {column!r} is not in the allow-list")
+    parts: list[str] = []
+    params: list[Any] = []
+    sub, sub_params = item_scope(f)
+    if sub is not None:
+        parts.append(column + " IN (" + sub + ")")
+        params.extend(sub_params)
+    if items is not None:
+        parts.append(column + " IN (SELECT item_idx FROM d_item_index WHERE item_id IN (SELECT unnest(?)))")  # noqa: S608 - fixed SQL fragments
+        params.append([str(i) for i in items])
+    return (" AND ".join(parts) if parts else "TRUE"), params
+
+
+def empty_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+# --- SQL: weights -> mass -> levels / branches ------------------------------------------------------
+# Each builder returns a SELECT over a relation given as text, with the relation's parameters passed
+# through in textual order. The relations are fixed fragments of this module or Filters predicates.
+
+
+def _answer_weights(pred: str) -> str:
+    """Answers per item and node, with the node's lineage, for the answers the predicate keeps."""
+    return (
+        "SELECT v.item_idx, n.lineage, n.depth AS node_depth, n.is_leaf, "  # noqa: S608 - fixed SQL fragments
+        "CAST(v.answers AS DOUBLE) AS w, v.answers "
+        "FROM (SELECT a.item_idx, a.tree_version, a.node_id, count(*) AS answers FROM d_answers a "
+        "WHERE " + pred + " GROUP BY ALL) v "
+        "JOIN d_nodes n USING (tree_version, node_id)"
+    )
+
+
+def _posterior_weights(pred: str) -> str:
+    """The posterior over leaves; it has no answer counts."""
+    return (
+        "SELECT p.item_idx, n.lineage, n.depth AS node_depth, n.is_leaf, CAST(p.p AS DOUBLE) AS w, "  # noqa: S608 - fixed SQL fragments
+        "CAST(NULL AS BIGINT) AS answers FROM d_posterior p JOIN " + NODES + " n USING (node_id) "
+        "WHERE p.p > 0 AND " + pred
+    )
+
+
+def _mass_sql(weights: str) -> str:
+    """Expand each weight to every cut it reaches and normalise within (item, depth)."""
+    return (
+        "SELECT item_idx, node_id, depth, w / sum(w) OVER (PARTITION BY item_idx, depth) AS mass, answers "
+        "FROM (SELECT item_idx, lineage[least(depth, node_depth)] AS node_id, depth, "
+        "sum(w) AS w, sum(answers) AS answers "
+        "FROM (SELECT item_idx, lineage, node_depth, w, answers, unnest(CASE WHEN is_leaf "
+        "THEN range(1, " + MAX_DEPTH + " + 1) ELSE range(1, node_depth + 1) END) AS depth "
+        "FROM (" + weights + ") wt) GROUP BY ALL)"
+    )
+
+
+def _levels_sql(mass: str) -> str:
+    return (
+        "SELECT m.item_idx, m.depth, sum(m.answers) AS answers, "
+        "greatest(0.0, -sum(m.mass * log2(m.mass))) AS entropy, "
+        "arg_max(m.node_id, [m.mass, -n.ordinal]) AS top_node, max(m.mass) AS top_share, "
+        "max(m.mass) - coalesce(max(m.mass, 2)[2], 0.0) AS gap "
+        "FROM (" + mass + ") m JOIN " + NODES + " n USING (node_id) "
+        "GROUP BY m.item_idx, m.depth"
+    )
+
+
+def _branches_sql(mass: str) -> str:
+    """Per item and internal node: its mass, the split among its children, and the agreement flags."""
+    return (
+        "WITH mm AS (SELECT m.item_idx, m.node_id, m.depth, m.mass, m.answers, n.parent_id, n.lineage, "  # noqa: S608 - fixed SQL fragments
+        "n.is_leaf, n.depth AS node_depth FROM (" + mass + ") m JOIN " + NODES + " n USING (node_id)), "
+        "lvl AS (SELECT item_idx, depth, sum(answers) AS level_answers FROM mm GROUP BY ALL), "
+        "kids AS (SELECT item_idx, parent_id AS node_id, sum(answers) AS child_answers, "
+        "greatest(0.0, log2(sum(mass)) - sum(mass * log2(mass)) / sum(mass)) AS child_entropy, "
+        "max(mass) / sum(mass) AS child_top_share, "
+        "(max(mass) - coalesce(max(mass, 2)[2], 0.0)) / sum(mass) AS child_gap "
+        "FROM mm WHERE node_depth = depth AND parent_id IS NOT NULL GROUP BY ALL), "
+        "lf AS (SELECT item_idx, node_id, count(*) AS leaves FROM (SELECT item_idx, "
+        "unnest(lineage[1:-2]) AS node_id FROM mm WHERE depth = " + MAX_DEPTH + ") GROUP BY ALL) "
+        "SELECT b.item_idx, b.node_id, b.depth, b.mass, b.answers, l.level_answers, k.child_answers, "
+        "k.child_entropy, k.child_top_share, k.child_gap, coalesce(f.leaves, 0) AS leaves "
+        "FROM mm b JOIN lvl l USING (item_idx, depth) LEFT JOIN kids k USING (item_idx, node_id) "
+        "LEFT JOIN lf f USING (item_idx, node_id) WHERE NOT b.is_leaf AND b.node_depth = b.depth"
+    )
+
+
+# --- refresh ----------------------------------------------------------------------------------------
+
+TABLES = ("d_soft_mass", "d_soft_levels", "d_soft_branches")
+# meta key: the newest tree version the soft-label tables were built under.
+TREE_KEY = "soft_labels_tree_version"
+
+
+def _write(con: duckdb.DuckDBPyConnection, create: bool, table: str, select: str, params: list[Any]) -> None:
+    """Create ``table`` (one of TABLES) from ``select`` or append to it, with item ids and the source.
+
+    The first parameter is the source label, the rest are ``select``'s own.
+    """
+    if table not in TABLES:
+        raise ValueError(f"table {table!r} is not in the allow-list")
+    head = "CREATE OR REPLACE TABLE " + table + " AS " if create else "INSERT INTO " + table + " BY NAME "
+    con.execute(
+        head + "SELECT x.item_id, CAST(? AS VARCHAR) AS source, s.* FROM (" + select + ") s "  # noqa: S608 - fixed SQL fragments
+        "JOIN d_item_index x USING (item_idx) ORDER BY item_idx",
+        params,
+    )
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Rebuild the soft-label tables, only for items with new answers when the tables already exist.
+
+    The posterior part is always rebuilt: Dawid-Skene re-estimates every item on each refresh. A new tree
+    version can move nodes (and so change parents and tie-break order) for old items too, so it forces
+    a full rebuild.
+    """
+    row = con.execute("SELECT CAST(coalesce(max(tree_version), 0) AS VARCHAR) FROM tree_versions").fetchone()
+    tree = row[0] if row else "0"
+    seen = con.execute("SELECT value FROM meta WHERE key = ?", [TREE_KEY]).fetchone()
+    incremental = not ctx.full and seen is not None and seen[0] == tree and all(table_exists(con, t) for t in TABLES)
+    if incremental:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _soft_touched AS SELECT DISTINCT x.item_idx FROM annotations a "
+            "JOIN d_item_index x USING (item_id) WHERE a.batch_id > ?",
+            [ctx.since_batch],
+        )
+        for table in TABLES:
+            con.execute(
+                "DELETE FROM " + table + " WHERE source = 'posterior' "  # noqa: S608 - allow-listed table name
+                "OR item_idx IN (SELECT item_idx FROM _soft_touched)"
+            )
+        scope = "a.item_idx IN (SELECT item_idx FROM _soft_touched)"
+    else:
+        scope = "TRUE"
+    _write(con, not incremental, "d_soft_mass", _mass_sql(_answer_weights(scope)), ["annotations"])
+    if table_exists(con, "d_posterior"):
+        _write(con, False, "d_soft_mass", _mass_sql(_posterior_weights("TRUE")), ["posterior"])
+    recomputed = (
+        "(SELECT * FROM d_soft_mass WHERE source = 'posterior' OR item_idx IN (SELECT item_idx FROM _soft_touched))"
+        if incremental
+        else "d_soft_mass"
+    )
+    mass = "SELECT * FROM " + recomputed + " t WHERE t.source = ?"  # noqa: S608 - fixed fragments only
+    for source in SOURCES:
+        create = not incremental and source == "annotations"
+        _write(con, create, "d_soft_levels", _levels_sql(mass), [source, source])
+    _write(con, not incremental, "d_soft_branches", _branches_sql(mass), ["annotations", "annotations"])
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [TREE_KEY, tree])
+    if incremental:
+        con.execute("DROP TABLE _soft_touched")
+        return "incremental"
+    return "full"
+
+
+# --- relations for page queries -----------------------------------------------------------------------
+
+
+def _precomputed(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
+    return item_level_only(f) and all(table_exists(con, t) for t in TABLES)
+
+
+def mass_relation(
+    con: duckdb.DuckDBPyConnection, f: Filters, source: str, items: Sequence[str] | None = None
+) -> tuple[str, list[Any]] | None:
+    """(item_idx, item_id?, node_id, depth, mass, answers) for the filters, None when there is nothing."""
+    if source not in SOURCES:
+        raise LabelgovError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    if not table_exists(con, "d_answers"):
+        return None
+    if source == "posterior" and not table_exists(con, "d_posterior"):
+        return None
+    if _precomputed(con, f):
+        pred, params = scoped("s.item_idx", f, items)
+        sql = "SELECT s.* FROM d_soft_mass s WHERE s.source = ? AND " + pred  # noqa: S608 - scope predicate
+        return sql, [source, *params]
+    if source == "annotations":
+        fpred, fparams = f.where("a")
+        ipred, iparams = scoped("a.item_idx", Filters(), items)
+        return _mass_sql(_answer_weights(fpred + " AND " + ipred)), [*fparams, *iparams]
+    pred, params = scoped("p.item_idx", f, items)
+    return _mass_sql(_posterior_weights(pred)), params
+
+
+def item_node_mass(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    source: Source = "annotations",
+    items: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Mass of every item at every node of every cut, [item_id, item_idx, node_id, depth, mass, answers].
+
+    ``answers`` counts the answers through the node (None for the posterior). ``items`` restricts the
+    result to those item ids, for a detail view.
+    """
+    rel = mass_relation(con, f, source, items)
+    if rel is None:
+        return empty_frame(MASS_COLUMNS)
+    sql, params = rel
+    return con.execute(
+        "SELECT x.item_id, m.item_idx, m.node_id, m.depth, m.mass, m.answers FROM (" + sql + ") m "  # noqa: S608 - fixed SQL fragments
+        "JOIN d_item_index x USING (item_idx) JOIN " + NODES + " n USING (node_id) "
+        "ORDER BY m.item_idx, m.depth, n.ordinal",
+        params,
+    ).df()
+
+
+def levels_relation(
+    con: duckdb.DuckDBPyConnection, f: Filters, source: str, items: Sequence[str] | None = None
+) -> tuple[str, list[Any]] | None:
+    """(item_idx, depth, answers, entropy, top_node, top_share, gap) per item and cut."""
+    if source not in SOURCES:
+        raise LabelgovError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    if _precomputed(con, f):
+        if source == "posterior" and not table_exists(con, "d_posterior"):
+            return None
+        pred, params = scoped("s.item_idx", f, items)
+        return "SELECT s.* FROM d_soft_levels s WHERE s.source = ? AND " + pred, [source, *params]  # noqa: S608 - fixed SQL fragments
+    rel = mass_relation(con, f, source, items)
+    if rel is None:
+        return None
+    return _levels_sql(rel[0]), rel[1]
+
+
+def item_levels(
+    con: duckdb.DuckDBPyConnection, f: Filters, source: Source = "annotations", items: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Per item and depth: answers reaching the cut, entropy (bits), top node, its share and its lead."""
+    columns = ["item_id", "item_idx", "depth", "answers", "entropy", "top_node", "top_share", "gap"]
+    rel = levels_relation(con, f, source, items)
+    if rel is None:
+        return empty_frame(columns)
+    sql, params = rel
+    return con.execute(
+        "SELECT x.item_id, l.item_idx, l.depth, l.answers, l.entropy, l.top_node, l.top_share, l.gap "
+        "FROM (" + sql + ") l JOIN d_item_index x USING (item_idx) ORDER BY l.item_idx, l.depth",
+        params,
+    ).df()
+
+
+AMBIGUOUS = "(l.top_share < ? OR l.gap < ?)"
+
+
+def level_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity | None = None) -> pd.DataFrame:
+    """Per source and depth: items reaching the cut, mean entropy, mean top share, mean gap, ambiguous share.
+
+    Means are over items with at least one answer reaching the cut; the ambiguous share is over the items
+    that can be judged (see ``Ambiguity``).
+    """
+    amb = ambiguity or Ambiguity()
+    frames = []
+    for source in SOURCES:
+        rel = levels_relation(con, f, source)
+        if rel is None:
+            continue
+        sql, params = rel
+        frames.append(
+            con.execute(
+                "SELECT ? AS source, l.depth, count(*) AS items, avg(l.entropy) AS mean_entropy, "  # noqa: S608 - fixed SQL fragments
+                "avg(l.top_share) AS mean_top_share, avg(l.gap) AS mean_gap, "
+                "avg(CAST(" + AMBIGUOUS + " AS DOUBLE)) FILTER (WHERE coalesce(l.answers, 2) >= 2) "
+                "AS ambiguous_share FROM (" + sql + ") l GROUP BY l.depth ORDER BY l.depth",
+                [source, amb.top_share_below, amb.gap_below, *params],
+            ).df()
+        )
+    frames = [x for x in frames if len(x)]
+    if not frames:
+        return empty_frame(LEVEL_STATS_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[LEVEL_STATS_COLUMNS]
+
+
+def _branches_relation(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]] | None:
+    if _precomputed(con, f):
+        pred, params = scoped("s.item_idx", f)
+        return "SELECT s.* FROM d_soft_branches s WHERE " + pred, params  # noqa: S608 - scope predicate
+    rel = mass_relation(con, f, "annotations")
+    if rel is None:
+        return None
+    return _branches_sql(rel[0]), rel[1]
+
+
+def _branch_frame(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
+    """Every branch statistic, plus the normalised child entropy the priorities use."""
+    rel = _branches_relation(con, f)
+    if rel is None:
+        return empty_frame([*BRANCH_COLUMNS, "mean_norm_child_entropy"])
+    sql, params = rel
+    return con.execute(
+        "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
+        "SELECT b.node_id, any_value(n.title) AS title, b.depth, count(*) AS items, avg(b.mass) AS mean_mass, "
+        "avg(b.child_entropy) FILTER (WHERE b.child_answers >= 2) AS mean_child_entropy, "
+        "avg(CAST(b.child_top_share < ? OR b.child_gap < ? AS DOUBLE)) FILTER (WHERE b.child_answers >= 2) "
+        "AS ambiguous_share, "
+        "avg(CAST(b.mass = 1 AND b.leaves >= 2 AS DOUBLE)) FILTER (WHERE b.level_answers >= 2) "
+        "AS agree_branch_not_leaf, "
+        "avg(CAST(b.mass < 1 AS DOUBLE)) FILTER (WHERE b.level_answers >= 2) AS disagree_branch, "
+        "avg(b.child_entropy / log2(c.children)) FILTER (WHERE b.child_answers >= 2 AND c.children >= 2) "
+        "AS mean_norm_child_entropy "
+        "FROM (" + sql + ") b JOIN " + NODES + " n USING (node_id) LEFT JOIN c USING (node_id) "
+        "GROUP BY b.node_id, b.depth ORDER BY min(n.ordinal)",
+        [amb.top_share_below, amb.gap_below, *params],
+    ).df()
+
+
+def branch_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity | None = None) -> pd.DataFrame:
+    """Per branch, in tree order.
+
+    items: items with any answer reaching the branch. mean_mass: the branch's mass over those items.
+    mean_child_entropy / ambiguous_share: the split among the branch's children, over items with at
+    least two answers below the branch. agree_branch_not_leaf / disagree_branch: shares of items with at
+    least two answers at the branch's depth, one of them on the branch (see the module docstring).
+    """
+    return _branch_frame(con, f, ambiguity or Ambiguity())[BRANCH_COLUMNS]
+
+
+def labelling_priorities(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    limit: int = 20,
+    min_items: int = 5,
+    ambiguity: Ambiguity | None = None,
+) -> pd.DataFrame:
+    """Branches where more labels would help most, highest score first.
+
+    score = mean normalised child entropy / sqrt(items): the shape of a standard error, with the
+    within-branch uncertainty of a label (entropy over log2 of the number of children, 0..1) in the
+    role of the spread and the branch's item count in the role of the sample size. A branch whose
+    items are both uncertain and few gains most from more answers and more items. Branches with fewer
+    than ``min_items`` judged items are left out: their entropy is itself too noisy to rank on.
+    """
+    frame = _branch_frame(con, f, ambiguity or Ambiguity())
+    frame = frame[frame["mean_norm_child_entropy"].notna() & (frame["items"] >= min_items)].copy()
+    if frame.empty:
+        return empty_frame(PRIORITY_COLUMNS)
+    frame["score"] = frame["mean_norm_child_entropy"].to_numpy(float) / np.sqrt(frame["items"].to_numpy(float))
+    return frame.sort_values(["score", "node_id"], ascending=[False, True]).head(limit)[PRIORITY_COLUMNS].reset_index(
+        drop=True
+    )

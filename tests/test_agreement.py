@@ -1,0 +1,288 @@
+"""Agreement statistics against independent references (krippendorff, statsmodels, scikit-learn)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.inter_rater import fleiss_kappa
+
+from queries import agreement
+from queries.alpha import alpha_from_counts
+from queries.connection import memory
+from queries.errors import LabelgovError
+from queries.filters import Filters
+from queries.refresh import refresh
+from tests.conftest import load_answers
+
+TREE = """
+taxonomy: t
+nodes:
+  a:
+    children:
+      a1: {children: {a1x: {}, a1y: {}}}
+      a2: {children: {a2x: {}, a2y: {}}}
+  b:
+    children:
+      b1: {children: {b1x: {}, b1y: {}}}
+      b2: {}
+  c: {}
+"""
+LINEAGE = {
+    "a": ["a"], "a1": ["a", "a1"], "a2": ["a", "a2"], "a1x": ["a", "a1", "a1x"], "a1y": ["a", "a1", "a1y"],
+    "a2x": ["a", "a2", "a2x"], "a2y": ["a", "a2", "a2y"], "b": ["b"], "b1": ["b", "b1"], "b2": ["b", "b2"],
+    "b1x": ["b", "b1", "b1x"], "b1y": ["b", "b1", "b1y"], "c": ["c"],
+}  # fmt: skip
+LEAVES = ["a1x", "a1y", "a2x", "a2y", "b1x", "b1y", "b2", "c"]
+NODES = sorted(LINEAGE)
+
+
+def synthetic(n_items: int, seed: int, right: float = 0.6, weeks: int = 6) -> pd.DataFrame:
+    """Items with a true leaf, 1-5 distinct annotators each, right with probability ``right`` else any node."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for item in range(n_items):
+        truth = LEAVES[rng.integers(len(LEAVES))]
+        for annotator in rng.choice(8, size=rng.integers(1, 6), replace=False):
+            node = truth if rng.random() < right else NODES[rng.integers(len(NODES))]
+            day = pd.Timestamp("2026-01-05") + pd.Timedelta(days=int(rng.integers(7 * weeks)))
+            rows.append((f"i{item:04d}", f"u{annotator}", node, day))
+    return pd.DataFrame(rows, columns=["item_id", "annotator_id", "node_id", "created_at"])
+
+
+def warehouse(answers: pd.DataFrame):
+    con = memory()
+    load_answers(con, TREE, answers)
+    return con
+
+
+@pytest.fixture(scope="module")
+def answers() -> pd.DataFrame:
+    return synthetic(400, seed=1)
+
+
+@pytest.fixture
+def con(answers: pd.DataFrame):
+    c = warehouse(answers)
+    refresh(c)
+    yield c
+    c.close()
+
+
+def reference_alpha(frame: pd.DataFrame, values: list[str], distance: np.ndarray | None = None) -> float:
+    """krippendorff on an annotators x items matrix of value indices."""
+    index = {v: i for i, v in enumerate(values)}
+    coded = frame.assign(v=frame["node_id"].map(index))
+    data = coded.groupby(["annotator_id", "item_id"])["v"].first().unstack().to_numpy(dtype=float)
+    level = "nominal" if distance is None else (lambda v1, v2, i1, i2, n_v, dtype=None: distance[i1, i2])
+    return krippendorff.alpha(reliability_data=data, level_of_measurement=level, value_domain=list(range(len(values))))
+
+
+def counts_rows(frame: pd.DataFrame, values: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    index = {v: i for i, v in enumerate(values)}
+    items = {v: i for i, v in enumerate(sorted(frame["item_id"].unique()))}
+    tally = Counter(zip(frame["item_id"].map(items), frame["node_id"].map(index), strict=True))
+    keys = np.array(list(tally))
+    return keys[:, 0], keys[:, 1], np.array(list(tally.values()))
+
+
+def test_alpha_from_counts_matches_krippendorff_on_random_data() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        data = rng.integers(0, 6, size=(9, 80)).astype(float)
+        data[rng.random(data.shape) < 0.5] = np.nan
+        distance = rng.random((6, 6))
+        distance = distance + distance.T
+        np.fill_diagonal(distance, 0)
+        cells = [(u, int(v)) for u in range(data.shape[1]) for v in data[:, u] if not np.isnan(v)]
+        tally = Counter(cells)
+        keys = np.array(list(tally))
+        n = np.array(list(tally.values()))
+        order = rng.permutation(len(n))  # rows need not arrive sorted
+        got = alpha_from_counts(keys[order, 0], keys[order, 1], n[order], 6)
+        got_tree = alpha_from_counts(keys[order, 0], keys[order, 1], n[order], 6, distance)
+        want = krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=list(range(6)))
+        want_tree = krippendorff.alpha(
+            reliability_data=data,
+            level_of_measurement=lambda v1, v2, i1, i2, n_v, dtype=None: distance[i1, i2],
+            value_domain=list(range(6)),
+        )
+        assert got == pytest.approx(want, abs=1e-12)
+        assert got_tree == pytest.approx(want_tree, abs=1e-12)
+
+
+def test_tree_distance_orders_siblings_cousins_and_branches() -> None:
+    d = agreement.tree_distance([LINEAGE[n] for n in NODES])
+    at = {n: i for i, n in enumerate(NODES)}
+    sibling, cousin, far = d[at["a1x"], at["a1y"]], d[at["a1x"], at["a2x"]], d[at["a1x"], at["b1x"]]
+    assert 0 < sibling < cousin < far == 1.0
+    assert d[at["a1"], at["a1x"]] == pytest.approx(sibling / 2)
+    assert np.allclose(d, d.T) and np.all(np.diag(d) == 0)
+
+
+def test_alpha_matches_krippendorff_nominal_tree_and_levels(con, answers: pd.DataFrame) -> None:
+    space = agreement.value_space(con)
+    assert space.node_ids == NODES
+    nominal = agreement.alpha(con, Filters(), bootstrap=0)
+    tree = agreement.alpha(con, Filters(), metric="tree", bootstrap=0)
+    assert nominal.value == pytest.approx(reference_alpha(answers, NODES), abs=1e-9)
+    assert tree.value == pytest.approx(reference_alpha(answers, NODES, space.delta2), abs=1e-9)
+    assert tree.value > nominal.value  # random wrong answers are often near the truth in the tree
+    per_item = answers.groupby("item_id").size()
+    assert nominal.n_items == int((per_item >= 2).sum())
+    assert nominal.n_answers == int(per_item[per_item >= 2].sum())
+    for level in (1, 2, 3):
+        mapped = answers[answers["node_id"].map(len_lineage) >= level].assign(
+            node_id=lambda x, lv=level: x["node_id"].map(lambda n: LINEAGE[n][lv - 1])
+        )
+        got = agreement.alpha(con, Filters(), level=level, bootstrap=0)
+        got_tree = agreement.alpha(con, Filters(), metric="tree", level=level, bootstrap=0)
+        assert got.value == pytest.approx(reference_alpha(mapped, NODES), abs=1e-9)
+        assert got_tree.value == pytest.approx(reference_alpha(mapped, NODES, space.delta2), abs=1e-9)
+    table = agreement.agreement_table(con, Filters(start=pd.Timestamp("2026-01-05").date()), by="level")
+    assert list(table["group"]) == ["1", "2", "3"]
+    assert table["alpha_nominal"].iloc[0] == pytest.approx(agreement.alpha(con, Filters(), level=1).value)
+
+
+def len_lineage(node: str) -> int:
+    return len(LINEAGE[node])
+
+
+def branch_frame(answers: pd.DataFrame, consensus: dict[str, str], branch: str) -> pd.DataFrame:
+    """By hand: items whose consensus is under ``branch``, answers coarsened to its children."""
+    depth = len(LINEAGE[branch])
+    inside = answers[answers["item_id"].map(lambda i: branch in LINEAGE[consensus[i]])]
+
+    def coarsen(node: str) -> str | None:
+        lineage = LINEAGE[node]
+        if len(lineage) > depth and lineage[depth - 1] == branch:
+            return lineage[depth]
+        if node in LINEAGE[branch]:
+            return None
+        return node
+
+    return inside.assign(node_id=inside["node_id"].map(coarsen)).dropna(subset=["node_id"])
+
+
+def test_branch_and_week_tables_match_krippendorff_on_the_same_subsets(con, answers: pd.DataFrame) -> None:
+    space = agreement.value_space(con)
+    consensus = dict(con.execute("SELECT item_id, consensus_node FROM d_items").fetchall())
+    table = agreement.agreement_table(con, Filters(), by="branch").set_index("group")
+    assert set(table.index) <= {"a", "a1", "a2", "b", "b1"} and {"a", "b", "a1"} <= set(table.index)
+    for branch in table.index:
+        frame = branch_frame(answers, consensus, branch)
+        assert table.loc[branch, "alpha_nominal"] == pytest.approx(reference_alpha(frame, NODES), abs=1e-9)
+        assert table.loc[branch, "alpha_tree"] == pytest.approx(reference_alpha(frame, NODES, space.delta2), abs=1e-9)
+    weekly = agreement.agreement_table(con, Filters(), by="week").set_index("group")
+    week_of = answers["created_at"].dt.to_period("W-SUN").dt.start_time.dt.date.astype(str)
+    assert list(weekly.index) == sorted(week_of.unique())
+    for week, frame in answers.groupby(week_of):
+        assert weekly.loc[week, "alpha_nominal"] == pytest.approx(reference_alpha(frame, NODES), abs=1e-9)
+
+
+def test_fleiss_uses_items_with_the_modal_count_and_matches_statsmodels() -> None:
+    answers = synthetic(300, seed=3, right=0.7)
+    per_item = answers.groupby("item_id").size()
+    modal = int(per_item[per_item >= 2].value_counts().idxmax())
+    con = warehouse(answers)
+    refresh(con)
+    got = agreement.agreement_table(con, Filters(tree_version=1))
+    chosen = answers[answers["item_id"].map(per_item) == modal]
+    table = pd.crosstab(chosen["item_id"], chosen["node_id"]).to_numpy()
+    assert got["fleiss_kappa"].iloc[0] == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=1e-9)
+
+
+def test_percent_agreement_by_hand() -> None:
+    answers = pd.DataFrame(
+        {
+            "item_id": ["i1"] * 3 + ["i2"] * 2 + ["i3"] * 4 + ["i4"],
+            "annotator_id": ["u1", "u2", "u3", "u1", "u2", "u1", "u2", "u3", "u4", "u1"],
+            "node_id": ["a1x", "a1x", "b2", "c", "c", "a1x", "a1x", "a1y", "a1y", "c"],
+        }
+    )
+    con = warehouse(answers)
+    refresh(con)
+    got = agreement.agreement_table(con, Filters(tree_version=1)).iloc[0]
+    # i1: 1 agreeing pair of 3; i2: 1 of 1; i3: 2 of 6; i4 has one answer and is not pairable.
+    assert got["percent_agreement"] == pytest.approx((1 / 3 + 1 + 2 / 6) / 3)
+    assert got["n_items"] == 3 and got["n_answers"] == 9
+
+
+def test_pairwise_kappa_matches_scikit_learn(con, answers: pd.DataFrame) -> None:
+    got = agreement.pairwise_kappa(con, Filters(), top=4)
+    busiest = answers["annotator_id"].value_counts()
+    top = sorted(busiest.index[:4]) if busiest.iloc[3] != busiest.iloc[4] else None
+    assert len(got) == 6
+    if top is not None:
+        assert sorted(set(got["annotator_a"]) | set(got["annotator_b"])) == top
+    for row in got.itertuples():
+        a = answers[answers["annotator_id"] == row.annotator_a].set_index("item_id")["node_id"]
+        b = answers[answers["annotator_id"] == row.annotator_b].set_index("item_id")["node_id"]
+        shared = a.index.intersection(b.index)
+        assert row.n_items == len(shared)
+        assert row.kappa == pytest.approx(cohen_kappa_score(a[shared], b[shared]), abs=1e-9)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items() -> None:
+    widths = []
+    for n_items in (150, 1200):
+        con = warehouse(synthetic(n_items, seed=5, right=0.7))
+        refresh(con)
+        result = agreement.alpha(con, Filters(), bootstrap=100)
+        assert result.ci_low < result.value < result.ci_high
+        widths.append(result.ci_high - result.ci_low)
+        con.close()
+    assert widths[1] < 0.6 * widths[0]
+
+
+def test_bootstrap_draws_as_many_units_as_each_group_has(con) -> None:
+    space = agreement.value_space(con)
+    units = agreement.build_units(agreement._counts(con, Filters(), "week"), space)
+    assert units.multiplicity.sum() > units.m.size  # identical units share a pattern
+    weights = agreement.replicate_weights(units, 7, np.random.default_rng(0))
+    sizes = np.bincount(units.unit_group, weights=units.multiplicity)
+    for r in range(7):
+        assert np.array_equal(np.bincount(units.unit_group, weights=weights[:, r]), sizes)
+        assert not np.array_equal(weights[:, r], units.multiplicity)
+
+
+def test_refresh_stores_the_unfiltered_tables(con) -> None:
+    stored = agreement.agreement_table(con, Filters(), by="week")
+    assert list(stored.columns) == agreement.TABLE_COLUMNS
+    live = agreement.grouped(con, Filters(), "week", agreement.REFRESH_REPLICATES)[agreement.TABLE_COLUMNS]
+    pd.testing.assert_frame_equal(stored, live, check_dtype=False)
+    pairs = agreement.pairwise_kappa(con, Filters())
+    pd.testing.assert_frame_equal(pairs, agreement._pairs(con, Filters(), 15), check_dtype=False)
+
+
+def test_filters_matching_nothing_give_empty_frames(con) -> None:
+    nothing = Filters(sources=("nowhere",))
+    for by in agreement.GROUPINGS:
+        table = agreement.agreement_table(con, nothing, by=by)
+        assert table.empty and list(table.columns) == agreement.TABLE_COLUMNS
+    assert agreement.pairwise_kappa(con, nothing).empty
+    result = agreement.alpha(con, nothing)
+    assert np.isnan(result.value) and result.n_items == 0
+
+
+def test_bad_arguments_say_what_to_fix(con) -> None:
+    with pytest.raises(LabelgovError, match="metric"):
+        agreement.alpha(con, Filters(), metric="ordinal")
+    with pytest.raises(LabelgovError, match="group"):
+        agreement.agreement_table(con, Filters(), by="month")
+    with pytest.raises(LabelgovError, match="level"):
+        agreement.alpha(con, Filters(), level=0)
+
+
+def test_real_face_sentiment_alpha_matches_krippendorff(face_con) -> None:
+    refresh(face_con)
+    answers = face_con.execute("SELECT item_id, annotator_id, node_id FROM d_answers").df()
+    space = agreement.value_space(face_con)
+    nominal = agreement.alpha(face_con, Filters(), bootstrap=0)
+    tree = agreement.alpha(face_con, Filters(), metric="tree", bootstrap=0)
+    assert nominal.value == pytest.approx(reference_alpha(answers, space.node_ids), abs=1e-9)
+    assert tree.value == pytest.approx(reference_alpha(answers, space.node_ids, space.delta2), abs=1e-9)

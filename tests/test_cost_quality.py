@@ -1,0 +1,115 @@
+"""Redundancy curves, the Pareto frontier and cost per correct label on planted crowd data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from crowdkit.aggregation import DawidSkene
+
+from queries.cost_quality import (
+    cost_per_correct,
+    non_dominated,
+    pareto_frontier,
+    recommended_k,
+    redundancy_curve,
+)
+from queries.filters import Filters
+from tests.test_escalation import Planted, build_planted
+
+
+@pytest.fixture(scope="module")
+def planted() -> Planted:
+    return build_planted(n_items=2500, seed=5)
+
+
+def test_accuracy_rises_with_labels_per_item_and_cost_is_k_answers(planted: Planted) -> None:
+    curve = redundancy_curve(planted.con, Filters())
+    overall = curve[curve["branch"] == "all"].set_index(["method", "k"])
+    for method in ("mv", "ds"):
+        odd = overall.loc[method].loc[[1, 3, 5], "accuracy"].to_numpy()
+        assert np.all(np.diff(odd) > 0.05), (method, odd)
+        # One random answer is right as often as the planted crowd accuracy.
+        assert overall.loc[(method, 1), "accuracy"] == pytest.approx(0.65, abs=0.03)
+    np.testing.assert_allclose(overall.loc["mv", "cost_per_item"], 0.05 * np.arange(1, 6))
+    assert set(curve["n_items"][curve["branch"] == "all"]) == {len(planted.truth)}
+    by_branch = curve[(curve["branch"] != "all") & (curve["k"] == 1) & (curve["method"] == "mv")]
+    assert by_branch["n_items"].sum() == len(planted.truth)
+
+
+@pytest.mark.filterwarnings("ignore::Warning:crowdkit")
+def test_dawid_skene_with_every_answer_matches_crowd_kit(planted: Planted) -> None:
+    curve = redundancy_curve(planted.con, Filters(), methods=("ds",))
+    full = curve[(curve["branch"] == "all") & (curve["k"] == 5)]["accuracy"].item()
+    crowd = planted.answers[planted.answers["stage"] == "initial"].rename(
+        columns={"item_id": "task", "annotator_id": "worker", "node_id": "label"}
+    )
+    labels = DawidSkene(n_iter=100).fit_predict(crowd[["task", "worker", "label"]])
+    reference = (labels == planted.truth.loc[labels.index]).mean()
+    assert full == pytest.approx(reference, abs=0.005)
+
+
+def test_filtered_curve_recomputes_the_same_sample(planted: Planted) -> None:
+    stored = redundancy_curve(planted.con, Filters(branch="a"))
+    fresh = redundancy_curve(planted.con, Filters(branch="a", sources=()), max_k=4)
+    assert set(stored["branch"]) == {"a"}
+    merged = stored.merge(fresh[fresh["branch"] == "a"], on=["k", "method"], suffixes=("", "_fresh"))
+    assert len(merged) == 8
+    np.testing.assert_allclose(merged["cost_per_item"], merged["cost_per_item_fresh"])
+    assert (merged["n_items"] == merged["n_items_fresh"]).all()
+    assert redundancy_curve(planted.con, Filters(sources=("nowhere",))).empty
+
+
+def test_non_dominated_against_brute_force() -> None:
+    rng = np.random.default_rng(2)
+    cost, acc = rng.random(60), rng.random(60)
+    cost[5], acc[5] = cost[6], acc[6]  # a duplicate point: neither dominates the other
+    flags = non_dominated(cost, acc)
+    for i in range(60):
+        beaten = any(
+            cost[j] <= cost[i] and acc[j] >= acc[i] and (cost[j] < cost[i] or acc[j] > acc[i]) for j in range(60)
+        )
+        assert flags[i] == (not beaten)
+
+
+def test_pareto_frontier_marks_current_and_undominated_points(planted: Planted) -> None:
+    points = pareto_frontier(planted.con, Filters())
+    assert points["is_current"].sum() == 1
+    current = points[points["is_current"]].iloc[0]
+    spend = planted.answers["cost"].sum() / len(planted.truth)
+    assert current["cost_per_item"] == pytest.approx(spend)
+    front = points[points["on_frontier"]]
+    for _, p in front.iterrows():
+        assert not (
+            (points["cost_per_item"] <= p["cost_per_item"])
+            & (points["accuracy"] >= p["accuracy"])
+            & ((points["cost_per_item"] < p["cost_per_item"]) | (points["accuracy"] > p["accuracy"]))
+        ).any()
+    assert {"redundancy_mv", "redundancy_ds", "escalation_threshold", "current"} == set(points["strategy"])
+
+
+def test_recommended_k_is_the_cheapest_within_tolerance(planted: Planted) -> None:
+    curve = redundancy_curve(planted.con, Filters())
+    rec = recommended_k(planted.con, Filters(), tolerance=0.01).set_index(["branch", "method"])
+    for (branch, method), group in curve.groupby(["branch", "method"]):
+        best = group["accuracy"].max()
+        expected = group[group["accuracy"] >= best - 0.01]["k"].min()
+        assert rec.loc[(branch, method), "recommended_k"] == expected
+    loose = recommended_k(planted.con, Filters(), tolerance=1.0)
+    assert (loose["recommended_k"] == 1).all()
+
+
+def test_cost_per_correct_by_tier_and_annotator(planted: Planted) -> None:
+    a = planted.answers.assign(right=lambda d: d["node_id"] == planted.truth.loc[d["item_id"]].to_numpy())
+    a["tier"] = np.where(a["annotator_id"].str.startswith("e"), "expert", "crowd")
+    tiers = cost_per_correct(planted.con, Filters(), by="tier").set_index("name")
+    for tier, group in a.groupby("tier"):
+        assert tiers.loc[tier, "accuracy"] == pytest.approx(group["right"].mean())
+        assert tiers.loc[tier, "cost_per_correct"] == pytest.approx(group["cost"].mean() / group["right"].mean())
+    people = cost_per_correct(planted.con, Filters(branch="a"), by="annotator")
+    in_a = planted.con.execute("SELECT count(*) FROM d_answers WHERE list_contains(item_lineage, 'a')").fetchone()
+    assert in_a is not None and people["answers"].sum() == in_a[0]
+    with pytest.raises(ValueError, match="by must be"):
+        cost_per_correct(planted.con, Filters(), by="colour")
+    assert cost_per_correct(planted.con, Filters(sources=("nowhere",))).empty
+    assert isinstance(people, pd.DataFrame)

@@ -1,0 +1,145 @@
+"""Data-quality checks find problems planted in small warehouses and in the generated demo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from queries import data_quality, derived_base
+from queries.connection import memory
+from queries.filters import Filters
+from tests.conftest import load_answers
+from tests.test_soft_labels import TREE, demo_warehouse
+
+ALL = Filters()
+
+
+def planted() -> duckdb.DuckDBPyConnection:
+    rng = np.random.default_rng(3)
+    rows = []
+    durations = {
+        "slow": 30.0, "steady": 28.0, "calm": 25.0, "careful": 32.0, "abs_fast": 1.0, "rel_fast": 4.0, "few_fast": 0.5,
+    }
+    for annotator, median in durations.items():
+        n = 3 if annotator == "few_fast" else 40
+        for k in range(n):
+            item = f"i{k % 20:02d}"
+            source_b = item >= "i18"  # items i18, i19 come from a source that answers b far more often
+            node = "b1" if source_b or rng.random() < 0.1 else "a1x"
+            rows.append((item, annotator, node, median * rng.uniform(0.9, 1.1)))
+    answers = pd.DataFrame(rows, columns=["item_id", "annotator_id", "node_id", "duration_s"])
+    answers.loc[:4, "duration_s"] = np.nan
+    answers["cost"] = np.where(answers.index < 7, np.nan, 0.05)
+    answers["created_at"] = pd.Timestamp("2026-02-02")
+    answers.loc[answers.index % 50 == 0, "created_at"] = pd.NaT
+    con = memory()
+    load_answers(con, TREE, answers)
+    con.execute(
+        "UPDATE items SET split = CASE WHEN item_id < 'i10' THEN 'train' ELSE 'test' END, "
+        "source = CASE WHEN item_id >= 'i18' THEN 'odd' WHEN item_id < 'i02' THEN NULL ELSE 'web' END, "
+        "segment = CASE WHEN item_id = 'i05' THEN NULL ELSE 'en' END, content_hash = 'h-' || item_id"
+    )
+    # Leakage: i01 (train) and i12 (test) carry the same content; i03 and i04 too, but both in train.
+    con.execute("UPDATE items SET content_hash = 'same-a' WHERE item_id IN ('i01', 'i12')")
+    con.execute("UPDATE items SET content_hash = 'same-b' WHERE item_id IN ('i03', 'i04')")
+    # The same id filed under two splits.
+    con.execute("INSERT INTO items (item_id, split, content_hash, source) VALUES ('i07', 'validation', 'h-i07', 'web')")
+    derived_base.build(con)
+    return con
+
+
+@pytest.fixture(scope="module")
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    c = planted()
+    yield c
+    c.close()
+
+
+def test_duplicates_across_splits(con) -> None:
+    got = data_quality.cross_split_duplicates(con, ALL)
+    found = {(r.kind, r.key): (list(r.items), list(r.splits)) for r in got.itertuples()}
+    assert found == {
+        ("id", "i07"): (["i07"], ["train", "validation"]),
+        ("content", "same-a"): (["i01", "i12"], ["test", "train"]),
+        ("content", "h-i07"): (["i07"], ["train", "validation"]),
+    }
+    # A filter that keeps only i12 still shows its leak partner.
+    only = data_quality.cross_split_duplicates(con, Filters(sources=("web",), branch="a"))
+    assert ("content", "same-a") in {(r.kind, r.key) for r in only.itertuples()}
+
+
+def test_missing_metadata_counts(con) -> None:
+    got = data_quality.missing_metadata(con, ALL).set_index(["table", "field"])
+    answers = con.execute("SELECT * FROM annotations").df()
+    assert got.loc[("annotations", "duration_s"), "missing"] == answers["duration_s"].isna().sum() == 5
+    assert got.loc[("annotations", "cost"), "missing"] == 7
+    assert got.loc[("annotations", "created_at"), "missing"] == answers["created_at"].isna().sum() > 0
+    assert got.loc[("items", "source"), "missing"] == 2 and got.loc[("items", "segment"), "missing"] == 1
+    assert got.loc[("annotations", "cost"), "share"] == pytest.approx(7 / len(answers))
+
+
+def test_too_fast_annotators(con) -> None:
+    got = data_quality.too_fast_annotators(con, ALL).set_index("annotator_id")
+    assert set(got.index) == {"abs_fast", "rel_fast"}  # few_fast has too few answers to judge
+    durations = con.execute("SELECT duration_s FROM annotations").df()["duration_s"]
+    assert got["population_median_s"].iloc[0] == pytest.approx(durations.median())
+    assert got.loc["abs_fast", "reason"].startswith("median below 2")
+    assert "20%" in got.loc["rel_fast", "reason"]
+    only_floor = data_quality.too_fast_annotators(con, ALL, relative=0.05)
+    assert only_floor["annotator_id"].tolist() == ["abs_fast"]
+
+
+def test_source_divergence_matches_scipy(con) -> None:
+    got = data_quality.source_divergence(con, ALL).set_index("source")
+    answers = con.execute("SELECT source, lineage[1] AS top FROM d_answers WHERE source IS NOT NULL").df()
+    table = pd.crosstab(answers["source"], answers["top"])
+    overall = table.sum(axis=0).to_numpy()
+    for source in table.index:
+        assert got.loc[source, "js_distance"] == pytest.approx(
+            jensenshannon(table.loc[source].to_numpy(), overall, base=2)
+        )
+    assert got["flagged"].to_dict() == {"odd": True, "web": False}
+
+
+def test_check_counts(con) -> None:
+    got = data_quality.check_counts(con, ALL).set_index("check")
+    assert got.loc["ids_in_several_splits", "count"] == 1
+    assert got.loc["content_in_several_splits", "count"] == 3
+    assert got.loc["too_fast_annotators", ["count", "severity"]].tolist() == [2, "warning"]
+    assert got.loc["annotations_without_cost", "count"] == 7
+    assert got.loc["items_without_split", ["count", "severity"]].tolist() == [0, "ok"]
+    assert list(got.reset_index().columns) == data_quality.CHECK_COLUMNS
+
+
+def test_empty_warehouse() -> None:
+    con = memory()
+    assert data_quality.cross_split_duplicates(con, ALL).empty
+    for frame in (
+        data_quality.missing_metadata(con, ALL),
+        data_quality.too_fast_annotators(con, ALL),
+        data_quality.source_divergence(con, ALL),
+    ):
+        assert frame.empty
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[duckdb.DuckDBPyConnection]:
+    c = demo_warehouse()
+    yield c
+    c.close()
+
+
+def test_demo_duplicates_and_spammers_are_found(demo) -> None:
+    facts = {k: json.loads(v) for k, v in demo.execute("SELECT key, value FROM demo_manifest").fetchall()}
+    duplicates = data_quality.cross_split_duplicates(demo, ALL)
+    assert duplicates[duplicates["kind"] == "content"]["n_items"].sum() == facts["duplicate_content_items"] > 0
+    fast = set(data_quality.too_fast_annotators(demo, ALL)["annotator_id"])
+    assert fast == set(facts["spammers"])
+    drift = data_quality.source_divergence(demo, ALL).set_index("source")
+    assert drift.loc[facts["drift"]["source"], "flagged"] and drift["flagged"].sum() == 1

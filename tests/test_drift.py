@@ -1,0 +1,251 @@
+"""Drift statistics against scipy/statsmodels, and drift planted in generated warehouses."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency, ttest_ind
+from statsmodels.stats.multitest import multipletests
+
+from queries import agreement, derived_base, drift
+from queries.connection import memory
+from queries.errors import LabelgovError
+from queries.filters import Filters
+from queries.taxonomy import parse_tree, store_tree
+from tests.conftest import load_answers
+from tests.test_agreement import TREE
+
+LEAVES = ["a1x", "a1y", "a2x", "a2y", "b1x", "b1y", "b2", "c"]
+START = pd.Timestamp("2026-01-05")  # a Monday: weeks start here
+
+
+def generated(
+    seed: int,
+    weeks: int = 12,
+    items_per_week: int = 400,
+    shift_week: int | None = None,
+    degrade: str | None = None,
+) -> pd.DataFrame:
+    """Three answers per item from ten annotators. With ``shift_week``, from that week items under a2 become
+    rare and b1y common, answers on items of b are right less often (wrong ones stay inside b), and from
+    three weeks later everyone reports lower confidence. ``degrade`` names an annotator who answers at
+    random from week 6."""
+    rng = np.random.default_rng(seed)
+    n = weeks * items_per_week
+    week = np.repeat(np.arange(weeks), items_per_week)
+    shifted = week >= (weeks if shift_week is None else shift_week)
+    probs = np.where(shifted[:, None], [2, 2, 0.5, 0.5, 2, 6, 2, 2], [2.0] * 8)
+    truth = (probs.cumsum(axis=1) / probs.sum(axis=1, keepdims=True) > rng.random(n)[:, None]).argmax(axis=1)
+    who = np.array([rng.choice(10, 3, replace=False) for _ in range(n)]).ravel()
+    item = np.repeat(np.arange(n), 3)
+    in_b = np.isin(truth[item], [4, 5, 6])
+    accuracy = np.where(in_b & shifted[item], 0.5, 0.9)
+    if degrade is not None:
+        accuracy[(who == int(degrade[1:])) & (week[item] >= 6)] = 0.2
+    anywhere = rng.integers(0, len(LEAVES), n * 3)
+    inside_b = rng.integers(4, 7, n * 3)
+    wrong = np.where(in_b & shifted[item], inside_b, anywhere)
+    answer = np.where(rng.random(n * 3) < accuracy, truth[item], wrong)
+    seconds = (week[item] * 7 + rng.integers(0, 7, n * 3)) * 86400 + rng.integers(0, 86400, n * 3)
+    later = week[item] >= (weeks if shift_week is None else shift_week + 1)
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{i:05d}" for i in item],
+            "annotator_id": [f"u{a}" for a in who],
+            "node_id": np.array(LEAVES)[answer],
+            "created_at": START + pd.to_timedelta(seconds, unit="s"),
+            "confidence": np.clip(rng.normal(0.8, 0.1, n * 3) - 0.1 * later, 0, 1),
+        }
+    )
+
+
+def warehouse(answers: pd.DataFrame):
+    con = memory()
+    load_answers(con, TREE, answers)
+    derived_base.build(con)
+    return con
+
+
+@functools.lru_cache(maxsize=2)
+def planted(events: bool):
+    return warehouse(generated(11, shift_week=8 if events else None, degrade="u3" if events else None))
+
+
+def test_distribution_tests_match_scipy() -> None:
+    rng = np.random.default_rng(0)
+    current = rng.integers(0, 50, size=(6, 5)).astype(float)
+    reference = rng.integers(0, 80, size=(6, 5)).astype(float)
+    current[0, 2] = reference[0, 2] = 0  # a child seen nowhere drops out of the test
+    reference[1, 4] = 0  # a child only in the current window still counts
+    got = drift.distribution_tests(current, reference)
+    for i in range(6):
+        table = np.vstack([current[i], reference[i]])
+        table = table[:, table.sum(axis=0) > 0]
+        chi2, p, _, _ = chi2_contingency(table, correction=False)
+        assert got["chi2"][i] == pytest.approx(chi2, rel=1e-9)
+        assert got["p_value"][i] == pytest.approx(p, rel=1e-9)
+        assert got["js"][i] == pytest.approx(jensenshannon(current[i], reference[i], base=2), abs=1e-12)
+        p_share, q_share = current[i] / current[i].sum(), reference[i] / reference[i].sum()
+        pf, qf = np.maximum(p_share, drift.PSI_FLOOR), np.maximum(q_share, drift.PSI_FLOOR)
+        assert got["psi"][i] == pytest.approx(np.sum((pf - qf) * np.log(pf / qf)), rel=1e-12)
+
+
+def test_benjamini_hochberg_matches_statsmodels() -> None:
+    p = np.random.default_rng(1).random(40) ** 3
+    p[[3, 7]] = np.nan
+    got = drift.bh_adjust(p)
+    ok = np.isfinite(p)
+    assert np.allclose(got[ok], multipletests(p[ok], method="fdr_bh")[1])
+    assert np.isnan(got[~ok]).all()
+
+
+def test_branch_distribution_counts_answers_by_child_on_their_path() -> None:
+    answers = pd.DataFrame(
+        {
+            "item_id": ["i1", "i1", "i2", "i3", "i4"],
+            "annotator_id": ["u1", "u2", "u1", "u1", "u2"],
+            "node_id": ["a1x", "a1y", "a2", "a", "b2"],
+        }
+    )
+    con = warehouse(answers)
+    clause, params = Filters().where("a")
+    counts = con.execute(drift.LABEL_COUNTS.replace("{W}", "a.week").replace("{P}", clause), params).df()
+    counts = counts[counts["child"].notna()]
+    got = {(r.branch, r.child): r.n for r in counts.itertuples()}
+    # a: a1 twice (a1x, a1y), a2 once; the coarse answer "a" has no child and drops out; a1: a1x, a1y.
+    assert got == {("a", "a1"): 2, ("a", "a2"): 1, ("a1", "a1x"): 1, ("a1", "a1y"): 1, ("b", "b2"): 1}
+
+
+def test_planted_label_drift_is_found_where_and_when_it_starts() -> None:
+    con = planted(True)
+    matrix = drift.drift_matrix(con, Filters())
+    assert list(matrix.columns) == drift.MATRIX_COLUMNS
+    assert matrix["week"].min() == (START + pd.Timedelta(weeks=4)).date().isoformat()
+    top = matrix.iloc[0]
+    assert top["branch"] in {"a", "b1"} and top["week"] >= "2026-03-02" and top["p_adjusted"] < 1e-6
+    before = matrix[matrix["week"] < "2026-03-02"]
+    assert before["js"].max() < 0.1 and (before["p_adjusted"] > drift.ALERT_P).all()
+    by_psi = drift.drift_matrix(con, Filters(), metric="psi")
+    assert by_psi["psi"].is_monotonic_decreasing
+    monthly = drift.drift_matrix(con, Filters(), window="month", reference_weeks=4)
+    assert set(monthly["week"]) <= {"2026-02-01", "2026-03-01"}
+
+
+def test_alerts_rank_the_planted_events_and_the_control_raises_none() -> None:
+    alerts = drift.drift_alerts(planted(True), Filters())
+    assert list(alerts.columns) == drift.ALERT_COLUMNS
+    found = {(r.branch, r.metric): r.week for r in alerts.itertuples()}
+    assert found.get(("a", "label_js")) == "2026-03-02"  # folded with its child a2 and reported once
+    assert ("a2", "label_js") not in found
+    assert found.get(("b", "agreement")) == "2026-03-02"
+    assert found.get(("u3", "annotator_agreement")) == "2026-02-16"
+    assert found.get(("b", "confidence")) == "2026-03-09" or found.get(("a", "confidence")) == "2026-03-09"
+    assert drift.drift_alerts(planted(False), Filters()).empty
+    assert len(drift.drift_alerts(planted(True), Filters(), limit=2)) == 2
+
+
+def test_agreement_drift_is_a_drop_in_the_branch_after_the_change() -> None:
+    table = drift.agreement_drift(planted(True), Filters(), bootstrap=40)
+    b = table[table["branch"] == "b"].set_index("week")
+    assert (b.loc[b.index >= "2026-03-02", "change"] < -0.2).all()
+    assert (b.loc[b.index < "2026-03-02", "change"].abs() < 0.1).all()
+    a = table[table["branch"] == "a"]
+    assert a["change"].abs().max() < 0.1
+    # The weekly alpha is alpha over the items of b's subtree answered that week.
+    week = b.index[-1]
+    day = pd.Timestamp(week).date()
+    own = agreement.alpha(planted(True), Filters(branch="b", start=day, end=day + pd.Timedelta(days=6)), bootstrap=0)
+    assert b.loc[week, "alpha"] == pytest.approx(own.value, abs=1e-9)
+
+
+def test_confidence_drift_matches_welch() -> None:
+    con = planted(True)
+    table = drift.confidence_drift(con, Filters())
+    frame = con.execute("SELECT lineage[1] AS branch, week, confidence FROM d_answers").df()
+    row = table[(table["branch"] == "c")].iloc[-1]
+    now = frame[(frame["branch"] == "c") & (frame["week"] == pd.Timestamp(row["week"]))]["confidence"]
+    ref = frame[(frame["branch"] == "c") & (frame["week"] < START + pd.Timedelta(weeks=4))]["confidence"]
+    t = ttest_ind(now, ref, equal_var=False)
+    assert row["p_value"] == pytest.approx(t.pvalue, rel=1e-6)
+    assert row["effect_size"] == pytest.approx((now.mean() - ref.mean()) / ref.std(), rel=1e-9)
+    assert row["change"] < -0.2
+
+
+def test_model_disagreement_drift_counts_argmax_against_consensus() -> None:
+    con = warehouse(generated(5, weeks=8, items_per_week=60))
+    items = con.execute(
+        "SELECT item_id, consensus_node, created_at FROM d_items JOIN (SELECT item_id, "
+        "min(created_at) AS created_at FROM d_answers GROUP BY 1) USING (item_id)"
+    ).df()
+    late = items["created_at"] >= START + pd.Timedelta(weeks=5)
+    wrong = np.where(items["consensus_node"] == "c", "b2", "c")
+    predicted = np.where(late & (np.arange(len(items)) % 2 == 0), wrong, items["consensus_node"])
+    frame = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "probabilities": [{leaf: (0.9 if leaf == p else 0.1 / 7) for leaf in LEAVES} for p in predicted],
+            "created_at": items["created_at"],
+        }
+    )
+    con.register("_p", frame)
+    con.execute("INSERT INTO predictions SELECT item_id, 'm', 'v1', 1, NULL, probabilities, created_at, 1 FROM _p")
+    table = drift.model_disagreement_drift(con, Filters())
+    assert (table.loc[table["week"] < "2026-02-09", "rate"] == 0).all()
+    after = table[table["week"] >= "2026-02-09"]
+    assert ((after["rate"] > 0.3) & (after["rate"] < 0.7)).all()
+    assert drift.model_disagreement_drift(warehouse(generated(5, weeks=8, items_per_week=20)), Filters()).empty
+
+
+def test_annotator_drift_finds_the_degrading_annotator() -> None:
+    table = drift.annotator_drift(planted(True), Filters())
+    worst = table.sort_values("change").iloc[0]
+    assert worst["annotator_id"] == "u3" and worst["week"] >= "2026-02-16" and worst["change"] < -0.5
+
+
+def test_tree_version_changes_mark_the_first_week_of_use() -> None:
+    answers = generated(2, weeks=6, items_per_week=20)
+    con = memory()
+    load_answers(con, TREE, answers)
+    version = store_tree(con, parse_tree(TREE.replace("  c: {}", "  c: {}\n  d: {}")), created_by="test")
+    con.execute(
+        "UPDATE annotations SET tree_version = ? WHERE created_at >= ?", [version, START + pd.Timedelta(weeks=3)]
+    )
+    derived_base.build(con)
+    changes = drift.tree_version_changes(con)
+    assert list(changes["tree_version"]) == [version]
+    assert list(changes["week"]) == ["2026-01-26"]
+
+
+def test_empty_inputs_and_bad_arguments() -> None:
+    con = planted(False)
+    nothing = Filters(sources=("nowhere",))
+    assert list(drift.drift_matrix(con, nothing).columns) == drift.MATRIX_COLUMNS
+    for fn in (
+        drift.drift_matrix,
+        drift.drift_alerts,
+        drift.agreement_drift,
+        drift.confidence_drift,
+        drift.model_disagreement_drift,
+        drift.annotator_drift,
+    ):
+        assert fn(con, nothing).empty
+    with pytest.raises(LabelgovError, match="metric"):
+        drift.drift_matrix(con, Filters(), metric="kl")
+    with pytest.raises(LabelgovError, match="window"):
+        drift.drift_matrix(con, Filters(), window="year")
+    with pytest.raises(LabelgovError, match="reference"):
+        drift.drift_matrix(con, Filters(), reference_weeks=0)
+
+
+def test_refresh_step_stores_what_the_pages_read() -> None:
+    con = warehouse(generated(11, weeks=8, items_per_week=80, shift_week=6))
+    live = drift.drift_alerts(con, Filters())
+    live_matrix = drift.drift_matrix(con, Filters())
+    assert drift.refresh_step(con, None) == "full"
+    pd.testing.assert_frame_equal(drift.drift_matrix(con, Filters()), live_matrix, check_dtype=False)
+    assert list(drift.drift_alerts(con, Filters()).columns) == drift.ALERT_COLUMNS
+    assert len(drift.drift_alerts(con, Filters())) == len(live)

@@ -1,0 +1,360 @@
+"""Soft labels across the tree, checked against a direct re-implementation and scipy's entropy."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import entropy
+
+from queries import derived_base, soft_labels
+from queries.connection import memory, transaction
+from queries.filters import STAGES, Filters
+from queries.refresh import RefreshContext, refresh
+from queries.taxonomy import parse_tree, store_tree
+from tests.conftest import load_answers
+
+TREE = """
+taxonomy: t
+nodes:
+  a:
+    children:
+      a1: {children: {a1x: {}, a1y: {}}}
+      a2: {children: {a2x: {}, a2y: {}, a2z: {}}}
+  b: {children: {b1: {}, b2: {}}}
+  c: {}
+"""
+# node -> root-first lineage, for the reference implementation.
+LINEAGE = {
+    "a": ["a"], "a1": ["a", "a1"], "a2": ["a", "a2"], "b": ["b"], "c": ["c"],
+    "a1x": ["a", "a1", "a1x"], "a1y": ["a", "a1", "a1y"],
+    "a2x": ["a", "a2", "a2x"], "a2y": ["a", "a2", "a2y"], "a2z": ["a", "a2", "a2z"],
+    "b1": ["b", "b1"], "b2": ["b", "b2"],
+}
+LEAVES = {"c", "a1x", "a1y", "a2x", "a2y", "a2z", "b1", "b2"}
+ORDER = ["a", "a1", "a1x", "a1y", "a2", "a2x", "a2y", "a2z", "b", "b1", "b2", "c"]
+CHILDREN = {n: [m for m in ORDER if len(LINEAGE[m]) > 1 and LINEAGE[m][-2] == n] for n in ORDER}
+ALL = Filters()
+
+
+def random_answers(seed: int, items: int = 60, coarse: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    nodes = ORDER if coarse else sorted(LEAVES)
+    rows = []
+    for i in range(items):
+        for k in range(int(rng.integers(1, 8))):
+            rows.append((f"i{i:03d}", f"u{k}", str(rng.choice(nodes))))
+    return pd.DataFrame(rows, columns=["item_id", "annotator_id", "node_id"])
+
+
+def reference_cut(nodes: list[str], depth: int) -> Counter[str]:
+    """Answers on the cut at ``depth``: deeper nodes roll up, leaves stand for themselves, coarse drop out."""
+    out: Counter[str] = Counter()
+    for node in nodes:
+        lineage = LINEAGE[node]
+        if len(lineage) >= depth:
+            out[lineage[depth - 1]] += 1
+        elif node in LEAVES:
+            out[node] += 1
+    return out
+
+
+def warehouse(answers: pd.DataFrame) -> duckdb.DuckDBPyConnection:
+    con = memory()
+    load_answers(con, TREE, answers)
+    derived_base.build(con)
+    soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+    return con
+
+
+@pytest.fixture(scope="module")
+def answers() -> pd.DataFrame:
+    return random_answers(11)
+
+
+@pytest.fixture(scope="module")
+def con(answers: pd.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
+    c = warehouse(answers)
+    yield c
+    c.close()
+
+
+def test_levels_match_a_direct_computation_and_scipy_entropy(con, answers) -> None:
+    got = soft_labels.item_levels(con, ALL).set_index(["item_id", "depth"])
+    mass = soft_labels.item_node_mass(con, ALL).set_index(["item_id", "depth", "node_id"])["mass"]
+    checked = 0
+    for item, group in answers.groupby("item_id"):
+        for depth in (1, 2, 3):
+            cut = reference_cut(list(group["node_id"]), depth)
+            if not cut:
+                assert (item, depth) not in got.index
+                continue
+            total = sum(cut.values())
+            shares = sorted((c / total for c in cut.values()), reverse=True)
+            row = got.loc[(item, depth)]
+            assert row["answers"] == total
+            assert row["entropy"] == pytest.approx(entropy(list(cut.values()), base=2), abs=1e-12)
+            assert row["top_share"] == pytest.approx(shares[0])
+            assert row["gap"] == pytest.approx(shares[0] - (shares[1] if len(shares) > 1 else 0.0))
+            best = max(cut.values())
+            assert row["top_node"] == min((n for n, c in cut.items() if c == best), key=ORDER.index)
+            for node, count in cut.items():
+                assert mass.loc[(item, depth, node)] == pytest.approx(count / total)
+            checked += 1
+    assert checked > 120
+
+
+def test_every_cut_sums_to_one_and_counts_roll_up(con, answers) -> None:
+    mass = soft_labels.item_node_mass(con, ALL)
+    sums = mass.groupby(["item_id", "depth"])["mass"].sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-12)
+    counts = mass.set_index(["item_id", "depth", "node_id"])["answers"]
+    coarse = answers.groupby(["item_id", "node_id"]).size()
+    for (item, depth, node), n in counts.items():
+        kids = [counts.get((item, depth + 1, k), 0) for k in CHILDREN[node]]
+        if node in LEAVES:
+            if depth < 3:
+                assert counts[(item, depth + 1, node)] == n  # a leaf carries itself down unchanged
+        else:
+            # A node's answers are its children's plus the coarse answers that stopped at it.
+            assert n == sum(kids) + coarse.get((item, node), 0)
+
+
+def test_without_coarse_answers_a_node_is_the_sum_of_its_children() -> None:
+    con = warehouse(random_answers(5, coarse=False))
+    mass = soft_labels.item_node_mass(con, ALL).set_index(["item_id", "depth", "node_id"])["mass"]
+    internal = [(i, d, n) for (i, d, n) in mass.index if CHILDREN[n]]
+    assert internal
+    for item, depth, node in internal:
+        assert mass[(item, depth, node)] == pytest.approx(
+            sum(mass.get((item, depth + 1, k), 0.0) for k in CHILDREN[node]), abs=1e-12
+        )
+
+
+def test_coarse_answers_never_create_finer_mass() -> None:
+    fine = random_answers(3, coarse=False)
+    extra = pd.DataFrame(
+        {
+            "item_id": ["i000", "i001", "i002", "i003", "i004", "zz_only_coarse"],
+            "annotator_id": ["c1"] * 6,
+            "node_id": ["a", "a1", "b", "a2", "a", "a1"],
+        }
+    )
+    base = soft_labels.item_node_mass(warehouse(fine), ALL)
+    more = soft_labels.item_node_mass(warehouse(pd.concat([fine, extra], ignore_index=True)), ALL)
+    key = ["item_id", "node_id", "mass"]
+    # Coarse answers sit at depth 1 or 2: the leaf cut (depth 3) is exactly as before.
+    pd.testing.assert_frame_equal(
+        base[base["depth"] == 3][key].reset_index(drop=True), more[more["depth"] == 3][key].reset_index(drop=True)
+    )
+    only = more[more["item_id"] == "zz_only_coarse"]
+    assert set(zip(only["depth"], only["node_id"], strict=True)) == {(1, "a"), (2, "a1")}
+    # Depth-1 coarse answers leave depth 2 alone for items that got none at depth 2.
+    untouched = ["i000", "i002", "i004"]
+    two = [x[(x["depth"] == 2) & x["item_id"].isin(untouched)][key].reset_index(drop=True) for x in (base, more)]
+    pd.testing.assert_frame_equal(*two)
+
+
+BRANCH_ANSWERS = pd.DataFrame(
+    {
+        "item_id": ["i1", "i1", "i1", "i2", "i2", "i2", "i3", "i4", "i4", "i4", "i4"],
+        "annotator_id": ["u1", "u2", "u3", "u1", "u2", "u3", "u1", "u1", "u2", "u3", "u4"],
+        "node_id": ["a1x", "a1y", "a", "b1", "a1x", "a1", "a2x", "a1x", "a1x", "a1x", "a1y"],
+    }
+)
+
+
+def test_branch_stats_by_hand() -> None:
+    con = warehouse(BRANCH_ANSWERS)
+    stats = soft_labels.branch_stats(con, ALL).set_index("node_id")
+    a, a1, a2 = stats.loc["a"], stats.loc["a1"], stats.loc["a2"]
+    # a: all four items; i2 puts 1 of 3 answers in b. Within a every judged item stays in a1.
+    assert a["items"] == 4 and a["mean_mass"] == pytest.approx((1 + 2 / 3 + 1 + 1) / 4)
+    assert a["mean_child_entropy"] == pytest.approx(0.0) and a["ambiguous_share"] == pytest.approx(0.0)
+    assert a["agree_branch_not_leaf"] == pytest.approx(2 / 3) and a["disagree_branch"] == pytest.approx(1 / 3)
+    # a1: i1 splits 1:1 between its leaves (ambiguous), i4 3:1 (not); i2 has one answer below a1.
+    assert a1["items"] == 3 and a1["mean_mass"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert a1["mean_child_entropy"] == pytest.approx((1.0 + entropy([3, 1], base=2)) / 2)
+    assert a1["ambiguous_share"] == pytest.approx(0.5)
+    assert a1["agree_branch_not_leaf"] == pytest.approx(2 / 3) and a1["disagree_branch"] == pytest.approx(1 / 3)
+    # a2: one item with one answer, nothing to judge.
+    assert a2["items"] == 1 and np.isnan(a2["agree_branch_not_leaf"]) and np.isnan(a2["mean_child_entropy"])
+    assert "b" in stats.index and "c" not in stats.index  # only internal nodes are branches
+    top = soft_labels.labelling_priorities(con, ALL, limit=5, min_items=1)
+    assert list(top["node_id"][:2]) == ["a1", "a"]
+    assert top.loc[0, "score"] == pytest.approx(a1["mean_child_entropy"] / np.sqrt(3))
+    assert "a2" not in set(top["node_id"])  # one child: no split to be unsure about
+
+
+def test_ambiguity_thresholds_are_parameters() -> None:
+    con = warehouse(BRANCH_ANSWERS)
+    strict = soft_labels.level_stats(con, ALL, soft_labels.Ambiguity(top_share_below=0.8, gap_below=0.0))
+    loose = soft_labels.level_stats(con, ALL)
+    leaf_strict = strict.set_index("depth").loc[3, "ambiguous_share"]
+    leaf_loose = loose.set_index("depth").loc[3, "ambiguous_share"]
+    # Leaf cut, judged items i1 (1:1), i2 (1:1), i4 (3:1): top < 0.8 for all three; < 0.7 or gap < 0.34 for two.
+    assert leaf_strict == pytest.approx(1.0) and leaf_loose == pytest.approx(2 / 3)
+
+
+def test_answer_filters_recompute_and_match_the_precomputed_tables(con) -> None:
+    everything = Filters(stages=tuple(sorted(STAGES)))  # keeps every answer, but forces recomputation
+    assert not soft_labels.item_level_only(everything)
+    for fn in (soft_labels.item_node_mass, soft_labels.item_levels, soft_labels.level_stats, soft_labels.branch_stats):
+        pd.testing.assert_frame_equal(fn(con, ALL), fn(con, everything), check_dtype=False)
+    one = soft_labels.item_node_mass(con, Filters(annotators=("u0",)))
+    assert set(one["mass"]) == {1.0}  # one answer per item: all mass on its path
+
+
+def test_item_filters_select_items() -> None:
+    con = warehouse(BRANCH_ANSWERS)
+    got = soft_labels.item_node_mass(con, Filters(branch="a1"))
+    # Items whose plurality answer (ties to the node first in tree order) lies under a1: i2 (a1) and i4 (a1x).
+    consensus = dict(con.execute("SELECT item_id, consensus_lineage FROM d_items").fetchall())
+    expected = {i for i, lineage in consensus.items() if "a1" in lineage}
+    assert set(got["item_id"]) == expected == {"i2", "i4"}
+
+
+def test_incremental_refresh_equals_a_full_one() -> None:
+    con = memory()
+    load_answers(con, TREE, random_answers(7, items=30))
+    first = refresh(con)
+    assert dict((s.step, s.mode) for s in first.steps)["soft_labels"] == "full"
+    more = random_answers(8, items=40).assign(annotator_id=lambda x: "v" + x["annotator_id"])
+    more = more[more["item_id"] >= "i020"].reset_index(drop=True)
+    with transaction(con):
+        con.register("_more", more)
+        con.execute(
+            "INSERT INTO annotations (annotation_id, item_id, annotator_id, tree_version, node_id, stage, batch_id) "
+            "SELECT 'm' || row_number() OVER (), item_id, annotator_id, 1, node_id, 'initial', 2 FROM _more"
+        )
+        con.execute("INSERT INTO items (item_id) SELECT DISTINCT item_id FROM _more EXCEPT SELECT item_id FROM items")
+        con.execute("INSERT INTO annotators (annotator_id) SELECT DISTINCT annotator_id FROM _more")
+        con.execute("INSERT INTO ingest_batches VALUES (2, 'annotations', 'more', 'y', 'csv', 1, 1, 1, 0, 't', now())")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'data_version'")
+    second = refresh(con)
+    assert dict((s.step, s.mode) for s in second.steps)["soft_labels"] == "incremental"
+    tables = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TABLES}
+    refresh(con, full=True)
+    for table, before in tables.items():
+        after = con.execute("SELECT * FROM " + table + " ORDER BY ALL").df()
+        pd.testing.assert_frame_equal(before, after, check_dtype=False)
+    assert (tables["d_soft_levels"]["item_id"] == "i039").any()
+    # A new tree version may move nodes under old items: the next refresh rebuilds everything.
+    store_tree(con, parse_tree(TREE), created_by="test")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'data_version'")
+    assert dict((s.step, s.mode) for s in refresh(con).steps)["soft_labels"] == "full"
+
+
+def test_posterior_rolls_up_exactly_and_is_skipped_when_absent(con) -> None:
+    assert soft_labels.item_node_mass(con, ALL, source="posterior").empty
+    assert set(soft_labels.level_stats(con, ALL)["source"]) == {"annotations"}
+    leaves = sorted(LEAVES)
+    rng = np.random.default_rng(2)
+    items = con.execute("SELECT item_id, item_idx FROM d_item_index ORDER BY item_idx").df()
+    p = rng.dirichlet(np.full(len(leaves), 0.5), size=len(items))
+    post = pd.DataFrame(
+        {
+            "item_id": np.repeat(items["item_id"], len(leaves)),
+            "item_idx": np.repeat(items["item_idx"], len(leaves)),
+            "node_id": leaves * len(items),
+            "p": p.ravel(),
+        }
+    )
+    con.register("_post", post)
+    con.execute("CREATE TABLE d_posterior AS SELECT * FROM _post")
+    con.unregister("_post")
+    try:
+        soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+        mass = soft_labels.item_node_mass(con, ALL, source="posterior")
+        by = mass.set_index(["item_id", "depth", "node_id"])["mass"]
+        for (item, depth, node), value in by.items():
+            if CHILDREN[node]:
+                assert value == pytest.approx(sum(by.get((item, depth + 1, k), 0.0) for k in CHILDREN[node]))
+        levels = soft_labels.item_levels(con, ALL, source="posterior").set_index(["item_id", "depth"])
+        row = items.iloc[4]
+        leaf_p = dict(zip(leaves, p[4], strict=True))
+        top_level = [sum(v for k, v in leaf_p.items() if LINEAGE[k][0] == t) for t in ("a", "b", "c")]
+        assert levels.loc[(row["item_id"], 1), "entropy"] == pytest.approx(entropy(top_level, base=2))
+        assert levels.loc[(row["item_id"], 3), "entropy"] == pytest.approx(entropy(p[4], base=2))
+        stats = soft_labels.level_stats(con, ALL)
+        assert set(stats["source"]) == {"annotations", "posterior"}
+        assert (stats[stats["source"] == "posterior"]["items"] == len(items)).all()
+    finally:
+        con.execute("DROP TABLE d_posterior")
+        soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+
+
+def test_empty_inputs_give_empty_frames() -> None:
+    con = memory()
+    for frame in (
+        soft_labels.item_node_mass(con, ALL),
+        soft_labels.level_stats(con, ALL),
+        soft_labels.branch_stats(con, Filters(annotators=("nobody",))),
+        soft_labels.labelling_priorities(con, ALL),
+    ):
+        assert frame.empty
+    built = warehouse(BRANCH_ANSWERS)
+    assert soft_labels.branch_stats(built, Filters(annotators=("nobody",))).empty
+    assert list(soft_labels.level_stats(built, Filters(sources=("none",))).columns) == soft_labels.LEVEL_STATS_COLUMNS
+
+
+def test_face_sentiment_level_stats_are_sane(face_con) -> None:
+    refresh(face_con)
+    both = soft_labels.level_stats(face_con, ALL)
+    stats = both[both["source"] == "annotations"].set_index("depth")
+    assert list(stats.index) == [1, 2, 3] and (stats["items"] == 584).all()
+    # Each cut refines the one above it, so no item's entropy can fall with depth.
+    levels = soft_labels.item_levels(face_con, ALL).pivot(index="item_id", columns="depth", values="entropy")
+    assert (levels[2] >= levels[1] - 1e-12).all() and (levels[3] >= levels[2] - 1e-12).all()
+    assert stats["mean_entropy"].is_monotonic_increasing
+    assert (stats["mean_gap"] > 0).all() and stats["ambiguous_share"].between(0.05, 0.95).all()
+    # The leaf cut is the plain answer distribution over the four emotions.
+    raw = face_con.execute("SELECT item_id, node_id FROM annotations").df()
+    table = pd.crosstab(raw["item_id"], raw["node_id"])
+    expected = entropy(table.to_numpy().T, base=2)
+    np.testing.assert_allclose(levels.loc[table.index, 3].to_numpy(), expected, atol=1e-12)
+    posterior = both[both["source"] == "posterior"]
+    if len(posterior):  # the latent-truth posterior is sharper than raw answers
+        assert (posterior["items"] == 584).all()
+        assert (posterior.set_index("depth")["mean_entropy"] < stats["mean_entropy"]).all()
+
+
+# --- the generated demo -------------------------------------------------------------------------------
+
+
+def demo_warehouse(items: int = 6000) -> duckdb.DuckDBPyConnection:
+    """A small demo with its planted effects, refreshed with the base tables and soft labels only."""
+    from queries.demo import simulate, write_simulation
+    from queries.demo_config import demo_config
+
+    con = memory()
+    with transaction(con):
+        write_simulation(con, simulate(demo_config(str(items), 7, True)), "test")
+    derived_base.build(con)
+    soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+    return con
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[duckdb.DuckDBPyConnection]:
+    c = demo_warehouse()
+    yield c
+    c.close()
+
+
+def test_hard_sibling_pairs_show_as_agreeing_on_the_branch_but_not_the_leaf(demo) -> None:
+    pairs = json.loads(demo.execute("SELECT value FROM demo_manifest WHERE key = 'hard_sibling_pairs'").fetchone()[0])
+    parents = dict(demo.execute("SELECT node_id, parent_id FROM d_nodes").fetchall())
+    hard = {parents[a] for a, b in pairs if parents[a] == parents[b]}
+    stats = soft_labels.branch_stats(demo, ALL).set_index("node_id")
+    depth_two = stats[stats["depth"] == 2]
+    others = depth_two.drop(index=list(hard & set(depth_two.index)))
+    assert hard <= set(depth_two.index)
+    # Every branch holding a hard pair agrees-on-branch-but-not-leaf more often than the median other branch.
+    assert (depth_two.loc[sorted(hard), "agree_branch_not_leaf"] > others["agree_branch_not_leaf"].median()).all()
+    assert depth_two.loc[sorted(hard), "agree_branch_not_leaf"].mean() > 1.3 * others["agree_branch_not_leaf"].mean()
