@@ -89,15 +89,15 @@ def main() -> None:
         folder = Path(tmp)
         start = time.perf_counter()
         files = generate(folder, rows)
-        print(f"generated {rows:,} rows in {time.perf_counter() - start:.1f}s "
-              f"(parquet {files['parquet'].stat().st_size / 1e6:.0f} MB, csv {files['csv'].stat().st_size / 1e6:.0f} MB)")
+        sizes = ", ".join(f"{name} {file.stat().st_size / 1e6:.0f} MB" for name, file in files.items())
+        print(f"generated {rows:,} rows in {time.perf_counter() - start:.1f}s ({sizes})")
         print(f"{'format':8} {'rows':>12} {'quarantined':>12} {'ingest s':>9} {'rows/s':>12} "
               f"{'plain s':>8} {'plain rows/s':>13} {'ingest/plain':>13}")
         for name, file in files.items():
             elapsed, read, quarantined = timed_ingest(folder, name, file)
             plain = timed_plain(folder, name, file)
             print(f"{name:8} {read:>12,} {quarantined:>12,} {elapsed:>9.2f} {read / elapsed:>12,.0f} "
-                  f"{plain:>8.2f} {rows / plain:>13,.0f} {elapsed / plain:>12.2f}x")
+                  f"{plain:>8.2f} {rows / plain:>13,.0f} {elapsed / plain:>12.2f}x", flush=True)
 
 
 if __name__ == "__main__":

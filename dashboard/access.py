@@ -23,10 +23,11 @@ from typing import Any
 
 import duckdb
 import streamlit as st
+from pydantic import BaseModel
 
 from queries.connection import connect, resolve_db_path
 from queries.filters import Filters
-from queries.refresh import cache_key
+from queries.refresh import cache_key, is_stale, refreshed_version
 
 
 class _Gate:
@@ -84,10 +85,36 @@ def writing() -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write handle with the file to ourselves, for governance actions from the browser."""
     with GATE.write(), connect(db_path()) as con:
         yield con
+    st.session_state.pop(RUN_STATE, None)
     st.cache_data.clear()
 
 
+RUN_STATE = "labelgov_run_state"
+
+
+class RunState(BaseModel):
+    """What one script run learns about the warehouse from a single handle.
+
+    Opening the file costs a few hundred milliseconds, so a run asks once for the cache key and the
+    refresh state instead of once per query; a warm page then opens the warehouse exactly once.
+    """
+
+    key: str
+    never_refreshed: bool
+    stale: bool
+
+
+def begin_run() -> RunState:
+    with reading() as con:
+        state = RunState(key=cache_key(con), never_refreshed=refreshed_version(con) is None, stale=is_stale(con))
+    st.session_state[RUN_STATE] = state
+    return state
+
+
 def current_key() -> str:
+    state = st.session_state.get(RUN_STATE)
+    if isinstance(state, RunState):
+        return state.key
     with reading() as con:
         return cache_key(con)
 

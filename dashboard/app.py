@@ -11,7 +11,7 @@ import importlib
 import streamlit as st
 
 from dashboard import filters_ui
-from dashboard.components import announce_state
+from dashboard.components import announce_state, register_pages
 from dashboard.identity import current_identity
 from dashboard.navigation import PageSpec, pages_for
 from queries.errors import LabelgovError
@@ -38,11 +38,14 @@ def main() -> None:
     grouped = pages_for(identity.role)
     first = True
     nav: dict[str, list[st.Page]] = {}
+    by_key: dict[str, st.Page] = {}
     for section, specs in grouped.items():
         nav[section] = []
         for spec in specs:
-            nav[section].append(_page(spec, default=first))
+            by_key[spec.key] = _page(spec, default=first)
+            nav[section].append(by_key[spec.key])
             first = False
+    register_pages(by_key)
     page = st.navigation(nav)
     with st.sidebar:
         mode = "local mode" if identity.local_mode else "signed in"

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
-from dashboard import access
+from dashboard import access, filters_ui
+from dashboard.selection import Dimension, selection_to_drill
+from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.refresh import is_stale, refreshed_version
 
 
 def announce_state() -> None:
     """Say when the derived tables are missing or older than the data, with the command that fixes it."""
-    with access.reading() as con:
-        never = refreshed_version(con) is None
-        stale = is_stale(con)
+    state = access.begin_run()
+    never, stale = state.never_refreshed, state.stale
     if never:
         st.warning("The analytics have not been computed for this warehouse yet: run `labelgov refresh`.")
     elif stale:
@@ -52,3 +57,94 @@ def download_buttons(frame: pd.DataFrame, name: str, filters: Filters, key: str)
         mime="application/octet-stream",
         key=key + "_parquet",
     )
+
+
+PAGES_KEY = "labelgov_pages"
+ITEM_PARAM = "item"
+ITEM_ID = re.compile(r"^[\w.:@/+-]{1,200}$")
+
+
+def register_pages(pages: dict[str, st.Page]) -> None:
+    """The app records this session's pages so that a view can send the reader to another one."""
+    st.session_state[PAGES_KEY] = pages
+
+
+def page_for(key: str) -> st.Page | None:
+    return st.session_state.get(PAGES_KEY, {}).get(key)
+
+
+def go_to(key: str, filters: Filters, item: str | None = None) -> None:
+    """Switch to another page of this role with ``filters`` in force (and in its URL); no-op if not allowed."""
+    page = page_for(key)
+    if page is None:
+        st.warning("That page is not available to your role.")
+        return
+    filters_ui.set_filters(filters)
+    params = filters.to_query_params()
+    if item is not None:
+        params[ITEM_PARAM] = item
+    for widget in filters_ui.WIDGET_KEYS:
+        st.session_state.pop(widget, None)
+    st.switch_page(page, query_params=params)
+
+
+def link_button(label: str, key: str, filters: Filters, widget_key: str, item: str | None = None) -> None:
+    """A button that opens page ``key`` with the given filters, shown only when the role has that page."""
+    if page_for(key) is not None and st.button(label, key=widget_key, icon=":material/arrow_forward:"):
+        go_to(key, filters, item)
+
+
+def chart(fig: go.Figure, key: str, filters: Filters | None = None, dimension: Dimension | None = None) -> None:
+    """Draw a figure; with a ``dimension`` a selection narrows the filters, or opens the selected item."""
+    if dimension is None or filters is None:
+        st.plotly_chart(fig, key=key, config={"displaylogo": False})
+        return
+    event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("points", "box"),
+                            config={"displaylogo": False})
+    drill = selection_to_drill(event, dimension, filters)
+    if drill.item_id is not None:
+        go_to("disagreements", filters, drill.item_id)
+    elif drill.changed(filters):
+        filters_ui.apply_filters(drill.filters)
+
+
+def table(frame: pd.DataFrame, name: str, filters: Filters, key: str, **kwargs: Any) -> Any:
+    """A table with its CSV and Parquet downloads; extra arguments go to st.dataframe (e.g. on_select)."""
+    event = st.dataframe(frame, hide_index=True, key=key, **kwargs)
+    download_buttons(frame, name, filters, key=key + "_dl")
+    return event
+
+
+def fmt(value: float | None, kind: str) -> str:
+    """A tile's number as people read it: counts with separators, shares as percentages, money with 2 decimals."""
+    if value is None:
+        return "n/a"
+    if kind == "count":
+        return f"{value:,.0f}"
+    if kind == "share":
+        return f"{value:.1%}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return f"{value:.3f}"
+
+
+def fmt_delta(delta: float | None, kind: str) -> str | None:
+    if delta is None:
+        return None
+    if kind == "share":
+        return f"{delta * 100:+.1f} pp"
+    if kind == "count":
+        return f"{delta:+,.0f}"
+    if kind == "money":
+        return f"{delta:+,.2f}"
+    return f"{delta:+.3f}"
+
+
+@contextmanager
+def guarded(what: str) -> Iterator[None]:
+    """A spinner around slow work; an expected fault inside becomes one readable message, not a traceback."""
+    try:
+        with st.spinner(what):
+            yield
+    except LabelgovError as exc:
+        st.error(str(exc))

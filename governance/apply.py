@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -54,7 +55,7 @@ class CheckFailed(LabelgovError):
     """A post-apply check found the migration unsound; the transaction is rolled back."""
 
 
-def _result(record: dict[str, object], already: bool) -> MigrationResult:
+def _result(record: dict[str, Any], already: bool) -> MigrationResult:
     fields = {k: record[k] for k in MigrationResult.model_fields if k in record}
     return MigrationResult.model_validate({**fields, "already_applied": already})
 
@@ -85,7 +86,7 @@ def check_replacements(con: duckdb.DuckDBPyConnection, new_version: int) -> None
         raise CheckFailed(f"replacement check: still pointing at replaced nodes in version {new_version}: {detail}")
 
 
-def migration_checksum(con: duckdb.DuckDBPyConnection, migration_id: int, head: dict[str, object]) -> str:
+def migration_checksum(con: duckdb.DuckDBPyConnection, migration_id: int, head: dict[str, Any]) -> str:
     """SHA-256 over what the migration decided: versions, hashes and every stored mapping row."""
     rows = store.migration_mapping(con, migration_id)
     body = {**head, "mapping": rows.astype({"automatic": bool}).values.tolist()}
@@ -100,15 +101,17 @@ def verify_migration(con: duckdb.DuckDBPyConnection, proposal_id: int) -> bool:
     return record["checksum"] == migration_checksum(con, int(record["migration_id"]), _head(con, record))
 
 
-def _head(con: duckdb.DuckDBPyConnection, record: dict[str, object]) -> dict[str, object]:
-    proposal = store.get_proposal(con, int(str(record["proposal_id"])))
+def _head(con: duckdb.DuckDBPyConnection, record: dict[str, Any]) -> dict[str, Any]:
+    """What the checksum binds besides the mapping rows: the signed proposal and report, both versions."""
+    proposal = store.get_proposal(con, int(record["proposal_id"]))
+    old, new = int(record["from_version"]), int(record["to_version"])
     return {
         "proposal_hash": proposal["proposal_hash"],
         "report_hash": proposal["report_hash"],
-        "from_version": int(str(record["from_version"])),
-        "to_version": int(str(record["to_version"])),
-        "from_hash": require_version(con, int(str(record["from_version"]))),
-        "to_hash": require_version(con, int(str(record["to_version"]))),
+        "from_version": old,
+        "to_version": new,
+        "from_hash": require_version(con, old),
+        "to_hash": require_version(con, new),
     }
 
 

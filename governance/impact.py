@@ -163,15 +163,17 @@ def compute_report(
     """Play the proposal on its base and measure it against the warehouse, under the proposed mapping."""
     base = load_tree(con, base_version)
     batch = play(base, operations)
-    gi.create_proposed_mapping(con, base_version, batch.edge_frame())
+    nodes = affected_nodes(base, batch, operations)
+    gi.create_proposed_mapping(con, base_version, batch.edge_frame(), nodes)
     try:
-        nodes = affected_nodes(base, batch, operations)
         counts = gi.affected_counts(con, nodes)
         predictions = gi.prediction_counts(con, nodes)
-        totals = gi.mapping_totals(con)
         history = gi.cost_history(con)
         votes = gi.vote_counts(con)
         base_names, new_names = gi.node_names(con)
+        shared = gi.shared_codes(con)
+        totals = gi.mapping_totals(con, votes)
+        per_item = gi.labels_per_item(votes)
         accuracy = gi.model_accuracy(con)
         conflicts = gi.merge_conflicts(con)
         sample = gi.sample_changes(con, SAMPLE_ROWS)
@@ -191,7 +193,7 @@ def compute_report(
                 branch=branch,
                 nodes=members,
                 alpha_before=gi.alpha_of(votes, "base_code", mask),
-                alpha_after=gi.alpha_of(votes, "new_code", mask),
+                alpha_after=gi.alpha_of(votes, "new_code", mask, shared),
                 entropy_before=gi.entropy_bits(votes, "base_code", mask),
                 entropy_after=gi.entropy_bits(votes, "new_code", mask),
             )
@@ -214,14 +216,12 @@ def compute_report(
             for rec in counts.to_dict("records")
         ],
         totals=totals,
-        relabel_cost=_range(totals["items_to_relabel"], history["labels_per_item"], history["cost_per_annotation"]),
-        relabel_hours=_range(
-            totals["items_to_relabel"], history["labels_per_item"], history["seconds_per_annotation"], 3600.0
-        ),
+        relabel_cost=_range(totals["items_to_relabel"], per_item, history["cost_per_annotation"]),
+        relabel_hours=_range(totals["items_to_relabel"], per_item, history["seconds_per_annotation"], 3600.0),
         distribution_before=gi.distribution(votes, "base_code", base_names),
         distribution_after=gi.distribution(votes, "new_code", new_names),
         alpha_before=gi.alpha_of(votes, "base_code"),
-        alpha_after=gi.alpha_of(votes, "new_code"),
+        alpha_after=gi.alpha_of(votes, "new_code", shared=shared),
         branches=branches,
         model_accuracy=[ModelAccuracy(**_clean(rec)) for rec in accuracy.to_dict("records")],
         conflicts=[Conflict(**_clean(rec)) for rec in conflicts.to_dict("records")],

@@ -283,8 +283,8 @@ def edit(
     con: duckdb.DuckDBPyConnection, proposal_id: int, spec: ProposalFile, *, user: str, source_text: str | None = None
 ) -> Proposal:
     """Replace the content; the editor joins the authors and every approval so far becomes void."""
-    mark_stale_if_base_moved(con, proposal_id, user=user)
     role = require_capability(con, user, "edit")
+    mark_stale_if_base_moved(con, proposal_id, user=user)
     with transaction(con):
         proposal = load(con, proposal_id)
         check_lifecycle(proposal, "edit")
@@ -328,8 +328,8 @@ def make_stale(con: duckdb.DuckDBPyConnection, proposal: Proposal, *, actor: str
 
 def submit(con: duckdb.DuckDBPyConnection, proposal_id: int, *, user: str, comment: str | None = None) -> Proposal:
     """Compute and store the impact report; a stale proposal is replayed on the current tree first."""
-    mark_stale_if_base_moved(con, proposal_id, user=user)
     role = require_capability(con, user, "submit")
+    mark_stale_if_base_moved(con, proposal_id, user=user)
     with transaction(con):
         proposal = load(con, proposal_id)
         check_lifecycle(proposal, "submit")
@@ -372,8 +372,8 @@ def approve(
     comment: str | None = None,
 ) -> Proposal:
     """Sign the proposal, its report and its base; approved once the class's tier is met."""
-    mark_stale_if_base_moved(con, proposal_id, user=user)
     role = require_capability(con, user, "approve")
+    mark_stale_if_base_moved(con, proposal_id, user=user)
     with transaction(con):
         proposal = load(con, proposal_id)
         check_lifecycle(proposal, "approve")

@@ -24,7 +24,9 @@ Definitions:
 - Percent agreement: the mean over units of the share of agreeing answer pairs.
 - Confidence intervals: percentile bootstrap over units. A replicate draws, within each group, as many
   units as the group has, with replacement; the draw counts (multinomial) become unit weights, so no
-  data is copied. The interval is for nominal alpha in tables and for the requested metric in alpha().
+  data is copied. Units with identical value counts are kept once with their multiplicity, which makes
+  the draw a multinomial over distinct patterns (exactly the same distribution) and its cost independent
+  of the number of items. The interval is for nominal alpha in tables and for the requested metric in alpha().
   Replicates use a fixed seed so the same question always gets the same interval.
 """
 
@@ -199,7 +201,8 @@ def _raw_counts(
         order = np.argsort(item, kind="stable")
         item, value = item[order], value[order]
     if level is not None:
-        value = space.ancestors[level - 1, value] if level <= space.ancestors.shape[0] else value[:0]
+        deep_enough = level <= space.ancestors.shape[0]
+        value = space.ancestors[level - 1, value] if deep_enough else np.full(value.size, -1)
         keep = value >= 0
         item, value = item[keep], value[keep]
     return {"g": np.full(item.size, level or 0), "item_idx": item, "v": value, "n": np.ones(item.size)}

@@ -494,29 +494,32 @@ def annotator_confidence_calibration(
     else:
         reference = "(SELECT item_idx, consensus_node AS ref FROM d_items)"
     where, params = f.where("a")
-    answers = con.execute(
-        "SELECT a.annotator_id, coalesce(a.tier, 'none') AS tier, a.confidence AS conf, "  # noqa: S608 - reference from fixed texts, predicate from Filters.where
-        "(a.node_id = r.ref)::DOUBLE AS hit FROM d_answers a JOIN " + reference + " r USING (item_idx) "
-        "WHERE a.confidence IS NOT NULL AND NOT isnan(a.confidence) AND " + where,
-        params,
+    # Per annotator and bin in SQL (the bin rule of bin_index), so only a few rows per annotator leave DuckDB.
+    # The reference relation is one of the fixed texts above; the predicate comes from Filters.where.
+    per_bin = con.execute(
+        "SELECT a.annotator_id, any_value(coalesce(a.tier, 'none')) AS tier, "
+        "greatest(least(CAST(ceil(a.confidence * ?) AS BIGINT) - 1, ? - 1), 0) AS bin, count(*) AS n, "
+        "sum(a.confidence) AS conf, sum((a.node_id = r.ref)::DOUBLE) AS hit, "
+        "sum((a.confidence - (a.node_id = r.ref)::DOUBLE) ^ 2) AS sq "
+        "FROM d_answers a JOIN " + reference + " r USING (item_idx) "
+        "WHERE a.confidence IS NOT NULL AND NOT isnan(a.confidence) AND " + where + " GROUP BY a.annotator_id, bin",
+        [bins, bins, *params],
     ).df()
     columns = ["annotator_id", "tier", "n", "mean_confidence", "accuracy", "overconfidence", "ece", "brier"]
-    if answers.empty:
+    if per_bin.empty:
         return pd.DataFrame(columns=columns)
-    answers["bin"] = bin_index(answers["conf"], bins)
-    answers["sq"] = (answers["conf"] - answers["hit"]) ** 2
-    per_bin = answers.groupby(["annotator_id", "bin"], as_index=False).agg(
-        n=("hit", "size"), conf=("conf", "sum"), hit=("hit", "sum")
-    )
     per_bin["gap"] = (per_bin["hit"] - per_bin["conf"]).abs()
-    per = answers.groupby("annotator_id", as_index=False).agg(
+    per = per_bin.groupby("annotator_id", as_index=False).agg(
         tier=("tier", "first"),
-        n=("hit", "size"),
-        mean_confidence=("conf", "mean"),
-        accuracy=("hit", "mean"),
-        brier=("sq", "mean"),
+        n=("n", "sum"),
+        conf=("conf", "sum"),
+        hit=("hit", "sum"),
+        sq=("sq", "sum"),
+        gap=("gap", "sum"),
     )
-    per = per.merge(per_bin.groupby("annotator_id", as_index=False)["gap"].sum(), on="annotator_id")
+    per["mean_confidence"] = per["conf"] / per["n"]
+    per["accuracy"] = per["hit"] / per["n"]
+    per["brier"] = per["sq"] / per["n"]
     per["ece"] = per["gap"] / per["n"]
     per["overconfidence"] = per["mean_confidence"] - per["accuracy"]
     return per[columns].sort_values(["overconfidence", "annotator_id"], ascending=[False, True], ignore_index=True)

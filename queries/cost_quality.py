@@ -4,8 +4,8 @@ The redundancy curve replays the crowd on gold items: each item's ``initial`` an
 seeded random order and the first k are aggregated, by plurality vote and by Dawid-Skene, for k = 1..K.
 Only gold items can be scored, so only they are replayed, which keeps the refresh step cheap. An item
 with fewer than k answers uses all it has, so the cost at k is what the operation would really have
-paid. Refresh stores the unfiltered curve (and per-annotator cost sums) in ``d_cost_quality_*``;
-filtered views replay the items in scope on the fly with the same code.
+paid. Refresh stores every gold item's outcome per k and method in ``d_cost_quality_items`` (and
+per-annotator cost sums in ``d_cost_quality_annotators``), so any filter is a selection of stored rows.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ SEED = 0
 # fits them with a single accuracy, which a few dozen gold-item answers can support.
 ANSWERS_PER_CLASS_FOR_CONFUSION = 10
 CURVE_COLUMNS = ["k", "method", "branch", "accuracy", "cost_per_item", "n_items"]
+ITEM_COLUMNS = ["item_idx", "k", "method", "correct", "cost"]
 
 REPLAY_SQL = """
 SELECT a.item_idx, a.annotator_idx, a.node_id, coalesce(a.cost, 0) AS cost, o.gold_node,
-       coalesce(o.branch, 'none') AS branch,
        row_number() OVER (PARTITION BY a.item_idx ORDER BY hash(a.annotation_id || ?)) AS rk
 FROM d_answers a JOIN d_item_outcomes o USING (item_idx)
-WHERE a.stage = 'initial' AND o.gold_node IS NOT NULL AND {scope}
+WHERE a.stage = 'initial' AND o.gold_node IS NOT NULL
 """
 
 # Leaves are the classes; internal nodes are coarse labels spread evenly over their subtree's leaves.
@@ -95,33 +95,26 @@ def _dawid_skene(
 
 
 def replay(
-    con: duckdb.DuckDBPyConnection,
-    f: Filters,
-    methods: Sequence[str] = METHODS,
-    max_k: int = MAX_K,
-    seed: int = SEED,
+    con: duckdb.DuckDBPyConnection, methods: Sequence[str] = METHODS, max_k: int = MAX_K, seed: int = SEED
 ) -> pd.DataFrame:
-    """Accuracy and cost per item at k = 1..K labels per item, per branch and for ``all``."""
+    """Per gold item, k and method: whether the aggregate of its first k answers is gold, and their cost."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"methods must be among {', '.join(METHODS)}")
-    scope, params = item_scope(f)
-    answers = con.execute(REPLAY_SQL.replace("{scope}", scope), [str(seed), *params]).df()
+    answers = con.execute(REPLAY_SQL, [str(seed)]).df()
     if answers.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("method", "branch") else float) for c in CURVE_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "method" else float) for c in ITEM_COLUMNS})
     index, n_leaves, spread = _encoding(con)
     item_ids, item = np.unique(answers["item_idx"].to_numpy(), return_inverse=True)
     label = answers["node_id"].map(index).to_numpy(np.int64)
     firsts = np.unique(item, return_index=True)[1]
     gold = answers["gold_node"].iloc[firsts].map(index).fillna(-1).to_numpy(np.int64)
-    branch = answers["branch"].iloc[firsts].to_numpy(object)
     rank = answers["rk"].to_numpy()
     cost = answers["cost"].to_numpy(float)
     annotator = answers["annotator_idx"].to_numpy(np.int64)
     rng = np.random.default_rng(seed)
-    top_k = int(min(max_k, rank.max()))
     rows = []
-    for k in range(1, top_k + 1):
+    for k in range(1, int(min(max_k, rank.max())) + 1):
         keep = rank <= k
         spent = np.bincount(item[keep], weights=cost[keep], minlength=item_ids.size)
         for method in methods:
@@ -129,26 +122,20 @@ def replay(
                 predicted = _plurality(item[keep], label[keep], item_ids.size, len(index), rng)
             else:
                 predicted = _dawid_skene(item[keep], annotator[keep], label[keep], item_ids.size, n_leaves, spread)
+            correct = (predicted == gold).astype(float)
             rows.append(
-                pd.DataFrame(
-                    {
-                        "k": k,
-                        "method": method,
-                        "branch": branch,
-                        "correct": (predicted == gold).astype(float),
-                        "cost": spent,
-                    }
-                )
+                pd.DataFrame({"item_idx": item_ids, "k": k, "method": method, "correct": correct, "cost": spent})
             )
-    scored = pd.concat(rows, ignore_index=True)
-    per_branch = scored.groupby(["k", "method", "branch"], as_index=False).agg(
-        accuracy=("correct", "mean"), cost_per_item=("cost", "mean"), n_items=("correct", "size")
-    )
-    overall = scored.groupby(["k", "method"], as_index=False).agg(
-        accuracy=("correct", "mean"), cost_per_item=("cost", "mean"), n_items=("correct", "size")
-    )
-    curve = pd.concat([overall.assign(branch="all"), per_branch], ignore_index=True)
-    return curve[CURVE_COLUMNS].sort_values(["method", "branch", "k"], ignore_index=True)
+    return pd.concat(rows, ignore_index=True)[ITEM_COLUMNS]
+
+
+def _curve(scored: pd.DataFrame) -> pd.DataFrame:
+    """Mean correctness and spend per k, method and branch, plus ``all`` branches together."""
+    stats = {"accuracy": ("correct", "mean"), "cost_per_item": ("cost", "mean"), "n_items": ("correct", "size")}
+    per_branch = scored.groupby(["k", "method", "branch"], as_index=False).agg(**stats)
+    overall = scored.groupby(["k", "method"], as_index=False).agg(**stats).assign(branch="all")
+    curve = pd.concat([overall, per_branch], ignore_index=True)[CURVE_COLUMNS]
+    return curve.sort_values(["method", "branch", "k"], ignore_index=True).astype({"method": object, "branch": object})
 
 
 ANNOTATOR_SQL = """
@@ -163,10 +150,10 @@ GROUP BY a.annotator_id
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Full: the replay draws a fresh sample over all gold items and Dawid-Skene is a global model."""
-    curve = replay(con, Filters())
-    con.register("_curve", curve)
-    con.execute("CREATE OR REPLACE TABLE d_cost_quality_curve AS SELECT * FROM _curve")
-    con.unregister("_curve")
+    scored = replay(con)
+    con.register("_scored", scored)
+    con.execute("CREATE OR REPLACE TABLE d_cost_quality_items AS SELECT * FROM _scored ORDER BY item_idx")
+    con.unregister("_scored")
     con.execute("CREATE OR REPLACE TABLE d_cost_quality_annotators AS " + ANNOTATOR_SQL.replace("{where}", "TRUE"))
     return "full"
 
@@ -178,19 +165,29 @@ def redundancy_curve(
     max_k: int = MAX_K,
     seed: int = SEED,
 ) -> pd.DataFrame:
-    """Accuracy and cost per item as labels per item go 1..K; the stored curve serves the default view."""
-    stored = max_k == MAX_K and seed == SEED and f == Filters(branch=f.branch)
-    if stored and f.branch is not None:
-        top = con.execute("SELECT count(*) FROM d_nodes WHERE node_id = ? AND depth = 1", [f.branch]).fetchone()
-        stored = bool(top and top[0])
-    if not stored:
-        return replay(con, f, methods=methods, max_k=max_k, seed=seed)
-    frame = con.execute(
-        "SELECT * FROM d_cost_quality_curve WHERE list_contains(?, method) AND (? IS NULL OR branch = ?) "
-        "ORDER BY method, branch, k",
-        [list(methods), f.branch, f.branch],
-    ).df()
-    return frame[CURVE_COLUMNS]
+    """Accuracy and cost per item as labels per item go 1..K, per branch of the items in scope.
+
+    Filters choose which gold items are scored, not which answers the aggregators learn from: Dawid-
+    Skene is fitted on every gold item, as it would be in operation. The default sample is stored at
+    refresh; another seed or K replays on the spot.
+    """
+    scope, params = item_scope(f)
+    if max_k == MAX_K and seed == SEED:
+        scored = con.execute(
+            "SELECT c.*, coalesce(o.branch, 'none') AS branch FROM d_cost_quality_items c "  # noqa: S608 - scope from item_scope
+            "JOIN d_item_outcomes o USING (item_idx) WHERE list_contains(?, c.method) AND " + scope,
+            [list(methods), *params],
+        ).df()
+    else:
+        scored = replay(con, methods=methods, max_k=max_k, seed=seed)
+        chosen = con.execute(
+            "SELECT o.item_idx, coalesce(o.branch, 'none') AS branch FROM d_item_outcomes o WHERE " + scope,  # noqa: S608 - scope from item_scope
+            params,
+        ).df()
+        scored = scored.merge(chosen, on="item_idx")
+    if scored.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("method", "branch") else float) for c in CURVE_COLUMNS})
+    return _curve(scored)
 
 
 def recommended_k(con: duckdb.DuckDBPyConnection, f: Filters, tolerance: float = 0.01) -> pd.DataFrame:

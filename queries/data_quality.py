@@ -14,7 +14,7 @@ for the overview page. The thresholds are parameters with documented defaults:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -23,6 +23,9 @@ from scipy.spatial.distance import jensenshannon
 
 from queries import soft_labels
 from queries.filters import Filters
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
 
 DUPLICATE_COLUMNS = ["kind", "key", "n_items", "n_splits", "items", "splits"]
 MISSING_COLUMNS = ["table", "field", "missing", "total", "share", "needed_by"]
@@ -54,22 +57,67 @@ def _scope_items(f: Filters) -> tuple[str, list[Any]]:
     return "SELECT d.item_id FROM d_item_index d WHERE " + pred, params  # noqa: S608 - scope predicate
 
 
+# Unfiltered results are materialised at refresh (one full pass each: medians and leakage groups are
+# global); filtered pages recompute from d_answers with the same SQL.
+TABLES = ("d_dq_duplicates", "d_dq_annotators", "d_dq_source_top")
+DUPLICATES = (
+    "WITH i AS (SELECT DISTINCT item_id, split, content_hash FROM items WHERE split IS NOT NULL), "
+    "ids AS (SELECT item_id FROM i GROUP BY item_id HAVING count(DISTINCT split) > 1), "
+    "hashes AS (SELECT content_hash FROM i WHERE content_hash IS NOT NULL GROUP BY content_hash "
+    "HAVING count(DISTINCT split) > 1), "
+    "g AS (SELECT 'id' AS kind, item_id AS key, item_id, split FROM i WHERE item_id IN (SELECT item_id FROM ids) "
+    "UNION ALL SELECT 'content', content_hash, item_id, split FROM i "
+    "WHERE content_hash IN (SELECT content_hash FROM hashes)) "
+    "SELECT kind, key, count(DISTINCT item_id) AS n_items, count(DISTINCT split) AS n_splits, "
+    "list(DISTINCT item_id ORDER BY item_id) AS items, list(DISTINCT split ORDER BY split) AS splits "
+    "FROM g GROUP BY kind, key"
+)
+
+
+def _per_annotator(pred: str) -> str:
+    """Answers, timed answers and median duration per annotator, with the population median beside them."""
+    return (
+        "WITH a AS (SELECT a.annotator_id, a.annotator_kind, a.tier, a.duration_s FROM d_answers a "  # noqa: S608 - fixed
+        "WHERE " + pred + "), "
+        "pop AS (SELECT median(duration_s) AS population_median_s FROM a) "
+        "SELECT annotator_id, any_value(annotator_kind) AS annotator_kind, any_value(tier) AS tier, "
+        "count(*) AS answers, count(duration_s) AS timed_answers, median(duration_s) AS median_duration_s, "
+        "any_value(pop.population_median_s) AS population_median_s FROM a, pop GROUP BY annotator_id"
+    )
+
+
+def _source_top(pred: str) -> str:
+    """Answers per source and top-level branch (grouped by node first: a list lookup per answer is slow)."""
+    return (
+        "SELECT c.source, n.lineage[1] AS top, sum(c.n) AS n FROM (SELECT a.source, a.tree_version, a.node_id, "  # noqa: S608 - fixed
+        "count(*) AS n FROM d_answers a WHERE a.source IS NOT NULL AND " + pred + " GROUP BY ALL) c "
+        "JOIN d_nodes n USING (tree_version, node_id) GROUP BY ALL"
+    )
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Materialise the unfiltered checks; medians and cross-split groups are global, so always in full."""
+    con.execute("CREATE OR REPLACE TABLE d_dq_duplicates AS " + DUPLICATES)
+    con.execute("CREATE OR REPLACE TABLE d_dq_annotators AS " + _per_annotator("TRUE"))
+    con.execute("CREATE OR REPLACE TABLE d_dq_source_top AS " + _source_top("TRUE"))
+    return "full"
+
+
+def _stored(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
+    return f.is_empty() and all(soft_labels.table_exists(con, t) for t in TABLES)
+
+
 def cross_split_duplicates(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Item ids, and content hashes, that occur in more than one split (train/test leakage).
 
     A group is listed when at least one of its items is within the filters.
     """
+    groups = "d_dq_duplicates" if soft_labels.table_exists(con, "d_dq_duplicates") else "(" + DUPLICATES + ")"
     scope, params = _scope_items(f)
+    keep = "TRUE" if f.is_empty() else "list_has_any(g.items, (SELECT list(item_id) FROM (" + scope + ")))"  # noqa: S608
     return con.execute(
-        "WITH i AS (SELECT DISTINCT item_id, split, content_hash FROM items WHERE split IS NOT NULL), "  # noqa: S608 - fixed
-        "g AS (SELECT 'id' AS kind, item_id AS key, item_id FROM i "
-        "UNION ALL SELECT 'content', content_hash, item_id FROM i WHERE content_hash IS NOT NULL) "
-        "SELECT g.kind, g.key, count(DISTINCT g.item_id) AS n_items, count(DISTINCT i.split) AS n_splits, "
-        "list(DISTINCT g.item_id ORDER BY g.item_id) AS items, list(DISTINCT i.split ORDER BY i.split) AS splits "
-        "FROM g JOIN i USING (item_id) "
-        "WHERE g.kind = 'id' OR i.content_hash = g.key "
-        "GROUP BY g.kind, g.key HAVING count(DISTINCT i.split) > 1 "
-        "AND bool_or(g.item_id IN (" + scope + ")) ORDER BY g.kind DESC, n_items DESC, g.key",
+        "SELECT g.* FROM " + groups + " g WHERE " + keep + " "  # noqa: S608 - fixed SQL fragments
+        "ORDER BY g.kind DESC, g.n_items DESC, g.key",
         params,
     ).df()[DUPLICATE_COLUMNS]
 
@@ -115,20 +163,19 @@ def too_fast_annotators(
     """Annotators whose median answer time is below ``min_seconds`` or ``relative`` x the population median."""
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame(FAST_COLUMNS)
-    pred, params = f.where("a")
+    if _stored(con, f):
+        per, params = "d_dq_annotators", []
+    else:
+        pred, params = f.where("a")
+        per = "(" + _per_annotator(pred) + ")"
     return con.execute(
-        "WITH a AS (SELECT * FROM d_answers a WHERE " + pred + "), "  # noqa: S608 - Filters predicate
-        "pop AS (SELECT median(duration_s) AS m FROM a WHERE duration_s IS NOT NULL), "
-        "per AS (SELECT annotator_id, any_value(annotator_kind) AS annotator_kind, any_value(tier) AS tier, "
-        "count(*) AS answers, count(duration_s) AS timed_answers, median(duration_s) AS median_duration_s "
-        "FROM a GROUP BY annotator_id) "
-        "SELECT per.*, pop.m AS population_median_s, per.median_duration_s / pop.m AS ratio, "
-        "CASE WHEN per.median_duration_s < ? THEN 'median below ' || ? || ' s' "
+        "SELECT p.*, p.median_duration_s / p.population_median_s AS ratio, "
+        "CASE WHEN p.median_duration_s < ? THEN 'median below ' || ? || ' s' "
         "ELSE 'median below ' || CAST(round(100 * ?) AS INTEGER) || '% of the population median' END AS reason "
-        "FROM per, pop WHERE per.timed_answers >= ? "
-        "AND (per.median_duration_s < ? OR per.median_duration_s < ? * pop.m) "
+        "FROM " + per + " p WHERE p.timed_answers >= ? "
+        "AND (p.median_duration_s < ? OR p.median_duration_s < ? * p.population_median_s) "
         "ORDER BY ratio, annotator_id",
-        [*params, min_seconds, min_seconds, relative, min_answers, min_seconds, relative],
+        [min_seconds, min_seconds, relative, *params, min_answers, min_seconds, relative],
     ).df()[FAST_COLUMNS]
 
 
@@ -136,12 +183,11 @@ def source_divergence(con: duckdb.DuckDBPyConnection, f: Filters, threshold: flo
     """Per source: JS distance of its top-level answer distribution from all sources pooled."""
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame(DIVERGENCE_COLUMNS)
-    pred, params = f.where("a")
-    counts = con.execute(
-        "SELECT a.source, a.lineage[1] AS top, count(*) AS n FROM d_answers a "  # noqa: S608 - Filters predicate
-        "WHERE a.source IS NOT NULL AND " + pred + " GROUP BY ALL",
-        params,
-    ).df()
+    if _stored(con, f):
+        counts = con.execute("SELECT * FROM d_dq_source_top").df()
+    else:
+        pred, params = f.where("a")
+        counts = con.execute(_source_top(pred), params).df()
     if counts.empty:
         return soft_labels.empty_frame(DIVERGENCE_COLUMNS)
     table = counts.pivot_table(index="source", columns="top", values="n", aggfunc="sum", fill_value=0)

@@ -26,6 +26,7 @@ their coarse answers carry no evidence.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ from scipy import sparse
 from queries.errors import LabelgovError
 
 EPS = 1e-10
+SHORT_ROWS = 16
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -87,6 +89,19 @@ def _dense(values: IntArray) -> tuple[IntArray, IntArray]:
     present[values] = True
     rank = np.cumsum(present, dtype=np.int64) - 1
     return np.flatnonzero(present).astype(np.int64), rank[values]
+
+
+def _row_reduce(op: np.ufunc, x: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """``op`` across each row. With few classes, numpy's per-row reduction overhead dominates, and K
+    whole-column operations are an order of magnitude faster."""
+    if x.shape[1] > SHORT_ROWS:
+        return op.reduce(x, axis=1)
+    return functools.reduce(op, (x[:, c] for c in range(1, x.shape[1])), x[:, 0].copy())
+
+
+def _class_means(post: npt.NDArray[np.floating]) -> FloatArray:
+    """Column means as one matrix-vector product; a float64 reduction over a tall float32 matrix is slower."""
+    return (np.ones(post.shape[0], dtype=post.dtype) @ post).astype(np.float64) / post.shape[0]
 
 
 def _gold_positions(
@@ -145,7 +160,9 @@ class _Model:
         ones = np.ones(item.size, dtype=np.float32)
         self.a = sparse.csr_matrix((ones, (item, pair)), shape=(self.n_items, self.n_pairs))
         self.a.sum_duplicates()
-        self.at = self.a.T.tocsr()
+        # The transpose stays a CSC view: its product scatters into the small response table while
+        # reading the posteriors in item order, several times faster than gathering them per response.
+        self.at = self.a.T
         self.n_answers = item.size
         # Responses are sorted by annotator, so each annotator's rows are one contiguous block.
         self.ann_start = np.flatnonzero(np.r_[True, self.pair_ann[1:] != self.pair_ann[:-1]])
@@ -185,13 +202,13 @@ class _Model:
         """Posteriors (gold items fixed at their gold class) and their summed entropy."""
         log_lik = np.asarray(self.a @ log_conf)
         log_lik += np.log(np.maximum(priors, EPS)).astype(np.float32)
-        log_lik -= log_lik.max(axis=1, keepdims=True)
+        log_lik -= _row_reduce(np.maximum, log_lik)[:, None]
         post = np.exp(log_lik)
-        total = post.sum(axis=1, keepdims=True)
+        total = _row_reduce(np.add, post)[:, None]
         post /= total
         log_lik -= np.log(total)
         log_lik *= post
-        row_entropy = -log_lik.sum(axis=1)
+        row_entropy = -_row_reduce(np.add, log_lik)
         self.clamp(post)
         row_entropy[self.gold_pos] = 0.0
         return post, float(row_entropy.sum(dtype=np.float64))
@@ -222,10 +239,10 @@ class _Model:
         mix /= np.maximum(mix.sum(axis=1, keepdims=True), EPS)
         weighted = conf * mix[self.pair_ann]
         own = np.add.reduceat((weighted * conf).sum(axis=1), self.ann_start)
-        blended = np.add.reduceat(weighted, self.ann_start, axis=0)
+        blended = weighted.sum(axis=1)  # per response: its probability under the annotator's class mix
         spread = 1.0 - (mix * mix).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            informative = (own - (blended * blended).sum(axis=1)) / spread
+            informative = (own - np.add.reduceat(blended * blended, self.ann_start)) / spread
         informative[spread < 1e-9] = np.nan
         coin = (skill - (1.0 - skill) / max(self.k - 1, 1)) ** 2
         informative = np.where(self.one_coin_pair[self.ann_start], coin, informative)
@@ -278,13 +295,13 @@ def dawid_skene(
     votes = np.asarray(model.a @ spread_m[model.pair_label])
     post = (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
     model.clamp(post)
-    priors = post.mean(axis=0, dtype=np.float64)
+    priors = _class_means(post)
     counts, conf, log_conf = model.m_step(post)
     loss = -np.inf
     history: list[float] = []
     for _ in range(n_iter):
         post, entropy = model.e_step(log_conf, priors)
-        priors = post.mean(axis=0, dtype=np.float64)
+        priors = _class_means(post)
         counts, conf, log_conf = model.m_step(post)
         new_loss = model.loss(counts, log_conf, priors, entropy)
         history.append(new_loss)

@@ -21,7 +21,7 @@ import numpy as np
 
 from queries import demo_config as cfg
 from queries import demo_write as write
-from queries.connection import bump_data_version, connect, resolve_db_path, transaction
+from queries.connection import bump_data_version, connect, memory, resolve_db_path, transaction
 from queries.demo_labels import Labels, label_items
 from queries.demo_model import Predictions, predict
 from queries.demo_world import (
@@ -171,6 +171,7 @@ def manifest(sim: Simulation) -> dict[str, Any]:
         },
         "gold_share": round(len(labels.gold) / config.items, 4),
         "duplicate_content_items": items.duplicate_items,
+        "weekly_items": items.weekly_volume.tolist(),
         "cost_model": "cost = annotators.cost_rate, a piece rate per annotation by tier "
                       f"{cfg.COST_RATE}; duration does not change pay",
         "sources": [items.source_names[s] for s in np.unique(items.source)],
@@ -236,3 +237,11 @@ def build_demo(db: str | Path | None, config: cfg.DemoConfig, *, force: bool, cr
     with connect(path) as con, transaction(con):
         facts = write_simulation(con, sim, created_by)
     return DemoResult(str(path), row_counts(sim), time.perf_counter() - started, facts)
+
+
+def memory_demo(scale: str = "small", seed: int = 7, events: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory demo warehouse: what tests of the analytics check against the planted truth."""
+    con = memory()
+    with transaction(con):
+        write_simulation(con, simulate(cfg.demo_config(scale, seed, events)), "demo")
+    return con

@@ -77,12 +77,14 @@ HARD_PAIR_ACCURACY_FACTOR: Final = 0.8
 COARSE_SHARE: Final = 0.05
 CONFIDENCE_REPORTER_SHARE: Final = 0.5
 
-# Adaptive routing.
-K_INITIAL: Final = 3
-K_EXTENDED: Final = 5
+# Adaptive routing. A high-redundancy operation: nine first-round answers, two more when they split,
+# which gives about ten answers per item (the large scale is about ten million answers) and room for
+# the cost-versus-quality curve to replay k = 1..11.
+K_INITIAL: Final = 9
+K_EXTENDED: Final = 11
 EXTEND_SHARE: Final = 0.5
-CONFIDENCE_THRESHOLD: Final = 0.6
-GAP_THRESHOLD: Final = 0.25
+CONFIDENCE_THRESHOLD: Final = 0.5
+GAP_THRESHOLD: Final = 0.3
 MANUAL_SHARE: Final = 0.004
 EXPERTS_MIN: Final = 16
 EXPERTS_MAX: Final = 40

@@ -64,9 +64,6 @@ class TreeIndex:
     def n_leaves(self) -> int:
         return len(self.leaves)
 
-    def leaf_position(self, node_id: str) -> int:
-        return int(np.flatnonzero(self.leaves == self.node_ids.index(node_id))[0])
-
     def branch_position(self, node_id: str) -> int:
         return self.branches.index(node_id)
 

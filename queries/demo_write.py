@@ -82,7 +82,11 @@ def _insert(con: duckdb.DuckDBPyConnection, sql: str, rows: pa.Table, params: li
 
 def open_batches(con: duckdb.DuckDBPyConnection, config: cfg.DemoConfig, tree_version: int,
                  counts: dict[str, int], created_by: str) -> dict[str, int]:
-    """One ingest_batches row per table, so every demo row is traceable like an ingested one."""
+    """One ingest_batches row per table, so every demo row is traceable like an ingested one.
+
+    There is no file to fingerprint, so the sha256 is that of the recipe (seed, size, events), which
+    reproduces the rows exactly.
+    """
     row = con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches").fetchone()
     first = (int(row[0]) if row else 0) + 1
     batches = {table: first + i for i, table in enumerate(BATCH_TABLES)}

@@ -5,26 +5,35 @@ Definitions:
 
 - Reference: the answers of the first ``reference_weeks`` weeks (default 4) of the filtered data; only
   windows starting after it are compared, each against the pooled reference.
-- Branch distribution: for an internal node, the answers whose lineage passes through it and goes
-  deeper, counted by the child on their path. The root is not a branch: a shift between top-level
-  areas shows in no single branch, and the children of each area carry the finer signal.
-- Jensen-Shannon distance (base 2, so in [0, 1]); population stability index sum (p - q) ln(p / q) with
-  shares floored at PSI_FLOOR so an empty child does not make it infinite; chi-square test of
-  homogeneity on the 2 x K table (window counts versus reference counts, children seen in either;
-  no continuity correction).
+- Branch distribution (drift_matrix): for an internal node, the answers whose lineage passes through it
+  and goes deeper, counted by the child on their path. Jensen-Shannon distance (base 2, so in [0, 1]);
+  population stability index sum (p - q) ln(p / q) with shares floored at PSI_FLOOR so that an empty child
+  does not make it infinite; chi-square test of homogeneity on the 2 x K table (window versus reference,
+  children seen in either, no continuity correction).
+- Node share (label_share_drift): each node's share of its parent's answers (top-level areas: of all
+  answers), two-proportion z-test. A branch that grows, like one fed by a new source, is itself the
+  finding there, while the branch distribution only sees the mix below it.
+- Both label tests count items, not answers: the answers of one item are not independent draws, so the
+  counts of each (branch, window) cell are scaled to its number of distinct items (a design-effect
+  correction; shares, JS and PSI are unchanged). Without it a warehouse without events raises alerts.
 - Multiple testing: Benjamini-Hochberg (false discovery rate) over all cells of one analysis, because
   an alert list is a screening step and Holm's family-wise control would hide real weekly effects at
   demo scale.
 - Alerts need both evidence and size: p_adjusted < ALERT_P and an effect at least the metric's
-  threshold in ALERT_SIZE. With millions of answers every tiny wobble is significant, so the size
-  threshold is what keeps a warehouse without planted events quiet; the values were tuned on the demo
-  with and without its events. A run of consecutive alerting windows of the same (branch, metric) is one
-  alert, dated at its first window (the onset) with the largest size of the run.
-- Sizes: label JS distance; agreement the drop in nominal alpha; confidence the absolute standardised
-  mean difference (Cohen's d against the reference spread); model disagreement the rise in the share of
-  items whose predicted leaf (argmax of the probabilities) differs from the consensus; annotator the drop
-  in the share of their answers equal to the item's consensus. For annotator alerts the branch column
-  holds the annotator id.
+  threshold in ALERT_SIZE. With millions of answers tiny wobbles are significant, so the size threshold
+  keeps a warehouse without planted events quiet; the values were checked on the demo (20k and 200k items)
+  with and without its events: with events the drift branch and week come first, the guideline change
+  and the degrading annotator follow, and the control raises nothing. Each (subject, metric) is one alert,
+  dated at its first alerting window, with the largest size and the number of alerting windows; nested
+  branches alerting on the same kind fold into the highest one (see _fold_into_ancestors).
+- Sizes: label_js the JS distance; label_share |ln(share / reference share)|; agreement the drop in
+  nominal alpha among the items of the branch's subtree (answers at full depth, so confusions between
+  siblings deep in the branch count); confidence |Cohen's d| against the reference spread; model
+  disagreement the rise in the share of items whose predicted leaf (argmax of the probabilities)
+  differs from the consensus; annotator the drop in the share of their answers equal to the item's
+  consensus. For annotator alerts the branch column holds the annotator id.
+- Order: by kind first (label drift, then agreement, model disagreement, confidence, annotators), since
+  sizes of different kinds are not comparable, then by size relative to the kind's threshold.
 """
 
 from __future__ import annotations
@@ -51,11 +60,15 @@ PSI_FLOOR = 1e-4
 ALERT_P = 1e-3
 ALERT_SIZE = {
     "label_js": 0.1,
+    "label_share": float(np.log(1.5)),
     "agreement": 0.1,
     "confidence": 0.3,
     "model_disagreement": 0.1,
     "annotator_agreement": 0.2,
 }
+ROOT = "(all)"  # the parent of the top-level areas, in label counts only
+FAMILY = {"label_js": "label", "label_share": "label"}  # one finding, two views: folded together
+KIND_ORDER = ["label", "agreement", "model_disagreement", "confidence", "annotator_agreement"]
 MIN_ANSWERS = 20  # fewer answers in a window or in the reference say nothing
 MIN_ITEMS = 30  # alpha from fewer items has too wide and too skewed an interval for a z-test
 STORED_MATRIX = "d_drift_matrix"
@@ -65,8 +78,8 @@ STORED_AGREEMENT = "d_drift_agreement"
 LABEL_COUNTS = """
 SELECT branch, week, child, count(*) AS n, count(DISTINCT item_idx) AS items
 FROM (
-    SELECT lineage[d] AS branch, w AS week, lineage[d + 1] AS child, item_idx
-    FROM (SELECT a.lineage, a.item_idx, {W} AS w, unnest(generate_series(1, len(a.lineage) - 1)) AS d
+    SELECT CASE WHEN d = 0 THEN ? ELSE lineage[d] END AS branch, w AS week, lineage[d + 1] AS child, item_idx
+    FROM (SELECT a.lineage, a.item_idx, {W} AS w, unnest(generate_series(0, len(a.lineage) - 1)) AS d
           FROM d_answers a WHERE {P})
 )
 GROUP BY GROUPING SETS ((branch, week, child), (branch, week))
@@ -145,22 +158,29 @@ def drift_matrix(
     return _matrix(con, f, window, reference_weeks).sort_values(metric, ascending=False, ignore_index=True)
 
 
-def _matrix(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_weeks: int) -> pd.DataFrame:
-    end = _reference_end(con, f, reference_weeks)
-    empty = pd.DataFrame({c: [] for c in MATRIX_COLUMNS})
-    if end is None:
-        return empty
+def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd.DataFrame:
+    """Answers per (branch, window, child), the root included, with ``effective`` counts for the tests.
+
+    The answers of one item are not independent draws: the test counts are scaled to the number of
+    distinct items in the (branch, window) cell, a design-effect correction that leaves the shares unchanged.
+    """
     clause, params = f.where("a")
-    counts = con.execute(LABEL_COUNTS.replace("{W}", WINDOWS[window]).replace("{P}", clause), params).df()
-    if counts.empty:
-        return empty
-    # The answers of one item are not independent draws: the test counts are scaled to the number of distinct
-    # items in the (branch, window) cell, a design-effect correction that leaves the shares unchanged.
+    sql = LABEL_COUNTS.replace("{W}", WINDOWS[window]).replace("{P}", clause)
+    counts = con.execute(sql, [ROOT, *params]).df()
     totals = counts[counts["child"].isna()].set_index(["branch", "week"])["items"]
     counts = counts[counts["child"].notna()]
     answers = counts.groupby(["branch", "week"])["n"].sum()
     scale = (totals / answers).rename("scale")
-    counts = counts.join(scale, on=["branch", "week"]).assign(effective=lambda x: x["n"] * x["scale"])
+    return counts.join(scale, on=["branch", "week"]).assign(effective=lambda x: x["n"] * x["scale"])
+
+
+def _matrix(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_weeks: int) -> pd.DataFrame:
+    end = _reference_end(con, f, reference_weeks)
+    empty = pd.DataFrame({c: [] for c in MATRIX_COLUMNS})
+    counts = _label_counts(con, f, window) if end is not None else None
+    if counts is None or counts.empty:
+        return empty
+    counts = counts[counts["branch"] != ROOT]
     reference_rows = counts[counts["week"] < end]
     later = counts[counts["week"] >= end]
     if later.empty or reference_rows.empty:
@@ -182,7 +202,7 @@ def _matrix(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_w
             "branch": branches,
             "week": [_label(w) for w in current.index.get_level_values("week")],
             **result,
-            "n": answers.reindex(current.index).to_numpy().astype(np.int64),
+            "n": later.groupby(["branch", "week"])["n"].sum().reindex(current.index).to_numpy().astype(np.int64),
         }
     )
     small = (cur_values.sum(axis=1) < MIN_ANSWERS) | (ref_rows.sum(axis=1) < MIN_ANSWERS)
@@ -197,7 +217,7 @@ def _compare_rates(
     """Per (key, week) share success/total against the key's pooled reference share: two-proportion z-test."""
     early = frame["week"] < reference_weeks_end
     ref = frame[early].groupby(key)[[success, total]].sum()
-    later = frame[~early].join(ref, on=key, rsuffix="_ref", how="inner")
+    later = frame[~early].merge(ref, left_on=key, right_index=True, suffixes=("", "_ref"))
     rate = later[success] / later[total]
     ref_rate = later[success + "_ref"] / later[total + "_ref"]
     pooled = (later[success] + later[success + "_ref"]) / (later[total] + later[total + "_ref"])
@@ -222,6 +242,35 @@ def _compare_rates(
     )
     out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
     return out.sort_values([key, "week"], ignore_index=True)
+
+
+SHARE_COLUMNS = ["node", "parent", "week", "share", "reference_share", "change", "p_value", "p_adjusted", "n"]
+
+
+def label_share_drift(
+    con: duckdb.DuckDBPyConnection, f: Filters, window: str = "week", reference_weeks: int = 4
+) -> pd.DataFrame:
+    """Each node's share of its parent's answers per window against the reference (two-proportion z-test on
+    the design-effect counts): the view in which a branch that grows or shrinks is itself the finding.
+    Top-level areas have the parent "(all)"."""
+    if window not in WINDOWS:
+        raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+    end = _reference_end(con, f, reference_weeks)
+    counts = _label_counts(con, f, window) if end is not None else None
+    if counts is None or counts.empty:
+        return pd.DataFrame({c: [] for c in SHARE_COLUMNS})
+    totals = counts.groupby(["branch", "week"])["effective"].sum().rename("parent_total")
+    frame = counts.join(totals, on=["branch", "week"])
+    out = _compare_rates(frame, "child", end, "effective", "parent_total")
+    parent = dict(zip(counts["child"], counts["branch"], strict=False))
+    out = out.rename(columns={"child": "node", "rate": "share", "reference_rate": "reference_share"})
+    out["parent"] = out["node"].map(parent)
+    out["n"] = (
+        frame.set_index(["child", "week"])["n"]
+        .reindex(list(zip(out["node"], pd.to_datetime(out["week"]), strict=True)))
+        .to_numpy()
+    )
+    return out[SHARE_COLUMNS]
 
 
 AGREEMENT_DRIFT_COLUMNS = ["branch", "week", "alpha", "reference_alpha", "change", "p_value", "p_adjusted", "n_items"]
@@ -251,7 +300,9 @@ def _agreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks
     in_reference = _within(f, first.date(), (end - pd.Timedelta(days=1)).date())
     reference = agreement.grouped(con, in_reference, "subtree", bootstrap).set_index("group")
     weekly = agreement.grouped(con, f, "subtree_week", bootstrap)
-    weekly = weekly[weekly["week"] >= _label(end)].join(reference, on="branch", rsuffix="_ref", how="inner")
+    weekly = weekly[weekly["week"] >= _label(end)].merge(
+        reference, left_on="branch", right_index=True, suffixes=("", "_ref")
+    )
     change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
     se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (2 * 1.96)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -297,7 +348,7 @@ def confidence_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks
         return pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
     early = frame["week"] < end
     ref = _pool_moments(frame[early]).set_index("branch")
-    later = frame[~early].join(ref, on="branch", rsuffix="_ref", how="inner")
+    later = frame[~early].merge(ref, left_on="branch", right_index=True, suffixes=("", "_ref"))
     with np.errstate(divide="ignore", invalid="ignore"):
         se = np.sqrt(later["var"] / later["n"] + later["var_ref"] / later["n_ref"])
         t = (later["mean"] - later["mean_ref"]) / se
@@ -419,18 +470,23 @@ def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series) -> 
 
 
 def _fold_into_ancestors(alerts: pd.DataFrame, lineage: dict[str, list[str]]) -> pd.DataFrame:
-    """A shift inside a subtree shows in several nested branches at once; report it once, at the highest
-    alerting branch, with the earliest onset and the largest size among them."""
+    """A shift inside a subtree shows in several nested branches, and in both label views, at once; report it
+    once, at the highest alerting branch, with the earliest onset (and the largest size of its own metric)."""
     keep = np.ones(len(alerts), dtype=bool)
     rows = alerts.reset_index(drop=True)
-    at = {(b, m): i for i, (b, m) in enumerate(zip(rows["branch"], rows["metric"], strict=True))}
-    for i, (branch, metric) in enumerate(zip(rows["branch"], rows["metric"], strict=True)):
-        top = next((at[(a, metric)] for a in lineage.get(branch, [])[:-1] if (a, metric) in at), None)
+    family = [FAMILY.get(m, m) for m in rows["metric"]]
+    at: dict[tuple[str, str], int] = {}
+    for i, key in enumerate(zip(rows["branch"], family, strict=True)):
+        at.setdefault(key, i)
+    for i, (branch, kind) in enumerate(zip(rows["branch"], family, strict=True)):
+        chain = [*lineage.get(branch, [])[:-1], branch]
+        top = next((at[(a, kind)] for a in chain if (a, kind) in at and at[(a, kind)] != i), None)
         if top is None:
             continue
         keep[i] = False
-        rows.loc[top, "size"] = max(rows.loc[top, "size"], rows.loc[i, "size"])
         rows.loc[top, "week"] = min(rows.loc[top, "week"], rows.loc[i, "week"])
+        if rows.loc[top, "metric"] == rows.loc[i, "metric"]:
+            rows.loc[top, "size"] = max(rows.loc[top, "size"], rows.loc[i, "size"])
     return rows[keep]
 
 
@@ -443,12 +499,16 @@ def drift_alerts(con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 20, re
 
 def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
     labels = drift_matrix(con, f, reference_weeks=reference_weeks)
+    shares = label_share_drift(con, f, reference_weeks=reference_weeks)
+    floor = PSI_FLOOR
+    share_size = np.abs(np.log(np.maximum(shares["share"], floor) / np.maximum(shares["reference_share"], floor)))
     agree = agreement_drift(con, f, reference_weeks)
     confidence = confidence_drift(con, f, reference_weeks)
     model = model_disagreement_drift(con, f, reference_weeks)
     people = annotator_drift(con, f, reference_weeks)
     parts = [
         _onsets(labels, "branch", "label_js", labels["js"]),
+        _onsets(shares, "node", "label_share", share_size),
         _onsets(agree, "branch", "agreement", -agree["change"]),
         _onsets(confidence, "branch", "confidence", confidence["effect_size"].abs()),
         _onsets(model, "branch", "model_disagreement", model["change"]),
@@ -462,7 +522,8 @@ def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) ->
     lineage = dict(con.execute(agreement.LINEAGES).fetchall())
     alerts = _fold_into_ancestors(alerts, {k: list(v) for k, v in lineage.items()})
     relative = alerts["size"] / alerts["metric"].map(ALERT_SIZE)
-    order = np.lexsort((alerts["week"].to_numpy(), -relative.to_numpy()))
+    kind = alerts["metric"].map(lambda m: KIND_ORDER.index(FAMILY.get(m, m)))
+    order = np.lexsort((alerts["week"].to_numpy(), -relative.to_numpy(), kind.to_numpy()))
     return alerts.iloc[order][ALERT_COLUMNS].reset_index(drop=True)
 
 

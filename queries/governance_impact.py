@@ -19,8 +19,14 @@ from queries.governance_versions import first_row
 GOV_MAP = "gov_map"
 
 
-def create_proposed_mapping(con: duckdb.DuckDBPyConnection, base_version: int, edge: pd.DataFrame) -> str:
-    """TEMP TABLE gov_map: the as-of-base mapping composed with the proposal's (base_node, new_node, automatic)."""
+def create_proposed_mapping(
+    con: duckdb.DuckDBPyConnection, base_version: int, edge: pd.DataFrame, affected: list[str]
+) -> str:
+    """TEMP TABLE gov_map: the as-of-base mapping composed with the proposal's (base_node, new_node, automatic).
+
+    Also TEMP TABLE gov_pred with the predictions the report needs: those of items with gold labels (for
+    accuracy) and those that give any probability to an affected node (for the per-node counts).
+    """
     con.register("_gov_edge", edge)
     try:
         con.execute(
@@ -33,11 +39,11 @@ def create_proposed_mapping(con: duckdb.DuckDBPyConnection, base_version: int, e
         )
     finally:
         con.unregister("_gov_edge")
-    _create_predicted(con)
+    _create_predicted(con, affected)
     return GOV_MAP
 
 
-def _create_predicted(con: duckdb.DuckDBPyConnection) -> None:
+def _create_predicted(con: duckdb.DuckDBPyConnection, affected: list[str]) -> None:
     """TEMP TABLE gov_pred: each prediction's top node as of the base version and under the proposal.
 
     The top node is the argmax after summing the probabilities that land on the same node. Predictions
@@ -51,10 +57,16 @@ def _create_predicted(con: duckdb.DuckDBPyConnection) -> None:
             SELECT tree_version, list(node_id) AS keys FROM gov_map
             WHERE node_id <> base_node OR base_node <> new_node GROUP BY tree_version
         ),
+        wanted AS (
+            SELECT tree_version, list(node_id) AS keys FROM gov_map WHERE list_contains(?, base_node)
+            GROUP BY tree_version
+        ),
         p AS (
             SELECT p.item_id, p.model, p.model_version, p.tree_version, p.probabilities,
                    coalesce(list_has_any(map_keys(p.probabilities), c.keys), false) AS moved
-            FROM predictions p LEFT JOIN changed c USING (tree_version)
+            FROM predictions p LEFT JOIN changed c USING (tree_version) LEFT JOIN wanted w USING (tree_version)
+            WHERE p.item_id IN (SELECT item_id FROM gold_labels)
+               OR coalesce(list_has_any(map_keys(p.probabilities), w.keys), false)
         ),
         kept AS (
             SELECT item_id, model, model_version,
@@ -80,7 +92,8 @@ def _create_predicted(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL
         SELECT e.item_id, e.model, e.model_version, b.before_node, a.after_node
         FROM entries e JOIN b USING (pid) JOIN a USING (pid)
-        """
+        """,
+        [affected],
     )
 
 
@@ -147,37 +160,44 @@ def model_accuracy(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
-def mapping_totals(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """How many annotations stay, move automatically or need people, and how many items that touches."""
-    row = first_row(
-        con.execute(
-            """
-        SELECT count(*),
-               count(*) FILTER (WHERE g.automatic AND g.new_node = g.base_node),
-               count(*) FILTER (WHERE g.automatic AND g.new_node <> g.base_node),
-               count(*) FILTER (WHERE NOT g.automatic),
-               count(DISTINCT a.item_id) FILTER (WHERE NOT g.automatic)
-        FROM annotations a JOIN gov_map g ON g.tree_version = a.tree_version AND g.node_id = a.node_id
-        """
-        )
-    )
-    names = ("annotations", "unchanged", "mapped_automatically", "needs_relabelling", "items_to_relabel")
-    return dict(zip(names, (int(v) for v in row), strict=True)) if row else dict.fromkeys(names, 0)
+def mapping_totals(con: duckdb.DuckDBPyConnection, votes: pd.DataFrame) -> dict[str, int]:
+    """How many annotations stay, move automatically or need people, and how many items that touches.
+
+    Each base node lands on exactly one new node, so whether an annotation moves or needs relabelling is
+    a property of its base code, read from the small mapping table rather than from the votes.
+    """
+    codes = con.execute(
+        "SELECT DISTINCT base_code, base_node <> new_node AS moved, NOT automatic AS doubtful FROM gov_map"
+    ).df()
+    base = votes["base_code"].to_numpy()
+    n = votes["n"].to_numpy(dtype=np.int64)
+    relabel = np.isin(base, codes.loc[codes["doubtful"], "base_code"].to_numpy())
+    shifted = np.isin(base, codes.loc[codes["moved"], "base_code"].to_numpy()) & ~relabel
+    return {
+        "annotations": int(n.sum()),
+        "unchanged": int(n[~relabel & ~shifted].sum()),
+        "mapped_automatically": int(n[shifted].sum()),
+        "needs_relabelling": int(n[relabel].sum()),
+        "items_to_relabel": int(np.unique(votes["item"].to_numpy()[relabel]).size),
+    }
+
+
+def labels_per_item(votes: pd.DataFrame) -> list[float | None]:
+    """Quartiles of annotations per item (linear interpolation, as quantile_cont)."""
+    per_item = np.bincount(votes["item"].to_numpy(dtype=np.int64), weights=votes["n"].to_numpy(dtype=np.float64))
+    per_item = per_item[per_item > 0]
+    return [float(q) for q in np.quantile(per_item, [0.25, 0.5, 0.75])] if per_item.size else [None, None, None]
 
 
 def cost_history(con: duckdb.DuckDBPyConnection) -> dict[str, list[float | None]]:
-    """Quartiles of cost and seconds per annotation and of labels per item, from the warehouse's history."""
+    """Quartiles of cost and seconds per annotation, from the warehouse's history."""
     row = first_row(
         con.execute(
-            """
-        SELECT quantile_cont(cost, [0.25, 0.5, 0.75]), quantile_cont(duration_s, [0.25, 0.5, 0.75]),
-               (SELECT quantile_cont(n, [0.25, 0.5, 0.75])
-                FROM (SELECT count(*) AS n FROM annotations GROUP BY item_id))
-        FROM annotations
-        """
+            "SELECT quantile_cont(cost, [0.25, 0.5, 0.75]), quantile_cont(duration_s, [0.25, 0.5, 0.75]) "
+            "FROM annotations"
         )
     )
-    keys = ("cost_per_annotation", "seconds_per_annotation", "labels_per_item")
+    keys = ("cost_per_annotation", "seconds_per_annotation")
     return {k: (list(v) if v is not None else [None, None, None]) for k, v in zip(keys, row or (), strict=True)}
 
 
@@ -240,23 +260,34 @@ def sample_changes(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pd.DataFr
     ).df()
 
 
-def _collapse(votes: pd.DataFrame, column: str, mask: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Sum counts per (item, value): several base nodes can share a new node on one item."""
+def shared_codes(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """New codes that several base nodes land on: only there can one item hold a value twice."""
+    rows = con.execute("SELECT new_code FROM gov_map GROUP BY new_code HAVING count(DISTINCT base_code) > 1")
+    return np.array([r[0] for r in rows.fetchall()], dtype=np.int64)
+
+
+def alpha_of(
+    votes: pd.DataFrame, column: str, mask: np.ndarray | None = None, shared: np.ndarray | None = None
+) -> float:
+    """Nominal Krippendorff's alpha with values taken from ``column`` (base_code or new_code).
+
+    Rows are unique per (item, base node), so values need summing per item only where several base
+    nodes share a value (``shared``, see :func:`shared_codes`); only those rows are regrouped.
+    """
     item = votes["item"].to_numpy(dtype=np.int64)
     code = votes[column].to_numpy(dtype=np.int64)
     n = votes["n"].to_numpy(dtype=np.float64)
     if mask is not None:
         item, code, n = item[mask], code[mask], n[mask]
-    width = int(code.max()) + 1 if code.size else 1
-    keys, inverse = np.unique(item * width + code, return_inverse=True)
-    return keys // width, keys % width, np.bincount(inverse, weights=n), width
-
-
-def alpha_of(votes: pd.DataFrame, column: str, mask: np.ndarray | None = None) -> float:
-    """Nominal Krippendorff's alpha with values taken from ``column`` (base_code or new_code)."""
-    item, code, n, width = _collapse(votes, column, mask)
     if item.size == 0:
         return float("nan")
+    width = int(code.max()) + 1
+    if shared is not None and shared.size:
+        merge = np.isin(code, shared)
+        keys, inverse = np.unique(item[merge] * width + code[merge], return_inverse=True)
+        item = np.concatenate([item[~merge], keys // width])
+        code = np.concatenate([code[~merge], keys % width])
+        n = np.concatenate([n[~merge], np.bincount(inverse, weights=n[merge])])
     return alpha_from_counts(item, code, n, width)
 
 

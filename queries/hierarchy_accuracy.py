@@ -39,12 +39,20 @@ GOLD = (
     "JOIN d_item_index x USING (item_id) JOIN d_nodes n USING (tree_version, node_id) "
     "ORDER BY g.item_id, g.batch_id DESC)"
 )
-CONSENSUS = "SELECT 'majority' AS method, item_idx, consensus_node AS node_id FROM d_items"
-DAWID_SKENE = "SELECT 'dawid_skene' AS method, item_idx, ds_node AS node_id FROM d_ds_items"
+# Every method is cut down to the gold items before anything else: gold is usually a small sample.
+GOLD_ITEMS = "(SELECT x.item_idx FROM d_item_index x WHERE x.item_id IN (SELECT item_id FROM gold_labels))"
+CONSENSUS = (
+    "SELECT 'majority' AS method, item_idx, consensus_node AS node_id FROM d_items "  # noqa: S608 - fixed
+    "WHERE item_idx IN " + GOLD_ITEMS
+)
+DAWID_SKENE = (
+    "SELECT 'dawid_skene' AS method, item_idx, ds_node AS node_id FROM d_ds_items "  # noqa: S608 - fixed
+    "WHERE item_idx IN " + GOLD_ITEMS
+)
 MODELS = (
     "SELECT * FROM (SELECT DISTINCT ON (p.item_id, p.model, p.model_version) "  # noqa: S608 - fixed
     "'model:' || p.model || '@' || p.model_version AS method, x.item_idx, " + MODEL_NODE + " AS node_id "
-    "FROM predictions p JOIN d_item_index x USING (item_id) "
+    "FROM predictions p JOIN d_item_index x USING (item_id) WHERE p.item_id IN (SELECT item_id FROM gold_labels) "
     "ORDER BY p.item_id, p.model, p.model_version, p.created_at DESC NULLS LAST)"
 )
 
@@ -54,7 +62,7 @@ def _majority_from_answers(pred: str) -> str:
     return (
         "SELECT 'majority' AS method, item_idx, arg_max(node_id, [n, -ordinal]) AS node_id FROM ("  # noqa: S608 - fixed
         "SELECT a.item_idx, a.node_id, count(*) AS n FROM d_answers a WHERE " + pred + " "
-        "AND a.item_idx IN (SELECT item_idx FROM " + GOLD + ") GROUP BY ALL) "
+        "AND a.item_idx IN " + GOLD_ITEMS + " GROUP BY ALL) "
         "JOIN " + soft_labels.NODES + " USING (node_id) GROUP BY item_idx"
     )
 

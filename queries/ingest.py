@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+
 from queries.connection import bump_data_version, transaction
 from queries.errors import LabelgovError
 from queries.ingest_fields import Kind, check_kind, check_mapping, parse_mapping
@@ -135,7 +136,9 @@ def ingest_file(
         previous = _previous_batch(cur, sha256, checked_kind)
         if previous is not None:
             report.duplicate_of_batch = previous
-            report.messages.append(f"{file.name} was already ingested as {checked_kind} batch {previous}; nothing to do")
+            report.messages.append(
+                f"{file.name} was already ingested as {checked_kind} batch {previous}; nothing to do"
+            )
             return report
         if say:
             say(f"reading {file.name} as {file_format}")
@@ -148,6 +151,8 @@ def ingest_file(
             cur.execute(sql, used_params(sql, params))
         except duckdb.Error as exc:
             raise duckdb_failure(file, file_format, exc) from exc
+        if source.rejected_sql:
+            cur.execute("INSERT INTO " + STAGED + " (rn, reason, message, original) " + source.rejected_sql)
         if say:
             say("checking duplicates")
         find_duplicates(cur, checked_kind)

@@ -35,6 +35,8 @@ DELIMITERS = {"csv": ",", "tsv": "\t"}
 HEADER_PEEK_BYTES = 1 << 20
 JSON_KEY_SAMPLE = 10_000
 RAW_TABLE = "_ingest_raw"
+REJECTS = "_ingest_rejects"
+REJECT_ROWS = "_ingest_reject_rows"
 
 # Source type family -> how it is typed later; DuckDB type names by prefix.
 NUMERIC_TYPES = (
@@ -66,6 +68,7 @@ class Source:
     reader_reason_sql: str = "NULL"
     reader_message_sql: str = "NULL"
     match_titles: bool = False
+    rejected_sql: str | None = None  # SELECT rn, reason, message, original of rows the reader set aside
 
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -217,15 +220,39 @@ def _row_count(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise LabelgovError(f"{path}: has a header but no data rows")
 
 
+def _malformed_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Collect the rows DuckDB could not split into the header's fields; refuse a file that is not UTF-8.
+
+    DuckDB numbers rejected records by line (the header is line 1). For each rejected row we keep how many
+    good rows precede it (``before``), which is what turns a good row's rowid back into its place in the file.
+    """
+    encoding = con.execute(
+        "SELECT count(*) FROM " + REJECTS + " WHERE error_type IN ('INVALID ENCODING', 'INVALID UNICODE')"  # noqa: S608 - fixed table name
+    ).fetchone()
+    if encoding and encoding[0]:
+        raise LabelgovError(f"{path}: is not UTF-8 text; save it as UTF-8")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE " + REJECT_ROWS + " AS SELECT line - 1 AS rn, any_value(csv_line) AS csv_line, "  # noqa: S608 - fixed table names
+        "arg_max(error_message, byte_position) AS message, "
+        "line - 1 - row_number() OVER (ORDER BY line) AS before FROM " + REJECTS + " GROUP BY line"
+    )
+    row = con.execute("SELECT count(*) FROM " + REJECT_ROWS).fetchone()  # noqa: S608 - fixed table name
+    return int(row[0]) if row else 0
+
+
 def open_delimited(
     con: duckdb.DuckDBPyConnection, path: Path, fmt: str, kind: Kind, mapping: dict[str, str]
 ) -> Source:
-    """CSV/TSV, read as text into a temporary table whose rowid is the row's place in the file."""
+    """CSV/TSV, read as text into a temporary table whose rowid gives the row's place in the file.
+
+    Rows with too many or too few fields are set aside by DuckDB and quarantined as ``malformed_row``.
+    """
     header = _csv_header(path, fmt)
     _execute(
         con, path, fmt,
         "CREATE OR REPLACE TEMP TABLE " + RAW_TABLE + " AS SELECT * FROM read_csv($path, header = true, "  # noqa: S608 - fixed table name
-        "delim = $delim, all_varchar = true)",
+        "delim = $delim, all_varchar = true, store_rejects = true, rejects_table = '" + REJECTS + "', "
+        "rejects_scan = '" + REJECTS + "_scans')",
         {"path": str(path), "delim": DELIMITERS[fmt]},
     )
     columns = [d[0] for d in con.execute("SELECT * FROM " + RAW_TABLE + " LIMIT 0").description]  # noqa: S608 - fixed table name
@@ -235,18 +262,37 @@ def open_delimited(
             f"check the delimiter (a {fmt} file is separated by {'tabs' if fmt == 'tsv' else 'commas'}) and that "
             "every row has as many fields as the header"
         )
+    malformed = _malformed_rows(con, path)
     names = header or columns
-    _row_count(con, path)
+    good = con.execute("SELECT count(*) FROM " + RAW_TABLE).fetchone()  # noqa: S608 - fixed table name
+    if malformed and good and good[0] == 0:
+        raise LabelgovError(
+            f"{path}: no row has the header's {len(names)} fields; check the delimiter (a {fmt} file is separated "
+            f"by {'tabs' if fmt == 'tsv' else 'commas'}) and the quoting"
+        )
+    if not malformed:
+        _row_count(con, path)
     expr_of = ["#" + str(i + 1) for i in range(len(names))]
     params: dict[str, object] = {}
+    row_number = "rowid + 1"
+    rejected = None
+    if malformed:
+        row_number = (
+            "rowid + 1 + (SELECT count(*) FROM " + REJECT_ROWS + " r WHERE r.before <= " + RAW_TABLE + ".rowid)"  # noqa: S608 - fixed table names
+        )
+        rejected = (
+            "SELECT rn, 'malformed_row', concat('line ', rn + 1, ': ', message, ' (the header has ', "  # noqa: S608 - fixed table name
+            + str(len(names)) + ", ' fields)'), json_object('line', csv_line) FROM " + REJECT_ROWS
+        )
     return Source(
         fmt=fmt,
         from_sql=RAW_TABLE,
-        row_number_sql="rowid + 1",
+        row_number_sql=row_number,
         original_columns=expr_of,
         original_sql=_original_sql(names, params),
         fields=_resolve_fields(path, kind, mapping, names, ["varchar"] * len(names), expr_of),
         params=params,
+        rejected_sql=rejected,
     )
 
 

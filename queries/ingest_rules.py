@@ -13,7 +13,7 @@ bound ``$name`` parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -124,7 +124,9 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
     for field in ("item", "annotator", "model"):
         if field in KIND_FIELDS[kind]:
             checks.append(
-                Check("missing_field", field + " IS NULL", "concat('no " + field + " (column ', $col_" + field + ", ')')")
+                Check(
+                    "missing_field", field + " IS NULL", "concat('no " + field + " (column ', $col_" + field + ", ')')"
+                )
             )
     prob = PROB_FIELD[kind]
     if kind == "predictions":
@@ -266,7 +268,7 @@ def staging_sql(kind: Kind, source: Source, tree_version: int, now: datetime) ->
     params: dict[str, object] = dict(source.params)
     params["tree_version"] = tree_version
     params["ts_min"] = datetime(1990, 1, 1)
-    params["ts_max"] = now.replace(tzinfo=None) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
+    params["ts_max"] = now.replace(tzinfo=None) + timedelta(days=1)
     scan = [source.row_number_sql + " AS rn", source.reader_reason_sql + " AS reader_reason",
             source.reader_message_sql + " AS reader_message"]
     scan += [expr + " AS c" + str(i) for i, expr in enumerate(source.original_columns)]
@@ -288,7 +290,7 @@ def staging_sql(kind: Kind, source: Source, tree_version: int, now: datetime) ->
     )
     title_filter = "" if source.match_titles else " WHERE priority < 3"
     sql = (
-        "CREATE OR REPLACE TEMP TABLE " + STAGED + " AS WITH scan AS (SELECT " + ", ".join(scan)
+        "CREATE OR REPLACE TEMP TABLE " + STAGED + " AS WITH scan AS (SELECT " + ", ".join(scan)  # noqa: S608 - fixed fragments
         + " FROM " + source.from_sql + "), labelled AS (SELECT * FROM " + LABELS + title_filter + "), "
         + "resolved AS (SELECT scan.*, labelled.node_id, labelled.status AS node_status"
         + (", " + LABEL_MAP + ".lm" if prob else "")
@@ -321,6 +323,6 @@ def prepare_labels(con: duckdb.DuckDBPyConnection, tree_version: int) -> None:
         {"v": tree_version},
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE " + LABEL_MAP + " AS SELECT map(list(key), list(node_id)) AS lm "  # noqa: S608 - fixed table name
+        "CREATE OR REPLACE TEMP TABLE " + LABEL_MAP + " AS SELECT map(list(key), list(node_id)) AS lm "
         "FROM " + LABELS + " WHERE status = 'active' AND priority < 3",
     )

@@ -33,7 +33,7 @@ class Target:
 
 TARGETS: dict[Kind, Target] = {
     "annotations": Target(
-        "INSERT INTO annotations (annotation_id, item_id, annotator_id, tree_version, node_id, confidence, "
+        "INSERT INTO annotations (annotation_id, item_id, annotator_id, tree_version, node_id, confidence, "  # noqa: S608 - fixed table
         "distribution, stage, created_at, duration_s, cost, batch_id) "
         "SELECT coalesce(id, $id_prefix || rn), item, annotator, $tree_version, node_id, confidence, distribution, "
         "stage, created_at, duration, cost, $batch FROM " + STAGED + " WHERE reason IS NULL",
@@ -42,7 +42,7 @@ TARGETS: dict[Kind, Target] = {
         "concat('annotation id ', s.id)",
     ),
     "gold": Target(
-        "INSERT INTO gold_labels (item_id, node_id, source, tree_version, batch_id) "
+        "INSERT INTO gold_labels (item_id, node_id, source, tree_version, batch_id) "  # noqa: S608 - fixed table
         "SELECT item, node_id, source, $tree_version, $batch FROM " + STAGED + " WHERE reason IS NULL",
         ("item",),
         "EXISTS (SELECT 1 FROM gold_labels w WHERE w.item_id = s.item)",
@@ -163,7 +163,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, kind: Kind, report: IngestReport
         "SELECT min(batch_id) FROM ingest_batches WHERE sha256 = ? AND kind = ?", [report.sha256, kind]
     ).fetchone()
     if again and again[0] is not None:
-        raise LabelgovError(f"{report.file_name} was ingested as batch {again[0]} while this ingest ran; nothing written")
+        raise LabelgovError(
+            f"{report.file_name} was ingested as batch {again[0]} while this ingest ran; nothing written"
+        )
     row = con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM ingest_batches").fetchone()
     batch_id = int(row[0]) if row else 1
     write_rows(con, kind, batch_id, report.tree_version)

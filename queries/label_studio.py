@@ -73,7 +73,8 @@ _FLATTEN_TAIL = """ AS item,
     CASE WHEN cancelled THEN 'the annotation was cancelled (skipped) in Label Studio'
          WHEN len(results) > 1 OR len(labels) > 1
          THEN 'the annotation has ' || greatest(len(results), len(labels))
-              || ' choices/taxonomy answers; one label per annotation is expected (pick a control with --map label=NAME)'
+              || ' choices/taxonomy answers; one label per annotation is expected '
+              || '(pick a control with --map label=NAME)'
     END AS reader_message,
     json_object('task_id', task -> 'id', 'annotation', ann) AS original
 FROM picked

@@ -19,7 +19,17 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
-from queries import agreement, calibration, cost_quality, derived_base, escalation, reliability, soft_labels
+from queries import (
+    agreement,
+    calibration,
+    cost_quality,
+    data_quality,
+    derived_base,
+    drift,
+    escalation,
+    reliability,
+    soft_labels,
+)
 from queries.connection import data_version, transaction
 from queries.results import first_row
 
@@ -66,8 +76,10 @@ STEPS: list[tuple[str, Step]] = [
     ("escalation", escalation.refresh_step),
     ("cost_quality", cost_quality.refresh_step),
     ("soft_labels", soft_labels.refresh_step),
+    ("data_quality", data_quality.refresh_step),
     ("calibration", calibration.refresh_step),
     ("agreement", agreement.refresh_step),
+    ("drift", drift.refresh_step),
 ]
 
 

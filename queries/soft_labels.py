@@ -191,22 +191,26 @@ def _levels_sql(mass: str) -> str:
 
 
 def _branches_sql(mass: str) -> str:
-    """Per item and internal node: its mass, the split among its children, and the agreement flags."""
+    """Per item and internal node: its mass, the split among its children, and what the flags need.
+
+    ``leaves`` is the number of different leaves the item received. When every answer reaching the
+    branch's depth is on the branch (mass 1), every leaf answer is under it too, so "mass 1 and at
+    least two leaves" is exactly "agree on the branch but not on the leaf".
+    """
     return (
-        "WITH mm AS (SELECT m.item_idx, m.node_id, m.depth, m.mass, m.answers, n.parent_id, n.lineage, "  # noqa: S608 - fixed SQL fragments
+        "WITH mm AS (SELECT m.item_idx, m.node_id, m.depth, m.mass, m.answers, n.parent_id, "  # noqa: S608 - fixed SQL fragments
         "n.is_leaf, n.depth AS node_depth FROM (" + mass + ") m JOIN " + NODES + " n USING (node_id)), "
-        "lvl AS (SELECT item_idx, depth, sum(answers) AS level_answers FROM mm GROUP BY ALL), "
+        "lvl AS (SELECT item_idx, depth, sum(answers) AS level_answers, count(*) AS nodes FROM mm GROUP BY ALL), "
         "kids AS (SELECT item_idx, parent_id AS node_id, sum(answers) AS child_answers, "
         "greatest(0.0, log2(sum(mass)) - sum(mass * log2(mass)) / sum(mass)) AS child_entropy, "
         "max(mass) / sum(mass) AS child_top_share, "
         "(max(mass) - coalesce(max(mass, 2)[2], 0.0)) / sum(mass) AS child_gap "
-        "FROM mm WHERE node_depth = depth AND parent_id IS NOT NULL GROUP BY ALL), "
-        "lf AS (SELECT item_idx, node_id, count(*) AS leaves FROM (SELECT item_idx, "
-        "unnest(lineage[1:-2]) AS node_id FROM mm WHERE depth = " + MAX_DEPTH + ") GROUP BY ALL) "
+        "FROM mm WHERE node_depth = depth AND parent_id IS NOT NULL GROUP BY ALL) "
         "SELECT b.item_idx, b.node_id, b.depth, b.mass, b.answers, l.level_answers, k.child_answers, "
-        "k.child_entropy, k.child_top_share, k.child_gap, coalesce(f.leaves, 0) AS leaves "
+        "k.child_entropy, k.child_top_share, k.child_gap, coalesce(f.nodes, 0) AS leaves "
         "FROM mm b JOIN lvl l USING (item_idx, depth) LEFT JOIN kids k USING (item_idx, node_id) "
-        "LEFT JOIN lf f USING (item_idx, node_id) WHERE NOT b.is_leaf AND b.node_depth = b.depth"
+        "LEFT JOIN (SELECT item_idx, nodes FROM lvl WHERE depth = " + MAX_DEPTH + ") f USING (item_idx) "
+        "WHERE NOT b.is_leaf AND b.node_depth = b.depth"
     )
 
 

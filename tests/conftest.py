@@ -112,3 +112,45 @@ def face_con() -> Iterator[duckdb.DuckDBPyConnection]:
     )
     yield con
     con.close()
+
+
+def _cache_root(factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every xdist worker of this run (their base temps are siblings)."""
+    base = factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "demo-cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def cached_demo(factory: pytest.TempPathFactory, scale: int | str, *, events: bool = True, seed: int = 7) -> Path:
+    """A refreshed demo warehouse, generated once per test run and shared by all workers.
+
+    Tests must open it read-only, or copy it (``shutil.copy``) before writing.
+    """
+    import fcntl
+
+    from queries.connection import connect
+    from queries.demo import build_demo
+    from queries.demo_config import demo_config
+    from queries.refresh import refresh
+
+    folder = _cache_root(factory)
+    name = f"demo-{scale}-{seed}-{'events' if events else 'control'}.duckdb"
+    target = folder / name
+    with open(folder / (name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            partial = folder / (name + ".partial")
+            partial.unlink(missing_ok=True)
+            build_demo(partial, demo_config(str(scale), seed, events), force=True, created_by="test")
+            with connect(partial) as con:
+                refresh(con)
+            partial.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A refreshed 5,000-item demo warehouse with every planted event (open read-only or copy)."""
+    return cached_demo(tmp_path_factory, 5000)

@@ -11,12 +11,12 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
-from queries import agreement
+from queries import agreement, derived_base
 from queries.alpha import alpha_from_counts
 from queries.connection import memory
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.refresh import refresh
+from queries.refresh import RefreshContext
 from tests.conftest import load_answers
 
 TREE = """
@@ -68,7 +68,8 @@ def answers() -> pd.DataFrame:
 @pytest.fixture
 def con(answers: pd.DataFrame):
     c = warehouse(answers)
-    refresh(c)
+    derived_base.build(c)
+    assert agreement.refresh_step(c, RefreshContext(full=True, since_batch=0, touched_items=0)) == "full"
     yield c
     c.close()
 
@@ -189,7 +190,7 @@ def test_fleiss_uses_items_with_the_modal_count_and_matches_statsmodels() -> Non
     per_item = answers.groupby("item_id").size()
     modal = int(per_item[per_item >= 2].value_counts().idxmax())
     con = warehouse(answers)
-    refresh(con)
+    derived_base.build(con)
     got = agreement.agreement_table(con, Filters(tree_version=1))
     chosen = answers[answers["item_id"].map(per_item) == modal]
     table = pd.crosstab(chosen["item_id"], chosen["node_id"]).to_numpy()
@@ -205,7 +206,7 @@ def test_percent_agreement_by_hand() -> None:
         }
     )
     con = warehouse(answers)
-    refresh(con)
+    derived_base.build(con)
     got = agreement.agreement_table(con, Filters(tree_version=1)).iloc[0]
     # i1: 1 agreeing pair of 3; i2: 1 of 1; i3: 2 of 6; i4 has one answer and is not pairable.
     assert got["percent_agreement"] == pytest.approx((1 / 3 + 1 + 2 / 6) / 3)
@@ -231,7 +232,7 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items() 
     widths = []
     for n_items in (150, 1200):
         con = warehouse(synthetic(n_items, seed=5, right=0.7))
-        refresh(con)
+        derived_base.build(con)
         result = agreement.alpha(con, Filters(), bootstrap=100)
         assert result.ci_low < result.value < result.ci_high
         widths.append(result.ci_high - result.ci_low)
@@ -276,10 +277,12 @@ def test_bad_arguments_say_what_to_fix(con) -> None:
         agreement.agreement_table(con, Filters(), by="month")
     with pytest.raises(LabelgovError, match="level"):
         agreement.alpha(con, Filters(), level=0)
+    too_deep = agreement.alpha(con, Filters(), level=9)
+    assert np.isnan(too_deep.value) and too_deep.n_items == 0
 
 
 def test_real_face_sentiment_alpha_matches_krippendorff(face_con) -> None:
-    refresh(face_con)
+    derived_base.build(face_con)
     answers = face_con.execute("SELECT item_id, annotator_id, node_id FROM d_answers").df()
     space = agreement.value_space(face_con)
     nominal = agreement.alpha(face_con, Filters(), bootstrap=0)

@@ -49,14 +49,16 @@ def test_dawid_skene_with_every_answer_matches_crowd_kit(planted: Planted) -> No
     assert full == pytest.approx(reference, abs=0.005)
 
 
-def test_filtered_curve_recomputes_the_same_sample(planted: Planted) -> None:
+def test_filtered_curve_selects_items_and_a_replay_reproduces_the_stored_sample(planted: Planted) -> None:
     stored = redundancy_curve(planted.con, Filters(branch="a"))
-    fresh = redundancy_curve(planted.con, Filters(branch="a", sources=()), max_k=4)
-    assert set(stored["branch"]) == {"a"}
-    merged = stored.merge(fresh[fresh["branch"] == "a"], on=["k", "method"], suffixes=("", "_fresh"))
-    assert len(merged) == 8
-    np.testing.assert_allclose(merged["cost_per_item"], merged["cost_per_item_fresh"])
-    assert (merged["n_items"] == merged["n_items_fresh"]).all()
+    fresh = redundancy_curve(planted.con, Filters(branch="a"), max_k=4)
+    assert set(stored["branch"]) == {"a", "all"}
+    merged = stored.merge(fresh, on=["k", "method", "branch"], suffixes=("", "_fresh"))
+    assert len(merged) == 16
+    for column in ("accuracy", "cost_per_item", "n_items"):
+        np.testing.assert_allclose(merged[column], merged[column + "_fresh"])
+    in_a = planted.con.execute("SELECT count(*) FROM d_items WHERE consensus_lineage[1] = 'a'").fetchone()
+    assert in_a is not None and set(stored["n_items"]) == {in_a[0]}
     assert redundancy_curve(planted.con, Filters(sources=("nowhere",))).empty
 
 

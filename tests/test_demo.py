@@ -16,19 +16,15 @@ import pytest
 from scipy.stats import chisquare
 
 from dashboard.cli import main
-from queries.connection import connect, memory, transaction
-from queries.demo import simulate, write_simulation
-from queries.demo_config import demo_config
+from queries.connection import connect
+from queries.demo import memory_demo
 
 EVENTS_ITEMS = 20_000
 CONTROL_ITEMS = 4_000
 
 
 def build(items: int, seed: int = 7, events: bool = True) -> duckdb.DuckDBPyConnection:
-    con = memory()
-    with transaction(con):
-        write_simulation(con, simulate(demo_config(str(items), seed, events)), "test")
-    return con
+    return memory_demo(str(items), seed, events)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +108,8 @@ def test_every_item_has_at_least_k_crowd_answers_from_different_people(demo: duc
     ).fetchall()
     counts = np.array([row[1] for row in per_item])
     assert counts.min() >= k
-    assert set(np.unique(counts)) == {3, 5}
+    rule = facts(demo)["escalation_rule"]
+    assert set(np.unique(counts)) == {rule["k"], rule["k_extended"]}
     assert all(row[1] == row[2] for row in per_item)
 
 
@@ -428,3 +425,16 @@ def test_cli_serves_the_new_warehouse_unless_told_not_to(tmp_path: Any, monkeypa
     assert served == [(db, 8501)]
     main(["demo", "--scale", "600", "--db", db, "--force", "--no-serve"])
     assert len(served) == 1
+
+
+def test_weekly_volume_varies_and_matches_the_manifest(demo: duckdb.DuckDBPyConnection) -> None:
+    manifest = facts(demo)
+    weekly = dict(demo.execute(
+        "SELECT CAST(floor(date_diff('second', CAST(? AS TIMESTAMP), created_at) / 604800) AS INTEGER), count(*) "
+        "FROM items GROUP BY 1",
+        [manifest["start_date"]],
+    ).fetchall())
+    volume = np.array([weekly.get(week, 0) for week in range(manifest["weeks"])])
+    assert volume.tolist() == manifest["weekly_items"]
+    assert volume.sum() == EVENTS_ITEMS
+    assert volume.min() > 0 and volume.std() / volume.mean() > 0.1

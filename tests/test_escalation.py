@@ -221,8 +221,11 @@ def test_expert_accuracy_falls_back_to_dawid_skene_when_gold_is_thin() -> None:
     con = planted.con
     assert expert_accuracy(con, Filters()).source == "gold"
     con.execute("UPDATE d_item_outcomes SET gold_node = NULL WHERE escalated AND item_idx % 20 <> 0")
+    # Refresh's Dawid-Skene sees the experts answer right about as often as planted.
+    from_ds = expert_accuracy(con, Filters())
+    assert from_ds.source == "dawid_skene" and from_ds.value == pytest.approx(planted.expert_accuracy, abs=0.04)
     con.execute(
-        "CREATE TABLE d_ds_annotators AS SELECT * FROM (VALUES ('e1', 0.9), ('e1', 0.7), ('e2', 0.6), ('w1', 0.1)) "
+        "CREATE OR REPLACE TABLE d_ds_annotators AS SELECT * FROM (VALUES ('e1', 0.9), ('e1', 0.7), ('e2', 0.6), ('w1', 0.1)) "
         "t(annotator_id, ds_accuracy)"
     )
     thin = expert_accuracy(con, Filters())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_governance_fixtures import build, insert_answers, warehouse  # noqa: F401
+from test_governance_fixtures import build, fresh_warehouse, insert_answers
 
 from governance import apply as applying
 from governance import proposals as P
@@ -16,10 +16,13 @@ from queries.taxonomy import latest_version, parse_tree, store_tree
 MERGE = {"op": "merge", "nodes": ["lynx"], "into": "cat"}
 SPLIT = {"op": "split", "node_id": "dog", "into": [{"node_id": "small_dog"}, {"node_id": "big_dog"}]}
 
+warehouse = pytest.fixture(fresh_warehouse, name="warehouse")
+
 
 def approved(con, *ops: dict) -> P.Proposal:
-    p = P.create(con, P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": list(ops)}),
-                 user="alice")
+    p = P.create(
+        con, P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": list(ops)}), user="alice"
+    )
     p = P.submit(con, p.proposal_id, user="alice")
     for steward in ("bob", "carol")[: p.approvals_needed]:
         p = P.approve(con, p.proposal_id, user=steward, ack_report=p.report_hash)
@@ -39,16 +42,18 @@ def test_merge_apply_maps_every_annotation_and_conserves_counts(warehouse):
     result = applying.apply(warehouse, p.proposal_id, user="carol")
     assert (result.from_version, result.to_version, result.annotations_mapped) == (1, 2, len(raw_before))
     # The original (version, node) of every annotation is untouched.
-    pd.testing.assert_frame_equal(warehouse.execute("SELECT * FROM annotations ORDER BY annotation_id").df(),
-                                  raw_before)
+    pd.testing.assert_frame_equal(
+        warehouse.execute("SELECT * FROM annotations ORDER BY annotation_id").df(), raw_before
+    )
     mapping = governance_versions.mapping_to_version(warehouse, 2)
     joined = raw_before.merge(mapping, on=["tree_version", "node_id"], how="left")
     assert joined["target_node_id"].notna().all()
     after = joined.groupby("target_node_id").size()
     assert after["cat"] == before["cat"] + before["lynx"]
     assert "lynx" not in after.index
-    assert after.drop("cat").equals(before.drop(["cat", "lynx"]).sort_index().rename(None).rename_axis(
-        "target_node_id"))
+    assert after.drop("cat").equals(
+        before.drop(["cat", "lynx"]).sort_index().rename(None).rename_axis("target_node_id")
+    )
     assert data_version(warehouse) > version_before
     assert P.load(warehouse, p.proposal_id).status == "applied"
     assert applying.verify_migration(warehouse, p.proposal_id)
@@ -60,7 +65,8 @@ def test_apply_is_idempotent(warehouse):
     rows = warehouse.execute("SELECT count(*) FROM node_mappings").fetchall()
     again = applying.apply(warehouse, p.proposal_id, user="bob")
     assert again.already_applied and again.model_dump(exclude={"already_applied"}) == first.model_dump(
-        exclude={"already_applied"})
+        exclude={"already_applied"}
+    )
     assert warehouse.execute("SELECT count(*) FROM node_mappings").fetchall() == rows
     assert latest_version(warehouse) == 2
 
@@ -78,7 +84,7 @@ def test_a_failed_check_part_way_rolls_everything_back(warehouse, monkeypatch):
     tables = ("tree_versions", "tree_nodes", "node_mappings", "applied_migrations", "relabel_queue", "audit_log")
     before = {t: warehouse.execute("SELECT count(*) FROM " + t).fetchall() for t in tables}
     version = data_version(warehouse)
-    with pytest.raises(CheckFailed, match="conservation check.*cat: expected"):
+    with pytest.raises(CheckFailed, match=r"conservation check.*cat: expected"):
         applying.apply(warehouse, p.proposal_id, user="carol")
     assert {t: warehouse.execute("SELECT count(*) FROM " + t).fetchall() for t in tables} == before
     assert data_version(warehouse) == version
@@ -91,18 +97,24 @@ def test_replacement_check_refuses_active_references_to_replaced_nodes():
     con = build()
     con.execute("DELETE FROM tree_nodes")
     con.execute("DELETE FROM tree_versions")
-    store_tree(con, parse_tree(
-        "taxonomy: t\nnodes:\n  a: {}\n  b: {status: deprecated, replaced_by: a}\n  c: {consider: [b]}\n"
-        "  cat: {}\n  lynx: {}\n  dog: {}\n  sparrow: {}\n  finch: {}\n"), created_by="test")
+    store_tree(
+        con,
+        parse_tree(
+            "taxonomy: t\nnodes:\n  a: {}\n  b: {status: deprecated, replaced_by: a}\n  c: {consider: [b]}\n"
+            "  cat: {}\n  lynx: {}\n  dog: {}\n  sparrow: {}\n  finch: {}\n"
+        ),
+        created_by="test",
+    )
     p = approved(con, {"op": "rename", "node_id": "a", "title": "A"})
-    with pytest.raises(CheckFailed, match="replacement check: .*node c -> b"):
+    with pytest.raises(CheckFailed, match=r"replacement check: .*node c -> b"):
         applying.apply(con, p.proposal_id, user="bob")
     assert latest_version(con) == 1
 
 
 def test_split_queues_items_for_relabelling_and_exports_csv(warehouse, tmp_path):
     dog = warehouse.execute(
-        "SELECT item_id, count(*) AS n FROM annotations WHERE node_id = 'dog' GROUP BY 1 ORDER BY 1").df()
+        "SELECT item_id, count(*) AS n FROM annotations WHERE node_id = 'dog' GROUP BY 1 ORDER BY 1"
+    ).df()
     p = approved(warehouse, SPLIT)
     result = applying.apply(warehouse, p.proposal_id, user="carol")
     assert (result.items_to_relabel, result.annotations_to_relabel) == (len(dog), dog["n"].sum())
@@ -121,11 +133,13 @@ def test_split_shares_from_a_relabelled_sample(warehouse):
     applying.apply(warehouse, p.proposal_id, user="carol")
     queued = warehouse.execute("SELECT DISTINCT item_id FROM relabel_queue ORDER BY 1").df()["item_id"].tolist()
     sample = queued[:20]
-    relabels = pd.DataFrame({
-        "item_id": sample,
-        "annotator_id": "expert",
-        "node_id": ["small_dog" if k % 4 else "big_dog" for k in range(len(sample))],
-    })
+    relabels = pd.DataFrame(
+        {
+            "item_id": sample,
+            "annotator_id": "expert",
+            "node_id": ["small_dog" if k % 4 else "big_dog" for k in range(len(sample))],
+        }
+    )
     insert_answers(warehouse, relabels, 2, prefix="r")
     shares = applying.split_shares(warehouse, p.proposal_id).set_index("child")
     assert shares.loc["small_dog", "relabelled"] == 15 and shares.loc["big_dog", "relabelled"] == 5
@@ -135,7 +149,9 @@ def test_split_shares_from_a_relabelled_sample(warehouse):
 
     low, high = proportion_confint(15, 20, method="wilson")
     assert (shares.loc["small_dog", "share_low"], shares.loc["small_dog", "share_high"]) == (
-        pytest.approx(low), pytest.approx(high))
+        pytest.approx(low),
+        pytest.approx(high),
+    )
 
 
 def test_mappings_compose_along_the_version_chain(warehouse):

@@ -7,6 +7,9 @@ siblings must raise agreement. A model predicts every item; some cat items have 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,11 +108,14 @@ def build(items: int = 120, seed: int = 7, users: bool = True):
     return con
 
 
-@pytest.fixture
-def warehouse():
+def fresh_warehouse() -> Iterator[duckdb.DuckDBPyConnection]:
+    """Body of the ``warehouse`` fixture; modules declare it with ``pytest.fixture(fresh_warehouse, ...)``."""
     con = build()
     yield con
     con.close()
+
+
+warehouse = pytest.fixture(fresh_warehouse, name="warehouse")
 
 
 def test_planted_confusion_is_there(warehouse):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import entropy
-from test_governance_fixtures import build, insert_answers, warehouse  # noqa: F401
+from test_governance_fixtures import fresh_warehouse, insert_answers
 
 from governance import proposals as P
 from governance.impact import compute_report
@@ -15,12 +15,16 @@ from governance.impact import compute_report
 MERGE = {"op": "merge", "nodes": ["lynx"], "into": "cat"}
 SPLIT = {"op": "split", "node_id": "dog", "into": [{"node_id": "small_dog"}, {"node_id": "big_dog"}]}
 
+warehouse = pytest.fixture(fresh_warehouse, name="warehouse")
+
 
 def report_for(con, *ops: dict):
-    p = P.create(con, P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": list(ops)}),
-                 user="alice")
-    return compute_report(con, proposal_id=p.proposal_id, proposal_hash=p.proposal_hash, base_version=1,
-                          operations=p.operations)
+    p = P.create(
+        con, P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": list(ops)}), user="alice"
+    )
+    return compute_report(
+        con, proposal_id=p.proposal_id, proposal_hash=p.proposal_hash, base_version=1, operations=p.operations
+    )
 
 
 def reference_alpha(answers: pd.DataFrame, column: str = "node_id") -> float:
@@ -33,8 +37,10 @@ def reference_alpha(answers: pd.DataFrame, column: str = "node_id") -> float:
 
 @pytest.fixture
 def frames(warehouse):
-    return {t: warehouse.execute("SELECT * FROM " + t).df()
-            for t in ("annotations", "gold_labels", "predictions", "escalations")}
+    return {
+        t: warehouse.execute("SELECT * FROM " + t).df()
+        for t in ("annotations", "gold_labels", "predictions", "escalations")
+    }
 
 
 def test_merge_raises_alpha_exactly_as_relabelling_the_data_does(warehouse, frames):
@@ -50,11 +56,13 @@ def test_merge_raises_alpha_exactly_as_relabelling_the_data_does(warehouse, fram
     in_branch = answers[answers["node_id"].isin(mammals)]
     assert branch.alpha_before == pytest.approx(reference_alpha(in_branch), abs=1e-9)
     assert branch.alpha_after == pytest.approx(
-        reference_alpha(in_branch.assign(node_id=in_branch["node_id"].replace({"lynx": "cat"}))), abs=1e-9)
+        reference_alpha(in_branch.assign(node_id=in_branch["node_id"].replace({"lynx": "cat"}))), abs=1e-9
+    )
     shares = in_branch["node_id"].value_counts()
     assert branch.entropy_before == pytest.approx(entropy(shares, base=2))
-    assert branch.entropy_after == pytest.approx(entropy(merged[merged["node_id"].isin(mammals)]["node_id"]
-                                                         .value_counts(), base=2))
+    assert branch.entropy_after == pytest.approx(
+        entropy(merged[merged["node_id"].isin(mammals)]["node_id"].value_counts(), base=2)
+    )
     assert report.distribution_after["cat"] == shares["cat"] + shares["lynx"]
 
 
@@ -98,11 +106,15 @@ def test_model_accuracy_before_and_after_against_gold(warehouse, frames):
 
     pairs = preds.merge(gold, on="item_id", suffixes=("_p", "_g"))
     before = np.mean([top(p, {}) == g for p, g in zip(pairs["probabilities"], pairs["node_id_g"], strict=True)])
-    after = np.mean([top(p, rename) == rename.get(g, g)
-                     for p, g in zip(pairs["probabilities"], pairs["node_id_g"], strict=True)])
+    after = np.mean(
+        [top(p, rename) == rename.get(g, g) for p, g in zip(pairs["probabilities"], pairs["node_id_g"], strict=True)]
+    )
     (acc,) = report.model_accuracy
-    assert (acc.pairs, acc.accuracy_before, acc.accuracy_after) == (len(pairs), pytest.approx(before),
-                                                                   pytest.approx(after))
+    assert (acc.pairs, acc.accuracy_before, acc.accuracy_after) == (
+        len(pairs),
+        pytest.approx(before),
+        pytest.approx(after),
+    )
     assert acc.accuracy_after > acc.accuracy_before
 
 
@@ -120,7 +132,8 @@ def test_split_counts_relabelling_and_estimates_cost_from_history(warehouse, fra
     got = report.relabel_cost
     assert [got.low, got.median, got.high] == pytest.approx(list(expected))
     assert [report.relabel_hours.low, report.relabel_hours.median, report.relabel_hours.high] == pytest.approx(
-        list(hours))
+        list(hours)
+    )
     assert got.low <= got.median <= got.high
     assert not report.reversible
     assert all(not c["automatic"] for c in report.sample_changes)
@@ -128,13 +141,24 @@ def test_split_counts_relabelling_and_estimates_cost_from_history(warehouse, fra
 
 def test_report_hash_is_reproducible_and_follows_the_data(warehouse):
     first = report_for(warehouse, MERGE)
-    again = compute_report(warehouse, proposal_id=first.proposal_id, proposal_hash=first.proposal_hash,
-                           base_version=1, operations=P.load(warehouse, first.proposal_id).operations)
+    again = compute_report(
+        warehouse,
+        proposal_id=first.proposal_id,
+        proposal_hash=first.proposal_hash,
+        base_version=1,
+        operations=P.load(warehouse, first.proposal_id).operations,
+    )
     assert again.digest() == first.digest()
-    insert_answers(warehouse, pd.DataFrame({"item_id": ["i0000"], "annotator_id": ["x"], "node_id": ["lynx"]}), 1,
-                   prefix="x")
-    changed = compute_report(warehouse, proposal_id=first.proposal_id, proposal_hash=first.proposal_hash,
-                             base_version=1, operations=P.load(warehouse, first.proposal_id).operations)
+    insert_answers(
+        warehouse, pd.DataFrame({"item_id": ["i0000"], "annotator_id": ["x"], "node_id": ["lynx"]}), 1, prefix="x"
+    )
+    changed = compute_report(
+        warehouse,
+        proposal_id=first.proposal_id,
+        proposal_hash=first.proposal_hash,
+        base_version=1,
+        operations=P.load(warehouse, first.proposal_id).operations,
+    )
     assert changed.digest() != first.digest()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_governance_fixtures import build, insert_answers, warehouse  # noqa: F401
+from test_governance_fixtures import build, fresh_warehouse, insert_answers
 
 from governance import apply as applying
 from governance import proposals as P
@@ -16,6 +16,8 @@ ADD = {"op": "add", "node_id": "owl", "parent_id": "bird"}
 MOVE = {"op": "move", "node_id": "finch", "new_parent_id": "mammal"}
 MERGE = {"op": "merge", "nodes": ["lynx"], "into": "cat"}
 SPLIT = {"op": "split", "node_id": "dog", "into": [{"node_id": "small_dog"}, {"node_id": "big_dog"}]}
+
+warehouse = pytest.fixture(fresh_warehouse, name="warehouse")
 
 
 def spec(*ops: dict, title: str = "change", base: int | None = None) -> P.ProposalFile:
@@ -111,8 +113,9 @@ def test_request_changes_edit_resubmit(warehouse):
     assert back.status == "changes_requested"
     with pytest.raises(PermissionRefused, match="lifecycle"):
         P.approve(warehouse, p.proposal_id, user="bob", ack_report=p.report_hash)
-    edited = P.edit(warehouse, p.proposal_id, spec(MERGE, {"op": "rename", "node_id": "cat", "title": "Felid"}),
-                    user="alice")
+    edited = P.edit(
+        warehouse, p.proposal_id, spec(MERGE, {"op": "rename", "node_id": "cat", "title": "Felid"}), user="alice"
+    )
     assert edited.status == "draft" and edited.proposal_hash != p.proposal_hash
     again = P.submit(warehouse, p.proposal_id, user="alice")
     assert again.status == "submitted" and again.report_hash != p.report_hash
@@ -126,9 +129,11 @@ def test_rejection_never_alters_the_tree_and_is_final(warehouse):
     assert P.reject(warehouse, p.proposal_id, user="bob", comment="no").status == "rejected"
     assert warehouse.execute("SELECT count(*) FROM tree_nodes").fetchall() == before
     assert latest_version(warehouse) == 1
-    for action in (lambda: P.submit(warehouse, p.proposal_id, user="alice"),
-                   lambda: P.withdraw(warehouse, p.proposal_id, user="alice"),
-                   lambda: applying.apply(warehouse, p.proposal_id, user="bob")):
+    for action in (
+        lambda: P.submit(warehouse, p.proposal_id, user="alice"),
+        lambda: P.withdraw(warehouse, p.proposal_id, user="alice"),
+        lambda: applying.apply(warehouse, p.proposal_id, user="bob"),
+    ):
         with pytest.raises(PermissionRefused, match="lifecycle"):
             action()
 
@@ -207,8 +212,13 @@ def test_every_action_appends_an_audit_event(warehouse):
     p = P.approve(warehouse, p.proposal_id, user="bob", ack_report=P.load(warehouse, p.proposal_id).report_hash)
     applying.apply(warehouse, p.proposal_id, user="carol")
     assert audit_actions(warehouse)[start:] == [
-        "proposal.propose", "proposal.submit", "proposal.request_changes", "proposal.submit", "proposal.approve",
-        "proposal.apply", "tree.version",
+        "proposal.propose",
+        "proposal.submit",
+        "proposal.request_changes",
+        "proposal.submit",
+        "proposal.approve",
+        "proposal.apply",
+        "tree.version",
     ]
 
 

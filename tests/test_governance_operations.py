@@ -64,8 +64,10 @@ def test_rename_is_cosmetic_and_keeps_old_title_as_alias(op):
 
 
 def test_move_is_structural_and_recomputes_paths():
-    batch = run({"op": "add", "node_id": "wild", "parent_id": "mammal"}, {"op": "move", "node_id": "lynx",
-                                                                          "new_parent_id": "wild"})
+    batch = run(
+        {"op": "add", "node_id": "wild", "parent_id": "mammal"},
+        {"op": "move", "node_id": "lynx", "new_parent_id": "wild"},
+    )
     assert batch.classes == [CompatClass.ADDITIVE, CompatClass.STRUCTURAL]
     assert batch.compat_class is CompatClass.STRUCTURAL
     lynx = node(batch, "lynx")
@@ -149,8 +151,14 @@ def test_content_hash_changes_with_the_tree_and_base_is_untouched():
         ([{"op": "add", "node_id": "cat"}], "already exists (ids are never reused)"),
         ([{"op": "move", "node_id": "mammal", "new_parent_id": "cat"}], "under its own descendant"),
         ([{"op": "merge", "nodes": ["mammal"], "into": "bird"}], "has children"),
-        ([{"op": "merge", "nodes": ["lynx"], "into": "cat"}, {"op": "rename", "node_id": "dog", "title": "D"},
-          {"op": "merge", "nodes": ["dog"], "into": "lynx"}], "operation 3 (merge lynx): node 'lynx' is deprecated"),
+        (
+            [
+                {"op": "merge", "nodes": ["lynx"], "into": "cat"},
+                {"op": "rename", "node_id": "dog", "title": "D"},
+                {"op": "merge", "nodes": ["dog"], "into": "lynx"},
+            ],
+            "operation 3 (merge lynx): node 'lynx' is deprecated",
+        ),
         ([{"op": "codes", "node_id": "dog", "codes": ["c1"]}], "code 'c1' would mean both"),
         ([{"op": "rename", "node_id": "cat", "title": "cat"}], "nothing to change"),
         ([{"op": "add", "node_id": "Bad Id"}], "must match"),
@@ -166,7 +174,7 @@ def test_proposal_file_errors_name_the_place():
         parse_proposal("title: t\nrationale: r\noperations:\n  - op: merge\n    nodes: [a]\n")
     with pytest.raises(LabelgovError, match="operations"):
         parse_proposal("title: t\nrationale: r\noperations: []\n")
-    with pytest.raises(LabelgovError, match="does not match any of the expected tags|op"):
+    with pytest.raises(LabelgovError, match=r"operations\.0"):
         parse_proposal("title: t\nrationale: r\noperations:\n  - op: explode\n    node_id: a\n")
     spec = parse_proposal("title: t\nrationale: r\noperations:\n  - {op: guideline, node_id: a, text: x}\n")
     assert spec.operations[0].alters_meaning is True

@@ -34,8 +34,9 @@ def test_confused_siblings_are_the_top_merge_candidate(planted):
     merged = answers.assign(node_id=answers["node_id"].replace({"lynx": "cat"}))
     matrix = merged.pivot(index="annotator_id", columns="item_id", values="node_id")
     codes = {v: i for i, v in enumerate(sorted(merged["node_id"].unique()))}
-    reference = krippendorff.alpha(matrix.apply(lambda c: c.map(codes)).to_numpy(dtype=float),
-                                   level_of_measurement="nominal")
+    reference = krippendorff.alpha(
+        matrix.apply(lambda c: c.map(codes)).to_numpy(dtype=float), level_of_measurement="nominal"
+    )
     assert row["alpha_if_merged"] == pytest.approx(reference, abs=1e-9)
     assert row["alpha_if_merged"] > row["alpha"] + 0.1
 

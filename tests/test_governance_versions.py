@@ -16,8 +16,9 @@ from queries.errors import LabelgovError
 
 
 def applied(con, *ops: dict) -> int:
-    p = P.create(con, P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": list(ops)}),
-                 user="alice")
+    p = P.create(
+        con, P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": list(ops)}), user="alice"
+    )
     p = P.submit(con, p.proposal_id, user="alice")
     for steward in ("bob", "carol")[: p.approvals_needed]:
         p = P.approve(con, p.proposal_id, user=steward, ack_report=p.report_hash)
@@ -38,9 +39,12 @@ def test_versions_record_lineage_hash_and_proposal():
 
 def test_diff_lists_every_changed_attribute():
     con = build()
-    applied(con, {"op": "merge", "nodes": ["lynx"], "into": "cat"}, {"op": "move", "node_id": "finch",
-                                                                       "new_parent_id": "mammal"},
-            {"op": "add", "node_id": "owl", "parent_id": "bird", "title": "Owl"})
+    applied(
+        con,
+        {"op": "merge", "nodes": ["lynx"], "into": "cat"},
+        {"op": "move", "node_id": "finch", "new_parent_id": "mammal"},
+        {"op": "add", "node_id": "owl", "parent_id": "bird", "title": "Owl"},
+    )
     diff = V.diff(con, 1, 2)
     text = diff.astype(object).where(diff.notna(), None)
     got = {(r.node_id, r.change): (r.before, r.after) for r in text.itertuples()}
@@ -62,8 +66,7 @@ def test_diff_lists_every_changed_attribute():
 def test_newer_annotations_map_back_to_the_nearest_known_ancestor():
     con = build()
     applied(con, {"op": "add", "node_id": "owl", "parent_id": "bird"})
-    insert_answers(con, pd.DataFrame({"item_id": ["i0000"], "annotator_id": ["z"], "node_id": ["owl"]}), 2,
-                   prefix="z")
+    insert_answers(con, pd.DataFrame({"item_id": ["i0000"], "annotator_id": ["z"], "node_id": ["owl"]}), 2, prefix="z")
     back = V.mapping_to_version(con, 1).set_index(["tree_version", "node_id"])
     assert back.loc[(2, "owl"), "target_node_id"] == "bird"
     assert not back.loc[(2, "owl"), "automatic"]
@@ -94,8 +97,13 @@ def test_command_line_from_proposal_to_relabelling_export(tmp_path):
 
         for user, role in {"root": "admin", "alice": "proposer", "bob": "steward", "carol": "steward"}.items():
             grant(con, admin_user="root", user=user, role=role)
-        insert_answers(con, pd.DataFrame({"item_id": ["a", "a", "b"], "annotator_id": ["x", "y", "x"],
-                                          "node_id": ["dog", "cat", "dog"]}), 1)
+        insert_answers(
+            con,
+            pd.DataFrame(
+                {"item_id": ["a", "a", "b"], "annotator_id": ["x", "y", "x"], "node_id": ["dog", "cat", "dog"]}
+            ),
+            1,
+        )
     assert run(["propose", str(proposal), "--as", "alice"], db)[0] == 0
     code, out = run(["proposal", "submit", "1", "--as", "alice"], db)
     assert code == 0 and "impact report" in out

@@ -37,7 +37,7 @@ def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
 
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     tables = ("annotations", "gold_labels", "predictions", "items", "annotators", "quarantine", "ingest_batches")
-    return {t: con.execute("SELECT count(*) FROM " + t).fetchone()[0] for t in tables}  # noqa: S608
+    return {t: con.execute("SELECT count(*) FROM " + t).fetchone()[0] for t in tables}
 
 
 BAD_ROWS = {
@@ -71,23 +71,44 @@ BAD_ROWS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_ROWS))
-def test_each_quarantine_reason(con: duckdb.DuckDBPyConnection, tmp_path: Path, case: str) -> None:
-    row, reason = BAD_ROWS[case]
-    report = ingest_file(con, "annotations", write_csv(tmp_path / "a.csv", GOOD, row), actor="t")
-    assert report.rows_read == 2
+def test_each_quarantine_reason(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    """One good row, then one row per fault: each lands in quarantine at its row with its reason, as written."""
+    cases = sorted(BAD_ROWS)
+    file = write_csv(tmp_path / "a.csv", GOOD, *(BAD_ROWS[case][0] for case in cases))
+    report = ingest_file(con, "annotations", file, actor="t")
+    assert report.rows_read == len(cases) + 1
     assert report.rows_accepted == 1
-    assert report.quarantined == {reason: 1}
-    stored = con.execute("SELECT batch_id, row_number, reason, message, original FROM quarantine").fetchall()
-    assert len(stored) == 1
-    batch, row_number, stored_reason, message, original = stored[0]
-    assert (batch, row_number, stored_reason) == (report.batch_id, 2, reason)
-    assert message
-    written = dict(zip(HEADER.split(","), next(iter(pd.read_csv(tmp_path / "a.csv", dtype=str,
-                                                                 keep_default_na=False).iloc[[1]].values)),
-                       strict=True))
-    assert {k: (v or None) for k, v in json.loads(original).items()} == {k: (v or None) for k, v in written.items()}
+    expected: dict[str, int] = {}
+    for case in cases:
+        expected[BAD_ROWS[case][1]] = expected.get(BAD_ROWS[case][1], 0) + 1
+    assert report.quarantined == expected
+    stored = con.execute(
+        "SELECT row_number, batch_id, reason, message, original FROM quarantine ORDER BY row_number"
+    ).fetchall()
+    written = pd.read_csv(file, dtype=str, keep_default_na=False)
+    assert [row[0] for row in stored] == list(range(2, len(cases) + 2))
+    for (row_number, batch, reason, message, original), case in zip(stored, cases, strict=True):
+        assert (batch, reason) == (report.batch_id, BAD_ROWS[case][1]), case
+        assert message, case
+        as_written = {k: (v or None) for k, v in written.iloc[row_number - 1].items()}
+        assert {k: (v or None) for k, v in json.loads(original).items()} == as_written, case
     assert con.execute("SELECT annotation_id FROM annotations").fetchall() == [("g0",)]
+
+
+def test_malformed_rows_are_quarantined_in_place(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    file = tmp_path / "ragged.csv"
+    file.write_text(
+        'item_id,annotator_id,label\ni1,a1,1\ni2,a1,1,x,y\ni3,"a\n1",2\ni4,a1\ni5,a1,2\n', encoding="utf-8"
+    )
+    report = ingest_file(con, "annotations", file, actor="t")
+    assert (report.rows_read, report.rows_accepted, report.quarantined) == (5, 3, {"malformed_row": 2})
+    assert con.execute("SELECT row_number, original FROM quarantine ORDER BY 1").fetchall() == [
+        (2, '{"line":"i2,a1,1,x,y"}'), (4, '{"line":"i4,a1"}'),
+    ]
+    # The good rows keep their own places: generated ids carry the row number.
+    assert con.execute("SELECT annotation_id, item_id FROM annotations ORDER BY item_id").fetchall() == [
+        (f"b{report.batch_id}-1", "i1"), (f"b{report.batch_id}-3", "i3"), (f"b{report.batch_id}-5", "i5"),
+    ]
 
 
 def test_good_row_is_stored_typed_and_resolved(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -307,7 +328,8 @@ def test_round_trip_each_format(con: duckdb.DuckDBPyConnection, tmp_path: Path, 
         assert back[column].tolist() == frame[column].tolist()
     assert back["stage"].tolist() == frame["stage"].tolist()
     assert back["annotation_id"].tolist() == frame["annotation_id"].tolist()
-    distributions = [d for (d,) in con.execute("SELECT distribution FROM annotations ORDER BY annotation_id").fetchall()]
+    stored = con.execute("SELECT distribution FROM annotations ORDER BY annotation_id").fetchall()
+    distributions = [d for (d,) in stored]
     assert distributions == [{"neutral": 0.5, "happy": 0.5}, None, {"sad": 0.25, "angry": 0.75}, None]
 
 
@@ -390,3 +412,42 @@ def test_progress_phases_for_large_files(con: duckdb.DuckDBPyConnection, tmp_pat
     monkeypatch.setattr(ingest_module, "LARGE_FILE_BYTES", 1)
     ingest_file(con, "annotations", file, actor="t", progress=heard.append)
     assert [h.split()[0] for h in heard] == ["hashing", "reading", "validating", "checking", "writing"]
+
+
+def test_typed_parquet_columns(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    """Integer ids, zone-aware timestamps, epoch numbers and a real map column are read by type, not as text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "item_id": pa.array([7, 8, 9], pa.int64()),
+        "annotator_id": ["a", "b", "c"],
+        "label": pa.array([1, 2, 9], pa.int32()),
+        "created_at": pa.array(
+            [datetime(2024, 5, 1, 12, 0), datetime(2024, 5, 2, 12, 0), datetime(2024, 5, 3, 12, 0)],
+            pa.timestamp("us", tz="Europe/Paris"),
+        ),
+        "duration_s": pa.array([1, 2, 3], pa.int16()),
+        "distribution": pa.array([[("1", 1.0)], None, None], pa.map_(pa.string(), pa.float64())),
+    })
+    file = tmp_path / "typed.pq"
+    pq.write_table(table, file)
+    report = ingest_file(con, "annotations", file, actor="t")
+    assert report.quarantined == {"unknown_label": 1}
+    rows = con.execute(
+        "SELECT item_id, node_id, created_at, duration_s, distribution FROM annotations ORDER BY item_id"
+    ).fetchall()
+    # pyarrow stores the instants in UTC; Paris is UTC+2 in May.
+    assert rows == [
+        ("7", "happy", datetime(2024, 5, 1, 12, 0), 1.0, {"happy": 1.0}),
+        ("8", "sad", datetime(2024, 5, 2, 12, 0), 2.0, None),
+    ]
+    original = json.loads(con.execute("SELECT original FROM quarantine").fetchone()[0])
+    assert original["item_id"] == 9 and original["label"] == 9
+    epochs = tmp_path / "epochs.parquet"
+    pq.write_table(pa.table({"item_id": ["e1"], "annotator_id": ["a"], "label": ["0"],
+                             "created_at": pa.array([1714566600.0])}), epochs)
+    ingest_file(con, "annotations", epochs, actor="t")
+    assert con.execute("SELECT created_at FROM annotations WHERE item_id = 'e1'").fetchone() == (
+        datetime(2024, 5, 1, 12, 30),
+    )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
 from dashboard.cli.common import audit_recorder, current_user, db_option
+from queries import export as label_export
+from queries import report as headline_report
 from queries.connection import connect
-from queries.refresh import refresh
+from queries.filters import Filters
+from queries.refresh import is_stale, refresh
 
 
 @click.command("refresh")
@@ -22,5 +29,73 @@ def refresh_command(db: str | None, full: bool) -> None:
         click.echo(f"  {step.step:<16}{step.mode:<14}{step.seconds:>8.2f} s")
 
 
+def _print_headline(figures: dict[str, Any]) -> None:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    def num(value: float | None, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    counts = figures["counts"]
+    click.echo(
+        f"items {counts['items']:,} · annotations {counts['annotations']:,} · annotators {counts['annotators']:,}"
+        f" · gold {counts['gold_labels']:,}"
+    )
+    levels = ", ".join(f"L{k} {num(v)}" for k, v in figures["alpha_by_level"].items())
+    click.echo(f"Krippendorff's alpha {num(figures['alpha'])} (tree distance {num(figures['alpha_tree'])}; {levels})")
+    for method, accuracy in figures["accuracy_vs_gold"].items():
+        click.echo(f"accuracy vs gold   {method:<34}{pct(accuracy)}")
+    click.echo(
+        f"escalation rate {pct(figures['escalation_rate'])}, gain {pct(figures['escalation_gain'])} "
+        f"(from {pct(figures['escalation_accuracy_before'])} to {pct(figures['escalation_accuracy_after'])})"
+    )
+    click.echo(f"cost per item {num(figures['cost_per_item'], 3)}")
+    for alert in figures["top_drift_alerts"]:
+        click.echo(
+            f"drift alert  {alert['metric']:<20}{alert['branch']:<28}week of {alert['week']}  "
+            f"size {alert['size']:.3f}  p_adj {alert['p_adjusted']:.1e}"
+        )
+
+
+@click.command("report")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output; the key names are stable.")
+@click.option("--alerts", default=5, show_default=True, type=click.IntRange(0, 100), help="Drift alerts to list.")
+def report_command(db: str | None, as_json: bool, alerts: int) -> None:
+    """Headline figures: counts, agreement, accuracy against gold, escalation, cost, drift alerts."""
+    with connect(db, read_only=True) as con:
+        if is_stale(con):
+            click.echo("note: new data since the last refresh; run `labelgov refresh` for current figures", err=True)
+        figures = headline_report.headline(con, Filters(), alerts=alerts)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2, default=str))
+    else:
+        _print_headline(figures)
+
+
+@click.group("export")
+def export_group() -> None:
+    """Export results for pipelines downstream."""
+
+
+@export_group.command("labels")
+@click.argument("file", type=click.Path(dir_okay=False))
+@db_option
+@click.option("--method", type=click.Choice(["dawid-skene", "majority"]), default="dawid-skene", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default=None,
+    help="Default: from the file's extension, else csv.",
+)
+def export_labels_command(file: str, db: str | None, method: str, fmt: str | None) -> None:
+    """One row per item: consensus at every level, soft distribution, confidence, provenance."""
+    chosen = fmt or {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(Path(file).suffix, "csv")
+    with connect(db, read_only=True) as con:
+        frame = label_export.labels(con, method)  # type: ignore[arg-type]
+    rows = label_export.write(frame, file, chosen)  # type: ignore[arg-type]
+    click.echo(f"wrote {rows:,} items to {file} ({chosen}, method {method})")
+
+
 def register(root: click.Group) -> None:
     root.add_command(refresh_command)
+    root.add_command(report_command)
+    root.add_command(export_group)

@@ -1,11 +1,52 @@
-"""Calibration."""
+"""Calibration: does the model's stated confidence match how often it is right, per level, and what fixes it."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from dashboard import access, charts
+from dashboard.components import empty_state, fmt, guarded, table
+from queries import calibration
 from queries.filters import Filters
+
+AGAINST = {"Gold labels": "gold", "Crowd soft labels": "soft"}
+
+
+def _fit(filters: Filters) -> bool:
+    fit = access.query(calibration.fit_temperature, filters)
+    if fit is None:
+        empty_state("No model predictions on gold items in scope.",
+                    "Ingest predictions (`labelgov ingest predictions FILE`) and gold labels (`labelgov ingest gold "
+                    "FILE`), then run `labelgov refresh`.")
+        return False
+    cols = st.columns(4)
+    cols[0].metric("Model", fit.model)
+    cols[1].metric("Fitted temperature", fmt(fit.temperature, "ratio"),
+                   help="Above 1 the model is over-confident; below 1 under-confident.")
+    cols[2].metric("Log loss before → after", f"{fit.nll_before:.3f} → {fit.nll_after:.3f}")
+    cols[3].metric("Gold items", f"{fit.n:,}")
+    return True
+
+
+def _diagram(filters: Filters) -> None:
+    against = AGAINST[st.radio("Compare with", list(AGAINST), horizontal=True, key="cal_against")]
+    bins = access.query(calibration.reliability_bins, filters, against=against)
+    st.plotly_chart(charts.reliability_diagram(bins, "Reliability diagram per tree level"), key="cal_diagram")
+    table(bins, f"reliability_bins_{against}", filters, key="cal_bins")
+
+
+def _table(filters: Filters) -> None:
+    st.subheader("Calibration error and Brier score")
+    frame = access.query(calibration.calibration_table, filters)
+    table(frame, "calibration", filters, key="cal_table")
 
 
 def render(filters: Filters) -> None:
     st.title("Calibration")
+    with guarded("Fitting the temperature…"):
+        if not _fit(filters):
+            return
+    with guarded("Binning confidence…"):
+        _diagram(filters)
+    with guarded("Scoring calibration…"):
+        _table(filters)

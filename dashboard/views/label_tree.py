@@ -1,11 +1,100 @@
-"""Label tree."""
+"""Label tree: where the labels land and where they are contested, down to one node's children."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from dashboard import access, charts
+from dashboard.components import empty_state, guarded, link_button, table
+from dashboard.selection import selection_to_drill
+from queries import agreement, contested, soft_labels, tree_view
 from queries.filters import Filters
+
+SOURCES = {"Annotation mass": "annotations", "Latent-truth posterior (Dawid-Skene)": "posterior"}
+NODE_KEY = "lt_node_select"
+TOP = "(top level)"
+
+
+def _picked_node(event: object, nodes: pd.DataFrame) -> None:
+    """A click on the sunburst chooses the node whose children are shown below.
+
+    Leaves have no children to compare, so a click on a leaf shows its parent's children.
+    """
+    clicked = selection_to_drill(event, "item", Filters()).item_id
+    row = nodes[nodes["node_id"] == clicked]
+    if row.empty:
+        return
+    node = str(row["parent_id"].iloc[0]) if bool(row["is_leaf"].iloc[0]) else str(clicked)
+    if pd.isna(row["parent_id"].iloc[0]) and bool(row["is_leaf"].iloc[0]):
+        node = TOP
+    if st.session_state.get(NODE_KEY) != node:
+        st.session_state[NODE_KEY] = node
+        st.rerun()
+
+
+def _tree(filters: Filters) -> list[str]:
+    source = SOURCES[st.radio("Size by", list(SOURCES), horizontal=True, key="lt_source")]
+    nodes = access.query(tree_view.node_volumes, filters, source=source)
+    if nodes.empty or float(nodes["volume"].sum()) == 0:
+        what = "No Dawid-Skene posterior yet." if source == "posterior" else "No answers match these filters."
+        empty_state(what, "Run `labelgov refresh` after ingesting annotations, or widen the filters.")
+        return []
+    fig = charts.sunburst(nodes, "Label tree by volume, coloured by ambiguity")
+    event = st.plotly_chart(fig, key="lt_sunburst", on_select="rerun", selection_mode=("points",))
+    _picked_node(event, nodes)
+    table(nodes, "tree_nodes", filters, key="lt_nodes_table")
+    return nodes.loc[~nodes["is_leaf"], "node_id"].tolist()
+
+
+def _levels(filters: Filters) -> None:
+    st.subheader("Ambiguity per level")
+    left, right = st.columns(2)
+    levels = access.query(agreement.agreement_table, filters, by="level")
+    stats = access.query(soft_labels.level_stats, filters)
+    with left:
+        if not levels.empty:
+            levels = levels.assign(level="Level " + levels["group"].astype(str))
+        fig = charts.bars(levels, "level", "alpha_nominal", "Agreement (alpha) per tree level", "Level", "Alpha",
+                          hover=[("n_items", "Items")])
+        st.plotly_chart(fig, key="lt_alpha_levels")
+    with right:
+        if not stats.empty:
+            stats = stats.assign(level="Level " + stats["depth"].astype(str))
+        fig = charts.bars(stats, "level", "mean_entropy", "Mean entropy per level (bits)", "Level", "Entropy",
+                          series="source", hover=[("ambiguous_share", "Share ambiguous")])
+        st.plotly_chart(fig, key="lt_entropy_levels")
+
+
+def _node(filters: Filters, branches: list[str]) -> None:
+    st.subheader("One node's children")
+    options = [TOP, *branches]
+    if st.session_state.get(NODE_KEY) not in options:
+        st.session_state[NODE_KEY] = TOP
+    picked = st.selectbox("Node (or click the sunburst)", options, key=NODE_KEY)
+    node = None if picked == TOP else picked
+    confusion = access.query(tree_view.children_confusion, filters, node_id=node)
+    fig = charts.heatmap(confusion, "second_title", "first_title", "share",
+                         f"How answers split between the children of {picked}", "Other answer on the same item",
+                         "Answer", "Share of pairs", zmin=0, zmax=1)
+    st.plotly_chart(fig, key="lt_confusion")
+    scope = filters if node is None else filters.model_copy(update={"branch": node})
+    items = access.query(contested.contested_items, scope, limit=20)
+    st.markdown(f"**Most contested items under {picked}**")
+    if items.empty:
+        empty_state("No items under this node.", "Choose another node or widen the filters.")
+        return
+    table(items, "contested_under_node", scope, key="lt_contested")
+    link_button("Explore these disagreements", "disagreements", scope, widget_key="lt_to_disagreements")
 
 
 def render(filters: Filters) -> None:
     st.title("Label tree")
+    branches: list[str] = []
+    with guarded("Drawing the tree…"):
+        branches = _tree(filters)
+    with guarded("Measuring ambiguity per level…"):
+        _levels(filters)
+    if branches:
+        with guarded("Comparing the node's children…"):
+            _node(filters, branches)

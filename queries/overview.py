@@ -1,0 +1,190 @@
+"""The leadership overview: headline numbers for a period beside the period before it, and weekly trends.
+
+A headline without a comparison cannot say whether things got better, so every tile carries the same
+number for the previous period of equal length. Without a date filter the period is the last four weeks
+of data (ending on the newest answer in scope), compared with the four weeks before.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel
+
+from queries import agreement, escalation, soft_labels
+from queries.filters import Filters
+from queries.governance_store import OPEN_STATUSES
+from queries.results import first_row
+
+DEFAULT_DAYS = 28
+TREND_COLUMNS = ["week", "items", "annotations", "cost_per_item", "estimated_accuracy", "escalation_rate"]
+
+
+class Period(BaseModel):
+    start: date
+    end: date
+    previous_start: date
+    previous_end: date
+
+
+class Tile(BaseModel):
+    """One headline number; ``previous`` is None when the earlier period has no data or no such number."""
+
+    key: str
+    label: str
+    value: float | None
+    previous: float | None
+    kind: str  # count, share, ratio or money: how to print it
+    help: str
+
+    @property
+    def delta(self) -> float | None:
+        if self.value is None or self.previous is None:
+            return None
+        return self.value - self.previous
+
+
+class Overview(BaseModel):
+    period: Period | None
+    tiles: list[Tile]
+
+
+def _clean(value: object) -> float | None:
+    if value is None:
+        return None
+    number = float(value)  # type: ignore[arg-type]
+    return None if math.isnan(number) or math.isinf(number) else number
+
+
+def period_of(con: duckdb.DuckDBPyConnection, f: Filters) -> Period | None:
+    """The period the tiles describe and the one before it; None when no answer is in scope."""
+    if not soft_labels.table_exists(con, "d_answers"):
+        return None
+    if f.start is not None and f.end is not None:
+        start, end = f.start, f.end
+    else:
+        where, params = f.where("a")
+        row = first_row(con.execute("SELECT max(a.created_at)::DATE FROM d_answers a WHERE " + where, params))  # noqa: S608 - predicate from Filters.where
+        if row is None or row[0] is None:
+            return None
+        end = f.end or row[0]
+        start = f.start or end - timedelta(days=DEFAULT_DAYS - 1)
+    length = (end - start).days + 1
+    previous_end = start - timedelta(days=1)
+    previous_start = previous_end - timedelta(days=length - 1)
+    return Period(start=start, end=end, previous_start=previous_start, previous_end=previous_end)
+
+
+def _within(f: Filters, start: date, end: date) -> Filters:
+    return Filters.model_validate({**f.model_dump(), "start": start, "end": end})
+
+
+def _ds_items(con: duckdb.DuckDBPyConnection) -> str:
+    """Each item's Dawid-Skene confidence, or an empty relation before the model has been fitted."""
+    if soft_labels.table_exists(con, "d_ds_items"):
+        return "(SELECT item_idx, ds_p FROM d_ds_items)"
+    return "(SELECT 0 AS item_idx, NULL::DOUBLE AS ds_p WHERE FALSE)"
+
+
+def _volume(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[int, int, float | None, float | None]:
+    """Items, answers, spend per item and the mean Dawid-Skene confidence of the items' labels."""
+    where, params = f.where("a")
+    row = first_row(con.execute(
+        "WITH s AS (SELECT a.item_idx, count(*) AS n, sum(a.cost) AS cost FROM d_answers a WHERE "  # noqa: S608 - predicate from Filters.where, fixed relations
+        + where + " GROUP BY a.item_idx) "
+        "SELECT count(*), coalesce(sum(s.n), 0), sum(s.cost) / nullif(count(*), 0), avg(d.ds_p) "
+        "FROM s LEFT JOIN " + _ds_items(con) + " d USING (item_idx)",
+        params,
+    ))
+    if row is None:
+        return 0, 0, None, None
+    return int(row[0]), int(row[1]), _clean(row[2]), _clean(row[3])
+
+
+def open_proposals(con: duckdb.DuckDBPyConnection) -> int:
+    """Change proposals not yet applied, rejected or withdrawn."""
+    if not soft_labels.table_exists(con, "proposals"):
+        return 0
+    row = first_row(con.execute("SELECT count(*) FROM proposals WHERE list_contains(?, status)", [list(OPEN_STATUSES)]))
+    return int(row[0]) if row else 0
+
+
+def _numbers(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, float | None]:
+    items, answers, cost, accuracy = _volume(con, f)
+    if items == 0:
+        return {"items": 0, "annotations": 0, "alpha": None, "estimated_accuracy": None,
+                "escalation_rate": None, "cost_per_item": None}
+    has_outcomes = soft_labels.table_exists(con, "d_item_outcomes")
+    rate = escalation.escalation_summary(con, f).escalation_rate if has_outcomes else None
+    return {
+        "items": items,
+        "annotations": answers,
+        "alpha": _clean(agreement.alpha(con, f, bootstrap=0).value),
+        "estimated_accuracy": accuracy,
+        "escalation_rate": _clean(rate),
+        "cost_per_item": cost,
+    }
+
+
+TILES: tuple[tuple[str, str, str, str], ...] = (
+    ("items", "Items labelled", "count", "Items with at least one answer in the period."),
+    ("annotations", "Annotations", "count", "Answers given in the period."),
+    ("alpha", "Agreement (alpha)", "ratio", "Krippendorff's alpha (nominal) over the period's answers; 1 is perfect."),
+    ("estimated_accuracy", "Estimated accuracy", "share",
+     "Mean probability, under the Dawid-Skene model, that an item's consensus label is right."),
+    ("escalation_rate", "Escalation rate", "share", "Share of the period's items sent to an expert."),
+    ("cost_per_item", "Cost per item", "money", "Spend on answers per labelled item."),
+)
+
+
+def overview(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
+    """Tiles for the period and the previous one; open proposals are a count now, with no previous value."""
+    period = period_of(con, f)
+    proposals = float(open_proposals(con))
+    proposal_tile = Tile(
+        key="open_proposals", label="Open change proposals", value=proposals, previous=None, kind="count",
+        help="Tree change proposals waiting for review, approval or application.",
+    )
+    if period is None:
+        empty = [Tile(key=k, label=lbl, value=None, previous=None, kind=kind, help=h) for k, lbl, kind, h in TILES]
+        return Overview(period=None, tiles=[*empty, proposal_tile])
+    now = _numbers(con, _within(f, period.start, period.end))
+    before = _numbers(con, _within(f, period.previous_start, period.previous_end))
+    had_data = before["items"] not in (0, None)
+    tiles = [
+        Tile(key=k, label=lbl, value=now[k], previous=before[k] if had_data else None, kind=kind, help=h)
+        for k, lbl, kind, h in TILES
+    ]
+    return Overview(period=period, tiles=[*tiles, proposal_tile])
+
+
+def weekly_trends(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per week: items answered, answers, spend per item, mean Dawid-Skene confidence, share escalated."""
+    if not soft_labels.table_exists(con, "d_answers"):
+        return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
+    where, params = f.where("a")
+    frame = con.execute(
+        "WITH w AS (SELECT a.week, a.item_idx, count(*) AS n, sum(a.cost) AS cost FROM d_answers a WHERE "  # noqa: S608 - predicate from Filters.where, fixed relations
+        + where + " GROUP BY ALL), "
+        "esc AS (SELECT DISTINCT x.item_idx FROM escalations e JOIN d_item_index x USING (item_id)) "
+        "SELECT w.week, count(*) AS items, sum(w.n) AS annotations, sum(w.cost) / count(*) AS cost_per_item, "
+        "avg(d.ds_p) AS estimated_accuracy, avg(CASE WHEN esc.item_idx IS NULL THEN 0 ELSE 1 END) AS escalation_rate "
+        "FROM w LEFT JOIN " + _ds_items(con) + " d USING (item_idx) LEFT JOIN esc USING (item_idx) "
+        "WHERE w.week IS NOT NULL GROUP BY w.week ORDER BY w.week",
+        params,
+    ).df()
+    if frame.empty:
+        return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
+    alphas = agreement.agreement_table(con, f, by="week", bootstrap=0)
+    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
+    if not alphas.empty:
+        frame = frame.merge(
+            alphas[["group", "alpha_nominal"]].rename(columns={"group": "week", "alpha_nominal": "alpha"}),
+            on="week", how="left",
+        )
+    else:
+        frame["alpha"] = float("nan")
+    return frame
