@@ -6,6 +6,8 @@ skewed crowd that confuses a sibling class, a few uniform spammers) with this en
 its own process so that the peak resident memory (getrusage) is that fit's alone. crowd-kit runs only
 up to ``--crowdkit-max`` answers (its 10M-answer fit needs minutes and several GB).
 
+Run from the repository root: ``python -m benchmarks.bench_reliability [--db PATH]``.
+
 Part 2 times the page functions (median of 5 warm runs) on a refreshed warehouse given with ``--db``
 (e.g. the large demo after ``labelgov refresh``).
 """
@@ -20,14 +22,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from queries.dawid_skene import dawid_skene  # noqa: E402
-from tests.test_dawid_skene import synthetic_answers  # noqa: E402
+from queries.dawid_skene import dawid_skene
+from tests.test_dawid_skene import synthetic_answers
 
 
 def fit_once(method: str, answers: int, classes: int, iterations: int) -> dict[str, float]:
@@ -54,7 +53,16 @@ def fit_once(method: str, answers: int, classes: int, iterations: int) -> dict[s
 
 def fit_in_child(method: str, answers: int, classes: int, iterations: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", method, str(answers), str(classes), str(iterations)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_reliability",
+            "--child",
+            method,
+            str(answers),
+            str(classes),
+            str(iterations),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -114,7 +122,9 @@ def page_table(db: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1000000,10000000", help="answer counts, comma-separated")
+    parser.add_argument(
+        "--sizes", default="1000000,10000000", help="answer counts, comma-separated (empty: skip the engine table)"
+    )
     parser.add_argument("--classes", default="4,44", help="class counts (44 = leaves of the demo tree)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--crowdkit-max", type=int, default=1_000_000)
@@ -125,12 +135,13 @@ def main() -> None:
         method, n, k, it = args.child
         print(json.dumps(fit_once(method, int(n), int(k), int(it))))
         return
-    engine_table(
-        [int(x) for x in args.sizes.split(",")],
-        [int(x) for x in args.classes.split(",")],
-        args.iterations,
-        args.crowdkit_max,
-    )
+    if args.sizes:
+        engine_table(
+            [int(x) for x in args.sizes.split(",")],
+            [int(x) for x in args.classes.split(",")],
+            args.iterations,
+            args.crowdkit_max,
+        )
     if args.db:
         page_table(args.db)
 

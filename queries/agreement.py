@@ -73,50 +73,20 @@ STORED_PAIRS = "d_agreement_pairs"
 STORED_TOP = 15
 BRANCH_WEEK_STRIDE = 1_000_000  # days since 1970 stay far below this
 
-# Node ids in a fixed order; SQL and Python both index values by it.
-VALUE_DICT = """
-WITH dict AS (
-    SELECT node_id, CAST(row_number() OVER (ORDER BY node_id) - 1 AS INTEGER) AS v
-    FROM (SELECT DISTINCT node_id FROM d_nodes)
-),
-"""
-LINEAGES = "SELECT node_id, arg_max(lineage, tree_version) FROM d_nodes GROUP BY node_id ORDER BY node_id"
-WEEK_DAY = "CAST(date_diff('day', DATE '1970-01-01', a.week) AS BIGINT)"
-
-# Each grouping yields c(g, item_idx, value, n); g is an integer group code decoded in Python.
-# Only the filter predicate is spliced in (built by Filters.where from fixed fragments).
-GROUP_CTE = {
-    "overall": "c AS (SELECT 0 AS g, a.item_idx, a.node_id AS value, count(*) AS n FROM d_answers a WHERE {P} "
-    "GROUP BY ALL)",
-    "week": "c AS (SELECT " + WEEK_DAY + " AS g, a.item_idx, a.node_id AS value, count(*) AS n "
-    "FROM d_answers a WHERE {P} GROUP BY ALL)",
-    "level": "c AS (SELECT lvl AS g, item_idx, lineage[lvl] AS value, count(*) AS n FROM ("
-    "SELECT a.item_idx, a.lineage, unnest(generate_series(?, least(?, len(a.lineage)))) AS lvl "
-    "FROM d_answers a WHERE {P}) GROUP BY ALL)",
-    "branch": "c0 AS (SELECT 0 AS w, a.item_idx, a.item_lineage, a.lineage, count(*) AS n FROM d_answers a "
-    "WHERE {P} GROUP BY ALL), {BRANCH}",
-    "branch_week": "c0 AS (SELECT " + WEEK_DAY + " AS w, a.item_idx, a.item_lineage, a.lineage, count(*) AS n "
-    "FROM d_answers a WHERE {P} GROUP BY ALL), {BRANCH}",
-}
-# The same units, but answers keep their own node: agreement among the items of a subtree at full depth.
-GROUP_CTE["subtree"] = GROUP_CTE["branch"]
-GROUP_CTE["subtree_week"] = GROUP_CTE["branch_week"]
-BRANCHED = ("branch", "branch_week", "subtree", "subtree_week")
-BRANCH_CTE = """
-b AS (SELECT *, unnest(generate_series(1, len(item_lineage))) AS d FROM c0),
-inner_nodes AS (SELECT DISTINCT node_id FROM d_nodes WHERE NOT is_leaf),
-c AS (
-    SELECT dict.v * CAST(? AS BIGINT) + b.w AS g, b.item_idx,
-           CASE WHEN ? AND len(b.lineage) > b.d AND b.lineage[b.d] = b.item_lineage[b.d] THEN b.lineage[b.d + 1]
-                ELSE b.lineage[len(b.lineage)] END AS value,
-           sum(b.n) AS n
-    FROM b JOIN dict ON dict.node_id = b.item_lineage[b.d]
-    WHERE b.item_lineage[b.d] IN (SELECT node_id FROM inner_nodes)
-      AND NOT (? AND len(b.lineage) <= b.d AND b.lineage[len(b.lineage)] = b.item_lineage[len(b.lineage)])
-    GROUP BY ALL
+# Node ids in a fixed order: values are indexed by it in SQL (list_position) and in numpy.
+LINEAGES = (
+    "SELECT node_id, arg_max(lineage, tree_version), bool_or(NOT is_leaf) FROM d_nodes GROUP BY node_id "
+    "ORDER BY node_id"
 )
-"""
-FINAL = " SELECT c.g, c.item_idx, dict.v, c.n FROM c JOIN dict ON dict.node_id = c.value ORDER BY c.g, c.item_idx"
+# One row per answer, no GROUP BY: d_answers is stored in item order and a filtered scan keeps that order,
+# so the answers of an item arrive together and every grouping is array indexing in numpy.
+RAW = (
+    "SELECT a.item_idx, CAST(list_position(?, a.node_id) - 1 AS SMALLINT) AS v, "
+    "CAST(list_position(?, a.item_lineage[len(a.item_lineage)]) - 1 AS SMALLINT) AS c, "
+    "CAST(date_diff('day', DATE '1970-01-01', a.week) AS INTEGER) AS day FROM d_answers a WHERE {P}"
+)
+RAW_VALUES = "SELECT a.item_idx, CAST(list_position(?, a.node_id) - 1 AS SMALLINT) AS v FROM d_answers a WHERE {P}"
+BRANCHED = ("branch", "branch_week", "subtree", "subtree_week")
 
 
 class AgreementResult(BaseModel):
@@ -135,6 +105,22 @@ class ValueSpace:
     node_ids: list[str]
     delta2: npt.NDArray[np.float64]
     ancestors: npt.NDArray[np.int64]  # [depth - 1, value]: index of the ancestor at that depth, -1 if shallower
+    internal: npt.NDArray[np.bool_]  # has children in some tree version
+
+    @property
+    def depth(self) -> npt.NDArray[np.int64]:
+        return (self.ancestors >= 0).sum(axis=0)
+
+    def coarsened(self) -> npt.NDArray[np.int64]:
+        """[branch, value] -> the value seen from the branch: its child on the value's path when the value lies
+        below it, the value itself when it lies outside, -1 when it is the branch or one of its ancestors."""
+        n = len(self.node_ids)
+        depth = self.depth
+        branch, value = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        below = (self.ancestors[depth[branch] - 1, value] == branch) & (depth[value] > depth[branch])
+        above = self.ancestors[depth[value] - 1, branch] == value
+        child = self.ancestors[np.minimum(depth[branch], self.ancestors.shape[0] - 1), value]
+        return np.where(below, child, np.where(above, -1, value))
 
 
 def tree_distance(lineages: list[list[str]]) -> npt.NDArray[np.float64]:
@@ -163,49 +149,80 @@ def value_space(con: duckdb.DuckDBPyConnection) -> ValueSpace:
     node_ids = [r[0] for r in rows]
     lineages = [list(r[1]) for r in rows]
     if not rows:
-        return ValueSpace([], np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64))
+        return ValueSpace([], np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=bool))
     index = {n: i for i, n in enumerate(node_ids)}
     ancestors = np.full((max(len(lin) for lin in lineages), len(rows)), -1, dtype=np.int64)
     for v, lin in enumerate(lineages):
         ancestors[: len(lin), v] = [index.get(n, -1) for n in lin]
-    return ValueSpace(node_ids, tree_distance(lineages), ancestors)
+    return ValueSpace(node_ids, tree_distance(lineages), ancestors, np.array([bool(r[2]) for r in rows]))
 
 
-def _counts(
-    con: duckdb.DuckDBPyConnection, f: Filters, grouping: str, levels: tuple[int, int] = (1, 1_000)
+def _rows(
+    con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, grouping: str, level: int | None = None
 ) -> dict[str, np.ndarray]:
+    """Rows (g, item_idx, v, n) for a grouping, each unit's rows contiguous; g is an integer group code.
+
+    Answers arrive sorted by item. Level and branch groupings are blocks (one per level or depth) that keep
+    that order; weekly groupings sort each block by week with a stable radix sort, so items stay sorted
+    within a week.
+    """
     clause, params = f.where("a")
-    body = GROUP_CTE[grouping].replace("{BRANCH}", BRANCH_CTE).replace("{P}", clause)
-    sql = VALUE_DICT + body + FINAL
-    if grouping == "level":
-        params = [levels[0], levels[1], *params]
-    elif grouping in BRANCHED:
-        coarsen = grouping.startswith("branch")
-        params = [*params, BRANCH_WEEK_STRIDE, coarsen, coarsen]
-    return con.execute(sql, params).fetchnumpy()
-
-
-RAW = "SELECT a.item_idx, CAST(list_position(?, a.node_id) - 1 AS INTEGER) AS v FROM d_answers a WHERE {P}"
-
-
-def _raw_counts(
-    con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, level: int | None
-) -> dict[str, np.ndarray]:
-    """One row per answer, without a GROUP BY: d_answers is stored in item order and a filtered scan keeps
-    that order, so items are already contiguous and grouping their values costs no hash table."""
-    clause, params = f.where("a")
-    rows = con.execute(RAW.replace("{P}", clause), [space.node_ids, *params]).fetchnumpy()
-    item = np.asarray(rows["item_idx"], dtype=np.int64)
-    value = np.asarray(rows["v"], dtype=np.int64)
+    values_only = grouping in ("overall", "level")
+    sql = (RAW_VALUES if values_only else RAW).replace("{P}", clause)
+    names = space.node_ids
+    raw = con.execute(sql, [names, *params] if values_only else [names, names, *params]).fetchnumpy()
+    item = np.asarray(raw["item_idx"], dtype=np.int64)
     if item.size > 1 and bool((item[1:] < item[:-1]).any()):
         order = np.argsort(item, kind="stable")
-        item, value = item[order], value[order]
-    if level is not None:
-        deep_enough = level <= space.ancestors.shape[0]
-        value = space.ancestors[level - 1, value] if deep_enough else np.full(value.size, -1)
-        keep = value >= 0
-        item, value = item[keep], value[keep]
-    return {"g": np.full(item.size, level or 0), "item_idx": item, "v": value, "n": np.ones(item.size)}
+        raw = {k: np.asarray(v)[order] for k, v in raw.items()}
+        item = item[order]
+    value = np.asarray(raw["v"], dtype=np.int64)
+    if grouping == "overall":
+        return _block(np.zeros(item.size, dtype=np.int64), item, value)
+    depths = space.ancestors.shape[0]
+    if grouping == "level":
+        levels = range(1, depths + 1) if level is None else [level] if level <= depths else []
+        return _concat([_block(np.full(item.size, lv), item, space.ancestors[lv - 1, value]) for lv in levels])
+    day = np.asarray(raw["day"], dtype=np.int64)
+    if grouping == "week":
+        return _by_week(day, item, value, day)
+    consensus = np.asarray(raw["c"], dtype=np.int64)
+    seen = space.coarsened() if grouping.startswith("branch") else np.tile(np.arange(len(names)), (len(names), 1))
+    blocks = []
+    for d in range(depths):
+        branch = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1)
+        inside = (branch >= 0) & space.internal[np.maximum(branch, 0)]
+        mapped = np.where(inside, seen[np.maximum(branch, 0), value], -1)
+        if grouping.endswith("week"):
+            blocks.append(_by_week(branch * BRANCH_WEEK_STRIDE + day, item, mapped, day))
+        else:
+            blocks.append(_block(branch * BRANCH_WEEK_STRIDE, item, mapped))
+    return _concat(blocks)
+
+
+def _block(code: np.ndarray, item: np.ndarray, value: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows with a value (-1 marks an answer that drops out of this grouping)."""
+    keep = value >= 0
+    return {"g": code[keep], "item_idx": item[keep], "v": value[keep], "n": np.ones(int(keep.sum()))}
+
+
+def _by_week(code: np.ndarray, item: np.ndarray, value: np.ndarray, day: np.ndarray) -> dict[str, np.ndarray]:
+    """A block ordered by week, items still sorted within each week (a stable radix sort on small ints)."""
+    keep = value >= 0
+    week = day[keep]
+    order = np.argsort((week - week.min()).astype(np.int16) if week.size else week, kind="stable")
+    return {k: v[order] for k, v in _block(code, item, value).items()}
+
+
+def _concat(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not blocks:
+        return {
+            "g": np.zeros(0, dtype=np.int64),
+            "item_idx": np.zeros(0, dtype=np.int64),
+            "v": np.zeros(0, dtype=np.int64),
+            "n": np.zeros(0),
+        }
+    return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
 
 @dataclass
@@ -381,8 +398,7 @@ def grouped(
     """The agreement table for any grouping; for drift also ``subtree`` (answers at full depth among the items
     of each branch's subtree) and the per-week ``branch_week`` and ``subtree_week`` (columns branch, week)."""
     space = value_space(con)
-    arrays = _raw_counts(con, f, space, None) if grouping == "overall" else _counts(con, f, grouping)
-    table = _table(build_units(arrays, space), space, replicates, metric)
+    table = _table(build_units(_rows(con, f, space, grouping), space), space, replicates, metric)
     codes = table["group"].to_numpy(dtype=np.int64)
     if grouping == "overall":
         table["group"] = "all"
@@ -418,7 +434,7 @@ def alpha(
     if level is not None and level < 1:
         raise LabelgovError(f"level must be 1 (top level) or deeper, got {level}")
     space = value_space(con)
-    arrays = _raw_counts(con, f, space, level)
+    arrays = _rows(con, f, space, "overall" if level is None else "level", level)
     table = _table(build_units(arrays, space), space, bootstrap, metric)
     if table.empty:
         return AgreementResult(metric=metric, value=np.nan, ci_low=np.nan, ci_high=np.nan, n_items=0, n_answers=0)

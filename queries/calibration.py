@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from scipy.optimize import minimize_scalar
 
 from queries.errors import LabelgovError
-from queries.escalation import item_scope
+from queries.escalation import item_scope, scoped_items
 from queries.filters import Filters
 from queries.soft_labels import table_exists as _table_exists
 
@@ -463,17 +463,23 @@ def reliability_bins(
     name = _resolve_model(con, model)
     if name is None:
         return pd.DataFrame(columns=BIN_COLUMNS)
-    depth_row = con.execute("SELECT max(level) FROM d_pred_level").fetchone()
+    depth_row = con.execute("SELECT max(depth) FROM d_nodes").fetchone()
     lv = int(depth_row[0]) if level is None and depth_row and depth_row[0] is not None else level
     hit = AGAINST[against][0]
-    scope, params = item_scope(f)
-    frame = con.execute(
-        "SELECT p.conf, p." + hit + " AS hit FROM d_pred_level p JOIN d_item_outcomes o USING (item_idx) "  # noqa: S608 - hit column from AGAINST
-        "WHERE p.model = ? AND p.level = ? AND p." + hit + " IS NOT NULL AND " + scope,
-        [name, lv, *params],
-    ).df()
-    table = reliability_table(frame["conf"], frame["hit"], bins)
-    return table.assign(level=lv)[BIN_COLUMNS]
+    scope, params = scoped_items(f, "p.item_idx")
+    return con.execute(
+        "SELECT " + _bin_sql("p.conf") + " AS bin, avg(p.conf) AS mean_confidence, avg(p." + hit + ") AS accuracy, "  # noqa: S608 - columns from allow-lists
+        "count(*) AS n, any_value(p.level) AS level FROM d_pred_level p "
+        "WHERE p.model = ? AND p.level = ? AND p." + hit + " IS NOT NULL AND " + scope + " GROUP BY bin ORDER BY bin",
+        [bins, bins, name, lv, *params],
+    ).df()[BIN_COLUMNS]
+
+
+def _bin_sql(column: str) -> str:
+    """SQL for bin_index over ``column``; its two parameters are the number of bins, twice."""
+    if column not in ("p.conf", "a.confidence"):
+        raise ValueError(f"column {column!r} is not in the allow-list")
+    return "greatest(least(CAST(ceil(" + column + " * ?) AS BIGINT) - 1, ? - 1), 0)"
 
 
 def annotator_confidence_calibration(
@@ -498,7 +504,8 @@ def annotator_confidence_calibration(
     # The reference relation is one of the fixed texts above; the predicate comes from Filters.where.
     per_bin = con.execute(
         "SELECT a.annotator_id, any_value(coalesce(a.tier, 'none')) AS tier, "
-        "greatest(least(CAST(ceil(a.confidence * ?) AS BIGINT) - 1, ? - 1), 0) AS bin, count(*) AS n, "
+        + _bin_sql("a.confidence")
+        + " AS bin, count(*) AS n, "
         "sum(a.confidence) AS conf, sum((a.node_id = r.ref)::DOUBLE) AS hit, "
         "sum((a.confidence - (a.node_id = r.ref)::DOUBLE) ^ 2) AS sq "
         "FROM d_answers a JOIN " + reference + " r USING (item_idx) "

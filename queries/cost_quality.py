@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from queries.dawid_skene import dawid_skene
-from queries.escalation import item_scope, threshold_whatif
+from queries.escalation import item_scope, scoped_items, threshold_whatif
 from queries.filters import Filters
 
 if TYPE_CHECKING:
@@ -129,13 +129,15 @@ def replay(
     return pd.concat(rows, ignore_index=True)[ITEM_COLUMNS]
 
 
-def _curve(scored: pd.DataFrame) -> pd.DataFrame:
-    """Mean correctness and spend per k, method and branch, plus ``all`` branches together."""
-    stats = {"accuracy": ("correct", "mean"), "cost_per_item": ("cost", "mean"), "n_items": ("correct", "size")}
-    per_branch = scored.groupby(["k", "method", "branch"], as_index=False).agg(**stats)
-    overall = scored.groupby(["k", "method"], as_index=False).agg(**stats).assign(branch="all")
-    curve = pd.concat([overall, per_branch], ignore_index=True)[CURVE_COLUMNS]
-    return curve.sort_values(["method", "branch", "k"], ignore_index=True).astype({"method": object, "branch": object})
+# Mean correctness and spend per k, method and branch, and over all branches, of the scored items in scope.
+CURVE_SQL = """
+SELECT c.k, c.method, CASE WHEN grouping(c.branch) = 1 THEN 'all' ELSE c.branch END AS branch,
+       avg(c.correct) AS accuracy, avg(c.cost) AS cost_per_item, count(*) AS n_items
+FROM {source} c
+WHERE list_contains(?, c.method) AND {scope}
+GROUP BY GROUPING SETS ((c.k, c.method, c.branch), (c.k, c.method))
+ORDER BY c.method, branch, c.k
+"""
 
 
 ANNOTATOR_SQL = """
@@ -150,12 +152,22 @@ GROUP BY a.annotator_id
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Full: the replay draws a fresh sample over all gold items and Dawid-Skene is a global model."""
-    scored = replay(con)
-    con.register("_scored", scored)
-    con.execute("CREATE OR REPLACE TABLE d_cost_quality_items AS SELECT * FROM _scored ORDER BY item_idx")
-    con.unregister("_scored")
+    _store_replay(con, replay(con), "d_cost_quality_items")
     con.execute("CREATE OR REPLACE TABLE d_cost_quality_annotators AS " + ANNOTATOR_SQL.replace("{where}", "TRUE"))
     return "full"
+
+
+def _store_replay(con: duckdb.DuckDBPyConnection, scored: pd.DataFrame, table: str) -> None:
+    """Write replayed outcomes with each item's branch; ``table`` is the stored table or a temporary one."""
+    if table not in ("d_cost_quality_items", "_replay"):
+        raise ValueError(f"table {table!r} is not in the allow-list")
+    kind = "TABLE " if table == "d_cost_quality_items" else "TEMP TABLE "
+    con.register("_scored", scored)
+    con.execute(
+        "CREATE OR REPLACE " + kind + table + " AS SELECT s.*, coalesce(o.branch, 'none') AS branch "
+        "FROM _scored s LEFT JOIN d_item_outcomes o USING (item_idx) ORDER BY s.item_idx"
+    )
+    con.unregister("_scored")
 
 
 def redundancy_curve(
@@ -171,23 +183,16 @@ def redundancy_curve(
     Skene is fitted on every gold item, as it would be in operation. The default sample is stored at
     refresh; another seed or K replays on the spot.
     """
-    scope, params = item_scope(f)
-    if max_k == MAX_K and seed == SEED:
-        scored = con.execute(
-            "SELECT c.*, coalesce(o.branch, 'none') AS branch FROM d_cost_quality_items c "  # noqa: S608 - scope from item_scope
-            "JOIN d_item_outcomes o USING (item_idx) WHERE list_contains(?, c.method) AND " + scope,
-            [list(methods), *params],
-        ).df()
-    else:
-        scored = replay(con, methods=methods, max_k=max_k, seed=seed)
-        chosen = con.execute(
-            "SELECT o.item_idx, coalesce(o.branch, 'none') AS branch FROM d_item_outcomes o WHERE " + scope,  # noqa: S608 - scope from item_scope
-            params,
-        ).df()
-        scored = scored.merge(chosen, on="item_idx")
-    if scored.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("method", "branch") else float) for c in CURVE_COLUMNS})
-    return _curve(scored)
+    source = "d_cost_quality_items"
+    if max_k != MAX_K or seed != SEED:
+        source = "_replay"
+        _store_replay(con, replay(con, methods=methods, max_k=max_k, seed=seed), source)
+    scope, params = scoped_items(f, "c.item_idx")
+    sql = CURVE_SQL.replace("{source}", source).replace("{scope}", scope)
+    frame = con.execute(sql, [list(methods), *params]).df()
+    if source == "_replay":
+        con.execute("DROP TABLE _replay")
+    return frame[CURVE_COLUMNS].astype({"method": object, "branch": object})
 
 
 def recommended_k(con: duckdb.DuckDBPyConnection, f: Filters, tolerance: float = 0.01) -> pd.DataFrame:

@@ -8,8 +8,8 @@ for the overview page. The thresholds are parameters with documented defaults:
   misses spammers on tasks where everyone is slow). Only annotators with at least ``min_answers``
   timed answers are judged, so a handful of quick answers cannot flag anyone.
 * Diverging source: the Jensen-Shannon distance (base 2, 0 = same, 1 = disjoint) between a source's
-  top-level answer distribution and that of all sources together above ``threshold`` (0.15: roughly
-  a fifth of the answers moved to another top-level branch).
+  top-level answer distribution and that of all sources together above ``threshold`` (0.15: about
+  15% of the answers moved from one top-level branch to another, e.g. 50/30/20 against 35/45/20).
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ The update order, smoothing and stopping rule follow crowd-kit's ``DawidSkene`` 
 ``OneCoinDawidSkene`` exactly (initialisation from majority-vote shares, class priors as the mean
 posterior, confusion counts clipped below at 1e-10 before normalising, prior clipped likewise, stop when
 the per-answer evidence lower bound gains less than ``tol``), so results can be checked against it.
-One deliberate difference: cells of the posterior below 1e-10 enter the entropy term as themselves
-rather than clipped to 1e-10; this moves the per-answer bound by under 1e-8 and saves a pass over the
-posterior matrix per iteration.
+Two deliberate differences: cells of the posterior below 1e-10 enter the entropy term as themselves
+rather than clipped to 1e-10 (this moves the per-answer bound by under 1e-8 and saves a pass over the
+posterior matrix per iteration), and the two big products and the posteriors are float32, which halves
+the memory traffic that bounds their speed; posteriors then agree with crowd-kit to about 1e-5, and
+the stopping rule can fire one iteration apart when the bound's gain sits right at ``tol``.
 
 Classes are the leaves of a label tree. Labels ``>= n_classes`` are coarse answers (an internal node);
 they are kept as responses in their own right, so each annotator's confusion table also learns how
@@ -48,13 +50,13 @@ class DSResult:
 
     item_ids: IntArray
     annotator_ids: IntArray
-    posteriors: FloatArray  # items x classes
+    posteriors: npt.NDArray[np.float32]  # items x classes
     priors: FloatArray  # classes
     response_annotator: IntArray  # responses: position in annotator_ids
     response_label: IntArray  # responses: observed label
     response_counts: IntArray  # responses: answers
     confusion: FloatArray  # responses x classes: P(label | class) for that annotator
-    expected_correct: FloatArray  # responses x classes: posterior mass behind each response (M-step counts)
+    expected_counts: FloatArray  # responses x classes: posterior mass of each class behind each response
     one_coin: npt.NDArray[np.bool_]  # annotators fitted with the one-coin model
     answers: IntArray  # annotators
     accuracy: FloatArray  # annotators: expected share of their leaf answers that are the true leaf
@@ -76,7 +78,7 @@ class DSResult:
                 "true_class": np.tile(np.arange(k), rows.size),
                 "label": np.repeat(self.response_label[rows], k),
                 "p": self.confusion[rows].ravel(),
-                "expected_n": self.expected_correct[rows].ravel(),
+                "expected_n": self.expected_counts[rows].ravel(),
             }
         )
 
@@ -170,7 +172,6 @@ class _Model:
         self.leaf_pair = self.pair_label < n_classes
         self.one_coin_leaf = np.flatnonzero(self.one_coin_pair & self.leaf_pair)
         self.one_coin_coarse = np.flatnonzero(self.one_coin_pair & ~self.leaf_pair)
-        self.full_pairs = np.flatnonzero(~self.one_coin_pair)
         self.answers = np.bincount(self.pair_ann, weights=self.pair_counts).astype(np.int64)
         self.leaf_answers = np.bincount(self.pair_ann, weights=np.where(self.leaf_pair, self.pair_counts, 0)).astype(
             np.int64
@@ -181,8 +182,7 @@ class _Model:
         counts = np.asarray(self.at @ post, dtype=np.float64)
         clipped = np.maximum(counts, EPS)
         totals = np.add.reduceat(clipped, self.ann_start, axis=0)
-        owner = np.repeat(np.arange(self.ann_start.size), np.diff(np.r_[self.ann_start, self.n_pairs]))
-        conf = clipped / totals[owner]
+        conf = clipped / totals[self.pair_ann]
         if self.one_coin_leaf.size or self.one_coin_coarse.size:
             skill = self.skills(counts)[self.pair_ann]
             rows = self.one_coin_leaf
@@ -204,11 +204,10 @@ class _Model:
         log_lik += np.log(np.maximum(priors, EPS)).astype(np.float32)
         log_lik -= _row_reduce(np.maximum, log_lik)[:, None]
         post = np.exp(log_lik)
-        total = _row_reduce(np.add, post)[:, None]
-        post /= total
-        log_lik -= np.log(total)
-        log_lik *= post
-        row_entropy = -_row_reduce(np.add, log_lik)
+        total = _row_reduce(np.add, post)
+        post /= total[:, None]
+        # -sum p log p with log p = log_lik - log(total), and sum p = 1.
+        row_entropy = np.log(total) - np.einsum("tk,tk->t", post, log_lik)
         self.clamp(post)
         row_entropy[self.gold_pos] = 0.0
         return post, float(row_entropy.sum(dtype=np.float64))
@@ -289,7 +288,10 @@ def dawid_skene(
     if one_coin is None or isinstance(one_coin, bool):
         coin = np.full(ann_ids.size, bool(one_coin))
     else:
-        coin = np.asarray(one_coin, dtype=bool)[ann_ids]
+        flags = np.asarray(one_coin, dtype=bool)
+        if flags.ndim != 1 or flags.size <= ann_ids[-1]:
+            raise LabelgovError("one_coin needs a flag for every annotator index up to the largest one")
+        coin = flags[ann_ids]
     model = _Model(item_pos, ann_pos, label, n_labels, k, coin, _gold_positions(item_ids, gold, k))
 
     votes = np.asarray(model.a @ spread_m[model.pair_label])
@@ -319,7 +321,7 @@ def dawid_skene(
         response_label=model.pair_label,
         response_counts=model.pair_counts,
         confusion=conf,
-        expected_correct=counts,
+        expected_counts=counts,
         one_coin=coin,
         answers=model.answers,
         accuracy=accuracy,

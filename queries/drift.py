@@ -519,8 +519,8 @@ def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) ->
     )
     if alerts.empty:
         return alerts[ALERT_COLUMNS]
-    lineage = dict(con.execute(agreement.LINEAGES).fetchall())
-    alerts = _fold_into_ancestors(alerts, {k: list(v) for k, v in lineage.items()})
+    lineage = {row[0]: list(row[1]) for row in con.execute(agreement.LINEAGES).fetchall()}
+    alerts = _fold_into_ancestors(alerts, lineage)
     relative = alerts["size"] / alerts["metric"].map(ALERT_SIZE)
     kind = alerts["metric"].map(lambda m: KIND_ORDER.index(FAMILY.get(m, m)))
     order = np.lexsort((alerts["week"].to_numpy(), -relative.to_numpy(), kind.to_numpy()))

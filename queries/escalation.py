@@ -20,8 +20,8 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel
 
+from queries import soft_labels
 from queries.filters import Filters
-from queries.soft_labels import table_exists
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -81,26 +81,49 @@ LEFT JOIN gold g ON g.item_id = p.item_id
 """
 
 
+# The newest timestamp in the warehouse: open escalations age up to it, so reports are reproducible.
+D_AS_OF = """
+CREATE OR REPLACE TABLE d_outcomes_as_of AS
+SELECT greatest((SELECT max(final_at) FROM d_item_outcomes), (SELECT max(created_at) FROM escalations),
+                (SELECT max(resolved_at) FROM escalations)) AS as_of
+"""
+
+
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Full: an item's before/after pair depends on all of its answers and on the escalation log."""
     con.execute(D_ITEM_OUTCOMES)
+    con.execute(D_AS_OF)
     return "full"
 
 
 def item_scope(f: Filters, alias: str = "o") -> tuple[str, list[object]]:
-    """A predicate selecting ``d_item_outcomes`` rows whose item has an answer matching ``f``.
+    """A predicate selecting ``d_item_outcomes`` rows whose item is in scope for ``f``.
 
-    A branch-only filter is answered from the outcome table's own lineage column, which avoids a scan of
-    the answers; any other field needs the answers, because it describes who answered and when.
+    A branch-only filter is answered from the outcome table's own lineage column; other item-level
+    filters (source, segment) from ``d_items``; a filter on who answered or when needs the answers, and
+    keeps an item when any of its answers matches.
     """
     if alias not in ("o", "d_item_outcomes"):
         raise ValueError(f"alias {alias!r} is not in the allow-list")
+    if f == Filters(branch=f.branch) and f.branch is not None:
+        return "list_contains(" + alias + ".lineage, ?)", [f.branch]
+    sub, params = soft_labels.item_scope(f)
+    if sub is None:
+        return "TRUE", []
+    return alias + ".item_idx IN (" + sub + ")", params
+
+
+def scoped_items(f: Filters, column: str) -> tuple[str, list[object]]:
+    """``column IN (items in scope)`` for tables keyed by item_idx, or TRUE when every item is in scope."""
+    if column not in SCOPED_COLUMNS:
+        raise ValueError(f"column {column!r} is not in the allow-list")
     if f.is_empty():
         return "TRUE", []
-    if f == Filters(branch=f.branch):
-        return "list_contains(" + alias + ".lineage, ?)", [f.branch]
-    where, params = f.where("a")
-    return alias + ".item_idx IN (SELECT a.item_idx FROM d_answers a WHERE " + where + ")", params  # noqa: S608 - alias allow-listed, predicate from Filters.where
+    scope, params = item_scope(f)
+    return column + " IN (SELECT o.item_idx FROM d_item_outcomes o WHERE " + scope + ")", params  # noqa: S608 - column allow-listed, scope from item_scope
+
+
+SCOPED_COLUMNS = frozenset({"c.item_idx", "p.item_idx", "l.item_idx"})
 
 
 # Group keys gains_by accepts, mapped to columns of d_item_outcomes (the allow-list for the SQL below).
@@ -217,14 +240,11 @@ TIME_SQL = """
 WITH scoped AS (
     SELECT o.trigger, o.esc_created_at, o.esc_resolved_at, o.first_at, o.final_at, o.after_node
     FROM d_item_outcomes o WHERE o.escalated AND {scope}
-), as_of AS (
-    SELECT greatest((SELECT max(created_at) FROM annotations), (SELECT max(created_at) FROM escalations),
-                    (SELECT max(resolved_at) FROM escalations)) AS t
 ), timed AS (
     SELECT trigger,
            epoch(esc_resolved_at - esc_created_at) / 3600 AS hours,
            esc_resolved_at IS NULL AND esc_created_at IS NOT NULL AS in_flight,
-           epoch((SELECT t FROM as_of) - esc_created_at) / 3600 AS age_hours,
+           epoch((SELECT as_of FROM d_outcomes_as_of) - esc_created_at) / 3600 AS age_hours,
            CASE WHEN after_node IS NOT NULL THEN epoch(final_at - first_at) / 3600 END AS item_hours
     FROM scoped
 )
@@ -279,7 +299,7 @@ def expert_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> ExpertAccurac
     n, measured = (int(row[0]), row[1]) if row else (0, None)
     if n >= MIN_GOLD_FOR_EXPERT_ACCURACY:
         return ExpertAccuracy(value=float(measured), n=n, source="gold")
-    if table_exists(con, "d_ds_annotators"):
+    if soft_labels.table_exists(con, "d_ds_annotators"):
         ds = con.execute(
             """
             SELECT sum(d.ds_accuracy * x.answers) / sum(x.answers), sum(x.answers)

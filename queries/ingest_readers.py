@@ -10,6 +10,7 @@ format. Column names from the file reach SQL only as bound parameters or as posi
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 from dataclasses import dataclass, field
@@ -181,13 +182,21 @@ def _original_sql(columns: list[str], params: dict[str, object]) -> str:
     return "json_object(" + ", ".join(parts) + ")"
 
 
+def _peek(path: Path) -> bytes:
+    """The first bytes of the file, decompressed when it is gzipped."""
+    try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read(HEADER_PEEK_BYTES)
+        with path.open("rb") as handle:
+            return handle.read(HEADER_PEEK_BYTES)
+    except (OSError, EOFError) as exc:
+        raise LabelgovError(f"{path}: cannot be read ({exc}); export it again") from exc
+
+
 def _csv_header(path: Path, fmt: str) -> list[str]:
     """The header row as written (DuckDB silently renames duplicates, which we must refuse)."""
-    with path.open("rb") as handle:
-        head = handle.read(HEADER_PEEK_BYTES)
-    if path.suffix.lower() == ".gz":
-        return []
-    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    first = _peek(path).split(b"\n", 1)[0].rstrip(b"\r")
     try:
         line = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -214,10 +223,14 @@ def _execute(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, sql: str, par
         raise duckdb_failure(path, fmt, exc) from exc
 
 
-def _row_count(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _row_count(con: duckdb.DuckDBPyConnection) -> int:
     row = con.execute("SELECT count(*) FROM " + RAW_TABLE).fetchone()  # noqa: S608 - fixed table name
-    if not row or row[0] == 0:
-        raise LabelgovError(f"{path}: has a header but no data rows")
+    return int(row[0]) if row else 0
+
+
+def _require_rows(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    if _row_count(con) == 0:
+        raise LabelgovError(f"{path}: has no data rows, only a header or blank lines")
 
 
 def _malformed_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
@@ -247,7 +260,8 @@ def open_delimited(
 
     Rows with too many or too few fields are set aside by DuckDB and quarantined as ``malformed_row``.
     """
-    header = _csv_header(path, fmt)
+    names = _csv_header(path, fmt)
+    separated = "tabs" if fmt == "tsv" else "commas"
     _execute(
         con, path, fmt,
         "CREATE OR REPLACE TEMP TABLE " + RAW_TABLE + " AS SELECT * FROM read_csv($path, header = true, "  # noqa: S608 - fixed table name
@@ -256,22 +270,18 @@ def open_delimited(
         {"path": str(path), "delim": DELIMITERS[fmt]},
     )
     columns = [d[0] for d in con.execute("SELECT * FROM " + RAW_TABLE + " LIMIT 0").description]  # noqa: S608 - fixed table name
-    if header and len(columns) != len(header):
+    if len(columns) != len(names):
         raise LabelgovError(
-            f"{path}: the header has {len(header)} columns but the rows have {len(columns)}; "
-            f"check the delimiter (a {fmt} file is separated by {'tabs' if fmt == 'tsv' else 'commas'}) and that "
-            "every row has as many fields as the header"
+            f"{path}: the header has {len(names)} columns but the rows have {len(columns)}; check the delimiter "
+            f"(a {fmt} file is separated by {separated}) and that every row has as many fields as the header"
         )
     malformed = _malformed_rows(con, path)
-    names = header or columns
-    good = con.execute("SELECT count(*) FROM " + RAW_TABLE).fetchone()  # noqa: S608 - fixed table name
-    if malformed and good and good[0] == 0:
+    if malformed and _row_count(con) == 0:
         raise LabelgovError(
             f"{path}: no row has the header's {len(names)} fields; check the delimiter (a {fmt} file is separated "
-            f"by {'tabs' if fmt == 'tsv' else 'commas'}) and the quoting"
+            f"by {separated}) and the quoting"
         )
-    if not malformed:
-        _row_count(con, path)
+    _require_rows(con, path)
     expr_of = ["#" + str(i + 1) for i in range(len(names))]
     params: dict[str, object] = {}
     row_number = "rowid + 1"
@@ -335,8 +345,7 @@ def open_parquet(
 
 
 def _first_text(path: Path) -> str:
-    with path.open("rb") as handle:
-        head = handle.read(HEADER_PEEK_BYTES)
+    head = _peek(path)
     try:
         return head.decode("utf-8-sig").lstrip()
     except UnicodeDecodeError as exc:
@@ -347,23 +356,22 @@ def _first_text(path: Path) -> str:
 
 def open_jsonl(con: duckdb.DuckDBPyConnection, path: Path, kind: Kind, mapping: dict[str, str]) -> Source:
     """JSON Lines: one object per line; fields are looked up by key (a bound parameter) in each object."""
-    if path.suffix.lower() != ".gz":
-        start = _first_text(path)
-        if not start:
-            raise LabelgovError(f"{path}: holds only white space; export the data again")
-        if start.startswith("["):
-            raise LabelgovError(
-                f"{path}: is a JSON array, not JSON Lines (one object per line); for a Label Studio export "
-                "name it .json or pass --format labelstudio"
-            )
-        if not start.startswith("{"):
-            raise LabelgovError(f"{path}: is not JSON Lines; each line must be one JSON object")
+    start = _first_text(path)
+    if not start:
+        raise LabelgovError(f"{path}: holds only white space; export the data again")
+    if start.startswith("["):
+        raise LabelgovError(
+            f"{path}: is a JSON array, not JSON Lines (one object per line); for a Label Studio export "
+            "name it .json or pass --format labelstudio"
+        )
+    if not start.startswith("{"):
+        raise LabelgovError(f"{path}: is not JSON Lines; each line must be one JSON object")
     _execute(
         con, path, "jsonl",
         "CREATE OR REPLACE TEMP TABLE " + RAW_TABLE + " AS SELECT json FROM read_ndjson_objects($path)",  # noqa: S608 - fixed table name
         {"path": str(path)},
     )
-    _row_count(con, path)
+    _require_rows(con, path)
     keys = [
         r[0]
         for r in con.execute(

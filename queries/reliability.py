@@ -151,14 +151,14 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
         }
     )
     k = res.posteriors.shape[1]
-    keep = (res.expected_correct >= CONFUSION_MIN_N).ravel()
+    keep = (res.expected_counts >= CONFUSION_MIN_N).ravel()
     conf = pd.DataFrame(
         {
             "annotator_idx": np.repeat(res.annotator_ids[res.response_annotator], k)[keep],
             "true_idx": np.tile(np.arange(k), res.response_label.size)[keep],
             "answered_idx": np.repeat(res.response_label, k)[keep],
             "p": res.confusion.ravel()[keep],
-            "expected_n": res.expected_correct.ravel()[keep],
+            "expected_n": res.expected_counts.ravel()[keep],
         }
     )
     rows, cols = np.nonzero(res.posteriors > POSTERIOR_MIN)
@@ -212,7 +212,9 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     else:
         _write(con, res)
     con.execute("DROP TABLE IF EXISTS _ds_labels")
+    # The unfiltered page views read these instead of scanning every answer.
     con.execute("CREATE OR REPLACE TABLE d_annotator_reliability AS " + ANNOTATOR_HEAD + "TRUE" + ANNOTATOR_TAIL)
+    con.execute("CREATE OR REPLACE TABLE d_reliability_weekly AS " + OVER_TIME_HEAD + "TRUE AND TRUE" + OVER_TIME_TAIL)
     return "full"
 
 
@@ -300,10 +302,16 @@ def confusion_matrix(con: duckdb.DuckDBPyConnection, f: Filters, annotator_id: s
 
 def reliability_over_time(con: duckdb.DuckDBPyConnection, f: Filters, annotator_id: str | None = None) -> pd.DataFrame:
     """Weekly gold accuracy (with Wilson bounds) and agreement with the Dawid-Skene consensus."""
-    where, params = f.where("a")
-    only = "TRUE" if annotator_id is None else "a.annotator_id = ?"
-    sql = OVER_TIME_HEAD + only + " AND " + where + OVER_TIME_TAIL  # fixed fragments; values are bound
-    frame = con.execute(sql, ([annotator_id] if annotator_id is not None else []) + params).df()
+    if f.is_empty():
+        frame = con.execute(
+            "SELECT * FROM d_reliability_weekly WHERE ? IS NULL OR annotator_id = ? ORDER BY annotator_id, week",
+            [annotator_id, annotator_id],
+        ).df()
+    else:
+        where, params = f.where("a")
+        only = "TRUE" if annotator_id is None else "a.annotator_id = ?"
+        sql = OVER_TIME_HEAD + only + " AND " + where + OVER_TIME_TAIL  # fixed fragments; values are bound
+        frame = con.execute(sql, ([annotator_id] if annotator_id is not None else []) + params).df()
     return _with_wilson(frame)[
         [
             "annotator_id",

@@ -232,6 +232,11 @@ def latest_version(con: duckdb.DuckDBPyConnection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+def content_hash_of(con: duckdb.DuckDBPyConnection, version: int) -> str | None:
+    row = first_row(con.execute("SELECT content_hash FROM tree_versions WHERE tree_version = ?", [version]))
+    return str(row[0]) if row else None
+
+
 def load_tree(con: duckdb.DuckDBPyConnection, version: int | None = None) -> Tree:
     """The stored tree at ``version`` (the latest when None)."""
     if version is None:

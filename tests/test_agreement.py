@@ -242,7 +242,7 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items() 
 
 def test_bootstrap_draws_as_many_units_as_each_group_has(con) -> None:
     space = agreement.value_space(con)
-    units = agreement.build_units(agreement._counts(con, Filters(), "week"), space)
+    units = agreement.build_units(agreement._rows(con, Filters(), space, "week"), space)
     assert units.multiplicity.sum() > units.m.size  # identical units share a pattern
     weights = agreement.replicate_weights(units, 7, np.random.default_rng(0))
     sizes = np.bincount(units.unit_group, weights=units.multiplicity)

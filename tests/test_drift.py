@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,14 +14,11 @@ from scipy.stats import chi2_contingency, ttest_ind
 from statsmodels.stats.multitest import multipletests
 
 from queries import agreement, derived_base, drift
-from queries.connection import memory, transaction
-from queries.demo import simulate, write_simulation
-from queries.demo_config import demo_config
+from queries.connection import memory
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.refresh import refresh
 from queries.taxonomy import parse_tree, store_tree
-from tests.conftest import load_answers
+from tests.conftest import cached_demo, load_answers
 from tests.test_agreement import TREE
 
 LEAVES = ["a1x", "a1y", "a2x", "a2y", "b1x", "b1y", "b2", "c"]
@@ -124,9 +122,11 @@ def test_branch_distribution_counts_answers_by_child_on_their_path() -> None:
         ("a", "a1"): 2, ("a", "a2"): 1, ("a1", "a1x"): 1, ("a1", "a1y"): 1, ("b", "b2"): 1,
         (drift.ROOT, "a"): 4, (drift.ROOT, "b"): 1,
     }  # fmt: skip
-    # Test counts are scaled to distinct items: branch a has 3 answers from 2 items.
+    # Test counts are scaled to distinct items: branch a has 3 answers from 2 items, the root 5 from 4.
     effective = {(r.branch, r.child): r.effective for r in counts.itertuples()}
-    assert effective[("a", "a1")] == pytest.approx(2 * 2 / 3) and effective[(drift.ROOT, "a")] == pytest.approx(3)
+    assert effective[("a", "a1")] == pytest.approx(2 * 2 / 3) and effective[(drift.ROOT, "a")] == pytest.approx(
+        4 * 4 / 5
+    )
 
 
 def test_planted_label_drift_is_found_where_and_when_it_starts() -> None:
@@ -287,36 +287,39 @@ def test_refresh_step_stores_what_the_pages_read() -> None:
     assert len(drift.drift_alerts(con, Filters())) == len(live)
 
 
-@functools.lru_cache(maxsize=2)
-def demo(events: bool):
-    """The 20k-item demo, with or without its planted events, refreshed like a user's warehouse."""
-    con = memory()
-    with transaction(con):
-        write_simulation(con, simulate(demo_config("20000", 7, events)), "test")
-    refresh(con, full=True)
-    return con
+DEMO_ITEMS = 20_000  # at 5,000 items the drift is within the weekly noise
+
+
+@pytest.fixture(scope="module")
+def demo_pair(tmp_path_factory: pytest.TempPathFactory):
+    """The refreshed demo with its planted events and the control built without them, read-only."""
+    cons = [
+        duckdb.connect(str(cached_demo(tmp_path_factory, DEMO_ITEMS, events=e)), read_only=True) for e in (True, False)
+    ]
+    yield cons
+    for con in cons:
+        con.close()
 
 
 def planted_facts(con) -> dict[str, object]:
     return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM demo_manifest").fetchall()}
 
 
-def test_demo_planted_drift_is_the_top_alert_and_the_control_raises_none() -> None:
-    con = demo(True)
+def test_demo_planted_drift_is_the_top_alert_and_the_control_raises_none(demo_pair) -> None:
+    con, control = demo_pair
     facts = planted_facts(con)["drift"]
     alerts = drift.drift_alerts(con, Filters())
     assert (alerts.iloc[0]["branch"], alerts.iloc[0]["week"]) == (facts["branch"], facts["date"])
     assert alerts.iloc[0]["metric"] in {"label_share", "label_js"}
     live = drift.drift_alerts(con, Filters(start=pd.Timestamp("2026-01-01").date()))  # computed, not stored
     assert (live.iloc[0]["branch"], live.iloc[0]["week"]) == (facts["branch"], facts["date"])
-    assert drift.drift_alerts(demo(False), Filters()).empty
+    assert drift.drift_alerts(control, Filters()).empty
 
 
-def test_demo_guideline_change_lowers_agreement_in_its_branch_after_its_week() -> None:
+def test_demo_guideline_change_lowers_agreement_in_its_branch_after_its_week(demo_pair) -> None:
     drops = []
-    for events in (True, False):
-        con = demo(events)
-        facts = planted_facts(demo(True))["guideline_change"]
+    facts = planted_facts(demo_pair[0])["guideline_change"]
+    for con in demo_pair:
         table = drift.agreement_drift(con, Filters())
         branch = table[table["branch"] == facts["branch"]]
         after = branch["week"] >= facts["date"]

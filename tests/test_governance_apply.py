@@ -154,6 +154,24 @@ def test_split_shares_from_a_relabelled_sample(warehouse):
     )
 
 
+def test_split_shares_from_a_retrained_model(warehouse):
+    p = approved(warehouse, SPLIT)
+    applying.apply(warehouse, p.proposal_id, user="carol")
+    queued = warehouse.execute("SELECT DISTINCT item_id FROM relabel_queue ORDER BY 1").df()["item_id"].tolist()
+    small = [0.6 if k % 2 else 0.2 for k in range(len(queued))]
+    big = [0.2] * len(queued)
+    warehouse.register("_p", pd.DataFrame({"item_id": queued, "small": small, "big": big}))
+    warehouse.execute(
+        "INSERT INTO predictions SELECT item_id, 'clf', 'v2', 2, NULL, "
+        "map(['small_dog', 'big_dog', 'cat'], [small, big, 1 - small - big]), NULL, 1 FROM _p"
+    )
+    shares = applying.split_shares(warehouse, p.proposal_id).set_index("child")
+    mean_small, mean_big = sum(small) / len(small), 0.2
+    assert shares.loc["small_dog", "predictions"] == len(queued)
+    assert shares.loc["small_dog", "model_share"] == pytest.approx(mean_small / (mean_small + mean_big))
+    assert shares.loc["big_dog", "model_share"] == pytest.approx(mean_big / (mean_small + mean_big))
+
+
 def test_mappings_compose_along_the_version_chain(warehouse):
     p = approved(warehouse, MERGE)
     applying.apply(warehouse, p.proposal_id, user="carol")

@@ -167,3 +167,15 @@ def test_cosmetic_change_leaves_quality_unchanged(warehouse):
     assert report.alpha_before == report.alpha_after
     assert report.distribution_before == report.distribution_after
     assert report.reversible and report.totals["unchanged"] == report.totals["annotations"]
+
+
+def test_stored_report_reads_back_with_the_hash_approvals_sign(warehouse):
+    p = P.create(
+        warehouse,
+        P.ProposalFile.model_validate({"title": "t", "rationale": "r", "operations": [SPLIT]}),
+        user="alice",
+    )
+    p = P.submit(warehouse, p.proposal_id, user="alice")
+    stored = p.report(warehouse)
+    assert stored is not None and stored.digest() == p.report_hash
+    assert stored.totals["needs_relabelling"] > 0

@@ -9,6 +9,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import queries.ingest_writes as ingest_writes
@@ -416,9 +418,6 @@ def test_progress_phases_for_large_files(con: duckdb.DuckDBPyConnection, tmp_pat
 
 def test_typed_parquet_columns(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     """Integer ids, zone-aware timestamps, epoch numbers and a real map column are read by type, not as text."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.table({
         "item_id": pa.array([7, 8, 9], pa.int64()),
         "annotator_id": ["a", "b", "c"],
@@ -437,7 +436,7 @@ def test_typed_parquet_columns(con: duckdb.DuckDBPyConnection, tmp_path: Path) -
     rows = con.execute(
         "SELECT item_id, node_id, created_at, duration_s, distribution FROM annotations ORDER BY item_id"
     ).fetchall()
-    # pyarrow stores the instants in UTC; Paris is UTC+2 in May.
+    # pyarrow takes the naive datetimes above as UTC instants; the Paris zone must not shift them.
     assert rows == [
         ("7", "happy", datetime(2024, 5, 1, 12, 0), 1.0, {"happy": 1.0}),
         ("8", "sad", datetime(2024, 5, 2, 12, 0), 2.0, None),

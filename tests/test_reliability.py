@@ -173,6 +173,9 @@ def test_reliability_over_time_shows_the_planted_decline(warehouse) -> None:
     con, *_ = warehouse
     weekly = reliability.reliability_over_time(con, Filters(), "late")
     assert len(weekly) == 8 and (weekly["annotator_id"] == "late").all()
+    # Every answer is at the initial stage, so the filtered path must give the pre-aggregated rows.
+    computed = reliability.reliability_over_time(con, Filters(stages=("initial",)), "late")
+    pd.testing.assert_frame_equal(computed, weekly, check_dtype=False)
     early, late = weekly.iloc[:4], weekly.iloc[4:]
     assert early["ds_agreement"].min() > 0.8 and late["ds_agreement"].max() < 0.45
     assert early["gold_accuracy"].mean() - late["gold_accuracy"].mean() > 0.4

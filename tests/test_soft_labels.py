@@ -219,35 +219,44 @@ def test_item_filters_select_items() -> None:
     assert set(got["item_id"]) == expected == {"i2", "i4"}
 
 
+def rebuild(con: duckdb.DuckDBPyConnection, full: bool, since_batch: int) -> str:
+    """The base tables and this step alone, as refresh runs them, so other steps cannot interfere."""
+    derived_base.build(con)
+    return soft_labels.refresh_step(con, RefreshContext(full=full, since_batch=since_batch, touched_items=0))
+
+
 def test_incremental_refresh_equals_a_full_one() -> None:
     con = memory()
     load_answers(con, TREE, random_answers(7, items=30))
-    first = refresh(con)
-    assert dict((s.step, s.mode) for s in first.steps)["soft_labels"] == "full"
+    assert rebuild(con, full=False, since_batch=0) == "full"  # no tables yet
     more = random_answers(8, items=40).assign(annotator_id=lambda x: "v" + x["annotator_id"])
     more = more[more["item_id"] >= "i020"].reset_index(drop=True)
-    with transaction(con):
-        con.register("_more", more)
-        con.execute(
-            "INSERT INTO annotations (annotation_id, item_id, annotator_id, tree_version, node_id, stage, batch_id) "
-            "SELECT 'm' || row_number() OVER (), item_id, annotator_id, 1, node_id, 'initial', 2 FROM _more"
-        )
-        con.execute("INSERT INTO items (item_id) SELECT DISTINCT item_id FROM _more EXCEPT SELECT item_id FROM items")
-        con.execute("INSERT INTO annotators (annotator_id) SELECT DISTINCT annotator_id FROM _more")
-        con.execute("INSERT INTO ingest_batches VALUES (2, 'annotations', 'more', 'y', 'csv', 1, 1, 1, 0, 't', now())")
-        con.execute("UPDATE meta SET value = '2' WHERE key = 'data_version'")
-    second = refresh(con)
-    assert dict((s.step, s.mode) for s in second.steps)["soft_labels"] == "incremental"
+    con.register("_more", more)
+    con.execute(
+        "INSERT INTO annotations (annotation_id, item_id, annotator_id, tree_version, node_id, stage, batch_id) "
+        "SELECT 'm' || row_number() OVER (), item_id, annotator_id, 1, node_id, 'initial', 2 FROM _more"
+    )
+    con.execute("INSERT INTO items (item_id) SELECT DISTINCT item_id FROM _more EXCEPT SELECT item_id FROM items")
+    con.execute("INSERT INTO annotators (annotator_id) SELECT DISTINCT annotator_id FROM _more")
+    assert rebuild(con, full=False, since_batch=1) == "incremental"
     tables = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TABLES}
-    refresh(con, full=True)
+    assert rebuild(con, full=True, since_batch=0) == "full"
     for table, before in tables.items():
         after = con.execute("SELECT * FROM " + table + " ORDER BY ALL").df()
         pd.testing.assert_frame_equal(before, after, check_dtype=False)
     assert (tables["d_soft_levels"]["item_id"] == "i039").any()
     # A new tree version may move nodes under old items: the next refresh rebuilds everything.
     store_tree(con, parse_tree(TREE), created_by="test")
-    con.execute("UPDATE meta SET value = '3' WHERE key = 'data_version'")
-    assert dict((s.step, s.mode) for s in refresh(con).steps)["soft_labels"] == "full"
+    assert rebuild(con, full=False, since_batch=2) == "full"
+
+
+def test_refresh_runs_the_step() -> None:
+    con = memory()
+    load_answers(con, TREE, random_answers(7, items=10))
+    report = refresh(con)
+    assert dict((s.step, s.mode) for s in report.steps)["soft_labels"] == "full"
+    stored = con.execute("SELECT count(*) FROM d_soft_levels WHERE source = 'annotations'").fetchone()[0]
+    assert len(soft_labels.item_levels(con, ALL)) == stored == 30  # ten items, three cuts
 
 
 def test_posterior_rolls_up_exactly_and_is_skipped_when_absent(con) -> None:

@@ -41,12 +41,13 @@ def _print(report: IngestReport, file: str) -> None:
         click.echo(f"  {reason:<18} {count:>12,}")
     for example in report.examples:
         click.echo(f"  e.g. {example}")
+    created = f"{report.new_items:,} new items"
+    if report.kind == "annotations":
+        created += f", {report.new_annotators:,} new annotators"
     if report.dry_run:
-        click.echo(f"dry run: nothing written (would add {report.new_items:,} new items, "
-                   f"{report.new_annotators:,} new annotators)")
+        click.echo(f"dry run: nothing written (would add {created})")
     else:
-        click.echo(f"batch {report.batch_id} written: {report.new_items:,} new items, "
-                   f"{report.new_annotators:,} new annotators")
+        click.echo(f"batch {report.batch_id} written: {created}")
 
 
 def _make_command(kind: str) -> click.Command:

@@ -8,8 +8,7 @@ from dashboard.cli.common import audit_recorder, current_user, db_option
 from governance import versions as tree_versions
 from queries.connection import bump_data_version, connect, transaction
 from queries.errors import LabelgovError
-from queries.results import first_row
-from queries.taxonomy import latest_version, read_tree_file, store_tree
+from queries.taxonomy import content_hash_of, latest_version, read_tree_file, store_tree
 
 
 @click.group("tree")
@@ -28,10 +27,7 @@ def import_command(file: str, db: str | None) -> None:
     with connect(db) as con:
         existing = latest_version(con)
         if existing is not None:
-            stored = first_row(con.execute(
-                "SELECT content_hash FROM tree_versions WHERE tree_version = ?", [existing]
-            ))
-            if stored and stored[0] == tree.content_hash():
+            if content_hash_of(con, existing) == tree.content_hash():
                 click.echo(f"tree {tree.taxonomy!r} is already stored as version {existing}; nothing to do")
                 return
             raise LabelgovError(
