@@ -10,8 +10,8 @@ import importlib
 
 import streamlit as st
 
-from dashboard import filters_ui
-from dashboard.components import announce_state, register_pages
+from dashboard import access, filters_ui
+from dashboard.components import announce_state, empty_state, register_pages
 from dashboard.identity import current_identity
 from dashboard.navigation import PageSpec, pages_for
 from queries.errors import LabelgovError
@@ -23,6 +23,11 @@ def _page(spec: PageSpec, default: bool) -> st.Page:
     def run() -> None:
         module = importlib.import_module("dashboard.views." + spec.key)
         filters = filters_ui.sidebar()
+        state = st.session_state.get(access.RUN_STATE)
+        if isinstance(state, access.RunState) and state.never_refreshed:
+            st.title(spec.title)
+            empty_state("This page reads the derived analytics, which are not computed yet.", "Run `labelgov refresh`.")
+            return
         module.render(filters)
 
     run.__name__ = spec.key

@@ -1,15 +1,16 @@
 """Inter-annotator agreement: Krippendorff's alpha (nominal and tree distance), Fleiss' kappa, Cohen's kappa
 and percent agreement, overall and per branch, tree level and week, with bootstrap confidence intervals.
 
-DuckDB reduces the answers to one row per (group, item, value) with its count; everything else is
-numpy on those rows, because alpha only needs per-item value counts (see queries/alpha.py).
+DuckDB scans the answers in item order as small integers (value index, week); the groupings and every
+statistic are numpy on those arrays, because alpha only needs per-unit value counts (see
+queries/alpha.py) and a hash aggregate over millions of (item, value) groups costs more than the scan.
 
 Definitions:
 
-- Tree distance. delta(c, k) = path length between c and k in the tree / (2 * depth of the deepest value
-  involved), so two leaves under different top-level branches are 1, cousins 2/3 and siblings 1/3 on a
-  three-level tree, and an answer at a parent is half as far from its child as a sibling. A node id keeps
-  the lineage of the newest tree version it appears in. Alpha is unchanged by rescaling delta, so the
+- Tree distance. delta(c, k) = path length between c and k in the tree / (2 * the tree's depth), so
+  two leaves under different top-level branches are 1, cousins 2/3 and siblings 1/3 on a three-level
+  tree, and an answer at a parent is half as far from its child as a sibling. A node id keeps the
+  lineage of the newest tree version it appears in. Alpha is unchanged by rescaling delta, so the
   normalisation only makes the matrix readable.
 - Level L. Every answer is replaced by its ancestor at depth L; answers coarser than L drop out.
 - Branch B (an internal node). The items whose consensus lies under B (the Filters branch semantics);
@@ -81,12 +82,13 @@ LINEAGES = (
 # One row per answer, no GROUP BY: d_answers is stored in item order and a filtered scan keeps that order,
 # so the answers of an item arrive together and every grouping is array indexing in numpy.
 RAW = (
-    "SELECT a.item_idx, CAST(list_position(?, a.node_id) - 1 AS SMALLINT) AS v, "
-    "CAST(list_position(?, a.item_lineage[len(a.item_lineage)]) - 1 AS SMALLINT) AS c, "
+    "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v, "
     "CAST(date_diff('day', DATE '1970-01-01', a.week) AS INTEGER) AS day FROM d_answers a WHERE {P}"
 )
-RAW_VALUES = "SELECT a.item_idx, CAST(list_position(?, a.node_id) - 1 AS SMALLINT) AS v FROM d_answers a WHERE {P}"
-BRANCHED = ("branch", "branch_week", "subtree", "subtree_week")
+CONSENSUS = "SELECT item_idx, CAST(coalesce(list_position(?, consensus_node), 0) - 1 AS SMALLINT) AS c FROM d_items"
+RAW_VALUES = (
+    "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v FROM d_answers a WHERE {P}"
+)
 
 
 class AgreementResult(BaseModel):
@@ -170,13 +172,17 @@ def _rows(
     values_only = grouping in ("overall", "level")
     sql = (RAW_VALUES if values_only else RAW).replace("{P}", clause)
     names = space.node_ids
-    raw = con.execute(sql, [names, *params] if values_only else [names, names, *params]).fetchnumpy()
+    raw = con.execute(sql, [names, *params]).fetchnumpy()
     item = np.asarray(raw["item_idx"], dtype=np.int64)
     if item.size > 1 and bool((item[1:] < item[:-1]).any()):
         order = np.argsort(item, kind="stable")
         raw = {k: np.asarray(v)[order] for k, v in raw.items()}
         item = item[order]
     value = np.asarray(raw["v"], dtype=np.int64)
+    known = value >= 0  # a node missing from d_nodes cannot be placed in the tree
+    if not known.all():
+        raw = {k: np.asarray(v)[known] for k, v in raw.items()}
+        item, value = item[known], value[known]
     if grouping == "overall":
         return _block(np.zeros(item.size, dtype=np.int64), item, value)
     depths = space.ancestors.shape[0]
@@ -186,7 +192,7 @@ def _rows(
     day = np.asarray(raw["day"], dtype=np.int64)
     if grouping == "week":
         return _by_week(day, item, value, day)
-    consensus = np.asarray(raw["c"], dtype=np.int64)
+    consensus = _consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)[item]
     seen = space.coarsened() if grouping.startswith("branch") else np.tile(np.arange(len(names)), (len(names), 1))
     blocks = []
     for d in range(depths):
@@ -198,6 +204,16 @@ def _rows(
         else:
             blocks.append(_block(branch * BRANCH_WEEK_STRIDE, item, mapped))
     return _concat(blocks)
+
+
+def _consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
+    """Each item's consensus value index (-1 unknown), looked up per answer by array indexing: cheaper than
+    carrying the item's lineage through the answer scan."""
+    rows = con.execute(CONSENSUS, [names]).fetchnumpy()
+    item = np.asarray(rows["item_idx"], dtype=np.int64)
+    out = np.full(max(size, int(item.max()) + 1 if item.size else 0), -1, dtype=np.int64)
+    out[item] = np.asarray(rows["c"], dtype=np.int64)
+    return out
 
 
 def _block(code: np.ndarray, item: np.ndarray, value: np.ndarray) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ log T. Leaves missing from a prediction's map (sparse maps drop tiny probabiliti
 that a wrong, confident prediction costs a large but finite loss.
 
 Refresh materialises ``d_pred_leaf`` (the newest prediction per item and model, one row per leaf),
+``d_pred_models`` (models and how many items each scored),
 ``d_pred_level`` (per item, model and level: top node, confidence, hit and Brier against gold and
 against soft labels) and ``d_calibration`` / ``d_temperature`` for the unfiltered view.
 """
@@ -46,20 +47,18 @@ LOG_T_BOUNDS = (-3.0, 3.0)
 NODES = "(SELECT DISTINCT ON (node_id) node_id, is_leaf, lineage FROM d_nodes ORDER BY node_id, tree_version DESC)"
 
 # The newest prediction per item and model is picked by row id first, so that only the chosen maps are
-# unnested; normalising makes the sparse maps (small probabilities dropped) sum to one again.
+# unnested; dividing by the map's sum makes the sparse maps (small probabilities dropped) sum to one again.
 D_PRED_LEAF = """
 CREATE OR REPLACE TABLE d_pred_leaf AS
 WITH newest AS (
     SELECT max_by(rowid, (created_at, batch_id)) AS r FROM predictions GROUP BY item_id, model
 ), entries AS (
-    SELECT x.item_idx, p.item_id, p.model, p.model_version,
+    SELECT p.item_id, p.model, p.model_version, list_sum(map_values(p.probabilities)) AS total,
            unnest(map_keys(p.probabilities)) AS node_id, unnest(map_values(p.probabilities)) AS p
-    FROM predictions p JOIN d_item_index x USING (item_id)
-    WHERE p.rowid IN (SELECT r FROM newest)
+    FROM predictions p WHERE p.rowid IN (SELECT r FROM newest)
 )
-SELECT e.item_idx, e.item_id, e.model, e.model_version, e.node_id, e.p / t.total AS p
-FROM entries e JOIN (SELECT item_idx, model, sum(p) AS total FROM entries WHERE p > 0 GROUP BY ALL) t
-     USING (item_idx, model)
+SELECT x.item_idx, e.item_id, e.model, e.model_version, e.node_id, e.p / e.total AS p
+FROM entries e JOIN d_item_index x USING (item_id)
 WHERE e.p > 0
 """
 
@@ -215,11 +214,9 @@ class GoldMatrix(BaseModel):
 
 def default_model(con: duckdb.DuckDBPyConnection) -> str | None:
     """The model that scored the most items (ties by name): what the pages show unless told otherwise."""
-    if not _table_exists(con, "d_pred_leaf"):
+    if not _table_exists(con, "d_pred_models"):
         return None
-    row = con.execute(
-        "SELECT model FROM d_pred_leaf GROUP BY model ORDER BY count(DISTINCT item_idx) DESC, model LIMIT 1"
-    ).fetchone()
+    row = con.execute("SELECT model FROM d_pred_models ORDER BY items DESC, model LIMIT 1").fetchone()
     return row[0] if row else None
 
 
@@ -349,12 +346,16 @@ def _table_rows(
 
 
 def _models(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in con.execute("SELECT DISTINCT model FROM d_pred_leaf ORDER BY model").fetchall()]
+    return [r[0] for r in con.execute("SELECT model FROM d_pred_models ORDER BY model").fetchall()]
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Full: the newest prediction per item can change with any batch and T is fitted on all gold items."""
     con.execute(D_PRED_LEAF)
+    con.execute(
+        "CREATE OR REPLACE TABLE d_pred_models AS SELECT model, count(DISTINCT item_idx) AS items FROM d_pred_leaf "
+        "GROUP BY model"
+    )
     con.execute(PRED_MASS.replace("{nodes}", NODES))
     con.execute(SOFT_FROM_MASS if _table_exists(con, "d_soft_mass") else SOFT_EMPTY)
     con.execute(D_PRED_LEVEL.replace("{nodes}", NODES))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -24,6 +25,9 @@ from queries.errors import LabelgovError, WarehouseBusy
 from queries.schema import check_version, migrate
 
 DEFAULT_DB = Path("warehouse") / "labelgov.duckdb"
+# A write's record of itself (action, payload), called inside the write's transaction so that the
+# record (the audit log, which lives above this package) commits or rolls back with the write.
+Recorder = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any]], None]
 ENV_DB = "LABELGOV_DB"
 LOCK_WAIT_S = float(os.environ.get("LABELGOV_LOCK_WAIT_S", "60"))
 

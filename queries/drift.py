@@ -38,6 +38,7 @@ Definitions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -71,9 +72,17 @@ FAMILY = {"label_js": "label", "label_share": "label"}  # one finding, two views
 KIND_ORDER = ["label", "agreement", "model_disagreement", "confidence", "annotator_agreement"]
 MIN_ANSWERS = 20  # fewer answers in a window or in the reference say nothing
 MIN_ITEMS = 30  # alpha from fewer items has too wide and too skewed an interval for a z-test
-STORED_MATRIX = "d_drift_matrix"
-STORED_ALERTS = "d_drift_alerts"
-STORED_AGREEMENT = "d_drift_agreement"
+REFERENCE_WEEKS = 4
+# Unfiltered results at the default reference, written by refresh so that pages read them.
+STORED = {
+    "matrix": "d_drift_matrix",
+    "shares": "d_drift_shares",
+    "agreement": "d_drift_agreement",
+    "confidence": "d_drift_confidence",
+    "model": "d_drift_model",
+    "annotators": "d_drift_annotators",
+    "alerts": "d_drift_alerts",
+}
 
 LABEL_COUNTS = """
 SELECT branch, week, child, count(*) AS n, count(DISTINCT item_idx) AS items
@@ -145,17 +154,26 @@ def drift_matrix(
     f: Filters,
     metric: str = "js",
     window: str = "week",
-    reference_weeks: int = 4,
+    reference_weeks: int = REFERENCE_WEEKS,
 ) -> pd.DataFrame:
     """Each branch's child distribution per window against the reference, largest ``metric`` first."""
     if metric not in METRICS:
         raise LabelgovError(f"unknown drift metric {metric!r}; use one of {', '.join(METRICS)}")
     if window not in WINDOWS:
         raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
-    if f.is_empty() and window == "week" and reference_weeks == 4 and agreement.is_stored(con, STORED_MATRIX):
-        stored = con.execute("SELECT * FROM " + STORED_MATRIX).df()  # noqa: S608 - fixed name
-        return stored.sort_values(metric, ascending=False, ignore_index=True)
-    return _matrix(con, f, window, reference_weeks).sort_values(metric, ascending=False, ignore_index=True)
+    if window != "week":
+        return _matrix(con, f, window, reference_weeks).sort_values(metric, ascending=False, ignore_index=True)
+    frame = _stored_or_live(con, f, reference_weeks, "matrix", lambda: _matrix(con, f, window, reference_weeks))
+    return frame.sort_values(metric, ascending=False, ignore_index=True)
+
+
+def _stored_or_live(
+    con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, key: str, compute: Callable[[], pd.DataFrame]
+) -> pd.DataFrame:
+    """The refreshed table for the unfiltered default question, otherwise computed from the answers."""
+    if f.is_empty() and reference_weeks == REFERENCE_WEEKS and agreement.is_stored(con, STORED[key]):
+        return con.execute("SELECT * FROM " + STORED[key]).df()  # noqa: S608 - table name from STORED
+    return compute()
 
 
 def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd.DataFrame:
@@ -248,13 +266,19 @@ SHARE_COLUMNS = ["node", "parent", "week", "share", "reference_share", "change",
 
 
 def label_share_drift(
-    con: duckdb.DuckDBPyConnection, f: Filters, window: str = "week", reference_weeks: int = 4
+    con: duckdb.DuckDBPyConnection, f: Filters, window: str = "week", reference_weeks: int = REFERENCE_WEEKS
 ) -> pd.DataFrame:
     """Each node's share of its parent's answers per window against the reference (two-proportion z-test on
     the design-effect counts): the view in which a branch that grows or shrinks is itself the finding.
     Top-level areas have the parent "(all)"."""
     if window not in WINDOWS:
         raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+    if window != "week":
+        return _shares(con, f, window, reference_weeks)
+    return _stored_or_live(con, f, reference_weeks, "shares", lambda: _shares(con, f, window, reference_weeks))
+
+
+def _shares(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_weeks: int) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
     counts = _label_counts(con, f, window) if end is not None else None
     if counts is None or counts.empty:
@@ -279,7 +303,7 @@ AGREEMENT_DRIFT_COLUMNS = ["branch", "week", "alpha", "reference_alpha", "change
 def agreement_drift(
     con: duckdb.DuckDBPyConnection,
     f: Filters,
-    reference_weeks: int = 4,
+    reference_weeks: int = REFERENCE_WEEKS,
     bootstrap: int = agreement.LIVE_REPLICATES,
 ) -> pd.DataFrame:
     """Nominal alpha per branch and week against the branch's alpha over the reference window.
@@ -287,9 +311,9 @@ def agreement_drift(
     The test is a z-test on the difference with standard errors from the bootstrap intervals
     (half-width / 1.96), which is enough to rank weeks; the intervals themselves are in the agreement tables.
     """
-    if f.is_empty() and reference_weeks == 4 and agreement.is_stored(con, STORED_AGREEMENT):
-        return con.execute("SELECT * FROM " + STORED_AGREEMENT + " ORDER BY branch, week").df()  # noqa: S608 - fixed name
-    return _agreement_drift(con, f, reference_weeks, bootstrap)
+    return _stored_or_live(
+        con, f, reference_weeks, "agreement", lambda: _agreement_drift(con, f, reference_weeks, bootstrap)
+    )
 
 
 def _agreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, bootstrap: int) -> pd.DataFrame:
@@ -338,9 +362,15 @@ FROM d_answers a WHERE a.confidence IS NOT NULL AND {P} GROUP BY ALL
 CONFIDENCE_COLUMNS = ["branch", "week", "mean", "reference_mean", "change", "effect_size", "p_value", "p_adjusted", "n"]
 
 
-def confidence_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = 4) -> pd.DataFrame:
+def confidence_drift(
+    con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS
+) -> pd.DataFrame:
     """Mean self-reported confidence per top-level branch and week against the reference: Welch's t-test,
     effect size as Cohen's d against the reference standard deviation."""
+    return _stored_or_live(con, f, reference_weeks, "confidence", lambda: _confidence(con, f, reference_weeks))
+
+
+def _confidence(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
     clause, params = f.where("a")
     frame = con.execute(CONFIDENCE.replace("{P}", clause), params).df()
@@ -402,9 +432,15 @@ GROUP BY ALL
 RATE_COLUMNS = ["week", "rate", "reference_rate", "change", "p_value", "p_adjusted", "n"]
 
 
-def model_disagreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = 4) -> pd.DataFrame:
+def model_disagreement_drift(
+    con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS
+) -> pd.DataFrame:
     """Share of predictions whose argmax leaf differs from the human consensus, per top-level branch of the
     consensus and prediction week, against the reference share (two-proportion z-test)."""
+    return _stored_or_live(con, f, reference_weeks, "model", lambda: _model(con, f, reference_weeks))
+
+
+def _model(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
     clause, params = f.where("a")
     frame = con.execute(MODEL.replace("{P}", clause), params).df()
@@ -421,9 +457,13 @@ WHERE {P} GROUP BY ALL
 """
 
 
-def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = 4) -> pd.DataFrame:
+def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> pd.DataFrame:
     """Each annotator's share of answers equal to the item's consensus, per week, against their own share in
     the reference window (two-proportion z-test); annotators without reference answers are not compared."""
+    return _stored_or_live(con, f, reference_weeks, "annotators", lambda: _annotators(con, f, reference_weeks))
+
+
+def _annotators(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
     clause, params = f.where("a")
     frame = con.execute(ANNOTATOR.replace("{P}", clause), params).df()
@@ -490,22 +530,30 @@ def _fold_into_ancestors(alerts: pd.DataFrame, lineage: dict[str, list[str]]) ->
     return rows[keep]
 
 
-def drift_alerts(con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 20, reference_weeks: int = 4) -> pd.DataFrame:
-    """Every alerting drift, largest effect (relative to its metric's threshold) first."""
-    if f.is_empty() and reference_weeks == 4 and agreement.is_stored(con, STORED_ALERTS):
-        return con.execute("SELECT * FROM " + STORED_ALERTS + " ORDER BY rank LIMIT ?", [limit]).df()[ALERT_COLUMNS]  # noqa: S608
-    return _alerts(con, f, reference_weeks).head(limit).reset_index(drop=True)
+def drift_alerts(
+    con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 20, reference_weeks: int = REFERENCE_WEEKS
+) -> pd.DataFrame:
+    """Every alerting drift in ranked order (see the module notes), at most ``limit``."""
+    alerts = _stored_or_live(con, f, reference_weeks, "alerts", lambda: _alerts(con, _frames(con, f, reference_weeks)))
+    return alerts[ALERT_COLUMNS].head(limit).reset_index(drop=True)
 
 
-def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
-    labels = drift_matrix(con, f, reference_weeks=reference_weeks)
-    shares = label_share_drift(con, f, reference_weeks=reference_weeks)
+def _frames(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> dict[str, pd.DataFrame]:
+    return {
+        "matrix": drift_matrix(con, f, reference_weeks=reference_weeks),
+        "shares": label_share_drift(con, f, reference_weeks=reference_weeks),
+        "agreement": agreement_drift(con, f, reference_weeks),
+        "confidence": confidence_drift(con, f, reference_weeks),
+        "model": model_disagreement_drift(con, f, reference_weeks),
+        "annotators": annotator_drift(con, f, reference_weeks),
+    }
+
+
+def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    labels, shares, agree = frames["matrix"], frames["shares"], frames["agreement"]
+    confidence, model, people = frames["confidence"], frames["model"], frames["annotators"]
     floor = PSI_FLOOR
     share_size = np.abs(np.log(np.maximum(shares["share"], floor) / np.maximum(shares["reference_share"], floor)))
-    agree = agreement_drift(con, f, reference_weeks)
-    confidence = confidence_drift(con, f, reference_weeks)
-    model = model_disagreement_drift(con, f, reference_weeks)
-    people = annotator_drift(con, f, reference_weeks)
     parts = [
         _onsets(labels, "branch", "label_js", labels["js"]),
         _onsets(shares, "node", "label_share", share_size),
@@ -514,13 +562,11 @@ def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) ->
         _onsets(model, "branch", "model_disagreement", model["change"]),
         _onsets(people, "annotator_id", "annotator_agreement", -people["change"]),
     ]
-    alerts = (
-        pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) else parts[0]
-    )
-    if alerts.empty:
-        return alerts[ALERT_COLUMNS]
+    found = [p for p in parts if not p.empty]
+    if not found:
+        return parts[0][ALERT_COLUMNS]
     lineage = {row[0]: list(row[1]) for row in con.execute(agreement.LINEAGES).fetchall()}
-    alerts = _fold_into_ancestors(alerts, lineage)
+    alerts = _fold_into_ancestors(pd.concat(found, ignore_index=True), lineage)
     relative = alerts["size"] / alerts["metric"].map(ALERT_SIZE)
     kind = alerts["metric"].map(lambda m: KIND_ORDER.index(FAMILY.get(m, m)))
     order = np.lexsort((alerts["week"].to_numpy(), -relative.to_numpy(), kind.to_numpy()))
@@ -529,12 +575,16 @@ def _alerts(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) ->
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Drift compares every week with a global reference, so it is recomputed in full."""
-    tables = {
-        STORED_MATRIX: _matrix(con, Filters(), "week", 4),
-        STORED_AGREEMENT: _agreement_drift(con, Filters(), 4, agreement.REFRESH_REPLICATES),
+    f, weeks = Filters(), REFERENCE_WEEKS
+    frames = {
+        "matrix": _matrix(con, f, "week", weeks),
+        "shares": _shares(con, f, "week", weeks),
+        "agreement": _agreement_drift(con, f, weeks, agreement.REFRESH_REPLICATES),
+        "confidence": _confidence(con, f, weeks),
+        "model": _model(con, f, weeks),
+        "annotators": _annotators(con, f, weeks),
     }
-    for table, frame in tables.items():
-        agreement.store(con, table, frame)
-    alerts = _alerts(con, Filters(), 4)  # reads the two tables just written
-    agreement.store(con, STORED_ALERTS, alerts.assign(rank=np.arange(len(alerts))))
+    frames["alerts"] = _alerts(con, frames)
+    for key, frame in frames.items():
+        agreement.store(con, STORED[key], frame)
     return "full"

@@ -26,7 +26,6 @@ from queries.filters import Filters
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
 
-EXPERT_STAGES = ("escalated", "adjudication")
 # Below this many escalated gold items the measured expert accuracy is too noisy for the what-if and
 # the experts' Dawid-Skene accuracy is preferred when it exists.
 MIN_GOLD_FOR_EXPERT_ACCURACY = 30

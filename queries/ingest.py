@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from queries.connection import bump_data_version, transaction
+from queries.connection import Recorder, bump_data_version, transaction
 from queries.errors import LabelgovError
 from queries.ingest_fields import Kind, check_kind, check_mapping, parse_mapping
 from queries.ingest_readers import (
@@ -109,6 +109,7 @@ def ingest_file(
     dry_run: bool = False,
     actor: str = "unknown",
     progress: Progress | None = None,
+    record: Recorder | None = None,
 ) -> IngestReport:
     """Validate ``path`` in bulk and write it as one batch (nothing at all when ``dry_run``).
 
@@ -167,6 +168,8 @@ def ingest_file(
         with transaction(cur):
             report.batch_id = write_batch(cur, checked_kind, report, actor)
             bump_data_version(cur)
+            if record is not None:
+                record(cur, "ingest." + checked_kind, report.model_dump(mode="json", exclude={"messages"}))
         return report
     finally:
         cur.close()

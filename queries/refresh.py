@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
 from pydantic import BaseModel
@@ -30,7 +29,7 @@ from queries import (
     reliability,
     soft_labels,
 )
-from queries.connection import data_version, transaction
+from queries.connection import Recorder, data_version, transaction
 from queries.results import first_row
 
 
@@ -59,9 +58,6 @@ class RefreshReport(BaseModel):
 
 
 Step = Callable[[duckdb.DuckDBPyConnection, RefreshContext], str]
-# Called inside the refresh transaction with what was done, so that the record of a refresh (the
-# audit log, which lives above this package) commits or rolls back with the refresh itself.
-Recorder = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any]], None]
 
 
 def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:

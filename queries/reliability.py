@@ -81,12 +81,13 @@ SELECT node_id, is_leaf,
 FROM nodes
 """
 
+# Each internal node's majority-vote share goes evenly to the leaves whose lineage contains it.
 SPREAD = """
 SELECT p.label_idx AS label_idx, l.label_idx AS class_idx, 1.0 / count(*) OVER (PARTITION BY p.label_idx) AS w
 FROM _ds_labels p
-JOIN d_nodes n ON n.tree_version = ? AND n.node_id = p.node_id
 JOIN (SELECT x.label_idx, d.lineage FROM _ds_labels x JOIN d_nodes d ON d.tree_version = ? AND d.node_id = x.node_id
       WHERE x.is_leaf) l ON list_contains(l.lineage, p.node_id)
+WHERE NOT p.is_leaf
 """
 
 ANSWERS = """
@@ -122,7 +123,7 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
     if n_classes == 0 or answers["item_idx"].size == 0:
         return None
     spread = np.eye(n_labels, n_classes)
-    cells = con.execute(SPREAD, [version, version]).fetchnumpy()
+    cells = con.execute(SPREAD, [version]).fetchnumpy()
     spread[cells["label_idx"], cells["class_idx"]] = cells["w"]
     ann = np.asarray(answers["annotator_idx"], dtype=np.int64)
     counts = np.bincount(ann)
@@ -151,7 +152,9 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
         }
     )
     k = res.posteriors.shape[1]
-    keep = (res.expected_counts >= CONFUSION_MIN_N).ravel()
+    # A one-coin annotator's coarse answers are outside their model (probability 1 under every class).
+    modelled = ~(res.one_coin[res.response_annotator] & (res.response_label >= k))
+    keep = ((res.expected_counts >= CONFUSION_MIN_N) & modelled[:, None]).ravel()
     conf = pd.DataFrame(
         {
             "annotator_idx": np.repeat(res.annotator_ids[res.response_annotator], k)[keep],

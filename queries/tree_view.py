@@ -23,6 +23,8 @@ LATEST_NODES = "(SELECT * FROM d_nodes WHERE tree_version = (SELECT max(tree_ver
 def node_volumes(con: duckdb.DuckDBPyConnection, f: Filters, source: Source = "annotations") -> pd.DataFrame:
     """One row per node of the newest tree: volume, the part not explained by its children, ambiguity.
 
+    A shallow leaf also stands in the deeper cuts of the mass table; it is counted at its own depth only.
+
     ``own`` is volume minus the children's volumes (never below 0): answers that stop at an inner node.
     A sunburst drawn with "remainder" branch values then shows every node at its true volume.
     """
@@ -31,11 +33,11 @@ def node_volumes(con: duckdb.DuckDBPyConnection, f: Filters, source: Source = "a
         return soft_labels.empty_frame(NODE_COLUMNS)
     sql, params = rel
     frame = con.execute(
-        "WITH m AS (SELECT node_id, sum(mass) AS volume, avg(1 - mass) AS ambiguity, count(*) AS items "  # noqa: S608 - relation from soft_labels, fixed fragments
-        "FROM (" + sql + ") WHERE mass > 0 GROUP BY node_id), "
+        "WITH m AS (SELECT node_id, depth, sum(mass) AS volume, avg(1 - mass) AS ambiguity, count(*) AS items "  # noqa: S608 - relation from soft_labels, fixed fragments
+        "FROM (" + sql + ") WHERE mass > 0 GROUP BY node_id, depth), "
         "n AS (SELECT n.node_id, n.parent_id, n.title, n.depth, n.is_leaf, n.ordinal, "
         "coalesce(m.volume, 0) AS volume, m.ambiguity, coalesce(m.items, 0) AS items "
-        "FROM " + LATEST_NODES + " n LEFT JOIN m USING (node_id)), "
+        "FROM " + LATEST_NODES + " n LEFT JOIN m USING (node_id, depth)), "
         "kids AS (SELECT parent_id AS node_id, sum(volume) AS below FROM n WHERE parent_id IS NOT NULL GROUP BY 1) "
         "SELECT n.node_id, n.parent_id, n.title, n.depth, n.is_leaf, n.volume, "
         "greatest(n.volume - coalesce(k.below, 0), 0) AS own, n.ambiguity, n.items "
@@ -76,3 +78,31 @@ def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str 
         [depth + 1, *params, *under_params, depth],
     ).df()
     return frame[CONFUSION_COLUMNS]
+
+
+SHARE_COLUMNS = ["week", "node_id", "title", "answers", "share"]
+
+
+def weekly_shares(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per week, how the answers split among the children of the filtered branch (the top level if none).
+
+    The label distribution over time: a planted or real shift shows as one child's share moving.
+    """
+    if not soft_labels.table_exists(con, "d_answers"):
+        return soft_labels.empty_frame(SHARE_COLUMNS)
+    depth = 0
+    if f.branch is not None:
+        row = con.execute("SELECT depth FROM " + LATEST_NODES + " WHERE node_id = ?", [f.branch]).fetchone()  # noqa: S608 - fixed relation
+        depth = int(row[0]) if row else 0
+    where, params = f.where("a")
+    under = "TRUE" if depth == 0 else "a.lineage[?] = ?"
+    under_params: list[object] = [] if depth == 0 else [depth, f.branch]
+    frame = con.execute(
+        "WITH c AS (SELECT a.week, a.lineage[?] AS node_id, count(*) AS answers FROM d_answers a "  # noqa: S608 - predicate from Filters.where, fixed fragments
+        "WHERE " + where + " AND " + under + " AND a.depth > ? AND a.week IS NOT NULL GROUP BY ALL) "
+        "SELECT strftime(c.week, '%Y-%m-%d') AS week, c.node_id, coalesce(n.title, c.node_id) AS title, c.answers, "
+        "c.answers / sum(c.answers) OVER (PARTITION BY c.week) AS share "
+        "FROM c LEFT JOIN " + LATEST_NODES + " n USING (node_id) ORDER BY c.week, n.ordinal",
+        [depth + 1, *params, *under_params, depth],
+    ).df()
+    return frame[SHARE_COLUMNS]

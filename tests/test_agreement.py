@@ -289,3 +289,26 @@ def test_real_face_sentiment_alpha_matches_krippendorff(face_con) -> None:
     tree = agreement.alpha(face_con, Filters(), metric="tree", bootstrap=0)
     assert nominal.value == pytest.approx(reference_alpha(answers, space.node_ids), abs=1e-9)
     assert tree.value == pytest.approx(reference_alpha(answers, space.node_ids, space.delta2), abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["duck_identification", "product_matching"])
+def test_real_binary_sets_alpha_matches_krippendorff(name: str) -> None:
+    from tests.conftest import require_shared
+
+    folder = require_shared(name)
+    raw = pd.read_csv(folder / "answers.csv", dtype=str)
+    answers = pd.DataFrame(
+        {
+            "item_id": raw["question"],
+            "annotator_id": raw["worker"],
+            "node_id": raw["answer"].map({"0": "no", "1": "yes"}),
+        }
+    )
+    con = memory()
+    load_answers(con, "taxonomy: binary\nnodes:\n  'no': {}\n  'yes': {}\n", answers)
+    derived_base.build(con)
+    space = agreement.value_space(con)
+    got = agreement.alpha(con, Filters(), bootstrap=0)
+    assert got.value == pytest.approx(reference_alpha(answers, space.node_ids), abs=1e-9)
+    tree = agreement.alpha(con, Filters(), metric="tree", bootstrap=0)
+    assert tree.value == pytest.approx(got.value, abs=1e-9)  # two leaves: the tree distance is nominal

@@ -14,6 +14,9 @@ from tests.browser import CHROMIUM_ARGS, chromium_path, dashboard_server, wait_r
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 SHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 ROLES = (Role.LEADERSHIP, Role.ANALYST, Role.STEWARD)
+# Each server starts with an empty result cache, so every page is a cold render; on a busy two-core
+# machine the heaviest cold pages take longer than wait_ready's default minute.
+COLD_PAGE_MS = 180_000
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def test_every_page_renders_without_exception(role: Role, demo_db: Path, browser
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         for key in ROLE_PAGES[role]:
             page.goto(_url(base, role, key))
-            wait_ready(page)
+            wait_ready(page, timeout_ms=COLD_PAGE_MS)
             assert page.locator('[data-testid="stException"]').count() == 0, f"{role.value}/{key} shows an exception"
             heading = page.locator("h1").first.inner_text(timeout=10_000)
             assert PAGES[key].title.lower() in heading.lower(), f"{role.value}/{key} shows {heading!r}"

@@ -160,7 +160,8 @@ def test_annotator_confidence_calibration_against_direct_scores(scored: tuple[Pl
 
 def test_without_predictions_everything_is_empty() -> None:
     con = memory()
-    load_answers(con, TREE, pd.DataFrame({"item_id": ["x", "y"], "annotator_id": ["u", "u"], "node_id": ["a1", "b"]}))
+    answers = pd.DataFrame({"item_id": ["x", "x", "y"], "annotator_id": ["u", "v", "u"], "node_id": ["a1", "a2", "b"]})
+    load_answers(con, TREE, answers)
     refresh(con)
     assert calibration_table(con, Filters()).empty
     assert reliability_bins(con, Filters()).empty

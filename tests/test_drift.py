@@ -17,6 +17,7 @@ from queries import agreement, derived_base, drift
 from queries.connection import memory
 from queries.errors import LabelgovError
 from queries.filters import Filters
+from queries.refresh import RefreshContext
 from queries.taxonomy import parse_tree, store_tree
 from tests.conftest import cached_demo, load_answers
 from tests.test_agreement import TREE
@@ -279,12 +280,22 @@ def test_empty_inputs_and_bad_arguments() -> None:
 
 def test_refresh_step_stores_what_the_pages_read() -> None:
     con = warehouse(generated(11, weeks=8, items_per_week=80, shift_week=6))
-    live = drift.drift_alerts(con, Filters())
-    live_matrix = drift.drift_matrix(con, Filters())
-    assert drift.refresh_step(con, None) == "full"
-    pd.testing.assert_frame_equal(drift.drift_matrix(con, Filters()), live_matrix, check_dtype=False)
-    assert list(drift.drift_alerts(con, Filters()).columns) == drift.ALERT_COLUMNS
-    assert len(drift.drift_alerts(con, Filters())) == len(live)
+    everything = Filters(start=START.date() - pd.Timedelta(days=365))  # the same answers, computed live
+    pages = {
+        "matrix": drift.drift_matrix,
+        "shares": drift.label_share_drift,
+        "agreement": lambda c, f: drift.agreement_drift(c, f, bootstrap=agreement.REFRESH_REPLICATES),
+        "confidence": drift.confidence_drift,
+        "model": drift.model_disagreement_drift,
+        "annotators": drift.annotator_drift,
+        "alerts": drift.drift_alerts,
+    }
+    live = {name: page(con, everything) for name, page in pages.items()}
+    assert drift.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0)) == "full"
+    for name, page in pages.items():
+        assert agreement.is_stored(con, drift.STORED[name])
+        pd.testing.assert_frame_equal(page(con, Filters()), live[name], check_dtype=False)
+    assert not live["alerts"].empty
 
 
 DEMO_ITEMS = 20_000  # at 5,000 items the drift is within the weekly noise

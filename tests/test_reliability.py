@@ -206,13 +206,26 @@ def test_empty_warehouse_gives_empty_tables_and_frames() -> None:
 
 def test_few_answers_get_the_one_coin_model() -> None:
     answers, gold, _ = planted(seed=1, items=300)
-    few = answers[answers["annotator_id"] == "good1"].head(reliability.ONE_COIN_BELOW - 1)
-    answers = pd.concat([answers[answers["annotator_id"] != "good1"], few])
+    few = (
+        answers[answers["annotator_id"].isin(["good1", "coarse"])]
+        .groupby("annotator_id")
+        .head(reliability.ONE_COIN_BELOW - 1)
+    )
+    answers = pd.concat([answers[~answers["annotator_id"].isin(["good1", "coarse"])], few])
     con = memory()
     load_answers(con, TREE, answers, gold=gold)
     refresh(con)
     used = dict(con.execute("SELECT annotator_id, estimate_used FROM d_ds_annotators").fetchall())
-    assert used["good1"] == "one_coin" and used["good2"] == "confusion_matrix"
+    assert used["good1"] == used["coarse"] == "one_coin" and used["good2"] == "confusion_matrix"
+    # The one-coin model says nothing about coarse answers: no model cells, only the observed counts.
+    cells = reliability.confusion_matrix(con, Filters(), "coarse")
+    assert cells["n"].sum() == reliability.ONE_COIN_BELOW - 1 and (cells["p"] == 0).all()
+    # One accuracy s on the diagonal and (1 - s) / 3 everywhere else.
+    good1 = reliability.confusion_matrix(con, Filters(), "good1")
+    diagonal = good1.loc[good1["true_node"] == good1["answered_node"], "p"]
+    off = good1.loc[(good1["true_node"] != good1["answered_node"]) & (good1["p"] > 0), "p"]
+    assert np.ptp(diagonal) < 1e-9 and np.ptp(off) < 1e-9
+    assert diagonal.iloc[0] + 3 * off.iloc[0] == pytest.approx(1.0)
 
 
 # --- the demo warehouse --------------------------------------------------------------------------------

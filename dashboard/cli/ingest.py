@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dashboard.cli.common import current_user, db_option
+from dashboard.cli.common import audit_recorder, current_user, db_option
 from queries.connection import connect
 from queries.ingest import ingest_file
 from queries.ingest_fields import KINDS
@@ -64,7 +64,7 @@ def _make_command(kind: str) -> click.Command:
         with connect(db) as con:
             report = ingest_file(
                 con, kind, Path(file), fmt=fmt, mapping=mapping, tree_version=tree_version, dry_run=dry_run,
-                actor=current_user(), progress=_phase,
+                actor=current_user(), progress=_phase, record=audit_recorder(current_user()),
             )
         _print(report, file)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,9 +28,11 @@ def serve(db: str | None, port: int, address: str = "localhost") -> None:
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
     ]
-    click.echo(f"labelgov dashboard on http://{address}:{port} (warehouse {path})")
-    with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run(command, env=env, check=False)  # noqa: S603 - fixed argv, no shell
+    click.echo(f"labelgov dashboard on http://{address}:{port} (warehouse {path})", err=True)
+    sys.stdout.flush()
+    # Become the server process, so that a signal to `labelgov serve` reaches Streamlit itself and no
+    # orphaned server is left behind.
+    os.execve(sys.executable, command, env)  # noqa: S606 - fixed argv, no shell
 
 
 @click.command("serve")

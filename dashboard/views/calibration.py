@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import access, charts
@@ -30,7 +31,11 @@ def _fit(filters: Filters) -> bool:
 
 def _diagram(filters: Filters) -> None:
     against = AGAINST[st.radio("Compare with", list(AGAINST), horizontal=True, key="cal_against")]
-    bins = access.query(calibration.reliability_bins, filters, against=against)
+    scores = access.query(calibration.calibration_table, filters)
+    levels = sorted(int(v) for v in scores.loc[scores["scope"] == "level", "name"].unique())
+    parts = [access.query(calibration.reliability_bins, filters, level=lv, against=against) for lv in levels]
+    shown = [p for p in parts if not p.empty]
+    bins = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
     st.plotly_chart(charts.reliability_diagram(bins, "Reliability diagram per tree level"), key="cal_diagram")
     table(bins, f"reliability_bins_{against}", filters, key="cal_bins")
 

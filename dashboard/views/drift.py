@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import access, charts
 from dashboard.components import chart, empty_state, guarded, table
-from queries import drift
+from queries import drift, tree_view
 from queries.filters import Filters
 
 METRICS = {"Jensen-Shannon distance": "js", "Population stability index": "psi", "Chi-squared": "chi2"}
@@ -44,6 +44,16 @@ def _alerts(filters: Filters) -> None:
     table(alerts, "drift_alerts", filters, key="drift_alerts_table")
 
 
+def _distribution(filters: Filters, marks: list[str]) -> None:
+    st.subheader("Label distribution over time")
+    shares = access.query(tree_view.weekly_shares, filters)
+    where = f"inside {filters.branch}" if filters.branch else "at the top level"
+    fig = charts.trend(shares, "week", "share", f"Share of answers per week {where}", "Share of answers",
+                       series="title")
+    chart(charts.mark_weeks(fig, marks, "tree changed"), "drift_shares", filters, "week")
+    table(shares, "weekly_label_shares", filters, key="drift_shares_table")
+
+
 def _over_time(filters: Filters, marks: list[str]) -> None:
     st.subheader("Agreement and confidence over time")
     left, right = st.columns(2)
@@ -69,5 +79,7 @@ def render(filters: Filters) -> None:
         _matrix(filters, marks)
     with guarded("Listing alerts…"):
         _alerts(filters)
+    with guarded("Following the label distribution…"):
+        _distribution(filters, marks)
     with guarded("Following agreement and confidence…"):
         _over_time(filters, marks)

@@ -9,8 +9,14 @@ from dashboard.components import chart, empty_state, fmt, fmt_delta, guarded, li
 from queries import data_quality, drift, overview
 from queries.filters import Filters
 
+TILES_PER_ROW = 4
 # A higher escalation rate or cost is worse; the tile arrows say so in colour.
 LOWER_IS_BETTER = {"escalation_rate", "cost_per_item"}
+# Where a failing data-quality check can be looked into.
+CHECK_PAGES = {
+    "too_fast_annotators": ("Look at the too-fast annotators", "annotators"),
+    "diverging_sources": ("Look at where sources diverge", "drift"),
+}
 TRENDS = (
     ("annotations", "Annotations per week", "Annotations"),
     ("alpha", "Agreement (alpha) per week", "Alpha"),
@@ -29,8 +35,8 @@ def _tiles(filters: Filters) -> None:
     else:
         p = result.period
         st.caption(f"{p.start} to {p.end}, compared with {p.previous_start} to {p.previous_end}.")
-    cols = st.columns(len(result.tiles))
-    for col, tile in zip(cols, result.tiles, strict=True):
+    cols = [*st.columns(TILES_PER_ROW), *st.columns(TILES_PER_ROW)]
+    for col, tile in zip(cols, result.tiles, strict=False):
         col.metric(
             tile.label,
             fmt(tile.value, tile.kind),
@@ -73,6 +79,10 @@ def _alerts(filters: Filters) -> None:
         if flagged.empty:
             st.success("Every data-quality check passes for these filters.")
         table(checks, "quality_checks", filters, key="ov_checks")
+        for check in flagged["check"]:
+            if check in CHECK_PAGES:
+                label, page = CHECK_PAGES[check]
+                link_button(label, page, filters, widget_key="ov_check_" + check)
     link_button("Open the disagreement explorer", "disagreements", filters, widget_key="ov_to_disagreements")
 
 
