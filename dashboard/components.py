@@ -116,7 +116,7 @@ def table(frame: pd.DataFrame, name: str, filters: Filters, key: str, **kwargs: 
 
 
 def fmt(value: float | None, kind: str) -> str:
-    """A tile's number as people read it: counts with separators, shares as percentages, money with 2 decimals."""
+    """A number as people read it: counts with separators, shares as percentages, money with 2 decimals, hours."""
     if value is None:
         return "n/a"
     if kind == "count":
@@ -125,6 +125,8 @@ def fmt(value: float | None, kind: str) -> str:
         return f"{value:.1%}"
     if kind == "money":
         return f"{value:,.2f}"
+    if kind == "hours":
+        return f"{value:,.1f} h"
     return f"{value:.3f}"
 
 

@@ -42,6 +42,7 @@ EPS = 1e-10
 SHORT_ROWS = 16
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class DSResult:
     response_annotator: IntArray  # responses: position in annotator_ids
     response_label: IntArray  # responses: observed label
     response_counts: IntArray  # responses: answers
-    confusion: FloatArray  # responses x classes: P(label | class) for that annotator
-    expected_counts: FloatArray  # responses x classes: posterior mass of each class behind each response
+    confusion: Float32Array  # responses x classes: P(label | class) for that annotator
+    expected_counts: Float32Array  # responses x classes: posterior mass of each class behind each response
     one_coin: npt.NDArray[np.bool_]  # annotators fitted with the one-coin model
     answers: IntArray  # annotators
     accuracy: FloatArray  # annotators: expected share of their leaf answers that are the true leaf
@@ -177,12 +178,16 @@ class _Model:
             np.int64
         )
 
-    def m_step(self, post: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Posterior counts per response, the confusion table from them, and its log."""
-        counts = np.asarray(self.at @ post, dtype=np.float64)
-        clipped = np.maximum(counts, EPS)
+    def m_step(self, post: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """Posterior counts per response, the confusion table from them, and its log.
+
+        The table has a row per (annotator, label) seen, so with many annotators and leaves it is as
+        large as the posterior matrix; float32 keeps its clip, normalisation and log cheap.
+        """
+        counts = self.at @ post
+        clipped = np.maximum(counts, np.float32(EPS))
         totals = np.add.reduceat(clipped, self.ann_start, axis=0)
-        conf = clipped / totals[self.pair_ann]
+        conf = np.divide(clipped, totals[self.pair_ann], out=clipped)
         if self.one_coin_leaf.size or self.one_coin_coarse.size:
             skill = self.skills(counts)[self.pair_ann]
             rows = self.one_coin_leaf
@@ -190,15 +195,19 @@ class _Model:
             block[np.arange(rows.size), self.pair_label[rows]] = skill[rows]
             conf[rows] = np.clip(block, EPS, 1.0 - EPS)
             conf[self.one_coin_coarse] = 1.0
-        return counts, conf, np.log(conf).astype(np.float32)
+        return counts, conf, np.log(conf)
 
-    def skills(self, counts: FloatArray) -> FloatArray:
+    def skills(self, counts: Float32Array) -> FloatArray:
         """Per annotator: posterior mass on the label they gave, averaged over their leaf answers."""
         leaf = np.flatnonzero(self.leaf_pair)
-        hit = np.bincount(self.pair_ann[leaf], weights=counts[leaf, self.pair_label[leaf]], minlength=self.answers.size)
+        hit = np.bincount(
+            self.pair_ann[leaf],
+            weights=counts[leaf, self.pair_label[leaf]].astype(np.float64),
+            minlength=self.answers.size,
+        )
         return hit / np.maximum(self.leaf_answers, 1)
 
-    def e_step(self, log_conf: FloatArray, priors: FloatArray) -> tuple[FloatArray, float]:
+    def e_step(self, log_conf: Float32Array, priors: FloatArray) -> tuple[Float32Array, float]:
         """Posteriors (gold items fixed at their gold class) and their summed entropy."""
         log_lik = np.asarray(self.a @ log_conf)
         log_lik += np.log(np.maximum(priors, EPS)).astype(np.float32)
@@ -212,15 +221,15 @@ class _Model:
         row_entropy[self.gold_pos] = 0.0
         return post, float(row_entropy.sum(dtype=np.float64))
 
-    def clamp(self, post: FloatArray) -> None:
+    def clamp(self, post: Float32Array) -> None:
         """Items with a known class get that class with certainty, as crowd-kit's ``true_labels`` do."""
         post[self.gold_pos] = 0.0
         post[self.gold_pos, self.gold_cls] = 1.0
 
-    def loss(self, counts: FloatArray, log_conf: FloatArray, priors: FloatArray, entropy: float) -> float:
+    def loss(self, counts: Float32Array, log_conf: Float32Array, priors: FloatArray, entropy: float) -> float:
         """Evidence lower bound per answer, as crowd-kit computes it (the prior is counted per answer)."""
-        joint = float(np.einsum("pk,pk->", counts, log_conf))
-        joint += float(counts.sum(axis=0) @ np.log(np.maximum(priors, EPS)))
+        joint = float(np.einsum("pk,pk->p", counts, log_conf).sum(dtype=np.float64))
+        joint += float(counts.sum(axis=0, dtype=np.float64) @ np.log(np.maximum(priors, EPS)))
         return (joint + entropy) / self.n_answers
 
     def spammer_score(self, counts: FloatArray, conf: FloatArray, skill: FloatArray) -> FloatArray:
@@ -325,7 +334,7 @@ def dawid_skene(
         one_coin=coin,
         answers=model.answers,
         accuracy=accuracy,
-        spammer_score=model.spammer_score(counts, conf, skill),
+        spammer_score=model.spammer_score(counts.astype(np.float64), conf.astype(np.float64), skill),
         iterations=len(history),
         loss_history=history,
     )

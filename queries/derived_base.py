@@ -4,11 +4,20 @@
 lineage (root-first ids, so the ancestor at depth L is ``lineage[L]``), its item's and annotator's
 attributes, dense integer indices for the vectorised statistics, and its item's consensus lineage for
 branch filtering. Page queries then scan one table instead of joining four.
+
+Every answer and gold label is seen "as of" one tree version (the latest unless `labelgov refresh
+--as-of V` chose another): historical answers are mapped through the recorded migrations, so periods
+before and after a taxonomy change stay comparable. ``tree_version`` and ``node_id`` in the derived
+tables are the as-of version and the mapped node; ``source_version`` and ``source_node_id`` keep what
+the annotator actually chose. The original rows are never changed.
 """
 
 from __future__ import annotations
 
 import duckdb
+
+from queries.errors import LabelgovError
+from queries.results import first_row
 
 D_NODES = """
 CREATE OR REPLACE TABLE d_nodes AS
@@ -31,12 +40,32 @@ FROM (SELECT DISTINCT annotator_id FROM annotators) i
 WHERE NOT EXISTS (SELECT 1 FROM d_annotator_index d WHERE d.annotator_id = i.annotator_id);
 """
 
+# Every answer's node in the as-of version (parameter: that version, twice).
+MAPPED = """
+CREATE OR REPLACE TEMP TABLE _mapped AS
+SELECT a.annotation_id, a.item_id, a.annotator_id, CAST(? AS INTEGER) AS tree_version, m.target_node_id AS node_id,
+       a.tree_version AS source_version, a.node_id AS source_node_id, a.stage, a.created_at, a.duration_s, a.cost,
+       a.confidence, a.guideline_version, a.batch_id
+FROM annotations a
+JOIN as_of_mapping(?) m ON m.tree_version = a.tree_version AND m.node_id = a.node_id
+"""
+
+D_GOLD = """
+CREATE OR REPLACE TABLE d_gold AS
+SELECT DISTINCT ON (g.item_id) g.item_id, x.item_idx, CAST(? AS INTEGER) AS tree_version,
+       m.target_node_id AS node_id, g.source, g.tree_version AS source_version, g.node_id AS source_node_id
+FROM gold_labels g
+JOIN as_of_mapping(?) m ON m.tree_version = g.tree_version AND m.node_id = g.node_id
+JOIN d_item_index x USING (item_id)
+ORDER BY g.item_id, g.batch_id DESC
+"""
+
 # Plurality node per item; ties go to the node first in the tree's order so the result is deterministic.
 D_ITEMS = """
 CREATE OR REPLACE TABLE d_items AS
 WITH votes AS (
     SELECT a.item_id, a.tree_version, a.node_id, count(*) AS n, min(n.ordinal) AS ordinal
-    FROM annotations a JOIN d_nodes n USING (tree_version, node_id)
+    FROM _mapped a JOIN d_nodes n USING (tree_version, node_id)
     GROUP BY ALL
 ), ranked AS (
     SELECT *, sum(n) OVER (PARTITION BY item_id) AS answers,
@@ -56,12 +85,12 @@ WHERE r.rk = 1
 D_ANSWERS = """
 CREATE OR REPLACE TABLE d_answers AS
 SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
-       a.tree_version, a.node_id, n.depth, n.is_leaf, n.lineage,
+       a.tree_version, a.node_id, a.source_version, a.source_node_id, n.depth, n.is_leaf, n.lineage,
        a.stage, a.created_at, date_trunc('week', a.created_at) AS week,
        a.duration_s, a.cost, a.confidence, a.guideline_version, a.batch_id,
        di.source, di.segment, di.split, di.consensus_lineage AS item_lineage,
        coalesce(an.kind, 'crowd') AS annotator_kind, an.tier
-FROM annotations a
+FROM _mapped a
 JOIN d_nodes n USING (tree_version, node_id)
 JOIN d_item_index x USING (item_id)
 JOIN d_annotator_index ax USING (annotator_id)
@@ -71,9 +100,32 @@ ORDER BY x.item_idx
 """
 
 
+def as_of_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The tree version analytics are computed in: the one chosen at refresh, else the latest."""
+    chosen = first_row(con.execute("SELECT value FROM meta WHERE key = 'as_of_version'"))
+    if chosen is not None:
+        return int(chosen[0])
+    latest = first_row(con.execute("SELECT max(tree_version) FROM tree_versions"))
+    return int(latest[0]) if latest and latest[0] is not None else None
+
+
+def choose_as_of(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
+    """Pin the analytics to ``version``, or follow the latest version again when None."""
+    if version is None:
+        con.execute("DELETE FROM meta WHERE key = 'as_of_version'")
+        return
+    if first_row(con.execute("SELECT 1 FROM tree_versions WHERE tree_version = ?", [version])) is None:
+        raise LabelgovError(f"tree version {version} does not exist; see `labelgov tree versions`")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('as_of_version', ?)", [str(version)])
+
+
 def build(con: duckdb.DuckDBPyConnection) -> None:
     """Rebuild the base tables; the item and annotator indices only ever grow, so indices stay stable."""
+    version = as_of_version(con) or 0
     con.execute(D_NODES)
     con.execute(D_ITEM_INDEX)
+    con.execute(MAPPED, [version, version])
+    con.execute(D_GOLD, [version, version])
     con.execute(D_ITEMS)
     con.execute(D_ANSWERS)
+    con.execute("DROP TABLE _mapped")

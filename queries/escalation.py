@@ -33,6 +33,7 @@ MIN_GOLD_FOR_EXPERT_ACCURACY = 30
 # or 0.7999999999999999): compare with this slack so that t = 0.8 escalates the items at 4/5.
 SHARE_SLACK = 1e-9
 
+# Escalated items first: the escalation pages scan only them, and row-group statistics let DuckDB skip the rest.
 D_ITEM_OUTCOMES = """
 CREATE OR REPLACE TABLE d_item_outcomes AS
 WITH crowd_votes AS (
@@ -77,6 +78,7 @@ LEFT JOIN (SELECT * FROM crowd WHERE rk = 1) c USING (item_idx)
 LEFT JOIN after af USING (item_idx)
 LEFT JOIN esc e ON e.item_id = p.item_id
 LEFT JOIN gold g ON g.item_id = p.item_id
+ORDER BY escalated DESC, p.item_idx
 """
 
 

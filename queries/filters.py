@@ -25,6 +25,9 @@ NODE_ID = re.compile(r"^[a-z0-9_-]+$")
 class Filters(BaseModel):
     """Date range (inclusive), tree version, branch (a node and its subtree), and value sets.
 
+    ``tree_version`` keeps the answers given under that version of the tree (every answer is still
+    shown mapped to the version the analytics are computed in).
+
     ``branch`` is an item-level filter: an item belongs to a branch when its consensus node (the
     plurality answer, computed at refresh) lies in that node's subtree. Filtering answers instead would
     drop exactly the disagreeing answers that the analyses are about.
@@ -82,7 +85,7 @@ class Filters(BaseModel):
             parts.append(p + "created_at < CAST(? AS DATE) + INTERVAL 1 DAY")
             params.append(self.end)
         if self.tree_version is not None:
-            parts.append(p + "tree_version = ?")
+            parts.append(p + "source_version = ?")
             params.append(self.tree_version)
         if self.branch is not None:
             parts.append("list_contains(" + p + "item_lineage, ?)")

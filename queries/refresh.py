@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import duckdb
 from pydantic import BaseModel
@@ -51,6 +52,7 @@ class StepTiming(BaseModel):
 
 class RefreshReport(BaseModel):
     data_version: int
+    as_of_version: int | None
     full: bool
     touched_items: int
     steps: list[StepTiming]
@@ -100,10 +102,22 @@ def cache_key(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def refresh(
-    con: duckdb.DuckDBPyConnection, *, full: bool = False, record: Recorder | None = None
+    con: duckdb.DuckDBPyConnection,
+    *,
+    full: bool = False,
+    as_of: int | Literal["latest"] | None = None,
+    record: Recorder | None = None,
 ) -> RefreshReport:
-    """Run every step; incremental steps only revisit items from batches newer than the last refresh."""
+    """Run every step; incremental steps only revisit items from batches newer than the last refresh.
+
+    ``as_of`` pins the analytics to a tree version (``"latest"`` follows the newest again; None keeps
+    the current choice). Changing it recomputes everything.
+    """
     started = time.perf_counter()
+    if as_of is not None:
+        before = derived_base.as_of_version(con)
+        derived_base.choose_as_of(con, None if as_of == "latest" else as_of)
+        full = full or derived_base.as_of_version(con) != before
     since = int(_meta(con, "refreshed_batch", "0"))
     never = refreshed_version(con) is None
     full = full or never
@@ -130,10 +144,16 @@ def refresh(
             record(
                 con,
                 "refresh",
-                {"data_version": version, "full": full, "steps": [t.model_dump() for t in timings]},
+                {
+                    "data_version": version,
+                    "full": full,
+                    "as_of_version": derived_base.as_of_version(con),
+                    "steps": [t.model_dump() for t in timings],
+                },
             )
     return RefreshReport(
         data_version=version,
+        as_of_version=derived_base.as_of_version(con),
         full=full,
         touched_items=ctx.touched_items,
         steps=timings,

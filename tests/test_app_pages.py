@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -21,6 +23,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.components import fmt
 from dashboard.navigation import PAGES, ROLE_PAGES, Role
+from governance import proposals
+from governance.roles import grant
 from queries import contested, escalation, overview, reliability
 from queries.connection import connect
 from queries.filters import Filters
@@ -73,7 +77,8 @@ def bare_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def open_app(db: Path, role: Role, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("LABELGOV_DB", str(db))
     monkeypatch.setenv("LABELGOV_ROLE", role.value)
-    monkeypatch.setenv("LABELGOV_USER", "tester")
+    if "LABELGOV_USER" not in os.environ:
+        monkeypatch.setenv("LABELGOV_USER", "tester")
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     return at
@@ -271,3 +276,29 @@ def test_filters_that_match_nothing_say_so(demo_db: Path, monkeypatch: pytest.Mo
     assert not at.exception
     assert any("No answers match these filters" in m.value for m in at.info)
     assert metrics(at)["Items labelled"] == "n/a"
+
+
+def test_governance_buttons_act_as_the_signed_in_user(
+    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "governed.duckdb"
+    shutil.copy(demo_db, db)
+    with connect(db) as con:
+        grant(con, admin_user="root", user="root", role="admin")
+        grant(con, admin_user="root", user="alice", role="proposer")
+        grant(con, admin_user="root", user="bob", role="steward")
+        spec = proposals.ProposalFile.model_validate({
+            "title": "Clearer name", "rationale": "readers asked", "base_version": None,
+            "operations": [{"op": "rename", "node_id": "spam_commercial", "title": "Commercial spam and ads"}],
+        })
+        created = proposals.create(con, spec, user="alice")
+        proposals.submit(con, created.proposal_id, user="alice")
+    monkeypatch.setenv("LABELGOV_USER", "alice")
+    at = go(open_app(db, Role.STEWARD, monkeypatch), "governance")
+    at.button(key=f"gov_approve_{created.proposal_id}").click().run()
+    assert at.error and "alice" in at.error[0].value  # the proposer may not approve their own change
+    monkeypatch.setenv("LABELGOV_USER", "bob")
+    at.button(key=f"gov_approve_{created.proposal_id}").click().run()
+    assert at.success and "approved" in at.success[0].value
+    with connect(db, read_only=True) as con:
+        assert proposals.load(con, created.proposal_id).approvers == ["bob"]

@@ -23,7 +23,7 @@ COLD_PAGE_MS = 180_000
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("browser") / "demo.duckdb"
     for args in (["demo", "--scale", "3000", "--no-serve"], ["refresh"]):
-        subprocess.run([sys.executable, "-m", "dashboard.cli", *args, "--db", str(db)], check=True)  # noqa: S603
+        subprocess.run([sys.executable, "-m", "dashboard.cli", *args, "--db", str(db)], check=True)
     return db
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -19,12 +19,24 @@ from queries.refresh import is_stale, refresh
 @click.command("refresh")
 @db_option
 @click.option("--full", is_flag=True, help="Recompute everything, not only items touched by new batches.")
-def refresh_command(db: str | None, full: bool) -> None:
+@click.option(
+    "--as-of", "as_of", default=None, metavar="VERSION|latest",
+    help="Compute the analytics in this tree version, every answer mapped to it (default: keep the choice).",
+)
+def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
     """Materialise the derived tables that the dashboard and reports read."""
+    chosen: int | Literal["latest"] | None = None
+    if as_of is not None:
+        if as_of != "latest" and not as_of.isdigit():
+            raise click.BadParameter("a tree version number, or 'latest'", param_hint="--as-of")
+        chosen = "latest" if as_of == "latest" else int(as_of)
     with connect(db) as con:
-        report = refresh(con, full=full, record=audit_recorder(current_user()))
+        report = refresh(con, full=full, as_of=chosen, record=audit_recorder(current_user()))
     mode = "full" if report.full else f"incremental ({report.touched_items:,} items touched)"
-    click.echo(f"refreshed data version {report.data_version}: {mode} in {report.seconds:.1f} s")
+    click.echo(
+        f"refreshed data version {report.data_version} as of tree v{report.as_of_version}: {mode} "
+        f"in {report.seconds:.1f} s"
+    )
     for step in report.steps:
         click.echo(f"  {step.step:<16}{step.mode:<14}{step.seconds:>8.2f} s")
 

@@ -21,7 +21,7 @@ def _summary(filters: Filters) -> bool:
     cols[0].metric("Escalation rate", fmt(s.escalation_rate, "share"), help=f"{s.escalated:,} of {s.items:,} items")
     cols[1].metric("Accuracy before", fmt(s.accuracy_before, "share"), help=f"on {s.n_gold} escalated gold items")
     cols[2].metric("Accuracy after", fmt(s.accuracy_after, "share"))
-    cols[3].metric("Median hours to label", fmt(s.median_hours_to_label, "ratio"))
+    cols[3].metric("Median hours to label", fmt(s.median_hours_to_label, "hours"))
     cols[4].metric(f"Resolved within {s.sla_hours:.0f} h", fmt(s.share_within_sla, "share"))
     if s.n_gold == 0:
         empty_state("No escalated item has a gold label, so gains cannot be measured.",

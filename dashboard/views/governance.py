@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import access
-from dashboard.components import empty_state, guarded, table
+from dashboard.components import empty_state, fmt, guarded, table
 from dashboard.identity import current_identity
 from governance import proposals, versions
 from governance.impact import ImpactReport
@@ -46,8 +46,7 @@ def _report(report: ImpactReport | None) -> None:
         return
     cols = st.columns(4)
     cols[0].metric("Compatibility", str(report.compat_class))
-    cols[1].metric("Alpha before → after", f"{report.alpha_before or float('nan'):.3f} → "
-                   f"{report.alpha_after or float('nan'):.3f}")
+    cols[1].metric("Alpha before → after", f"{fmt(report.alpha_before, 'ratio')} → {fmt(report.alpha_after, 'ratio')}")
     cols[2].metric("Relabel cost", f"{report.relabel_cost.low:,.0f}–{report.relabel_cost.high:,.0f}")
     cols[3].metric("Reversible", "yes" if report.reversible else "no", help=report.reversibility)
     st.dataframe(pd.DataFrame([op.model_dump() for op in report.operations]), hide_index=True)
