@@ -38,6 +38,7 @@ RANK_JOIN = {
     "gap": NO_RANK,
     "posterior": "(SELECT item_idx, ds_p AS rank_p FROM d_ds_items)",
 }
+TOTALS = {True: "(SELECT item_idx, answers FROM d_items)", False: "(SELECT item_idx, answers FROM l WHERE depth = 1)"}
 DS_ITEMS = "(SELECT item_idx, ds_node, ds_p FROM d_ds_items)"
 NO_DS_ITEMS = (
     "(SELECT CAST(NULL AS INTEGER) AS item_idx, CAST(NULL AS VARCHAR) AS ds_node, CAST(NULL AS DOUBLE) AS ds_p "
@@ -76,6 +77,9 @@ def contested_items(
         return soft_labels.empty_frame(CONTESTED_COLUMNS)
     levels, params = rel
     ds = DS_ITEMS if has_ds else NO_DS_ITEMS
+    # Every answer reaches depth 1, so an item's total is d_items.answers unless a filter drops answers;
+    # reading it there keeps the (large) stored levels from being scanned twice.
+    totals = TOTALS[soft_labels.precomputed(con, f)]
     return con.execute(
         "WITH l AS (" + levels + "), "  # noqa: S608 - fixed SQL fragments; ORDER BY from an allow-list
         "ranked AS (SELECT l.item_idx, l.answers AS reach, l.entropy, l.top_node, l.top_share, l.gap, rp.rank_p "
@@ -86,7 +90,7 @@ def contested_items(
         "ds.ds_node, ds.ds_p, g.gold_node, m.model_node, "
         "p.item_id IN (SELECT item_id FROM escalations WHERE item_id IN (SELECT item_id FROM picked)) AS escalated "
         "FROM picked p LEFT JOIN (SELECT item_idx, source, segment FROM d_items) d USING (item_idx) "
-        "LEFT JOIN (SELECT item_idx, answers FROM l WHERE depth = 1 AND item_idx IN (SELECT item_idx FROM picked)) tot "
+        "LEFT JOIN (SELECT * FROM " + totals + " WHERE item_idx IN (SELECT item_idx FROM picked)) tot "
         "USING (item_idx) "
         "LEFT JOIN (SELECT * FROM " + ds + " WHERE item_idx IN (SELECT item_idx FROM picked)) ds USING (item_idx) "
         "LEFT JOIN (SELECT * FROM " + GOLD + " WHERE item_id IN (SELECT item_id FROM picked)) g USING (item_id) "

@@ -14,9 +14,9 @@ posterior, confusion counts clipped below at 1e-10 before normalising, prior cli
 the per-answer evidence lower bound gains less than ``tol``), so results can be checked against it.
 Two deliberate differences: cells of the posterior below 1e-10 enter the entropy term as themselves
 rather than clipped to 1e-10 (this moves the per-answer bound by under 1e-8 and saves a pass over the
-posterior matrix per iteration), and the two big products and the posteriors are float32, which halves
-the memory traffic that bounds their speed; posteriors then agree with crowd-kit to about 1e-5, and
-the stopping rule can fire one iteration apart when the bound's gain sits right at ``tol``.
+posterior matrix per iteration), and the posteriors and the confusion table are float32, which halves
+the memory traffic that bounds the two products; posteriors then agree with crowd-kit to about 1e-5,
+and the stopping rule can fire one iteration apart when the bound's gain sits right at ``tol``.
 
 Classes are the leaves of a label tree. Labels ``>= n_classes`` are coarse answers (an internal node);
 they are kept as responses in their own right, so each annotator's confusion table also learns how

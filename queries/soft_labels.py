@@ -275,6 +275,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         _write(con, create, "d_soft_levels", _levels_sql(mass), [source, source])
     _write(con, not incremental, "d_soft_branches", _branches_sql(mass), ["annotations", "annotations"])
     con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [TREE_KEY, tree])
+    _write_summaries(con)
     if incremental:
         con.execute("DROP TABLE _soft_touched")
         return "incremental"
@@ -283,8 +284,35 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 # --- relations for page queries -----------------------------------------------------------------------
 
+# The unfiltered overview with the default thresholds, kept at refresh: the per-item tables hold
+# millions of rows, and the overview is the page everyone opens first.
+SUMMARIES = ("d_soft_level_summary", "d_soft_branch_summary")
 
-def _precomputed(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
+
+def _summary(con: duckdb.DuckDBPyConnection, table: str, f: Filters, amb: Ambiguity) -> pd.DataFrame | None:
+    if table not in SUMMARIES:
+        raise ValueError(f"table {table!r} is not in the allow-list")
+    if not f.is_empty() or amb != Ambiguity() or not table_exists(con, table):
+        return None
+    return con.execute("SELECT * FROM " + table).df()  # noqa: S608 - allow-listed table name
+
+
+def _write_summaries(con: duckdb.DuckDBPyConnection) -> None:
+    for table, frame in (
+        ("d_soft_level_summary", _level_stats(con, Filters(), Ambiguity())),
+        ("d_soft_branch_summary", _branch_frame_computed(con, Filters(), Ambiguity())),
+    ):
+        if frame.empty:
+            con.execute("DROP TABLE IF EXISTS " + table)
+            continue
+        con.register("_summary", frame)
+        try:
+            con.execute("CREATE OR REPLACE TABLE " + table + " AS SELECT * FROM _summary")  # noqa: S608 - allow-listed
+        finally:
+            con.unregister("_summary")
+
+
+def precomputed(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
     return item_level_only(f) and all(table_exists(con, t) for t in TABLES)
 
 
@@ -298,7 +326,7 @@ def mass_relation(
         return None
     if source == "posterior" and not table_exists(con, "d_posterior"):
         return None
-    if _precomputed(con, f):
+    if precomputed(con, f):
         pred, params = scoped("s.item_idx", f, items)
         sql = "SELECT s.* FROM d_soft_mass s WHERE s.source = ? AND " + pred  # noqa: S608 - scope predicate
         return sql, [source, *params]
@@ -339,7 +367,7 @@ def levels_relation(
     """(item_idx, depth, answers, entropy, top_node, top_share, gap) per item and cut."""
     if source not in SOURCES:
         raise LabelgovError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-    if _precomputed(con, f):
+    if precomputed(con, f):
         if source == "posterior" and not table_exists(con, "d_posterior"):
             return None
         pred, params = scoped("s.item_idx", f, items)
@@ -376,6 +404,11 @@ def level_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity
     that can be judged (see ``Ambiguity``).
     """
     amb = ambiguity or Ambiguity()
+    cached = _summary(con, "d_soft_level_summary", f, amb)
+    return cached[LEVEL_STATS_COLUMNS] if cached is not None else _level_stats(con, f, amb)
+
+
+def _level_stats(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
     frames = []
     for source in SOURCES:
         rel = levels_relation(con, f, source)
@@ -398,7 +431,7 @@ def level_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity
 
 
 def _branches_relation(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]] | None:
-    if _precomputed(con, f):
+    if precomputed(con, f):
         pred, params = scoped("s.item_idx", f)
         return "SELECT s.* FROM d_soft_branches s WHERE " + pred, params  # noqa: S608 - scope predicate
     rel = mass_relation(con, f, "annotations")
@@ -409,6 +442,11 @@ def _branches_relation(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str,
 
 def _branch_frame(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
     """Every branch statistic, plus the normalised child entropy the priorities use."""
+    cached = _summary(con, "d_soft_branch_summary", f, amb)
+    return cached if cached is not None else _branch_frame_computed(con, f, amb)
+
+
+def _branch_frame_computed(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
     rel = _branches_relation(con, f)
     if rel is None:
         return empty_frame([*BRANCH_COLUMNS, "mean_norm_child_entropy"])

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from crowdkit.aggregation import DawidSkene
 
+from queries.connection import memory
 from queries.cost_quality import (
     cost_per_correct,
     non_dominated,
@@ -15,7 +16,9 @@ from queries.cost_quality import (
     redundancy_curve,
 )
 from queries.filters import Filters
-from tests.test_escalation import Planted, build_planted
+from queries.refresh import refresh
+from tests.conftest import load_answers
+from tests.test_escalation import TREE, Planted, build_planted
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,15 @@ def test_cost_per_correct_by_tier_and_annotator(planted: Planted) -> None:
         cost_per_correct(planted.con, Filters(), by="colour")
     assert cost_per_correct(planted.con, Filters(sources=("nowhere",))).empty
     assert isinstance(people, pd.DataFrame)
+
+
+def test_without_gold_curves_are_empty_and_costs_have_no_accuracy() -> None:
+    con = memory()
+    answers = pd.DataFrame({"item_id": ["x", "x", "y"], "annotator_id": ["u", "v", "u"], "node_id": ["a1", "a2", "b"]})
+    load_answers(con, TREE, answers)
+    refresh(con)
+    assert redundancy_curve(con, Filters()).empty and recommended_k(con, Filters()).empty
+    assert redundancy_curve(con, Filters(), seed=1).empty
+    assert pareto_frontier(con, Filters()).empty
+    people = cost_per_correct(con, Filters())
+    assert list(people["answers"]) == [2, 1] and people["accuracy"].isna().all()
