@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DB ?= warehouse/labelgov.duckdb
 PORT ?= 8501
 
-.PHONY: demo test lint serve bench browser clean
+.PHONY: demo test lint serve bench browser clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "labelgov needs Python 3.11 or newer")'
@@ -34,7 +34,11 @@ test: $(VENV)/.test browser lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: $(VENV)/.test
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+screenshots: $(VENV)/.test browser
+	$(BIN)/python -m pytest -q tests/test_browser.py -k every_page
+	mkdir -p docs/screenshots && cp tests/artifacts/screenshots/*.png docs/screenshots/

@@ -59,7 +59,7 @@ def _scope_items(f: Filters) -> tuple[str, list[Any]]:
 
 # Unfiltered results are materialised at refresh (one full pass each: medians and leakage groups are
 # global); filtered pages recompute from d_answers with the same SQL.
-TABLES = ("d_dq_duplicates", "d_dq_annotators", "d_dq_source_top")
+TABLES = ("d_dq_duplicates", "d_dq_annotators", "d_dq_source_top", "d_dq_missing")
 DUPLICATES = (
     "WITH i AS (SELECT DISTINCT item_id, split, content_hash FROM items WHERE split IS NOT NULL), "
     "ids AS (SELECT item_id FROM i GROUP BY item_id HAVING count(DISTINCT split) > 1), "
@@ -100,6 +100,11 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     con.execute("CREATE OR REPLACE TABLE d_dq_duplicates AS " + DUPLICATES)
     con.execute("CREATE OR REPLACE TABLE d_dq_annotators AS " + _per_annotator("TRUE"))
     con.execute("CREATE OR REPLACE TABLE d_dq_source_top AS " + _source_top("TRUE"))
+    con.register("_missing", _missing_computed(con, Filters()))
+    try:
+        con.execute("CREATE OR REPLACE TABLE d_dq_missing AS SELECT * FROM _missing")
+    finally:
+        con.unregister("_missing")
     return "full"
 
 
@@ -124,6 +129,12 @@ def cross_split_duplicates(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Dat
 
 def missing_metadata(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """For each field a view needs, how many answers or items lack it."""
+    if _stored(con, f):
+        return con.execute("SELECT * FROM d_dq_missing").df()[MISSING_COLUMNS]
+    return _missing_computed(con, f)
+
+
+def _missing_computed(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame(MISSING_COLUMNS)
     pred, params = f.where("a")

@@ -21,7 +21,7 @@ per item).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -30,54 +30,66 @@ from queries import soft_labels
 from queries.contested import MODEL_NODE
 from queries.filters import Filters
 
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
 BASE_COLUMNS = ["method", "n", "exact"]
 SCORE_COLUMNS = ["hP", "hR", "hF", "mean_tree_distance"]
 
 # The latest gold label per item, with its lineage in its own tree version.
-GOLD = (
-    "(SELECT DISTINCT ON (g.item_id) x.item_idx, g.node_id, n.lineage, n.is_leaf FROM gold_labels g "
+GOLD_SQL = (
+    "SELECT DISTINCT ON (g.item_id) x.item_idx, g.node_id, n.lineage, n.is_leaf FROM gold_labels g "
     "JOIN d_item_index x USING (item_id) JOIN d_nodes n USING (tree_version, node_id) "
-    "ORDER BY g.item_id, g.batch_id DESC)"
+    "ORDER BY g.item_id, g.batch_id DESC"
 )
-# Every method is cut down to the gold items before anything else: gold is usually a small sample.
-GOLD_ITEMS = "(SELECT x.item_idx FROM d_item_index x WHERE x.item_id IN (SELECT item_id FROM gold_labels))"
-CONSENSUS = (
-    "SELECT 'majority' AS method, item_idx, consensus_node AS node_id FROM d_items "  # noqa: S608 - fixed
-    "WHERE item_idx IN " + GOLD_ITEMS
-)
-DAWID_SKENE = (
-    "SELECT 'dawid_skene' AS method, item_idx, ds_node AS node_id FROM d_ds_items "  # noqa: S608 - fixed
-    "WHERE item_idx IN " + GOLD_ITEMS
-)
-MODELS = (
+# Each model version's latest prediction for the gold items: gold is usually a small sample.
+MODELS_SQL = (
     "SELECT * FROM (SELECT DISTINCT ON (p.item_id, p.model, p.model_version) "  # noqa: S608 - fixed
     "'model:' || p.model || '@' || p.model_version AS method, x.item_idx, " + MODEL_NODE + " AS node_id "
     "FROM predictions p JOIN d_item_index x USING (item_id) WHERE p.item_id IN (SELECT item_id FROM gold_labels) "
     "ORDER BY p.item_id, p.model, p.model_version, p.created_at DESC NULLS LAST)"
 )
+# Both are small; refresh keeps them so pages join on integers instead of scanning item ids.
+TABLES = {"d_hier_gold": GOLD_SQL, "d_hier_models": MODELS_SQL}
 
 
-def _majority_from_answers(pred: str) -> str:
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Gold and model predictions for gold items; a few small tables, always rebuilt in full."""
+    for table, sql in TABLES.items():
+        con.execute("CREATE OR REPLACE TABLE " + table + " AS " + sql)
+    return "full"
+
+
+def _relation(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The stored table when refresh has written it, else the same rows computed inline."""
+    return table if soft_labels.table_exists(con, table) else "(" + TABLES[table] + ")"
+
+
+def _majority_from_answers(pred: str, gold: str) -> str:
     """Plurality node of the answers the predicate keeps, ties to the node first in tree order."""
     return (
         "SELECT 'majority' AS method, item_idx, arg_max(node_id, [n, -ordinal]) AS node_id FROM ("  # noqa: S608 - fixed
         "SELECT a.item_idx, a.node_id, count(*) AS n FROM d_answers a WHERE " + pred + " "
-        "AND a.item_idx IN " + GOLD_ITEMS + " GROUP BY ALL) "
+        "AND a.item_idx IN (SELECT item_idx FROM " + gold + ") GROUP BY ALL) "
         "JOIN " + soft_labels.NODES + " USING (node_id) GROUP BY item_idx"
     )
 
 
-def _predictions(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]]:
+def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple[str, list[Any]]:
     """(method, item_idx, node_id) for every method that has results, restricted to the filtered items."""
     params: list[Any] = []
     if soft_labels.item_level_only(f):
-        parts = [CONSENSUS]
+        parts = ["SELECT 'majority' AS method, d.item_idx, d.consensus_node AS node_id FROM d_items d "  # noqa: S608
+                 "JOIN " + gold + " g USING (item_idx)"]
     else:
         pred, params = f.where("a")
-        parts = [_majority_from_answers(pred)]
+        parts = [_majority_from_answers(pred, gold)]
     if soft_labels.table_exists(con, "d_ds_items"):
-        parts.append(DAWID_SKENE)
-    parts.append(MODELS)
+        parts.append(
+            "SELECT 'dawid_skene' AS method, d.item_idx, d.ds_node AS node_id FROM d_ds_items d "  # noqa: S608
+            "JOIN " + gold + " g USING (item_idx)"
+        )
+    parts.append("SELECT * FROM " + _relation(con, "d_hier_models"))  # noqa: S608 - fixed
     scope, scope_params = soft_labels.scoped("s.item_idx", f)
     union = " UNION ALL ".join(parts)
     return "SELECT s.* FROM (" + union + ") s WHERE s.node_id IS NOT NULL AND " + scope, [*params, *scope_params]  # noqa: S608 - fixed
@@ -85,11 +97,12 @@ def _predictions(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[
 
 def _pairs(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]]:
     """(method, item_idx, pred lineage and leaf flag, gold lineage and leaf flag) for items with gold."""
-    preds, params = _predictions(con, f)
+    gold = _relation(con, "d_hier_gold")
+    preds, params = _predictions(con, f, gold)
     return (
         "SELECT p.method, p.item_idx, p.node_id AS pred_node, pn.lineage AS pl, pn.is_leaf AS p_leaf, "  # noqa: S608 - fixed
         "g.node_id AS gold_node, g.lineage AS gl, g.is_leaf AS g_leaf FROM (" + preds + ") p "
-        "JOIN " + GOLD + " g USING (item_idx) JOIN " + soft_labels.NODES + " pn ON pn.node_id = p.node_id"
+        "JOIN " + gold + " g USING (item_idx) JOIN " + soft_labels.NODES + " pn ON pn.node_id = p.node_id"
     ), params
 
 

@@ -27,6 +27,7 @@ from queries import (
     derived_base,
     drift,
     escalation,
+    hierarchy_accuracy,
     reliability,
     soft_labels,
 )
@@ -75,6 +76,7 @@ STEPS: list[tuple[str, Step]] = [
     ("cost_quality", cost_quality.refresh_step),
     ("soft_labels", soft_labels.refresh_step),
     ("data_quality", data_quality.refresh_step),
+    ("hierarchy_accuracy", hierarchy_accuracy.refresh_step),
     ("calibration", calibration.refresh_step),
     ("agreement", agreement.refresh_step),
     ("drift", drift.refresh_step),

@@ -150,6 +150,7 @@ def test_refreshed_tables_give_the_same_answers_as_recomputing() -> None:
     con = planted()
     checks = (
         data_quality.cross_split_duplicates,
+        data_quality.missing_metadata,
         data_quality.too_fast_annotators,
         data_quality.source_divergence,
         data_quality.check_counts,

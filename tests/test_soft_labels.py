@@ -204,6 +204,7 @@ def test_ambiguity_thresholds_are_parameters() -> None:
 def test_answer_filters_recompute_and_match_the_precomputed_tables(con) -> None:
     everything = Filters(stages=tuple(sorted(STAGES)))  # keeps every answer, but forces recomputation
     assert not soft_labels.item_level_only(everything)
+    assert all(soft_labels.table_exists(con, t) for t in soft_labels.SUMMARIES)  # the unfiltered pages read these
     for fn in (soft_labels.item_node_mass, soft_labels.item_levels, soft_labels.level_stats, soft_labels.branch_stats):
         pd.testing.assert_frame_equal(fn(con, ALL), fn(con, everything), check_dtype=False)
     one = soft_labels.item_node_mass(con, Filters(annotators=("u0",)))

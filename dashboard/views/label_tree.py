@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import empty_state, guarded, link_button, table
+from dashboard.components import empty_state, go_to, guarded, link_button, table
 from dashboard.selection import selection_to_drill
 from queries import agreement, contested, soft_labels, tree_view
 from queries.filters import Filters
@@ -84,7 +84,12 @@ def _node(filters: Filters, branches: list[str]) -> None:
     if items.empty:
         empty_state("No items under this node.", "Choose another node or widen the filters.")
         return
-    table(items, "contested_under_node", scope, key="lt_contested")
+    st.caption("Select a row to open the item in the disagreement explorer.")
+    event = table(items, "contested_under_node", scope, key="lt_contested", on_select="rerun",
+                  selection_mode="single-row")
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        go_to("disagreements", scope, item=str(items.iloc[int(rows[0])]["item_id"]))
     link_button("Explore these disagreements", "disagreements", scope, widget_key="lt_to_disagreements")
 
 
