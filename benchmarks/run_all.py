@@ -19,13 +19,13 @@ def demo(scale: str) -> Path:
     if not path.exists():
         FOLDER.mkdir(parents=True, exist_ok=True)
         for args in (["demo", "--scale", scale, "--no-serve"], ["refresh"]):
-            subprocess.run([sys.executable, "-m", "dashboard.cli", *args, "--db", str(path)], check=True)  # noqa: S603
+            subprocess.run([sys.executable, "-m", "dashboard.cli", *args, "--db", str(path)], check=True)
     return path
 
 
 def run(module: str, *args: str) -> None:
     print(f"\n=== {module} {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, "-m", "benchmarks." + module, *args], check=False)  # noqa: S603
+    subprocess.run([sys.executable, "-m", "benchmarks." + module, *args], check=False)
 
 
 def main() -> None:

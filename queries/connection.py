@@ -30,6 +30,9 @@ DEFAULT_DB = Path("warehouse") / "labelgov.duckdb"
 Recorder = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any]], None]
 ENV_DB = "LABELGOV_DB"
 LOCK_WAIT_S = float(os.environ.get("LABELGOV_LOCK_WAIT_S", "60"))
+# Bulk rebuilds spill to disk past this much buffer memory instead of growing with the warehouse, so a
+# refresh of ten million answers fits a small machine; pandas frames handed to numpy come on top.
+BULK_MEMORY_LIMIT = "1GB"
 
 
 def resolve_db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
@@ -116,6 +119,24 @@ def bump_data_version(con: duckdb.DuckDBPyConnection) -> int:
         "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) WHERE key = 'data_version'"
     )
     return data_version(con)
+
+
+@contextmanager
+def bulk_settings(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Settings for rebuilding large tables, restored afterwards because the connection may live on.
+
+    Without insertion order DuckDB writes CREATE TABLE AS results from all threads without
+    re-sequencing them (statements with ORDER BY keep their order); the memory limit makes
+    joins and sorts spill instead of holding every intermediate in memory.
+    """
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET memory_limit = '" + BULK_MEMORY_LIMIT + "'")  # noqa: S608 - module constant
+    try:
+        yield con
+    finally:
+        con.execute("SET preserve_insertion_order = true")
+        con.execute("SET memory_limit = '" + before.replace("'", "") + "'")  # noqa: S608 - DuckDB's own setting text
 
 
 @contextmanager

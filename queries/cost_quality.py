@@ -37,8 +37,8 @@ ITEM_COLUMNS = ["item_idx", "k", "method", "correct", "cost"]
 REPLAY_SQL = """
 SELECT a.item_idx, a.annotator_idx, a.node_id, coalesce(a.cost, 0) AS cost, o.gold_node,
        row_number() OVER (PARTITION BY a.item_idx ORDER BY hash(a.annotation_id || ?)) AS rk
-FROM d_answers a JOIN d_item_outcomes o USING (item_idx)
-WHERE a.stage = 'initial' AND o.gold_node IS NOT NULL
+FROM d_answers a JOIN (SELECT item_idx, node_id AS gold_node FROM d_gold) o USING (item_idx)
+WHERE a.stage = 'initial'
 """
 
 # Leaves are the classes; internal nodes are coarse labels spread evenly over their subtree's leaves.
@@ -144,7 +144,7 @@ ANNOTATOR_SQL = """
 SELECT a.annotator_id, any_value(coalesce(a.tier, 'none')) AS tier, any_value(a.annotator_kind) AS kind,
        count(*) AS answers, coalesce(sum(a.cost), 0) AS cost,
        count(o.gold_node) AS gold_answers, coalesce(sum((a.node_id = o.gold_node)::INT), 0) AS correct
-FROM d_answers a LEFT JOIN d_item_outcomes o USING (item_idx)
+FROM d_answers a LEFT JOIN (SELECT item_idx, node_id AS gold_node FROM d_gold) o USING (item_idx)
 WHERE {where}
 GROUP BY a.annotator_id
 """

@@ -141,12 +141,12 @@ def _missing_computed(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFram
     answer_counts = ", ".join("count(*) FILTER (WHERE a." + c + " IS NULL)" for c, _ in ANSWER_FIELDS)
     row = con.execute(
         "SELECT count(*), " + answer_counts + " FROM d_answers a WHERE " + pred, params  # noqa: S608 - fixed columns
-    ).fetchone()
+    ).fetchall()[0]
     item_pred, item_params = soft_labels.scoped("d.item_idx", f)
     item_counts = ", ".join("count(*) FILTER (WHERE d." + c + " IS NULL)" for c, _ in ITEM_FIELDS)
     item_row = con.execute(
         "SELECT count(*), " + item_counts + " FROM d_items d WHERE " + item_pred, item_params  # noqa: S608 - fixed
-    ).fetchone()
+    ).fetchall()[0]
     rows = []
     for table, fields, counts in (("annotations", ANSWER_FIELDS, row), ("items", ITEM_FIELDS, item_row)):
         total = int(counts[0]) if counts else 0

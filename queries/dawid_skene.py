@@ -207,12 +207,16 @@ class _Model:
         )
         return hit / np.maximum(self.leaf_answers, 1)
 
-    def e_step(self, log_conf: Float32Array, priors: FloatArray) -> tuple[Float32Array, float]:
-        """Posteriors (gold items fixed at their gold class) and their summed entropy."""
+    def e_step(self, log_conf: Float32Array, priors: FloatArray, out: Float32Array) -> tuple[Float32Array, float]:
+        """Posteriors (gold items fixed at their gold class) and their summed entropy.
+
+        The previous posteriors are no longer needed, so the new ones overwrite them in ``out``: at ten
+        million answers that is a few hundred MB that need not be held twice.
+        """
         log_lik = np.asarray(self.a @ log_conf)
         log_lik += np.log(np.maximum(priors, EPS)).astype(np.float32)
         log_lik -= _row_reduce(np.maximum, log_lik)[:, None]
-        post = np.exp(log_lik)
+        post = np.exp(log_lik, out=out)
         total = _row_reduce(np.add, post)
         post /= total[:, None]
         # -sum p log p with log p = log_lik - log(total), and sum p = 1.
@@ -302,6 +306,7 @@ def dawid_skene(
             raise LabelgovError("one_coin needs a flag for every annotator index up to the largest one")
         coin = flags[ann_ids]
     model = _Model(item_pos, ann_pos, label, n_labels, k, coin, _gold_positions(item_ids, gold, k))
+    del item_pos, ann_pos
 
     votes = np.asarray(model.a @ spread_m[model.pair_label])
     post = (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -311,7 +316,7 @@ def dawid_skene(
     loss = -np.inf
     history: list[float] = []
     for _ in range(n_iter):
-        post, entropy = model.e_step(log_conf, priors)
+        post, entropy = model.e_step(log_conf, priors, out=post)
         priors = _class_means(post)
         counts, conf, log_conf = model.m_step(post)
         new_loss = model.loss(counts, log_conf, priors, entropy)

@@ -2,8 +2,8 @@
 
 ``d_answers`` is the annotation fact table denormalised once at refresh: each answer with its node's
 lineage (root-first ids, so the ancestor at depth L is ``lineage[L]``), its item's and annotator's
-attributes, dense integer indices for the vectorised statistics, and its item's consensus lineage for
-branch filtering. Page queries then scan one table instead of joining four.
+attributes and dense integer indices for the vectorised statistics. Page queries then scan one table
+instead of joining four; the branch filter (an item-level property) is a semi-join on ``d_items``.
 
 Every answer and gold label is seen "as of" one tree version (the latest unless `labelgov refresh
 --as-of V` chose another): historical answers are mapped through the recorded migrations, so periods
@@ -40,16 +40,6 @@ FROM (SELECT DISTINCT annotator_id FROM annotators) i
 WHERE NOT EXISTS (SELECT 1 FROM d_annotator_index d WHERE d.annotator_id = i.annotator_id);
 """
 
-# Every answer's node in the as-of version (parameter: that version, twice).
-MAPPED = """
-CREATE OR REPLACE TEMP TABLE _mapped AS
-SELECT a.annotation_id, a.item_id, a.annotator_id, CAST(? AS INTEGER) AS tree_version, m.target_node_id AS node_id,
-       a.tree_version AS source_version, a.node_id AS source_node_id, a.stage, a.created_at, a.duration_s, a.cost,
-       a.confidence, a.guideline_version, a.batch_id
-FROM annotations a
-JOIN as_of_mapping(?) m ON m.tree_version = a.tree_version AND m.node_id = a.node_id
-"""
-
 D_GOLD = """
 CREATE OR REPLACE TABLE d_gold AS
 SELECT DISTINCT ON (g.item_id) g.item_id, x.item_idx, CAST(? AS INTEGER) AS tree_version,
@@ -60,43 +50,48 @@ JOIN d_item_index x USING (item_id)
 ORDER BY g.item_id, g.batch_id DESC
 """
 
-# Plurality node per item; ties go to the node first in the tree's order so the result is deterministic.
-D_ITEMS = """
-CREATE OR REPLACE TABLE d_items AS
-WITH votes AS (
-    SELECT a.item_id, a.tree_version, a.node_id, count(*) AS n, min(n.ordinal) AS ordinal
-    FROM _mapped a JOIN d_nodes n USING (tree_version, node_id)
-    GROUP BY ALL
-), ranked AS (
-    SELECT *, sum(n) OVER (PARTITION BY item_id) AS answers,
-           row_number() OVER (PARTITION BY item_id ORDER BY n DESC, ordinal) AS rk
-    FROM votes
-)
-SELECT r.item_id, x.item_idx, i.source, i.segment, i.split, i.created_at, i.content_hash,
-       r.answers, r.tree_version, r.node_id AS consensus_node, r.n / r.answers AS consensus_share,
-       n.lineage AS consensus_lineage
-FROM ranked r
-JOIN d_item_index x USING (item_id)
-JOIN d_nodes n USING (tree_version, node_id)
-LEFT JOIN (SELECT DISTINCT ON (item_id) * FROM items) i USING (item_id)
-WHERE r.rk = 1
-"""
-
+# Every answer mapped to the as-of version (parameters: that version, three times) in one pass over the
+# annotations: the item's attributes come from ``items`` directly, so no per-answer copy of the item's
+# consensus is needed (the branch filter is a semi-join on d_items). Sorted by item so that an item's
+# answers sit together, which the per-item statistics and item_idx range scans rely on.
 D_ANSWERS = """
 CREATE OR REPLACE TABLE d_answers AS
 SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
-       a.tree_version, a.node_id, a.source_version, a.source_node_id, n.depth, n.is_leaf, n.lineage,
+       n.tree_version, n.node_id, a.tree_version AS source_version, a.node_id AS source_node_id,
+       n.depth, n.is_leaf, n.lineage,
        a.stage, a.created_at, date_trunc('week', a.created_at) AS week,
        a.duration_s, a.cost, a.confidence, a.guideline_version, a.batch_id,
-       di.source, di.segment, di.split, di.consensus_lineage AS item_lineage,
+       i.source, i.segment, i.split,
        coalesce(an.kind, 'crowd') AS annotator_kind, an.tier
-FROM _mapped a
-JOIN d_nodes n USING (tree_version, node_id)
+FROM annotations a
+JOIN as_of_mapping(?) m ON m.tree_version = a.tree_version AND m.node_id = a.node_id
+JOIN d_nodes n ON n.tree_version = ? AND n.node_id = m.target_node_id
 JOIN d_item_index x USING (item_id)
 JOIN d_annotator_index ax USING (annotator_id)
-LEFT JOIN d_items di USING (item_id)
-LEFT JOIN (SELECT DISTINCT ON (annotator_id) * FROM annotators) an USING (annotator_id)
+LEFT JOIN (SELECT DISTINCT ON (item_id) item_id, source, segment, split FROM items) i USING (item_id)
+LEFT JOIN (SELECT DISTINCT ON (annotator_id) annotator_id, kind, tier FROM annotators) an USING (annotator_id)
 ORDER BY x.item_idx
+"""
+
+# Plurality node per item; ties go to the node first in the tree's order so the result is deterministic
+# (the vote count is the high word of the ranking key, the negated ordinal the low word).
+D_ITEMS = """
+CREATE OR REPLACE TABLE d_items AS
+WITH votes AS (
+    SELECT item_idx, node_id, count(*) AS n FROM d_answers GROUP BY ALL
+), best AS (
+    SELECT v.item_idx, sum(v.n) AS answers,
+           arg_max(v.node_id, (v.n << 32) - n.ordinal) AS node_id, max(v.n) AS top
+    FROM votes v JOIN d_nodes n ON n.tree_version = ? AND n.node_id = v.node_id
+    GROUP BY v.item_idx
+)
+SELECT x.item_id, b.item_idx, i.source, i.segment, i.split, i.created_at, i.content_hash,
+       b.answers, n.tree_version, b.node_id AS consensus_node, b.top / b.answers AS consensus_share,
+       n.lineage AS consensus_lineage
+FROM best b
+JOIN d_item_index x USING (item_idx)
+JOIN d_nodes n ON n.tree_version = ? AND n.node_id = b.node_id
+LEFT JOIN (SELECT DISTINCT ON (item_id) * FROM items) i USING (item_id)
 """
 
 
@@ -124,8 +119,6 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     version = as_of_version(con) or 0
     con.execute(D_NODES)
     con.execute(D_ITEM_INDEX)
-    con.execute(MAPPED, [version, version])
     con.execute(D_GOLD, [version, version])
-    con.execute(D_ITEMS)
-    con.execute(D_ANSWERS)
-    con.execute("DROP TABLE _mapped")
+    con.execute(D_ANSWERS, [version, version])
+    con.execute(D_ITEMS, [version, version])

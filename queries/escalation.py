@@ -37,16 +37,14 @@ SHARE_SLACK = 1e-9
 D_ITEM_OUTCOMES = """
 CREATE OR REPLACE TABLE d_item_outcomes AS
 WITH crowd_votes AS (
-    SELECT a.item_idx, a.node_id, count(*) AS n, min(n.ordinal) AS ordinal
-    FROM d_answers a JOIN d_nodes n USING (tree_version, node_id)
-    WHERE a.stage = 'initial'
-    GROUP BY ALL
+    SELECT item_idx, tree_version, node_id, count(*) AS n FROM d_answers WHERE stage = 'initial' GROUP BY ALL
 ), crowd AS (
-    SELECT item_idx, node_id AS crowd_node, n / sum(n) OVER (PARTITION BY item_idx) AS crowd_share,
-           row_number() OVER (PARTITION BY item_idx ORDER BY n DESC, ordinal) AS rk
-    FROM crowd_votes
+    -- Plurality with ties to the node first in tree order: votes in the high word, negated ordinal in the low.
+    SELECT v.item_idx, arg_max(v.node_id, (v.n << 32) - n.ordinal) AS crowd_node, max(v.n) / sum(v.n) AS crowd_share
+    FROM crowd_votes v JOIN d_nodes n USING (tree_version, node_id)
+    GROUP BY v.item_idx
 ), per_item AS (
-    SELECT item_idx, any_value(item_id) AS item_id,
+    SELECT item_idx,
            count(*) FILTER (WHERE stage = 'initial') AS crowd_answers,
            coalesce(sum(cost) FILTER (WHERE stage = 'initial'), 0) AS crowd_cost,
            coalesce(sum(cost) FILTER (WHERE stage IN ('escalated', 'adjudication')), 0) AS expert_cost,
@@ -63,9 +61,9 @@ WITH crowd_votes AS (
            CASE WHEN bool_or(resolved_at IS NULL) THEN NULL ELSE max(resolved_at) END AS esc_resolved_at
     FROM escalations GROUP BY item_id
 ), gold AS (
-    SELECT DISTINCT ON (item_id) item_id, node_id AS gold_node FROM gold_labels ORDER BY item_id, batch_id DESC
+    SELECT item_idx, node_id AS gold_node FROM d_gold
 )
-SELECT p.item_id, p.item_idx, d.consensus_lineage AS lineage, d.consensus_lineage[1] AS branch,
+SELECT d.item_id, p.item_idx, d.consensus_lineage AS lineage, d.consensus_lineage[1] AS branch,
        c.crowd_node, c.crowd_share, p.crowd_answers, p.crowd_cost, p.expert_cost, p.total_cost,
        g.gold_node, (e.item_id IS NOT NULL OR af.item_idx IS NOT NULL) AS escalated,
        CASE WHEN e.item_id IS NOT NULL THEN e.trigger WHEN af.item_idx IS NOT NULL THEN 'unrecorded' END AS trigger,
@@ -74,10 +72,10 @@ SELECT p.item_id, p.item_idx, d.consensus_lineage AS lineage, d.consensus_lineag
        e.esc_created_at, e.esc_resolved_at, p.first_at, p.final_at
 FROM per_item p
 LEFT JOIN d_items d USING (item_idx)
-LEFT JOIN (SELECT * FROM crowd WHERE rk = 1) c USING (item_idx)
+LEFT JOIN crowd c USING (item_idx)
 LEFT JOIN after af USING (item_idx)
-LEFT JOIN esc e ON e.item_id = p.item_id
-LEFT JOIN gold g ON g.item_id = p.item_id
+LEFT JOIN esc e ON e.item_id = d.item_id
+LEFT JOIN gold g USING (item_idx)
 ORDER BY escalated DESC, p.item_idx
 """
 

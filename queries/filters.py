@@ -88,7 +88,11 @@ class Filters(BaseModel):
             parts.append(p + "source_version = ?")
             params.append(self.tree_version)
         if self.branch is not None:
-            parts.append("list_contains(" + p + "item_lineage, ?)")
+            # A semi-join on the items rather than a lineage copied onto every answer: d_items is a tenth
+            # of d_answers' size and the answers table stays narrow.
+            parts.append(
+                p + "item_idx IN (SELECT d_items.item_idx FROM d_items WHERE list_contains(d_items.consensus_lineage, ?))"
+            )
             params.append(self.branch)
         for field, column in (
             ("sources", "source"),

@@ -80,14 +80,14 @@ def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple
     params: list[Any] = []
     if soft_labels.item_level_only(f):
         parts = ["SELECT 'majority' AS method, d.item_idx, d.consensus_node AS node_id FROM d_items d "  # noqa: S608
-                 "JOIN " + gold + " g USING (item_idx)"]
+                 "WHERE d.item_idx IN (SELECT item_idx FROM " + gold + ")"]
     else:
         pred, params = f.where("a")
         parts = [_majority_from_answers(pred, gold)]
     if soft_labels.table_exists(con, "d_ds_items"):
         parts.append(
             "SELECT 'dawid_skene' AS method, d.item_idx, d.ds_node AS node_id FROM d_ds_items d "  # noqa: S608
-            "JOIN " + gold + " g USING (item_idx)"
+            "WHERE d.item_idx IN (SELECT item_idx FROM " + gold + ")"
         )
     parts.append("SELECT * FROM " + _relation(con, "d_hier_models"))  # noqa: S608 - fixed
     scope, scope_params = soft_labels.scoped("s.item_idx", f)

@@ -26,6 +26,19 @@ NODE_ID = re.compile(r"^[a-z0-9_-]+$")
 MAX_TREE_BYTES = 5_000_000
 
 
+class _TreeLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: a node called ``yes``, ``no``, ``on`` or ``off`` stays a string."""
+
+
+_TreeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_TreeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 class NodeSpec(BaseModel):
     """One node as written in the file; children nest."""
 
@@ -148,18 +161,30 @@ def _walk(
         yield from _walk(children, flat, f"{here}.children", counter)
 
 
+def _check_ids(nodes: Any, place: str, source: str) -> None:
+    """Node ids that YAML read as something else (true, 12, null) get a message that says to quote them."""
+    if not isinstance(nodes, dict):
+        return
+    for key, spec in nodes.items():
+        if not isinstance(key, str):
+            raise LabelgovError(f"{source}: {place}: node id {key!r} is not text; write it in quotes or rename it")
+        if isinstance(spec, dict):
+            _check_ids(spec.get("children"), f"{place}.{key}.children", source)
+
+
 def parse_tree(text: str, source: str = "tree file") -> Tree:
     """Validate the YAML text of a tree; raise one LabelgovError naming the place at fault."""
     if len(text.encode()) > MAX_TREE_BYTES:
         raise LabelgovError(f"{source}: larger than {MAX_TREE_BYTES // 1_000_000} MB; is this a tree file?")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_TreeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise LabelgovError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(raw, dict):
         raise LabelgovError(f"{source}: expected a mapping with keys taxonomy and nodes")
+    _check_ids(raw.get("nodes"), "nodes", source)
     try:
         spec = TreeSpec.model_validate(raw)
     except ValidationError as exc:
