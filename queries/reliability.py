@@ -96,14 +96,6 @@ FROM d_answers a JOIN _ds_labels l USING (node_id)
 WHERE a.tree_version = ?
 """
 
-# Gold at a leaf fixes the item's class in the fit; gold at an internal node does not name a class.
-GOLD_LEAVES = """
-SELECT DISTINCT ON (x.item_idx) x.item_idx, l.label_idx
-FROM gold_labels g JOIN d_item_index x USING (item_id) JOIN _ds_labels l USING (node_id)
-WHERE g.tree_version = ? AND l.is_leaf
-ORDER BY x.item_idx, g.batch_id DESC
-"""
-
 EMPTY_TABLES = """
 CREATE OR REPLACE TABLE d_ds_annotators (annotator_id VARCHAR, annotator_idx INTEGER, answers BIGINT,
     ds_accuracy DOUBLE, estimate_used VARCHAR, spammer_score DOUBLE);
@@ -127,7 +119,8 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
     spread[cells["label_idx"], cells["class_idx"]] = cells["w"]
     ann = np.asarray(answers["annotator_idx"], dtype=np.int64)
     counts = np.bincount(ann)
-    gold = con.execute(GOLD_LEAVES, [version]).fetchnumpy()
+    # Gold is deliberately left out of the fit: accuracy against gold is how the dashboard and the report
+    # judge Dawid-Skene, and a fit that had seen the gold items would be graded on its own answers.
     return dawid_skene(
         answers["item_idx"],
         ann,
@@ -137,7 +130,6 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
         tol=TOL,
         one_coin=counts < ONE_COIN_BELOW,
         spread=spread,
-        gold=(gold["item_idx"], gold["label_idx"]),
     )
 
 
@@ -223,8 +215,8 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 # --- page functions ----------------------------------------------------------------------------------
 
-GOLD = """(SELECT DISTINCT ON (item_id, tree_version) item_id, tree_version, node_id AS gold_node
-          FROM gold_labels ORDER BY item_id, tree_version, batch_id DESC)"""
+# Gold mapped to the version the analytics are computed in (see derived_base).
+GOLD = """(SELECT item_id, tree_version, node_id AS gold_node FROM d_gold)"""
 
 ANNOTATOR_HEAD = (
     """
