@@ -80,15 +80,14 @@ LINEAGES = (
     "ORDER BY node_id"
 )
 # One row per answer, no GROUP BY: d_answers is stored in item order and a filtered scan keeps that order,
-# so the answers of an item arrive together and every grouping is array indexing in numpy.
+# so the answers of an item arrive together and every grouping is array indexing in numpy. ``{W}`` is a
+# window expression from a fixed allow-list (WINDOW_DAYS); day is its start in days since 1970.
 RAW = (
     "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v, "
-    "CAST(date_diff('day', DATE '1970-01-01', a.week) AS INTEGER) AS day FROM d_answers a WHERE {P}"
+    "CAST(date_diff('day', DATE '1970-01-01', {W}) AS INTEGER) AS day FROM d_answers a WHERE {P}"
 )
+WINDOW_DAYS = {"week": "a.week", "month": "date_trunc('month', a.created_at)"}
 CONSENSUS = "SELECT item_idx, CAST(coalesce(list_position(?, consensus_node), 0) - 1 AS SMALLINT) AS c FROM d_items"
-RAW_VALUES = (
-    "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v FROM d_answers a WHERE {P}"
-)
 
 
 class AgreementResult(BaseModel):

@@ -44,12 +44,10 @@ NO_DS_ITEMS = (
     "(SELECT CAST(NULL AS INTEGER) AS item_idx, CAST(NULL AS VARCHAR) AS ds_node, CAST(NULL AS DOUBLE) AS ds_p "
     "WHERE FALSE)"
 )
-# The latest gold label and the latest model prediction per item; a prediction's node is the argmax
-# of its leaf probabilities, or the node it names when it carries none.
-GOLD = (
-    "(SELECT DISTINCT ON (item_id) item_id, node_id AS gold_node FROM gold_labels "
-    "ORDER BY item_id, batch_id DESC)"
-)
+# The latest gold label per item mapped to the as-of tree version (d_gold), so it compares with answers
+# mapped the same way, and the latest model prediction per item; a prediction's node is the argmax of
+# its leaf probabilities, or the node it names when it carries none.
+GOLD = "(SELECT item_id, node_id AS gold_node FROM d_gold)"
 MODEL_NODE = (
     "coalesce(map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))], "
     "node_id)"
@@ -179,8 +177,8 @@ def item_detail(con: duckdb.DuckDBPyConnection, item_id: str) -> ItemDetail:
         [item_id, MODEL_TOP_LEAVES],
     ).df()
     gold = con.execute(
-        "SELECT g.node_id, n.title, g.source, g.tree_version FROM gold_labels g LEFT JOIN "  # noqa: S608 - fixed SQL fragments
-        + soft_labels.NODES + " n USING (node_id) WHERE g.item_id = ? ORDER BY g.batch_id DESC",
+        "SELECT g.node_id, n.title, g.source, g.tree_version, g.source_version, g.source_node_id FROM d_gold g "  # noqa: S608 - fixed SQL fragments
+        "LEFT JOIN d_nodes n USING (tree_version, node_id) WHERE g.item_id = ?",
         [item_id],
     ).df()
     escalations = con.execute(

@@ -36,17 +36,18 @@ if TYPE_CHECKING:
 BASE_COLUMNS = ["method", "n", "exact"]
 SCORE_COLUMNS = ["hP", "hR", "hF", "mean_tree_distance"]
 
-# The latest gold label per item, with its lineage in its own tree version.
+# The latest gold label per item mapped to the as-of tree version (d_gold, built with the base tables),
+# with its lineage there: after a taxonomy merge gold given under the old version still compares with
+# answers mapped to the new one.
 GOLD_SQL = (
-    "SELECT DISTINCT ON (g.item_id) x.item_idx, g.node_id, n.lineage, n.is_leaf FROM gold_labels g "
-    "JOIN d_item_index x USING (item_id) JOIN d_nodes n USING (tree_version, node_id) "
-    "ORDER BY g.item_id, g.batch_id DESC"
+    "SELECT g.item_idx, g.node_id, n.lineage, n.is_leaf FROM d_gold g "
+    "JOIN d_nodes n USING (tree_version, node_id)"
 )
 # Each model version's latest prediction for the gold items: gold is usually a small sample.
 MODELS_SQL = (
     "SELECT * FROM (SELECT DISTINCT ON (p.item_id, p.model, p.model_version) "  # noqa: S608 - fixed
     "'model:' || p.model || '@' || p.model_version AS method, x.item_idx, " + MODEL_NODE + " AS node_id "
-    "FROM predictions p JOIN d_item_index x USING (item_id) WHERE p.item_id IN (SELECT item_id FROM gold_labels) "
+    "FROM predictions p JOIN d_item_index x USING (item_id) WHERE p.item_id IN (SELECT item_id FROM d_gold) "
     "ORDER BY p.item_id, p.model, p.model_version, p.created_at DESC NULLS LAST)"
 )
 # Both are small; refresh keeps them so pages join on integers instead of scanning item ids.

@@ -31,7 +31,7 @@ from queries import (
     reliability,
     soft_labels,
 )
-from queries.connection import Recorder, data_version, transaction
+from queries.connection import Recorder, bulk_settings, data_version, transaction
 from queries.results import first_row
 
 
@@ -68,6 +68,10 @@ def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     return "full"
 
 
+# The shape of the derived tables: change it whenever a step adds, drops or reshapes a table, so that
+# a warehouse refreshed by another release asks for a refresh instead of failing in a page query.
+DERIVED_LAYOUT = "2026-11-23.1"
+
 # Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
 STEPS: list[tuple[str, Step]] = [
     ("base", _base),
@@ -89,9 +93,15 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
 
 
 def refreshed_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The data version the derived tables were computed from, None if never refreshed."""
+    """The data version the derived tables were computed from.
+
+    None when they were never computed, or were computed by a release whose derived tables had another
+    shape: the page queries of this release would not find what they read, so it counts as never.
+    """
     value = _meta(con, "refreshed_data_version", "")
-    return int(value) if value else None
+    if not value or _meta(con, "derived_layout", "") != DERIVED_LAYOUT:
+        return None
+    return int(value)
 
 
 def is_stale(con: duckdb.DuckDBPyConnection) -> bool:
@@ -128,7 +138,7 @@ def refresh(
     ))
     ctx = RefreshContext(full=full, since_batch=0 if full else since, touched_items=int(row[0]) if row else 0)
     timings: list[StepTiming] = []
-    with transaction(con):
+    with bulk_settings(con), transaction(con):
         for name, step in STEPS:
             t0 = time.perf_counter()
             mode = step(con, ctx)
@@ -140,6 +150,7 @@ def refresh(
             ("refreshed_data_version", version),
             ("refreshed_batch", int(top[0]) if top else 0),
             ("refresh_count", count),
+            ("derived_layout", DERIVED_LAYOUT),
         ):
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(value)])
         if record is not None:

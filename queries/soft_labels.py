@@ -148,34 +148,38 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
 
 
 def _answer_weights(pred: str) -> str:
-    """Answers per item and node, with the node's lineage, for the answers the predicate keeps."""
+    """Answers per item and node for the answers the predicate keeps."""
     return (
-        "SELECT v.item_idx, n.lineage, n.depth AS node_depth, n.is_leaf, "  # noqa: S608 - fixed SQL fragments
-        "CAST(v.answers AS DOUBLE) AS w, v.answers "
-        "FROM (SELECT a.item_idx, a.tree_version, a.node_id, count(*) AS answers FROM d_answers a "
-        "WHERE " + pred + " GROUP BY ALL) v "
-        "JOIN d_nodes n USING (tree_version, node_id)"
+        "SELECT a.item_idx, a.tree_version, a.node_id, CAST(count(*) AS DOUBLE) AS w, count(*) AS answers "  # noqa: S608 - fixed SQL fragments
+        "FROM d_answers a WHERE " + pred + " GROUP BY a.item_idx, a.tree_version, a.node_id"
     )
 
 
 def _posterior_weights(pred: str) -> str:
-    """The posterior over leaves; it has no answer counts."""
+    """The posterior over leaves, placed in the node's latest tree version; it has no answer counts."""
     return (
-        "SELECT p.item_idx, n.lineage, n.depth AS node_depth, n.is_leaf, CAST(p.p AS DOUBLE) AS w, "  # noqa: S608 - fixed SQL fragments
-        "CAST(NULL AS BIGINT) AS answers FROM d_posterior p JOIN " + NODES + " n USING (node_id) "
-        "WHERE p.p > 0 AND " + pred
+        "SELECT p.item_idx, n.tree_version, p.node_id, CAST(p.p AS DOUBLE) AS w, CAST(NULL AS BIGINT) AS answers "  # noqa: S608 - fixed SQL fragments
+        "FROM d_posterior p JOIN (SELECT node_id, max(tree_version) AS tree_version FROM d_nodes GROUP BY node_id) n "
+        "USING (node_id) WHERE p.p > 0 AND " + pred
     )
+
+
+# Every node's place on every cut it reaches: (tree_version, node_id, depth, cut_node). A few hundred rows,
+# so expanding answers to cuts is a hash join on the node rather than a list unnest per answer.
+CUTS = (
+    "(SELECT tree_version, node_id, depth, lineage[least(depth, node_depth)] AS cut_node "
+    "FROM (SELECT tree_version, node_id, depth AS node_depth, is_leaf, lineage, "
+    "unnest(range(1, " + MAX_DEPTH + " + 1)) AS depth FROM d_nodes) WHERE is_leaf OR depth <= node_depth)"
+)
 
 
 def _mass_sql(weights: str) -> str:
     """Expand each weight to every cut it reaches and normalise within (item, depth)."""
     return (
-        "SELECT item_idx, node_id, depth, w / sum(w) OVER (PARTITION BY item_idx, depth) AS mass, answers "
-        "FROM (SELECT item_idx, lineage[least(depth, node_depth)] AS node_id, depth, "
-        "sum(w) AS w, sum(answers) AS answers "
-        "FROM (SELECT item_idx, lineage, node_depth, w, answers, unnest(CASE WHEN is_leaf "
-        "THEN range(1, " + MAX_DEPTH + " + 1) ELSE range(1, node_depth + 1) END) AS depth "
-        "FROM (" + weights + ") wt) GROUP BY ALL)"
+        "SELECT w.item_idx, c.cut_node AS node_id, c.depth, "  # noqa: S608 - fixed SQL fragments
+        "sum(w.w) / sum(sum(w.w)) OVER (PARTITION BY w.item_idx, c.depth) AS mass, sum(w.answers) AS answers "
+        "FROM (" + weights + ") w JOIN " + CUTS + " c USING (tree_version, node_id) "
+        "GROUP BY w.item_idx, c.depth, c.cut_node"
     )
 
 

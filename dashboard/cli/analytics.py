@@ -38,7 +38,7 @@ def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
         f"in {report.seconds:.1f} s"
     )
     for step in report.steps:
-        click.echo(f"  {step.step:<16}{step.mode:<14}{step.seconds:>8.2f} s")
+        click.echo(f"  {step.step:<20}{step.mode:<14}{step.seconds:>8.2f} s")
 
 
 def _print_headline(figures: dict[str, Any]) -> None:
