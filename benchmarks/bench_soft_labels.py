@@ -9,6 +9,7 @@ splits), two fast annotators, gold for 5% of the items and model predictions for
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -89,16 +90,30 @@ def prepare(db: str) -> None:
         ("base", lambda con, ctx: derived_base.build(con)),
         ("reliability", reliability.refresh_step),
         ("soft_labels (full)", soft_labels.refresh_step),
+        ("contested", contested.refresh_step),
         ("data_quality", data_quality.refresh_step),
+        ("hierarchy_accuracy", hierarchy_accuracy.refresh_step),
     ]
     with connect(db) as con, transaction(con):
         for name, step in steps:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
-            print(f"refresh step {name:28s} {time.perf_counter() - t0:7.1f} s")
-        t0 = time.perf_counter()
-        mode = soft_labels.refresh_step(con, RefreshContext(full=False, since_batch=1, touched_items=0))
-        print(f"refresh step soft_labels ({mode}, no new batch) {time.perf_counter() - t0:7.1f} s")
+            print(f"refresh step {name:28s} {time.perf_counter() - t0:7.1f} s wall {cpu_seconds() - c0:7.1f} s CPU")
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        top = con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches").fetchone()
+        mode = soft_labels.refresh_step(
+            con, RefreshContext(full=False, since_batch=int(top[0]) if top else 0, touched_items=0)
+        )
+        print(
+            f"refresh step soft_labels ({mode}, no new batch) {time.perf_counter() - t0:7.1f} s wall "
+            f"{cpu_seconds() - c0:7.1f} s CPU"
+        )
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time: wall time swings with the machine's load, CPU time much less."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed(fn: Callable[[], object], runs: int = 5) -> float:

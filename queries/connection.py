@@ -131,12 +131,12 @@ def bulk_settings(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyCon
     """
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = false")
-    con.execute("SET memory_limit = '" + BULK_MEMORY_LIMIT + "'")  # noqa: S608 - module constant
+    con.execute("SET memory_limit = '" + BULK_MEMORY_LIMIT + "'")
     try:
         yield con
     finally:
         con.execute("SET preserve_insertion_order = true")
-        con.execute("SET memory_limit = '" + before.replace("'", "") + "'")  # noqa: S608 - DuckDB's own setting text
+        con.execute("SET memory_limit = '" + before.replace("'", "") + "'")
 
 
 @contextmanager

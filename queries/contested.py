@@ -9,7 +9,7 @@ model predictions and escalations, so the page stays fast on millions of items.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import pandas as pd
@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from queries import soft_labels
 from queries.errors import LabelgovError
 from queries.filters import Filters
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
 
 Sort = Literal["entropy", "gap", "posterior"]
 CONTESTED_COLUMNS = [
@@ -58,6 +61,30 @@ MODEL = (
 )
 
 
+# The unfiltered explorer is the page everyone opens first: refresh keeps its first TOP_N rows per sort.
+TOP = "d_contested_top"
+TOP_N = 1000
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Rank the unfiltered list once per sort; a global ranking, so always in full."""
+    con.execute("DROP TABLE IF EXISTS " + TOP)
+    has_ds = soft_labels.table_exists(con, "d_ds_items")
+    frames = [
+        _ranked(con, Filters(), TOP_N, sort, has_ds).assign(sort=sort).reset_index(names="rank")
+        for sort in ORDER_BY
+        if has_ds or sort != "posterior"
+    ]
+    frames = [x for x in frames if len(x)]
+    if frames:
+        con.register("_top", pd.concat(frames, ignore_index=True))
+        try:
+            con.execute("CREATE TABLE " + TOP + " AS SELECT * FROM _top")  # noqa: S608 - fixed table name
+        finally:
+            con.unregister("_top")
+    return "full"
+
+
 def contested_items(
     con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 200, sort: Sort = "entropy"
 ) -> pd.DataFrame:
@@ -69,6 +96,14 @@ def contested_items(
         raise LabelgovError(
             "sorting by posterior needs the Dawid-Skene results: run `labelgov refresh`, or sort by entropy or gap"
         )
+    if f.is_empty() and limit <= TOP_N and soft_labels.table_exists(con, TOP):
+        return con.execute(
+            "SELECT * FROM " + TOP + " WHERE sort = ? ORDER BY rank LIMIT ?", [sort, int(limit)]  # noqa: S608 - fixed
+        ).df()[CONTESTED_COLUMNS]
+    return _ranked(con, f, limit, sort, has_ds)
+
+
+def _ranked(con: duckdb.DuckDBPyConnection, f: Filters, limit: int, sort: str, has_ds: bool) -> pd.DataFrame:
     depth = soft_labels.max_depth(con)
     rel = soft_labels.levels_relation(con, f, "annotations")
     if rel is None or depth == 0:
@@ -177,7 +212,7 @@ def item_detail(con: duckdb.DuckDBPyConnection, item_id: str) -> ItemDetail:
         [item_id, MODEL_TOP_LEAVES],
     ).df()
     gold = con.execute(
-        "SELECT g.node_id, n.title, g.source, g.tree_version, g.source_version, g.source_node_id FROM d_gold g "  # noqa: S608 - fixed SQL fragments
+        "SELECT g.node_id, n.title, g.source, g.tree_version, g.source_version, g.source_node_id FROM d_gold g "
         "LEFT JOIN d_nodes n USING (tree_version, node_id) WHERE g.item_id = ?",
         [item_id],
     ).df()

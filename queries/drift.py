@@ -84,15 +84,6 @@ STORED = {
     "alerts": "d_drift_alerts",
 }
 
-LABEL_COUNTS = """
-SELECT branch, week, child, count(*) AS n, count(DISTINCT item_idx) AS items
-FROM (
-    SELECT CASE WHEN d = 0 THEN ? ELSE lineage[d] END AS branch, w AS week, lineage[d + 1] AS child, item_idx
-    FROM (SELECT a.lineage, a.item_idx, {W} AS w, unnest(generate_series(0, len(a.lineage) - 1)) AS d
-          FROM d_answers a WHERE {P})
-)
-GROUP BY GROUPING SETS ((branch, week, child), (branch, week))
-"""
 FIRST_WEEK = "SELECT min(a.week) FROM d_answers a WHERE {P}"
 
 
@@ -177,26 +168,72 @@ def _stored_or_live(
 
 
 def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd.DataFrame:
+    space = agreement.value_space(con)
+    return label_counts(agreement.scan(con, f, space, window), space)
+
+
+COUNT_COLUMNS = ["branch", "week", "child", "n", "items", "scale", "effective"]
+
+
+def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.DataFrame:
     """Answers per (branch, window, child), the root included, with ``effective`` counts for the tests.
 
     The answers of one item are not independent draws: the test counts are scaled to the number of
     distinct items in the (branch, window) cell, a design-effect correction that leaves the shares unchanged.
+    Counting is bincount over integer codes; distinct items need no hash table because the answers arrive
+    sorted by item, so a stable (radix) sort by cell keeps items sorted within each cell and a new item is
+    a change from the previous row.
     """
-    clause, params = f.where("a")
-    sql = LABEL_COUNTS.replace("{W}", WINDOWS[window]).replace("{P}", clause)
-    counts = con.execute(sql, [ROOT, *params]).df()
-    totals = counts[counts["child"].isna()].set_index(["branch", "week"])["items"]
-    counts = counts[counts["child"].notna()]
-    answers = counts.groupby(["branch", "week"])["n"].sum()
-    scale = (totals / answers).rename("scale")
-    return counts.join(scale, on=["branch", "week"]).assign(effective=lambda x: x["n"] * x["scale"])
+    if answers.day is None or answers.item.size == 0:
+        return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
+    n_values = len(space.node_ids)
+    first_day = int(answers.day.min())
+    present = np.bincount(answers.day - first_day) > 0
+    days = np.flatnonzero(present) + first_day
+    window = (np.cumsum(present) - 1)[answers.day - first_day]
+    n_windows = days.size
+    n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
+    counts = np.zeros(n_cells * n_values)
+    items = np.zeros(n_cells)
+    depth = space.depth[answers.value]
+    for d in range(space.ancestors.shape[0]):
+        keep = np.flatnonzero(depth > d)
+        value = answers.value[keep]
+        branch = np.full(keep.size, n_values) if d == 0 else space.ancestors[d - 1, value]
+        cell = branch * n_windows + window[keep]
+        counts += np.bincount(cell * n_values + space.ancestors[d, value], minlength=counts.size)
+        order = np.argsort(cell.astype(np.int16 if n_cells < 2**15 else np.int32), kind="stable")
+        cell, item = cell[order], answers.item[keep][order]
+        new = np.ones(cell.size, dtype=bool)
+        new[1:] = (cell[1:] != cell[:-1]) | (item[1:] != item[:-1])
+        items += np.bincount(cell[new], minlength=n_cells)
+    answered = counts.reshape(n_cells, n_values).sum(axis=1)
+    code = np.flatnonzero(counts)
+    cell, child = code // n_values, code % n_values
+    names = np.array([*space.node_ids, ROOT], dtype=object)
+    n = counts[code]
+    scale = items[cell] / answered[cell]
+    return pd.DataFrame(
+        {
+            "branch": names[cell // n_windows],
+            "week": pd.to_datetime(days[cell % n_windows], unit="D"),
+            "child": names[child],
+            "n": n.astype(np.int64),
+            "items": items[cell].astype(np.int64),
+            "scale": scale,
+            "effective": n * scale,
+        }
+    )
 
 
 def _matrix(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_weeks: int) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
+    return _matrix_from(_label_counts(con, f, window) if end is not None else None, end)
+
+
+def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.DataFrame:
     empty = pd.DataFrame({c: [] for c in MATRIX_COLUMNS})
-    counts = _label_counts(con, f, window) if end is not None else None
-    if counts is None or counts.empty:
+    if counts is None or counts.empty or end is None:
         return empty
     counts = counts[counts["branch"] != ROOT]
     reference_rows = counts[counts["week"] < end]
@@ -280,8 +317,11 @@ def label_share_drift(
 
 def _shares(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_weeks: int) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
-    counts = _label_counts(con, f, window) if end is not None else None
-    if counts is None or counts.empty:
+    return _shares_from(_label_counts(con, f, window) if end is not None else None, end)
+
+
+def _shares_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.DataFrame:
+    if counts is None or counts.empty or end is None:
         return pd.DataFrame({c: [] for c in SHARE_COLUMNS})
     totals = counts.groupby(["branch", "week"])["effective"].sum().rename("parent_total")
     frame = counts.join(totals, on=["branch", "week"])
@@ -301,34 +341,46 @@ AGREEMENT_DRIFT_COLUMNS = ["branch", "week", "alpha", "reference_alpha", "change
 
 
 def agreement_drift(
-    con: duckdb.DuckDBPyConnection,
-    f: Filters,
-    reference_weeks: int = REFERENCE_WEEKS,
-    bootstrap: int = agreement.LIVE_REPLICATES,
+    con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS, bootstrap: int = 0
 ) -> pd.DataFrame:
     """Nominal alpha per branch and week against the branch's alpha over the reference window.
 
-    The test is a z-test on the difference with standard errors from the bootstrap intervals
-    (half-width / 1.96), which is enough to rank weeks; the intervals themselves are in the agreement tables.
+    The test is a z-test on the difference with standard errors from the 95% intervals (half-width / 1.96;
+    analytic unless ``bootstrap`` replicates are asked for), which is enough to rank weeks; the intervals
+    themselves are in the agreement tables.
     """
     return _stored_or_live(
         con, f, reference_weeks, "agreement", lambda: _agreement_drift(con, f, reference_weeks, bootstrap)
     )
 
 
-def _agreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, bootstrap: int) -> pd.DataFrame:
+def _agreement_drift(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    reference_weeks: int,
+    bootstrap: int,
+    scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None,
+) -> pd.DataFrame:
     end = _reference_end(con, f, reference_weeks)
     if end is None:
         return pd.DataFrame({c: [] for c in AGREEMENT_DRIFT_COLUMNS})
-    first = end - pd.Timedelta(weeks=reference_weeks)
-    in_reference = _within(f, first.date(), (end - pd.Timedelta(days=1)).date())
-    reference = agreement.grouped(con, in_reference, "subtree", bootstrap).set_index("group")
-    weekly = agreement.grouped(con, f, "subtree_week", bootstrap)
+    if scanned is None:
+        space = agreement.value_space(con)
+        answers = agreement.scan(con, f, space)
+    else:
+        answers, space = scanned
+    # Weeks start on Mondays and the reference ends on one, so an answer is in the reference window exactly
+    # when its week starts before the end.
+    early = answers.where(answers.day < (end - pd.Timestamp("1970-01-01")).days) if answers.day is not None else answers
+    reference = agreement.grouped_answers(con, early, space, "subtree", bootstrap).set_index("group")
+    weekly = agreement.grouped_answers(con, answers, space, "subtree_week", bootstrap)
     weekly = weekly[weekly["week"] >= _label(end)].merge(
         reference, left_on="branch", right_index=True, suffixes=("", "_ref")
     )
     change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
-    se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (2 * 1.96)
+    se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (
+        2 * agreement.Z95
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         enough = (weekly["n_items"] >= MIN_ITEMS) & (weekly["n_items_ref"] >= MIN_ITEMS) & (se > 0)
         p_value = np.where(enough, 2 * stats.norm.sf(np.abs(change / se)), np.nan)
@@ -345,13 +397,6 @@ def _agreement_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks
     )
     out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
     return out[AGREEMENT_DRIFT_COLUMNS].sort_values(["branch", "week"], ignore_index=True)
-
-
-def _within(f: Filters, start: Any, end: Any) -> Filters:
-    """The filter narrowed to a date range (intersected with its own)."""
-    lo = max(start, f.start) if f.start else start
-    hi = min(end, f.end) if f.end else end
-    return f.model_copy(update={"start": lo, "end": max(lo, hi)})
 
 
 CONFIDENCE = """
@@ -574,12 +619,17 @@ def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> 
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Drift compares every week with a global reference, so it is recomputed in full."""
+    """Drift compares every week with a global reference, so it is recomputed in full; the label views and
+    agreement drift share one scan of the answers."""
     f, weeks = Filters(), REFERENCE_WEEKS
+    end = _reference_end(con, f, weeks)
+    space = agreement.value_space(con)
+    answers = agreement.scan(con, f, space)
+    counts = label_counts(answers, space)
     frames = {
-        "matrix": _matrix(con, f, "week", weeks),
-        "shares": _shares(con, f, "week", weeks),
-        "agreement": _agreement_drift(con, f, weeks, agreement.REFRESH_REPLICATES),
+        "matrix": _matrix_from(counts, end),
+        "shares": _shares_from(counts, end),
+        "agreement": _agreement_drift(con, f, weeks, 0, (answers, space)),
         "confidence": _confidence(con, f, weeks),
         "model": _model(con, f, weeks),
         "annotators": _annotators(con, f, weeks),

@@ -90,9 +90,8 @@ class Filters(BaseModel):
         if self.branch is not None:
             # A semi-join on the items rather than a lineage copied onto every answer: d_items is a tenth
             # of d_answers' size and the answers table stays narrow.
-            parts.append(
-                p + "item_idx IN (SELECT d_items.item_idx FROM d_items WHERE list_contains(d_items.consensus_lineage, ?))"
-            )
+            in_branch = "item_idx IN (SELECT d.item_idx FROM d_items d WHERE list_contains(d.consensus_lineage, ?))"
+            parts.append(p + in_branch)
             params.append(self.branch)
         for field, column in (
             ("sources", "source"),

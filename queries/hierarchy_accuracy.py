@@ -54,10 +54,18 @@ MODELS_SQL = (
 TABLES = {"d_hier_gold": GOLD_SQL, "d_hier_models": MODELS_SQL}
 
 
+# Every method's prediction beside gold for all items, kept at refresh: item-level filters (branch,
+# source, segment) then only choose rows of it instead of rebuilding the pairs from four tables.
+PAIRS = "d_hier_pairs"
+
+
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Gold and model predictions for gold items; a few small tables, always rebuilt in full."""
+    """Gold, model predictions for gold items and the pairs; small tables, always rebuilt in full."""
     for table, sql in TABLES.items():
         con.execute("CREATE OR REPLACE TABLE " + table + " AS " + sql)
+    con.execute("DROP TABLE IF EXISTS " + PAIRS)
+    pairs, params = _pairs(con, Filters())
+    con.execute("CREATE TABLE " + PAIRS + " AS " + pairs, params)
     return "full"
 
 
@@ -98,6 +106,9 @@ def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple
 
 def _pairs(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]]:
     """(method, item_idx, pred lineage and leaf flag, gold lineage and leaf flag) for items with gold."""
+    if soft_labels.item_level_only(f) and soft_labels.table_exists(con, PAIRS):
+        scope, scope_params = soft_labels.scoped("g.item_idx", f)
+        return "SELECT g.* FROM " + PAIRS + " g WHERE " + scope, scope_params  # noqa: S608 - fixed table name
     gold = _relation(con, "d_hier_gold")
     preds, params = _predictions(con, f, gold)
     return (

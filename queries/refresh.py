@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from queries import (
     agreement,
     calibration,
+    contested,
     cost_quality,
     data_quality,
     derived_base,
@@ -79,6 +80,7 @@ STEPS: list[tuple[str, Step]] = [
     ("escalation", escalation.refresh_step),
     ("cost_quality", cost_quality.refresh_step),
     ("soft_labels", soft_labels.refresh_step),
+    ("contested", contested.refresh_step),
     ("data_quality", data_quality.refresh_step),
     ("hierarchy_accuracy", hierarchy_accuracy.refresh_step),
     ("calibration", calibration.refresh_step),

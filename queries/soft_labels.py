@@ -51,6 +51,7 @@ NODES = (
     "FROM d_nodes ORDER BY node_id, tree_version DESC)"
 )
 MAX_DEPTH = "(SELECT max(depth) FROM d_nodes)"
+AMBIGUOUS = "(l.top_share < ? OR l.gap < ?)"
 
 MASS_COLUMNS = ["item_id", "item_idx", "node_id", "depth", "mass", "answers"]
 LEVEL_STATS_COLUMNS = [
@@ -122,8 +123,12 @@ def item_scope(f: Filters) -> tuple[str | None, list[Any]]:
 SCOPED_COLUMNS = frozenset({"s.item_idx", "a.item_idx", "p.item_idx", "d.item_idx", "g.item_idx"})
 
 
-def scoped(column: str, f: Filters, items: Sequence[str] | None = None) -> tuple[str, list[Any]]:
-    """``column IN (...)`` restrictions for the filters and an optional list of item ids, or TRUE."""
+def scoped(column: str, f: Filters, indices: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+    """``column IN (...)`` restrictions for the filters and an optional list of item indices, or TRUE.
+
+    The indices are bound as a list of constants rather than looked up in a subquery: the per-item
+    tables are sorted by item_idx, so constants let DuckDB skip every row group but the item's own.
+    """
     if column not in SCOPED_COLUMNS:
         raise ValueError(f"column {column!r} is not in the allow-list")
     parts: list[str] = []
@@ -132,10 +137,20 @@ def scoped(column: str, f: Filters, items: Sequence[str] | None = None) -> tuple
     if sub is not None:
         parts.append(column + " IN (" + sub + ")")
         params.extend(sub_params)
-    if items is not None:
-        parts.append(column + " IN (SELECT item_idx FROM d_item_index WHERE item_id IN (SELECT unnest(?)))")  # noqa: S608 - fixed SQL fragments
-        params.append([str(i) for i in items])
+    if indices is not None:
+        parts.append(column + " IN (" + ", ".join(["?"] * len(indices)) + ")" if indices else "FALSE")
+        params.extend(int(i) for i in indices)
     return (" AND ".join(parts) if parts else "TRUE"), params
+
+
+def item_indices(con: duckdb.DuckDBPyConnection, items: Sequence[str] | None) -> list[int] | None:
+    """The dense indices of the given item ids (unknown ids drop out), None when no list is given."""
+    if items is None:
+        return None
+    rows = con.execute(
+        "SELECT item_idx FROM d_item_index WHERE item_id IN (SELECT unnest(?))", [[str(i) for i in items]]
+    ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def empty_frame(columns: list[str]) -> pd.DataFrame:
@@ -150,7 +165,7 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
 def _answer_weights(pred: str) -> str:
     """Answers per item and node for the answers the predicate keeps."""
     return (
-        "SELECT a.item_idx, a.tree_version, a.node_id, CAST(count(*) AS DOUBLE) AS w, count(*) AS answers "  # noqa: S608 - fixed SQL fragments
+        "SELECT a.item_idx, a.tree_version, a.node_id, CAST(count(*) AS DOUBLE) AS w, count(*) AS answers "
         "FROM d_answers a WHERE " + pred + " GROUP BY a.item_idx, a.tree_version, a.node_id"
     )
 
@@ -167,7 +182,7 @@ def _posterior_weights(pred: str) -> str:
 # Every node's place on every cut it reaches: (tree_version, node_id, depth, cut_node). A few hundred rows,
 # so expanding answers to cuts is a hash join on the node rather than a list unnest per answer.
 CUTS = (
-    "(SELECT tree_version, node_id, depth, lineage[least(depth, node_depth)] AS cut_node "
+    "(SELECT tree_version, node_id, depth, lineage[least(depth, node_depth)] AS cut_node "  # noqa: S608 - fixed SQL fragments
     "FROM (SELECT tree_version, node_id, depth AS node_depth, is_leaf, lineage, "
     "unnest(range(1, " + MAX_DEPTH + " + 1)) AS depth FROM d_nodes) WHERE is_leaf OR depth <= node_depth)"
 )
@@ -176,7 +191,7 @@ CUTS = (
 def _mass_sql(weights: str) -> str:
     """Expand each weight to every cut it reaches and normalise within (item, depth)."""
     return (
-        "SELECT w.item_idx, c.cut_node AS node_id, c.depth, "  # noqa: S608 - fixed SQL fragments
+        "SELECT w.item_idx, c.cut_node AS node_id, c.depth, "
         "sum(w.w) / sum(sum(w.w)) OVER (PARTITION BY w.item_idx, c.depth) AS mass, sum(w.answers) AS answers "
         "FROM (" + weights + ") w JOIN " + CUTS + " c USING (tree_version, node_id) "
         "GROUP BY w.item_idx, c.depth, c.cut_node"
@@ -221,8 +236,10 @@ def _branches_sql(mass: str) -> str:
 # --- refresh ----------------------------------------------------------------------------------------
 
 TABLES = ("d_soft_mass", "d_soft_levels", "d_soft_branches")
-# meta key: the newest tree version the soft-label tables were built under.
+# meta keys: the newest tree version the soft-label tables were built under, and a fingerprint of the
+# posterior they hold.
 TREE_KEY = "soft_labels_tree_version"
+POSTERIOR_KEY = "soft_labels_posterior"
 
 
 def _write(con: duckdb.DuckDBPyConnection, create: bool, table: str, select: str, params: list[Any]) -> None:
@@ -240,45 +257,73 @@ def _write(con: duckdb.DuckDBPyConnection, create: bool, table: str, select: str
     )
 
 
+def _posterior_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """Row count and an order-free hash of the posterior: Dawid-Skene often converges to the same result
+    when nothing new arrived, and then the posterior part need not be rebuilt."""
+    if not table_exists(con, "d_posterior"):
+        return "none"
+    row = con.execute(
+        "SELECT count(*) || ':' || coalesce(bit_xor(hash(item_idx, node_id, p)), 0) FROM d_posterior"
+    ).fetchone()
+    return str(row[0]) if row else "none"
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return str(row[0]) if row else None
+
+
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Rebuild the soft-label tables, only for items with new answers when the tables already exist.
 
-    The posterior part is always rebuilt: Dawid-Skene re-estimates every item on each refresh. A new tree
+    The posterior part is rebuilt only when the posterior changed (Dawid-Skene re-estimates every item
+    on each refresh, but usually lands on the same numbers when nothing new arrived). A new tree
     version can move nodes (and so change parents and tie-break order) for old items too, so it forces
     a full rebuild.
     """
     row = con.execute("SELECT CAST(coalesce(max(tree_version), 0) AS VARCHAR) FROM tree_versions").fetchone()
     tree = row[0] if row else "0"
-    seen = con.execute("SELECT value FROM meta WHERE key = ?", [TREE_KEY]).fetchone()
-    incremental = not ctx.full and seen is not None and seen[0] == tree and all(table_exists(con, t) for t in TABLES)
+    posterior = _posterior_fingerprint(con)
+    incremental = (
+        not ctx.full and _meta(con, TREE_KEY) == tree and all(table_exists(con, t) for t in (*TABLES, *SUMMARIES))
+    )
     if incremental:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _soft_touched AS SELECT DISTINCT x.item_idx FROM annotations a "
             "JOIN d_item_index x USING (item_id) WHERE a.batch_id > ?",
             [ctx.since_batch],
         )
+        touched = con.execute("SELECT count(*) FROM _soft_touched").fetchone()
+        redo_posterior = _meta(con, POSTERIOR_KEY) != posterior
+        if not (touched and touched[0]) and not redo_posterior:
+            con.execute("DROP TABLE _soft_touched")
+            return "incremental"
+        # Posterior rows are replaced wholesale when it changed; otherwise only the touched items' answers.
+        stale = "source = 'posterior' OR " if redo_posterior else "source = 'annotations' AND "
         for table in TABLES:
             con.execute(
-                "DELETE FROM " + table + " WHERE source = 'posterior' "  # noqa: S608 - allow-listed table name
-                "OR item_idx IN (SELECT item_idx FROM _soft_touched)"
+                "DELETE FROM " + table + " WHERE " + stale + "item_idx IN (SELECT item_idx FROM _soft_touched)"  # noqa: S608 - allow-listed table name
             )
         scope = "a.item_idx IN (SELECT item_idx FROM _soft_touched)"
     else:
+        redo_posterior = True
         scope = "TRUE"
     _write(con, not incremental, "d_soft_mass", _mass_sql(_answer_weights(scope)), ["annotations"])
-    if table_exists(con, "d_posterior"):
+    if redo_posterior and table_exists(con, "d_posterior"):
         _write(con, False, "d_soft_mass", _mass_sql(_posterior_weights("TRUE")), ["posterior"])
-    recomputed = (
-        "(SELECT * FROM d_soft_mass WHERE source = 'posterior' OR item_idx IN (SELECT item_idx FROM _soft_touched))"
+    fresh = (
+        "(SELECT * FROM d_soft_mass WHERE item_idx IN (SELECT item_idx FROM _soft_touched))"
         if incremental
         else "d_soft_mass"
     )
-    mass = "SELECT * FROM " + recomputed + " t WHERE t.source = ?"  # noqa: S608 - fixed fragments only
-    for source in SOURCES:
-        create = not incremental and source == "annotations"
-        _write(con, create, "d_soft_levels", _levels_sql(mass), [source, source])
+    mass = "SELECT * FROM " + fresh + " t WHERE t.source = ?"  # noqa: S608 - fixed fragments only
+    _write(con, not incremental, "d_soft_levels", _levels_sql(mass), ["annotations", "annotations"])
+    if redo_posterior:
+        every = "SELECT * FROM d_soft_mass t WHERE t.source = ?"
+        _write(con, False, "d_soft_levels", _levels_sql(every), ["posterior", "posterior"])
     _write(con, not incremental, "d_soft_branches", _branches_sql(mass), ["annotations", "annotations"])
-    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [TREE_KEY, tree])
+    for key, value in ((TREE_KEY, tree), (POSTERIOR_KEY, posterior)):
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
     _write_summaries(con)
     if incremental:
         con.execute("DROP TABLE _soft_touched")
@@ -288,32 +333,76 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 # --- relations for page queries -----------------------------------------------------------------------
 
-# The unfiltered overview with the default thresholds, kept at refresh: the per-item tables hold
-# millions of rows, and the overview is the page everyone opens first.
-SUMMARIES = ("d_soft_level_summary", "d_soft_branch_summary")
+# Additive partial sums with the default thresholds, kept at refresh per soft-label source and cut and
+# per group of items that every item-level filter treats alike (same consensus node, item source and
+# segment). Each group carries one of its items as ``item_idx``, so ``Filters.where("x")`` decides for
+# the whole group; the pages then sum a few thousand rows instead of scanning the per-item tables.
+SUMMARIES = ("d_soft_level_parts", "d_soft_branch_parts")
+GROUP = "d.consensus_node, d.source, d.segment"
+LEVEL_PARTS = (
+    "SELECT l.source AS soft_source, l.depth, " + GROUP + ", min(l.item_idx) AS item_idx, count(*) AS items, "
+    "sum(l.entropy) AS s_entropy, sum(l.top_share) AS s_top_share, sum(l.gap) AS s_gap, "
+    "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2) AS judged, "
+    "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2 AND " + AMBIGUOUS + ") AS ambiguous "
+    "FROM d_soft_levels l LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+)
+CHILD = "b.child_answers >= 2"
+LEVEL = "b.level_answers >= 2"
+NORM = "b.child_answers >= 2 AND c.children >= 2"
+BRANCH_PARTS = (
+    "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
+    "SELECT b.node_id, b.depth, " + GROUP + ", min(b.item_idx) AS item_idx, count(*) AS items, "
+    "sum(b.mass) AS s_mass, count(*) FILTER (WHERE " + CHILD + ") AS n_child, "
+    "sum(b.child_entropy) FILTER (WHERE " + CHILD + ") AS s_child_entropy, "
+    "count(*) FILTER (WHERE " + CHILD + " AND (b.child_top_share < ? OR b.child_gap < ?)) AS n_ambiguous, "
+    "count(*) FILTER (WHERE " + LEVEL + ") AS n_level, "
+    "count(*) FILTER (WHERE " + LEVEL + " AND b.mass = 1 AND b.leaves >= 2) AS n_agree, "
+    "count(*) FILTER (WHERE " + LEVEL + " AND b.mass < 1) AS n_disagree, "
+    "count(*) FILTER (WHERE " + NORM + ") AS n_norm, "
+    "sum(b.child_entropy / log2(c.children)) FILTER (WHERE " + NORM + ") AS s_norm "
+    "FROM d_soft_branches b LEFT JOIN c USING (node_id) LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+)
+LEVEL_FROM_PARTS = (
+    "SELECT x.soft_source AS source, x.depth, CAST(sum(x.items) AS BIGINT) AS items, "
+    "sum(x.s_entropy) / sum(x.items) AS mean_entropy, sum(x.s_top_share) / sum(x.items) AS mean_top_share, "
+    "sum(x.s_gap) / sum(x.items) AS mean_gap, sum(x.ambiguous) / nullif(sum(x.judged), 0) AS ambiguous_share "
+    "FROM d_soft_level_parts x WHERE "
+)
+BRANCH_FROM_PARTS = (
+    "SELECT x.node_id, any_value(n.title) AS title, x.depth, CAST(sum(x.items) AS BIGINT) AS items, "
+    "sum(x.s_mass) / sum(x.items) AS mean_mass, "
+    "sum(x.s_child_entropy) / nullif(sum(x.n_child), 0) AS mean_child_entropy, "
+    "sum(x.n_ambiguous) / nullif(sum(x.n_child), 0) AS ambiguous_share, "
+    "sum(x.n_agree) / nullif(sum(x.n_level), 0) AS agree_branch_not_leaf, "
+    "sum(x.n_disagree) / nullif(sum(x.n_level), 0) AS disagree_branch, "
+    "sum(x.s_norm) / nullif(sum(x.n_norm), 0) AS mean_norm_child_entropy "
+    "FROM d_soft_branch_parts x JOIN " + NODES + " n USING (node_id) WHERE "
+)
+FROM_PARTS = {
+    "d_soft_level_parts": (LEVEL_FROM_PARTS, " GROUP BY x.soft_source, x.depth ORDER BY x.soft_source, x.depth"),
+    "d_soft_branch_parts": (BRANCH_FROM_PARTS, " GROUP BY x.node_id, x.depth ORDER BY min(n.ordinal)"),
+}
 
 
 def _summary(con: duckdb.DuckDBPyConnection, table: str, f: Filters, amb: Ambiguity) -> pd.DataFrame | None:
-    if table not in SUMMARIES:
+    """The page's statistics summed from the stored parts, None when the filters or thresholds need the
+    per-item tables (or refresh has not stored them)."""
+    if table not in FROM_PARTS:
         raise ValueError(f"table {table!r} is not in the allow-list")
-    if not f.is_empty() or amb != Ambiguity() or not table_exists(con, table):
+    if not item_level_only(f) or amb != Ambiguity() or not table_exists(con, table):
         return None
-    return con.execute("SELECT * FROM " + table).df()  # noqa: S608 - allow-listed table name
+    head, tail = FROM_PARTS[table]
+    pred, params = f.where("x")
+    return con.execute(head + pred + tail, params).df()
 
 
 def _write_summaries(con: duckdb.DuckDBPyConnection) -> None:
-    for table, frame in (
-        ("d_soft_level_summary", _level_stats(con, Filters(), Ambiguity())),
-        ("d_soft_branch_summary", _branch_frame_computed(con, Filters(), Ambiguity())),
-    ):
-        if frame.empty:
-            con.execute("DROP TABLE IF EXISTS " + table)
-            continue
-        con.register("_summary", frame)
-        try:
-            con.execute("CREATE OR REPLACE TABLE " + table + " AS SELECT * FROM _summary")  # noqa: S608 - allow-listed
-        finally:
-            con.unregister("_summary")
+    amb = Ambiguity()
+    for table, sql in (("d_soft_level_parts", LEVEL_PARTS), ("d_soft_branch_parts", BRANCH_PARTS)):
+        con.execute(
+            "CREATE OR REPLACE TABLE " + table + " AS " + sql + " ORDER BY ALL",
+            [amb.top_share_below, amb.gap_below],
+        )
 
 
 def precomputed(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
@@ -330,15 +419,16 @@ def mass_relation(
         return None
     if source == "posterior" and not table_exists(con, "d_posterior"):
         return None
+    indices = item_indices(con, items)
     if precomputed(con, f):
-        pred, params = scoped("s.item_idx", f, items)
+        pred, params = scoped("s.item_idx", f, indices)
         sql = "SELECT s.* FROM d_soft_mass s WHERE s.source = ? AND " + pred  # noqa: S608 - scope predicate
         return sql, [source, *params]
     if source == "annotations":
         fpred, fparams = f.where("a")
-        ipred, iparams = scoped("a.item_idx", Filters(), items)
+        ipred, iparams = scoped("a.item_idx", Filters(), indices)
         return _mass_sql(_answer_weights(fpred + " AND " + ipred)), [*fparams, *iparams]
-    pred, params = scoped("p.item_idx", f, items)
+    pred, params = scoped("p.item_idx", f, indices)
     return _mass_sql(_posterior_weights(pred)), params
 
 
@@ -374,7 +464,7 @@ def levels_relation(
     if precomputed(con, f):
         if source == "posterior" and not table_exists(con, "d_posterior"):
             return None
-        pred, params = scoped("s.item_idx", f, items)
+        pred, params = scoped("s.item_idx", f, item_indices(con, items))
         return "SELECT s.* FROM d_soft_levels s WHERE s.source = ? AND " + pred, [source, *params]  # noqa: S608 - fixed SQL fragments
     rel = mass_relation(con, f, source, items)
     if rel is None:
@@ -398,8 +488,6 @@ def item_levels(
     ).df()
 
 
-AMBIGUOUS = "(l.top_share < ? OR l.gap < ?)"
-
 
 def level_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity | None = None) -> pd.DataFrame:
     """Per source and depth: items reaching the cut, mean entropy, mean top share, mean gap, ambiguous share.
@@ -408,7 +496,7 @@ def level_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity
     that can be judged (see ``Ambiguity``).
     """
     amb = ambiguity or Ambiguity()
-    cached = _summary(con, "d_soft_level_summary", f, amb)
+    cached = _summary(con, "d_soft_level_parts", f, amb)
     return cached[LEVEL_STATS_COLUMNS] if cached is not None else _level_stats(con, f, amb)
 
 
@@ -446,7 +534,7 @@ def _branches_relation(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str,
 
 def _branch_frame(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
     """Every branch statistic, plus the normalised child entropy the priorities use."""
-    cached = _summary(con, "d_soft_branch_summary", f, amb)
+    cached = _summary(con, "d_soft_branch_parts", f, amb)
     return cached if cached is not None else _branch_frame_computed(con, f, amb)
 
 

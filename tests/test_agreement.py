@@ -240,9 +240,49 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items() 
     assert widths[1] < 0.6 * widths[0]
 
 
-def test_bootstrap_draws_as_many_units_as_each_group_has(con) -> None:
+def week_units(con) -> tuple[agreement.ValueSpace, agreement.Units]:
     space = agreement.value_space(con)
-    units = agreement.build_units(agreement._rows(con, Filters(), space, "week"), space)
+    rows = next(agreement._rows(con, agreement.scan(con, Filters(), space), space, "week"))
+    return space, agreement.build_units(rows, space)
+
+
+@pytest.mark.parametrize("metric", ["nominal", "tree"])
+def test_analytic_interval_matches_a_brute_force_bootstrap_over_items(answers: pd.DataFrame, metric: str) -> None:
+    """The closed-form standard error against the spread of alpha_from_counts over items drawn with
+    replacement (data copied, no patterns), per week group."""
+    con = warehouse(answers)
+    derived_base.build(con)
+    space, units = week_units(con)
+    se = agreement.standard_error(units, space.delta2, metric)
+    con.close()
+    frame = answers.assign(week=pd.to_datetime(answers["created_at"]).dt.to_period("W-SUN").dt.start_time)
+    rng = np.random.default_rng(3)
+    index = {v: i for i, v in enumerate(space.node_ids)}
+    delta2 = None if metric == "nominal" else space.delta2
+    for g, (_, week) in enumerate(frame.groupby("week")):
+        counts = week.groupby(["item_id", "node_id"]).size().reset_index(name="n")
+        counts = counts[counts.groupby("item_id")["n"].transform("sum") >= 2]
+        unit = pd.factorize(counts["item_id"])[0]
+        value, n = counts["node_id"].map(index).to_numpy(), counts["n"].to_numpy()
+        starts, lengths = np.searchsorted(unit, np.arange(unit.max() + 1)), np.bincount(unit)
+        replicates = []
+        for _ in range(300):
+            drawn = rng.integers(lengths.size, size=lengths.size)
+            rows = (
+                np.repeat(starts[drawn], lengths[drawn])
+                + np.arange(lengths[drawn].sum())
+                - np.repeat(np.cumsum(lengths[drawn]) - lengths[drawn], lengths[drawn])
+            )
+            replicates.append(
+                alpha_from_counts(
+                    np.repeat(np.arange(drawn.size), lengths[drawn]), value[rows], n[rows], len(index), delta2
+                )
+            )
+        assert se[g] == pytest.approx(np.std(replicates), rel=0.2)
+
+
+def test_bootstrap_draws_as_many_units_as_each_group_has(con) -> None:
+    _, units = week_units(con)
     assert units.multiplicity.sum() > units.m.size  # identical units share a pattern
     weights = agreement.replicate_weights(units, 7, np.random.default_rng(0))
     sizes = np.bincount(units.unit_group, weights=units.multiplicity)
@@ -254,7 +294,7 @@ def test_bootstrap_draws_as_many_units_as_each_group_has(con) -> None:
 def test_refresh_stores_the_unfiltered_tables(con) -> None:
     stored = agreement.agreement_table(con, Filters(), by="week")
     assert list(stored.columns) == agreement.TABLE_COLUMNS
-    live = agreement.grouped(con, Filters(), "week", agreement.REFRESH_REPLICATES)[agreement.TABLE_COLUMNS]
+    live = agreement.grouped(con, Filters(), "week")[agreement.TABLE_COLUMNS]
     pd.testing.assert_frame_equal(stored, live, check_dtype=False)
     pairs = agreement.pairwise_kappa(con, Filters())
     pd.testing.assert_frame_equal(pairs, agreement._pairs(con, Filters(), 15), check_dtype=False)

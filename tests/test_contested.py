@@ -135,3 +135,13 @@ def test_item_detail() -> None:
     assert list(escalated.escalations["trigger"]) == ["low_confidence", "disagreement"]
     with pytest.raises(LabelgovError, match="no item"):
         contested.item_detail(con, "missing")
+
+
+def test_refresh_keeps_the_unfiltered_ranking_per_sort() -> None:
+    con = build(with_ds=True)
+    live = {(s, n): contested.contested_items(con, ALL, limit=n, sort=s) for s in contested.ORDER_BY for n in (2, 200)}
+    assert contested.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0)) == "full"
+    assert soft_labels.table_exists(con, contested.TOP)
+    for (sort, n), expected in live.items():
+        assert len(expected) == min(n, len(ANSWERS))
+        pd.testing.assert_frame_equal(contested.contested_items(con, ALL, limit=n, sort=sort), expected)

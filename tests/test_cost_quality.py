@@ -112,7 +112,9 @@ def test_cost_per_correct_by_tier_and_annotator(planted: Planted) -> None:
         assert tiers.loc[tier, "accuracy"] == pytest.approx(group["right"].mean())
         assert tiers.loc[tier, "cost_per_correct"] == pytest.approx(group["cost"].mean() / group["right"].mean())
     people = cost_per_correct(planted.con, Filters(branch="a"), by="annotator")
-    in_a = planted.con.execute("SELECT count(*) FROM d_answers a JOIN d_items USING (item_idx) WHERE list_contains(consensus_lineage, 'a')").fetchone()
+    in_a = planted.con.execute(
+        "SELECT count(*) FROM d_answers a JOIN d_items USING (item_idx) WHERE list_contains(consensus_lineage, 'a')"
+    ).fetchone()
     assert in_a is not None and people["answers"].sum() == in_a[0]
     with pytest.raises(ValueError, match="by must be"):
         cost_per_correct(planted.con, Filters(), by="colour")

@@ -284,7 +284,7 @@ def test_refresh_step_stores_what_the_pages_read() -> None:
     pages = {
         "matrix": drift.drift_matrix,
         "shares": drift.label_share_drift,
-        "agreement": lambda c, f: drift.agreement_drift(c, f, bootstrap=agreement.REFRESH_REPLICATES),
+        "agreement": lambda c, f: drift.agreement_drift(c, f),
         "confidence": drift.confidence_drift,
         "model": drift.model_disagreement_drift,
         "annotators": drift.annotator_drift,

@@ -297,3 +297,27 @@ def test_demo_escalation_gain_matches_planted_expert_accuracy() -> None:
     ).fetchone()
     assert crowd is not None and curve["projected_accuracy"].iloc[0] == pytest.approx(crowd[0])
     assert curve["projected_accuracy"].iloc[1] == pytest.approx(facts["expert_accuracy"], abs=0.01)
+
+
+def test_gold_and_answers_follow_a_merge_into_the_as_of_version() -> None:
+    """Gold and the crowd on a node merged away both map to its successor, so accuracy stays 1 after the merge."""
+    from queries.taxonomy import parse_tree, store_tree
+
+    con = memory()
+    answers = pd.DataFrame({"item_id": ["i", "i", "j"], "annotator_id": ["u", "v", "u"], "node_id": ["a1", "a1", "b"]})
+    gold = pd.DataFrame({"item_id": ["i", "j"], "node_id": ["a1", "b"]})
+    load_answers(con, "taxonomy: t\nnodes:\n  a: {children: {a1: {}, a2: {}}}\n  b: {}\n", answers, gold=gold)
+    refresh(con)
+    before = con.execute("SELECT item_id, gold_node FROM d_item_outcomes ORDER BY item_id").fetchall()
+    assert before == [("i", "a1"), ("j", "b")]
+    v2 = store_tree(con, parse_tree("taxonomy: t\nnodes:\n  a: {children: {a2: {}}}\n  b: {}\n"), created_by="test")
+    # What applying the merge records: every v1 node's successor in v2.
+    for old, new in (("a", "a"), ("a1", "a2"), ("a2", "a2"), ("b", "b")):
+        con.execute("INSERT INTO node_mappings VALUES (?, 1, ?, ?, false, 1)", [v2, old, new])
+    refresh(con, full=True)
+    after = con.execute("SELECT item_id, gold_node, crowd_node FROM d_item_outcomes ORDER BY item_id").fetchall()
+    assert after == [("i", "a2", "a2"), ("j", "b", "b")]
+    raw = con.execute("SELECT node_id FROM gold_labels WHERE item_id = 'i'").fetchall()
+    assert raw == [("a1",)]
+    row = con.execute("SELECT avg((crowd_node = gold_node)::INT) FROM d_item_outcomes").fetchone()
+    assert row is not None and row[0] == 1.0

@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score
 from queries import derived_base
 from queries.connection import memory
 from queries.filters import Filters
-from queries.hierarchy_accuracy import TABLES, hierarchical_accuracy, refresh_step
+from queries.hierarchy_accuracy import PAIRS, TABLES, hierarchical_accuracy, refresh_step
 from queries.refresh import RefreshContext
 from queries.soft_labels import table_exists
 from tests.conftest import load_answers
@@ -98,10 +98,14 @@ def test_majority_and_model_against_a_direct_computation() -> None:
     )
     modelled = gold.dropna(subset=["node_id_model"])
     check(got.loc["model:clf@v1"], reference(list(zip(modelled["node_id_model"], modelled["node_id"], strict=True))))
-    # The tables refresh keeps give the same answer as computing inline.
+    # The tables refresh keeps (pairs included, which item-level filters select from) give the same
+    # answer as computing inline.
+    inline_branch = hierarchical_accuracy(con, Filters(branch="a"))
+    assert 0 < inline_branch["n"].iloc[0] < got.loc["majority", "n"]
     refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
-    assert all(table_exists(con, t) for t in TABLES)
+    assert all(table_exists(con, t) for t in (*TABLES, PAIRS))
     pd.testing.assert_frame_equal(hierarchical_accuracy(con, ALL).set_index("method"), got)
+    pd.testing.assert_frame_equal(hierarchical_accuracy(con, Filters(branch="a")), inline_branch)
 
 
 def test_small_tree_by_hand() -> None:

@@ -220,6 +220,24 @@ def test_item_filters_select_items() -> None:
     assert set(got["item_id"]) == expected == {"i2", "i4"}
 
 
+def test_item_filters_read_the_stored_parts_and_match_a_recomputation() -> None:
+    con = memory()
+    load_answers(con, TREE, random_answers(11, items=80))
+    con.execute(
+        "UPDATE items SET source = CASE WHEN hash(item_id) % 2 = 0 THEN 'web' ELSE 'app' END, "
+        "segment = 's' || hash(item_id) % 3"
+    )
+    rebuild(con, full=True, since_batch=0)
+    every_stage = tuple(sorted(STAGES))
+    for item_level in (Filters(branch="a"), Filters(branch="a1"), Filters(branch="b", sources=("web",)),
+                       Filters(segments=("s0", "s2"))):
+        forced = item_level.model_copy(update={"stages": every_stage})  # same answers, computed from d_answers
+        for fn in (soft_labels.level_stats, soft_labels.branch_stats):
+            stored, recomputed = fn(con, item_level), fn(con, forced)
+            assert len(stored)
+            pd.testing.assert_frame_equal(stored, recomputed, check_dtype=False)
+
+
 def rebuild(con: duckdb.DuckDBPyConnection, full: bool, since_batch: int) -> str:
     """The base tables and this step alone, as refresh runs them, so other steps cannot interfere."""
     derived_base.build(con)
@@ -246,6 +264,20 @@ def test_incremental_refresh_equals_a_full_one() -> None:
         after = con.execute("SELECT * FROM " + table + " ORDER BY ALL").df()
         pd.testing.assert_frame_equal(before, after, check_dtype=False)
     assert (tables["d_soft_levels"]["item_id"] == "i039").any()
+    # Nothing new and the same posterior: the step keeps its tables; a changed posterior is rebuilt.
+    assert rebuild(con, full=False, since_batch=2) == "incremental"
+    con.execute(
+        "CREATE TABLE d_posterior AS SELECT item_id, item_idx, node_id, 1.0 AS p FROM d_items "
+        "JOIN d_nodes USING (tree_version) WHERE node_id = 'b1'"
+    )
+    assert rebuild(con, full=False, since_batch=2) == "incremental"
+    posterior = con.execute("SELECT * FROM d_soft_levels WHERE source = 'posterior' ORDER BY ALL").df()
+    assert len(posterior) == 3 * con.execute("SELECT count(*) FROM d_items").fetchone()[0]
+    assert (posterior.loc[posterior["depth"] == 2, "top_node"] == "b1").all()
+    assert rebuild(con, full=True, since_batch=0) == "full"
+    full = con.execute("SELECT * FROM d_soft_levels WHERE source = 'posterior' ORDER BY ALL").df()
+    pd.testing.assert_frame_equal(posterior, full, check_dtype=False)
+    con.execute("DROP TABLE d_posterior")
     # A new tree version may move nodes under old items: the next refresh rebuilds everything.
     store_tree(con, parse_tree(TREE), created_by="test")
     assert rebuild(con, full=False, since_batch=2) == "full"
