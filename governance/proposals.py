@@ -112,7 +112,10 @@ def read_proposal_file(path: str | Path) -> tuple[ProposalFile, str]:
     file = Path(path)
     if not file.is_file():
         raise LabelgovError(f"{file}: no such proposal file")
-    text = file.read_text(encoding="utf-8-sig")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelgovError(f"{file}: not UTF-8 text; save the proposal file as UTF-8") from exc
     return parse_proposal(text, str(file)), text
 
 

@@ -5,9 +5,8 @@ count matrix ``A``, where a response is one (annotator, observed label) pair tha
 and a dense ``responses x classes`` table of confusion probabilities ``e[(w, l), c] = P(w answers l |
 truth c)``. Both EM steps are then one sparse-by-dense product each: the E-step sums, per item, the log
 confusion rows of its answers (``A @ log e``) and the M-step sums, per response, the posteriors of the
-items that received it (``A.T @ posteriors``); once the posteriors have settled on one or two classes
-per item, that second product runs over the non-negligible posterior cells only. Nothing of size
-answers x classes is ever materialised, so memory stays linear in answers plus items x classes.
+items that received it (``A.T @ posteriors``). Nothing of size answers x classes is ever materialised,
+so memory stays linear in answers plus items x classes.
 
 The update order, smoothing and stopping rule follow crowd-kit's ``DawidSkene`` and
 ``OneCoinDawidSkene`` exactly (initialisation from majority-vote shares, class priors as the mean
@@ -41,8 +40,6 @@ from queries.errors import LabelgovError
 
 EPS = 1e-10
 SHORT_ROWS = 16
-SPARSE_MIN = 1e-12
-SPARSE_CELLS = 3  # kept cells per item up to which pairing answers with cells beats the dense product
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -166,13 +163,9 @@ class _Model:
         ones = np.ones(item.size, dtype=np.float32)
         self.a = sparse.csr_matrix((ones, (item, pair)), shape=(self.n_items, self.n_pairs))
         self.a.sum_duplicates()
-        # The count matrix's entries in item order: the M-step pairs each with its item's posterior cells.
         # The transpose stays a CSC view: its product scatters into the small response table while
         # reading the posteriors in item order, several times faster than gathering them per response.
         self.at = self.a.T
-        self.entry_item = np.repeat(np.arange(self.n_items, dtype=np.int32), np.diff(self.a.indptr))
-        self.entry_pair = self.a.indices
-        self.entry_count = self.a.data
         self.n_answers = item.size
         # Responses are sorted by annotator, so each annotator's rows are one contiguous block.
         self.ann_start = np.flatnonzero(np.r_[True, self.pair_ann[1:] != self.pair_ann[:-1]])
@@ -191,7 +184,7 @@ class _Model:
         The table has a row per (annotator, label) seen, so with many annotators and leaves it is as
         large as the posterior matrix; float32 keeps its clip, normalisation and log cheap.
         """
-        counts = self.posterior_counts(post)
+        counts = self.at @ post
         clipped = np.maximum(counts, np.float32(EPS))
         totals = np.add.reduceat(clipped, self.ann_start, axis=0)
         conf = np.divide(clipped, totals[self.pair_ann], out=clipped)
@@ -203,32 +196,6 @@ class _Model:
             conf[rows] = np.clip(block, EPS, 1.0 - EPS)
             conf[self.one_coin_coarse] = 1.0
         return counts, conf, np.log(conf)
-
-    def posterior_counts(self, post: Float32Array) -> Float32Array:
-        """``A.T @ post`` from the posterior cells above ``SPARSE_MIN`` only.
-
-        Once the fit has started, an item's mass sits on one or two classes, so pairing each answer
-        with just its item's kept cells and summing them with one ``bincount`` does a few percent of
-        the work of the dense product. A dropped cell holds under ``SPARSE_MIN`` of one item's mass,
-        so a count moves by at most that times the response's answers; the confusion table is clipped
-        at ``EPS`` anyway, and the crowd-kit equivalence tests bound the effect on the posteriors. The
-        first iterations, whose posteriors are still spread, use the dense product.
-        """
-        keep = post > np.float32(SPARSE_MIN)
-        cell = np.flatnonzero(keep)
-        if cell.size > post.shape[0] * SPARSE_CELLS:
-            return np.asarray(self.at @ post)
-        per_item = np.count_nonzero(keep, axis=1)
-        del keep
-        cell_start = np.cumsum(per_item) - per_item
-        reps = per_item[self.entry_item]
-        entry = np.repeat(np.arange(reps.size), reps)
-        offset = np.arange(entry.size) - np.repeat(np.cumsum(reps) - reps, reps)
-        pick = cell[cell_start[self.entry_item][entry] + offset]
-        target = self.entry_pair[entry] * self.k + pick % self.k
-        weight = post.ravel()[pick] * self.entry_count[entry]
-        counts = np.bincount(target, weights=weight, minlength=self.n_pairs * self.k)
-        return counts.astype(np.float32).reshape(self.n_pairs, self.k)
 
     def skills(self, counts: Float32Array) -> FloatArray:
         """Per annotator: posterior mass on the label they gave, averaged over their leaf answers."""

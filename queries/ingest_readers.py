@@ -194,6 +194,10 @@ def _peek(path: Path) -> bytes:
         raise LabelgovError(f"{path}: cannot be read ({exc}); export it again") from exc
 
 
+# Python's csv module refuses fields over 128 KiB; no real header comes close.
+MAX_HEADER_CHARS = 100_000
+
+
 def _csv_header(path: Path, fmt: str) -> list[str]:
     """The header row as written (DuckDB silently renames duplicates, which we must refuse)."""
     first = _peek(path).split(b"\n", 1)[0].rstrip(b"\r")
@@ -201,6 +205,10 @@ def _csv_header(path: Path, fmt: str) -> list[str]:
         line = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LabelgovError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
+    if len(line) > MAX_HEADER_CHARS:
+        raise LabelgovError(
+            f"{path}: the first line is {len(line):,} characters long; it should be a header row naming the columns"
+        )
     header = next(csv.reader(io.StringIO(line), delimiter=DELIMITERS[fmt]), [])
     names = [h.strip() for h in header]
     if not any(names):
