@@ -47,7 +47,8 @@ def _report(report: ImpactReport | None) -> None:
     cols = st.columns(4)
     cols[0].metric("Compatibility", str(report.compat_class))
     cols[1].metric("Alpha before → after", f"{fmt(report.alpha_before, 'ratio')} → {fmt(report.alpha_after, 'ratio')}")
-    cols[2].metric("Relabel cost", f"{report.relabel_cost.low:,.0f}–{report.relabel_cost.high:,.0f}")
+    cost = report.relabel_cost
+    cols[2].metric("Relabel cost", f"{fmt(cost.low, 'money')}–{fmt(cost.high, 'money')}")
     cols[3].metric("Reversible", "yes" if report.reversible else "no", help=report.reversibility)
     st.dataframe(pd.DataFrame([op.model_dump() for op in report.operations]), hide_index=True)
     if report.affected:
@@ -57,8 +58,25 @@ def _report(report: ImpactReport | None) -> None:
     st.caption(f"Report hash {report.digest()}")
 
 
+def _rules(proposal: Proposal) -> None:
+    """The checks an approval must pass, stated before anyone clicks; governance/ enforces them again."""
+    user = current_identity().user
+    blocked = sorted({proposal.proposer, *proposal.editors})
+    lines = [
+        f"Needs {proposal.approvals_needed} steward approval(s); valid so far: "
+        + (", ".join(proposal.approvers) or "none") + ".",
+        "Four eyes: " + ", ".join(blocked) + " proposed or edited it and cannot approve it, whatever their role.",
+    ]
+    if proposal.needs_acknowledgement:
+        lines.append("The approval must acknowledge this impact report (its hash is signed with the approval).")
+    if user in blocked:
+        lines.append(f"You ({user}) cannot approve this proposal.")
+    st.caption("  \n".join(lines))
+
+
 def _actions(proposal: Proposal) -> None:
     st.markdown("**Decision**")
+    _rules(proposal)
     comment = st.text_area("Comment", key=f"gov_comment_{proposal.proposal_id}")
     ack = None
     readable = proposal.needs_acknowledgement and proposal.report_hash
