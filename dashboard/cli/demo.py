@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
-from dashboard.cli.common import current_user, db_option
+from dashboard.cli.common import audit_recorder, current_user, db_option
 from dashboard.cli.serve import serve
+from queries.connection import connect
 from queries.demo import build_demo
 from queries.demo_config import demo_config
+from queries.refresh import refresh
 
 DEMO_PORT = 8501
 
@@ -21,7 +23,10 @@ DEMO_PORT = 8501
 @click.option("--no-events", is_flag=True,
               help="A control warehouse: no drift, no guideline change, no degrading annotator.")
 @click.option("--force", is_flag=True, help="Delete an existing warehouse file first.")
-def demo_command(scale: str, seed: int, db: str | None, no_serve: bool, no_events: bool, force: bool) -> None:
+@click.option("--no-refresh", is_flag=True, help="Leave the analytics uncomputed (run `labelgov refresh` later).")
+def demo_command(
+    scale: str, seed: int, db: str | None, no_serve: bool, no_events: bool, force: bool, no_refresh: bool
+) -> None:
     """Simulate 26 weeks of a content-moderation labelling operation with planted truth."""
     config = demo_config(scale, seed, events=not no_events)
     result = build_demo(db, config, force=force, created_by=current_user())
@@ -38,6 +43,10 @@ def demo_command(scale: str, seed: int, db: str | None, no_serve: bool, no_event
         )
     else:
         click.echo(f"control warehouse: no planted events; {len(facts['spammers'])} spammers")
+    if not no_refresh:
+        with connect(result.path) as con:
+            report = refresh(con, record=audit_recorder(current_user()))
+        click.echo(f"analytics computed in {report.seconds:.1f} s")
     if not no_serve:
         serve(result.path, port=DEMO_PORT)
 
