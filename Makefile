@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DB ?= warehouse/labelgov.duckdb
 PORT ?= 8501
 
-.PHONY: demo test lint serve bench browser clean screenshots
+.PHONY: demo test check lint audit serve bench browser clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "labelgov needs Python 3.11 or newer")'
@@ -27,10 +27,19 @@ demo: $(VENV)/.runtime
 browser:
 	@bash tests/install_browser.sh
 
+# Static checks: ruff, then bandit over the shipped code (skipped checks are explained in pyproject.toml).
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
+	$(BIN)/bandit -c pyproject.toml -r queries governance dashboard -q
+	@echo "bandit: no issues in queries/ governance/ dashboard/"
 
-test: $(VENV)/.test browser lint
+# Known vulnerabilities in the installed dependencies; says so in one line when no service can be reached.
+audit: $(VENV)/.test
+	$(BIN)/python .ci/audit_dependencies.py
+
+check: lint audit
+
+test: $(VENV)/.test browser check
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: $(VENV)/.test

@@ -8,6 +8,8 @@ empty frame by returning a figure that says there is nothing to show.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -41,13 +43,19 @@ def empty_figure(title: str, message: str) -> go.Figure:
     return base_layout(fig, title)
 
 
+def _series(
+    frame: pd.DataFrame, series: str | None, name: str, sort: bool = True
+) -> Iterable[tuple[object, pd.DataFrame]]:
+    """One (name, rows) pair per value of ``series``, or the whole frame under ``name``: one trace each."""
+    return frame.groupby(series, sort=sort) if series else [(name, frame)]
+
+
 def trend(frame: pd.DataFrame, x: str, y: str, title: str, y_title: str, series: str | None = None) -> go.Figure:
     """Lines over time; one line per value of ``series``; ``x`` values go in custom_data for drill-down."""
     if frame.empty:
         return empty_figure(title, "No data for these filters")
     fig = go.Figure()
-    groups = frame.groupby(series, sort=True) if series else [(y_title, frame)]
-    for name, part in groups:
+    for name, part in _series(frame, series, y_title):
         part = part.sort_values(x)
         fig.add_trace(
             go.Scatter(
@@ -62,9 +70,11 @@ def trend(frame: pd.DataFrame, x: str, y: str, title: str, y_title: str, series:
     return base_layout(fig, title, "Week", y_title)
 
 
-def _hover(columns: list[tuple[str, str]], start: int = 0) -> str:
-    """Hover lines "Label: %{customdata[i]}" for custom_data columns from position ``start``."""
-    return "<br>".join(f"{label}: %{{customdata[{start + i}]}}" for i, (_, label) in enumerate(columns))
+def _hover_tail(columns: list[tuple[str, str]]) -> str:
+    """The end of a hover text: a line "Label: value" per extra custom_data column (they follow the drill-down
+    id at position 0), then the trace name."""
+    lines = "".join(f"<br>{label}: %{{customdata[{1 + i}]}}" for i, (_, label) in enumerate(columns))
+    return lines + "<extra>%{fullData.name}</extra>"
 
 
 def _custom(frame: pd.DataFrame, columns: list[str]) -> list[list[object]]:
@@ -93,8 +103,7 @@ def bars(
         return empty_figure(title, "No data for these filters")
     extra = hover or []
     fig = go.Figure()
-    groups = frame.groupby(series, sort=False) if series else [(y_title, frame)]
-    for name, part in groups:
+    for name, part in _series(frame, series, y_title, sort=False):
         custom = _custom(part, [ids or x, *[c for c, _ in extra]])
         value = "%{x:.3f}" if horizontal else "%{y:.3f}"
         label = "%{y}" if horizontal else "%{x}"
@@ -105,8 +114,7 @@ def bars(
                 orientation="h" if horizontal else "v",
                 name=str(name),
                 customdata=custom,
-                hovertemplate=label + "<br>" + y_title + ": " + value + ("<br>" if extra else "")
-                + _hover(extra, 1) + "<extra>%{fullData.name}</extra>",
+                hovertemplate=label + "<br>" + y_title + ": " + value + _hover_tail(extra),
             )
         )
     fig.update_layout(barmode="group")
@@ -195,8 +203,7 @@ def scatter(
         return empty_figure(title, "No data for these filters")
     extra = hover or []
     fig = go.Figure()
-    groups = frame.groupby(series, sort=True) if series else [(y_title, frame)]
-    for name, part in groups:
+    for name, part in _series(frame, series, y_title):
         part = part.sort_values(x) if lines else part
         fig.add_trace(
             go.Scatter(
@@ -206,7 +213,7 @@ def scatter(
                 name=str(name),
                 customdata=_custom(part, [ids, *[c for c, _ in extra]]),
                 hovertemplate="%{customdata[0]}<br>" + x_title + ": %{x:.3f}<br>" + y_title + ": %{y:.3f}"
-                + ("<br>" if extra else "") + _hover(extra, 1) + "<extra>%{fullData.name}</extra>",
+                + _hover_tail(extra),
             )
         )
     return base_layout(fig, title, x_title, y_title)

@@ -2,25 +2,14 @@
 
 A page that is not in the role's list is never handed to st.navigation, so it has no route at all:
 typing its URL lands on the default page. Governance actions are checked again inside governance/.
+The roles themselves are governance's (one enum, so the roles table can hold every audience).
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import BaseModel
 
-
-class Role(StrEnum):
-    """Dashboard audiences; the governance roles (proposer, steward, admin, auditor) are among them."""
-
-    LEADERSHIP = "leadership"
-    VIEWER = "viewer"
-    ANALYST = "analyst"
-    PROPOSER = "proposer"
-    STEWARD = "steward"
-    ADMIN = "admin"
-    AUDITOR = "auditor"
+from governance.roles import Role
 
 
 class PageSpec(BaseModel):
@@ -28,6 +17,8 @@ class PageSpec(BaseModel):
     title: str
     icon: str
     section: str
+    # False for pages that work on a warehouse whose analytics were never computed.
+    needs_analytics: bool = True
 
 
 PAGES: dict[str, PageSpec] = {
@@ -43,6 +34,10 @@ PAGES: dict[str, PageSpec] = {
         PageSpec(key="calibration", title="Calibration", icon=":material/tune:", section="Analysis"),
         PageSpec(key="governance", title="Governance", icon=":material/gavel:", section="Governance"),
         PageSpec(key="audit", title="Audit log", icon=":material/verified:", section="Governance"),
+        PageSpec(
+            key="roles", title="Roles", icon=":material/admin_panel_settings:", section="Governance",
+            needs_analytics=False,
+        ),
     )
 }
 
@@ -55,7 +50,7 @@ ROLE_PAGES: dict[Role, tuple[str, ...]] = {
     Role.ANALYST: ANALYSIS_PAGES,
     Role.PROPOSER: (*ANALYSIS_PAGES, "governance"),
     Role.STEWARD: (*ANALYSIS_PAGES, "governance", "audit"),
-    Role.ADMIN: (*ANALYSIS_PAGES, "governance", "audit"),
+    Role.ADMIN: (*ANALYSIS_PAGES, "governance", "audit", "roles"),
     Role.AUDITOR: ("overview", "audit"),
 }
 

@@ -14,8 +14,6 @@ enforced where proposals are approved.
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,13 +27,18 @@ from queries import audit_store as store
 from queries.connection import bump_data_version, transaction
 from queries.errors import LabelgovError
 
-ENV_USER = "LABELGOV_USER"
-ENV_ROLE = "LABELGOV_ROLE"
 OPERATOR = "operator"
 
 
 class Role(StrEnum):
+    """Every role the roles table can hold; the dashboard shows each its own pages.
+
+    Leadership, viewer and analyst only read; the capability table gives them no governance action.
+    """
+
     VIEWER = "viewer"
+    LEADERSHIP = "leadership"
+    ANALYST = "analyst"
     PROPOSER = "proposer"
     STEWARD = "steward"
     ADMIN = "admin"
@@ -92,7 +95,8 @@ class RoleGrant(BaseModel):
 _NAME = TypeAdapter(Name)
 
 
-def _user(value: str, what: str = "user") -> str:
+def user_id(value: str, what: str = "user") -> str:
+    """The value as a user id, or one message saying what a user id may contain."""
     try:
         return _NAME.validate_python(value)
     except ValidationError as exc:
@@ -109,23 +113,15 @@ def parse_role(text: str, source: str = "role") -> Role:
         raise LabelgovError(f"{source} {text!r} is not a role: use one of {', '.join(Role)}") from None
 
 
-def local_identity() -> tuple[str, Role]:
-    """Who the local dashboard acts as before sign-in exists: a claim from the environment, not a grant.
-
-    Governance actions still check the roles table through ``require``.
-    """
-    user = os.environ.get(ENV_USER)
-    if not user:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-    return _user(user, ENV_USER), parse_role(os.environ.get(ENV_ROLE) or Role.VIEWER, ENV_ROLE)
-
-
 def role_of(con: duckdb.DuckDBPyConnection, user: str) -> Role | None:
     found = store.role_of(con, user)
     return Role(found) if found else None
+
+
+def lookup_role(con: duckdb.DuckDBPyConnection, user: str) -> Role | None:
+    """``role_of`` for a read-only handle, which cannot migrate: an old warehouse gets a clear message."""
+    store.require_tables(con)
+    return role_of(con, user)
 
 
 def _either(roles: list[Role]) -> str:
@@ -182,7 +178,7 @@ def _keep_an_admin(con: duckdb.DuckDBPyConnection, user: str, previous: Role | N
 
 def _change(con: duckdb.DuckDBPyConnection, *, admin_user: str, user: str, role: Role | None) -> AuditEvent | None:
     """Grant (role) or revoke (None) as one transaction with its audit event and data-version bump."""
-    admin_user, user = _user(admin_user, "--as"), _user(user)
+    admin_user, user = user_id(admin_user, "--as"), user_id(user)
     with transaction(con):
         actor_role = _actor_role(con, admin_user, role)
         previous = role_of(con, user)

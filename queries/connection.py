@@ -4,15 +4,25 @@ Design: nobody holds the DuckDB file for longer than one unit of work. A DuckDB 
 file open blocks every other process from writing it, so the dashboard opens a short-lived read-only
 handle per query batch and the command line opens a read-write handle per command. Both retry while
 another process holds the lock, so a dashboard render and an ingest can overlap without either
-failing: the reader waits out the writer's short commit window, and the writer waits out a render.
+failing: the reader waits out the writer, and the writer waits out the renders in flight.
+
+DuckDB's own lock has no queue: a writer that retries while readers keep opening short handles can
+wait forever, because some reader always has the file open. A gate file beside the warehouse
+(``<name>.gate``) gives writers priority across processes: a writer takes it exclusively before
+opening the warehouse and keeps it until it closes, and a reader passes through it (a shared lock,
+released at once) before opening. Readers that arrive while a writer waits or writes queue at the
+gate instead of renewing DuckDB's lock, so the readers already inside drain and the writer gets in.
+The gate is an flock, so the kernel releases it when a process dies: a crash leaves no stale lock.
 
 Every write bumps ``meta.data_version`` inside its own transaction; readers key caches on it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,8 +60,19 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text or "conflicting" in text or "being used by another process" in text
 
 
-def _connect_with_retry(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
-    deadline = time.monotonic() + wait_s
+def _backoff(delay: float) -> float:
+    """Sleep a jittered ``delay`` and return the next one: readers and writers must not retry in step."""
+    time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not security
+    return min(delay * 2, 0.5)
+
+
+def _busy(path: Path) -> WarehouseBusy:
+    return WarehouseBusy(
+        f"warehouse {path} is locked by another process (an ingest, refresh or apply); try again when it finishes"
+    )
+
+
+def _connect_with_retry(path: Path, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
     delay = 0.02
     while True:
         try:
@@ -60,17 +81,107 @@ def _connect_with_retry(path: Path, read_only: bool, wait_s: float) -> duckdb.Du
             if not _is_lock_error(exc):
                 raise LabelgovError(f"cannot open warehouse {path}: {exc}") from exc
             if time.monotonic() >= deadline:
-                raise WarehouseBusy(
-                    f"warehouse {path} is locked by another process (an ingest, refresh or apply); "
-                    "try again when it finishes"
-                ) from exc
-            time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not security
-            delay = min(delay * 2, 0.5)
+                raise _busy(path) from exc
+            delay = _backoff(delay)
         except duckdb.Error as exc:
             raise LabelgovError(
                 f"{path} is not a DuckDB warehouse this release can open ({exc}); "
                 "point --db at a labelgov warehouse or a new file"
             ) from exc
+
+
+def gate_path(path: Path) -> Path:
+    return path.with_name(path.name + ".gate")
+
+
+def _open_gate(path: Path) -> int | None:
+    """The gate's file descriptor; None where it cannot be created (a read-only folder): no priority then."""
+    gate = gate_path(path)
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        try:
+            return os.open(gate, flags, 0o666)
+        except OSError:
+            continue
+    return None
+
+
+def _flock(fd: int, operation: int, path: Path, deadline: float) -> None:
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise _busy(path) from None
+            delay = _backoff(delay)
+
+
+# Writer gates this process holds: path -> [file descriptor, depth]. A process takes a gate once and
+# shares it among its own writers (nested or on other threads), which DuckDB lets share the file.
+_HELD: dict[Path, list[int]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _share_held(path: Path) -> bool:
+    with _HELD_LOCK:
+        held = _HELD.get(path)
+        if held is not None:
+            held[1] += 1
+        return held is not None
+
+
+@contextmanager
+def _writer_gate(path: Path, deadline: float) -> Iterator[None]:
+    key = path.resolve()
+    if not _share_held(key):
+        fd = _open_gate(path)
+        if fd is not None:
+            try:
+                _flock(fd, fcntl.LOCK_EX, path, deadline)
+            except BaseException:
+                os.close(fd)
+                raise
+        with _HELD_LOCK:
+            if key in _HELD:  # another thread of this process got in first; share its gate
+                _HELD[key][1] += 1
+                if fd is not None:
+                    os.close(fd)
+            else:
+                _HELD[key] = [-1 if fd is None else fd, 1]
+    try:
+        yield
+    finally:
+        with _HELD_LOCK:
+            _HELD[key][1] -= 1
+            if _HELD[key][1] == 0:
+                fd = _HELD.pop(key)[0]
+                if fd >= 0:
+                    os.close(fd)  # closing releases the flock
+
+
+def _pass_reader_gate(path: Path, deadline: float) -> None:
+    """Wait while a writer holds or waits for the gate; readers never keep it."""
+    with _HELD_LOCK:
+        if path.resolve() in _HELD:
+            return
+    fd = _open_gate(path)
+    if fd is None:
+        return
+    try:
+        _flock(fd, fcntl.LOCK_SH, path, deadline)
+    finally:
+        os.close(fd)
+
+
+def write_in_progress(db: str | os.PathLike[str] | None = None) -> bool:
+    """Whether another labelgov process is writing the warehouse or waiting to, without waiting."""
+    path = resolve_db_path(db)
+    try:
+        _pass_reader_gate(path, time.monotonic())
+    except WarehouseBusy:
+        return True
+    return False
 
 
 @contextmanager
@@ -80,7 +191,10 @@ def connect(
     read_only: bool = False,
     wait_s: float | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection; read-write opens migrate the schema forward first."""
+    """A short-lived connection; read-write opens migrate the schema forward first.
+
+    ``wait_s`` bounds the whole wait for the gate and the lock, then WarehouseBusy says who holds it.
+    """
     path = resolve_db_path(db)
     if read_only and not path.exists():
         raise LabelgovError(
@@ -89,15 +203,23 @@ def connect(
         )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = _connect_with_retry(path, read_only, LOCK_WAIT_S if wait_s is None else wait_s)
-    try:
-        if read_only:
+    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
+    if read_only:
+        _pass_reader_gate(path, deadline)
+        con = _connect_with_retry(path, True, deadline)
+        try:
             check_version(con, str(path))
-        else:
+            yield con
+        finally:
+            con.close()
+        return
+    with _writer_gate(path, deadline):
+        con = _connect_with_retry(path, False, deadline)
+        try:
             migrate(con, str(path))
-        yield con
-    finally:
-        con.close()
+            yield con
+        finally:
+            con.close()
 
 
 def memory() -> duckdb.DuckDBPyConnection:

@@ -13,6 +13,21 @@ import pytest
 from queries.connection import memory
 from queries.taxonomy import parse_tree, store_tree
 
+# Two levels, one internal node with two leaves and one leaf at the top: the smallest tree on which
+# roll-ups to a parent differ from the leaves, used by the page and overview tests.
+TINY_TREE = """
+taxonomy: tiny
+version: "1"
+nodes:
+  animal:
+    title: Animal
+    children:
+      cat: {title: Cat}
+      dog: {title: Dog}
+  plant:
+    title: Plant
+"""
+
 
 def shared_data_dir() -> Path | None:
     """../shared/data beside the repository, or $LABELGOV_SHARED_DATA; None when absent."""

@@ -22,28 +22,16 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.components import fmt
-from dashboard.navigation import PAGES, ROLE_PAGES, Role
+from dashboard.navigation import PAGES, ROLE_PAGES
 from governance import proposals
-from governance.roles import grant
+from governance.roles import Role, grant
 from queries import contested, escalation, overview, reliability
 from queries.connection import connect
 from queries.filters import Filters
-from tests.conftest import cached_demo
+from tests.conftest import TINY_TREE, cached_demo
 
 pytestmark = pytest.mark.xdist_group("app_pages")
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-TREE = """
-taxonomy: tiny
-version: "1"
-nodes:
-  animal:
-    title: Animal
-    children:
-      cat: {title: Cat}
-      dog: {title: Dog}
-  plant:
-    title: Plant
-"""
 
 
 def _cli(*args: str) -> None:
@@ -61,7 +49,7 @@ def bare_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Answers only: no gold, no predictions, no escalations, no timestamps."""
     folder = tmp_path_factory.mktemp("bare")
     db = folder / "bare.duckdb"
-    (folder / "tree.yaml").write_text(TREE)
+    (folder / "tree.yaml").write_text(TINY_TREE)
     rows = ["item_id,annotator_id,label"]
     for i in range(12):
         second = "dog" if i % 3 == 0 else "cat"

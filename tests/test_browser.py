@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.navigation import PAGES, ROLE_PAGES, Role
+from dashboard.navigation import PAGES, ROLE_PAGES
+from governance.roles import Role
 from tests.browser import CHROMIUM_ARGS, chromium_path, dashboard_server, wait_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]

@@ -6,8 +6,9 @@ from datetime import date
 
 import pytest
 
-from dashboard.navigation import PAGES, ROLE_PAGES, Role, may_open, pages_for
+from dashboard.navigation import PAGES, ROLE_PAGES, may_open, pages_for
 from dashboard.selection import selection_to_drill
+from governance.roles import Role
 from queries.errors import LabelgovError
 from queries.filters import Filters
 

@@ -1,4 +1,5 @@
-"""Roles: bootstrap, admin-only changes, refusals that name their rule, and every change in the audit log."""
+"""Roles: bootstrap, admin-only changes, refusals that name their rule, every change in the audit log, and the
+admin's Roles page, which changes roles only through the same checks."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dashboard.cli import main
+from dashboard.navigation import may_open
 from governance import audit, roles
 from governance.roles import CAPABILITIES, Capability, PermissionRefused, Role
-from queries.connection import data_version, memory
+from queries.connection import connect, data_version, memory
 from queries.errors import LabelgovError
+from tests.test_identity import APP, AUTH
 
 
 def audit_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
@@ -140,21 +144,6 @@ def test_capability_table_matches_the_rules(con: duckdb.DuckDBPyConnection) -> N
         roles.require_capability(con, "ann", "delete_everything")
 
 
-def test_local_identity_reads_and_validates_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LABELGOV_ROLE", raising=False)
-    monkeypatch.setenv("LABELGOV_USER", "kim")
-    assert roles.local_identity() == ("kim", Role.VIEWER)
-    monkeypatch.setenv("LABELGOV_ROLE", "Steward")
-    assert roles.local_identity() == ("kim", Role.STEWARD)
-    monkeypatch.setenv("LABELGOV_ROLE", "superuser")
-    with pytest.raises(LabelgovError, match="LABELGOV_ROLE 'superuser' is not a role: use one of viewer, proposer"):
-        roles.local_identity()
-    monkeypatch.setenv("LABELGOV_ROLE", "admin")
-    monkeypatch.setenv("LABELGOV_USER", "bad\nname")
-    with pytest.raises(LabelgovError, match="LABELGOV_USER"):
-        roles.local_identity()
-
-
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
         main(argv)
@@ -184,3 +173,96 @@ def test_cli_grant_revoke_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0 and "revoked steward from 'bob' (audit seq 3)" in out
     code, out, _ = run(["audit", "verify", "--db", db], capsys)
     assert code == 0 and "3 events" in out
+
+
+def test_cli_grants_the_dashboard_audiences_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "w.duckdb")
+    run(["roles", "grant", "ann", "admin", "--as", "ann", "--db", db], capsys)
+    for user, role in (("lee", "leadership"), ("ana", "Analyst")):
+        code, out, err = run(["roles", "grant", user, role, "--as", "ann", "--db", db], capsys)
+        assert code == 0, err
+    code, out, _ = run(["roles", "list", "--db", db], capsys)
+    assert [line.split()[:2] for line in out.strip().splitlines()] == [
+        ["ana", "analyst"], ["ann", "admin"], ["lee", "leadership"]]
+
+
+def test_only_admins_get_the_roles_page() -> None:
+    assert [role for role in Role if may_open(role, "roles")] == [Role.ADMIN]
+
+
+# --- the Roles page ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    """A new warehouse whose first admin is ann and where sam is a steward."""
+    db = tmp_path / "w.duckdb"
+    with connect(db) as con:
+        roles.grant(con, admin_user="ann@example.org", user="ann@example.org", role="admin")
+        roles.grant(con, admin_user="ann@example.org", user="sam@example.org", role="steward")
+    return db
+
+
+def roles_page(db: Path, monkeypatch: pytest.MonkeyPatch, *, signed_in: str | None = None) -> AppTest:
+    """The Roles page as the signed-in ``signed_in``, or in local mode as sam claiming to be an admin."""
+    monkeypatch.setenv("LABELGOV_DB", str(db))
+    monkeypatch.setenv("LABELGOV_USER", "sam@example.org")
+    monkeypatch.setenv("LABELGOV_ROLE", "admin")
+    at = AppTest.from_file(APP, default_timeout=120)
+    if signed_in is not None:
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": signed_in}
+    at.run()
+    for page_hash, info in at._registered_pages.items():
+        if info.get("url_pathname") == "roles" or info.get("page_name") == "Roles":
+            at._page_hash = page_hash
+            at.run()
+            assert not at.exception, [e.value for e in at.exception]
+            assert at.title[0].value == "Roles"
+            return at
+    raise AssertionError("the Roles page is not registered")
+
+
+def listed(at: AppTest) -> dict[str, str]:
+    frame = at.dataframe[0].value
+    return dict(zip(frame["user_id"], frame["role"], strict=True))
+
+
+def test_admin_grants_changes_and_revokes_on_the_page_as_themselves(
+    warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = roles_page(warehouse, monkeypatch, signed_in="ann@example.org")
+    assert listed(at) == {"ann@example.org": "admin", "sam@example.org": "steward"}
+    at.text_input(key="roles_user").set_value("  bob@example.org ")
+    at.selectbox(key="roles_role").set_value(Role.LEADERSHIP)
+    at.button(key="roles_grant").click().run()
+    assert "bob@example.org now has role leadership" in at.success[0].value
+    assert listed(at)["bob@example.org"] == "leadership"
+    at.selectbox(key="roles_role").set_value(Role.ANALYST)
+    at.button(key="roles_grant").click().run()
+    assert listed(at)["bob@example.org"] == "analyst"
+    at.button(key="roles_grant").click().run()
+    assert "already has role analyst" in at.info[-1].value
+    at.selectbox(key="roles_revoke_user").set_value("bob@example.org")
+    at.button(key="roles_revoke").click().run()
+    assert "bob@example.org no longer has a role" in at.success[0].value
+    assert "bob@example.org" not in listed(at)
+    at.selectbox(key="roles_revoke_user").set_value("ann@example.org")
+    at.button(key="roles_revoke").click().run()
+    assert "refused by rule last-admin" in at.error[0].value
+    with connect(warehouse, read_only=True) as con:
+        rows = audit_rows(con)
+        assert roles.role_of(con, "ann@example.org") is Role.ADMIN
+    assert rows[2:] == [("ann@example.org", "admin", "role.grant")] * 2 + [("ann@example.org", "admin", "role.revoke")]
+
+
+def test_page_rechecks_the_table_behind_a_local_admin_claim(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = roles_page(warehouse, monkeypatch)
+    at.text_input(key="roles_user").set_value("eve@example.org")
+    at.selectbox(key="roles_role").set_value(Role.ADMIN)
+    at.button(key="roles_grant").click().run()
+    assert at.error[0].value == (
+        "refused by rule role-required: user 'sam@example.org' has role steward; manage_roles needs admin"
+    )
+    with connect(warehouse, read_only=True) as con:
+        assert roles.role_of(con, "eve@example.org") is None and len(audit_rows(con)) == 2

@@ -83,7 +83,7 @@ def show_command(limit: int, db: str | None) -> None:
 
 @click.group("roles")
 def roles_group() -> None:
-    """Grant, revoke and list roles (viewer, proposer, steward, admin, auditor)."""
+    """Grant, revoke and list roles; admins only, every change audited. Users are sign-in emails (or subjects)."""
 
 
 def _as_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,7 +127,7 @@ def list_command(db: str | None) -> None:
     if not grants:
         click.echo("no roles granted yet: bootstrap with `labelgov roles grant YOU admin --as YOU`")
     for g in grants:
-        click.echo(f"{g.user_id:<24}{g.role.value:<10}granted by {g.granted_by} at {g.granted_at:%Y-%m-%d %H:%M:%S}Z")
+        click.echo(f"{g.user_id:<24}{g.role.value:<12}granted by {g.granted_by} at {g.granted_at:%Y-%m-%d %H:%M:%S}Z")
 
 
 def register(root: click.Group) -> None:
