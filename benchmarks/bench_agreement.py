@@ -8,12 +8,11 @@ sibling, a random leaf or the parent (a coarse answer), spread over 26 weeks.
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.timing import cpu_seconds, median_warm
 from queries import agreement, drift
 from queries.connection import connect
 from queries.filters import Filters
@@ -75,24 +74,6 @@ def build_synthetic(db: str, answers: int) -> None:
         )
 
 
-def cpu_seconds() -> float:
-    """Process CPU time (DuckDB's threads included): comparable across runs on a loaded machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(fn: Callable[[], object], runs: int = 5) -> tuple[float, float]:
-    """Median wall and CPU seconds of warm runs."""
-    fn()
-    walls, cpus = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(cpu_seconds() - c0)
-    return statistics.median(walls), statistics.median(cpus)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="/tmp/labelgov_bench_agreement.duckdb")
@@ -130,7 +111,7 @@ def main() -> None:
             print(f"refresh step {name}: {time.perf_counter() - t0:.1f} s wall, {cpu_seconds() - c0:.1f} s CPU")
         print(f"{'function':40s} {'median s':>9s} {'CPU s':>9s}")
         for name, fn in cases:
-            wall, cpu = timed(fn)
+            wall, cpu = median_warm(fn)
             print(f"{name:40s} {wall:9.3f} {cpu:9.3f}", flush=True)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -27,17 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.timing import median_warm
+
 RUNS = 5
-
-
-def median_warm(fn: Callable[[], object], runs: int = RUNS) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def refresh_in_child(db: str) -> dict[str, Any]:
@@ -196,7 +187,7 @@ def main() -> None:
             cells = []
             for filters in (Filters(), week):
                 try:
-                    cells.append(f"{median_warm(lambda f=filters, run=fn: run(f)) * 1000:>12.0f}")
+                    cells.append(f"{median_warm(lambda f=filters, run=fn: run(f), RUNS).wall * 1000:>12.0f}")
                 except Exception as exc:
                     cells.append(f"{'error':>12}")
                     print(f"  {name}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -9,19 +9,14 @@ Usage: python benchmarks/bench_demo.py [--scales small,medium,large] [--seed 7]
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.timing import cpu_seconds
 from queries.connection import connect, transaction
 from queries.demo import row_counts, simulate, write_simulation
 from queries.demo_config import demo_config
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(scale: str, seed: int) -> dict[str, object]:

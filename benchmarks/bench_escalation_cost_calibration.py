@@ -9,13 +9,13 @@ it. Prints the refresh time of this module's steps, then one row per function an
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 
+from benchmarks.timing import median_warm
 from queries import calibration, cost_quality, escalation
 from queries.connection import connect, transaction
 from queries.demo import simulate, write_simulation
@@ -53,16 +53,6 @@ CASES: list[tuple[str, Callable[[duckdb.DuckDBPyConnection, Filters], object]]] 
 ]
 
 
-def median_ms(fn: Callable[[], object], runs: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="/tmp/labelgov_bench_escalation.duckdb")
@@ -89,7 +79,7 @@ def main() -> None:
                 print(f"refresh step {name:<14}{time.perf_counter() - t0:8.2f} s")
         print(f"{'function':<28}" + "".join(f"{k:>16}" for k in FILTERS))
         for label, fn in CASES:
-            cells = [median_ms(lambda fn=fn, f=f: fn(con, f)) for f in FILTERS.values()]
+            cells = [median_warm(lambda fn=fn, f=f: fn(con, f)).wall * 1000 for f in FILTERS.values()]
             print(f"{label:<28}" + "".join(f"{ms:>13.0f} ms" for ms in cells))
 
 

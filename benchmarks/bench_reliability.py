@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.timing import median_warm
 from queries.dawid_skene import dawid_skene
 from tests.test_dawid_skene import synthetic_answers
 
@@ -96,16 +96,6 @@ def engine_table(sizes: list[int], classes: list[int], iterations: int, crowdkit
                 )
 
 
-def median_warm(fn: Callable[[], object], runs: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def page_table(db: str) -> None:
     from queries import reliability
     from queries.connection import connect
@@ -127,7 +117,7 @@ def page_table(db: str) -> None:
             ("speed_vs_accuracy (all)", lambda: reliability.speed_vs_accuracy(con, Filters())),
         ]
         for name, fn in cases:
-            print(f"{name:<34} {median_warm(fn) * 1000:>9.1f} ms")
+            print(f"{name:<34} {median_warm(fn).wall * 1000:>9.1f} ms")
 
 
 def main() -> None:

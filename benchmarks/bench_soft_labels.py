@@ -9,8 +9,6 @@ splits), two fast annotators, gold for 5% of the items and model predictions for
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.timing import cpu_seconds, median_warm
 from queries import contested, data_quality, derived_base, hierarchy_accuracy, reliability, soft_labels
 from queries.connection import connect, transaction
 from queries.filters import Filters
@@ -110,22 +109,6 @@ def prepare(db: str) -> None:
         )
 
 
-def cpu_seconds() -> float:
-    """This process's CPU time: wall time swings with the machine's load, CPU time much less."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(fn: Callable[[], object], runs: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="/tmp/labelgov_bench_soft_labels.duckdb")
@@ -171,7 +154,7 @@ def main() -> None:
         ]
         print(f"{'function':40s} {'median s':>9s}")
         for name, fn in cases:
-            print(f"{name:40s} {timed(fn):9.3f}")
+            print(f"{name:40s} {median_warm(fn).wall:9.3f}")
 
 
 if __name__ == "__main__":

@@ -85,9 +85,10 @@ LINEAGES = (
     "SELECT node_id, arg_max(lineage, [CAST(tree_version = (SELECT max(tree_version) FROM d_answers) AS INTEGER), "
     "tree_version]), bool_or(NOT is_leaf) FROM d_nodes GROUP BY node_id ORDER BY node_id"
 )
-# One row per answer, no GROUP BY: d_answers is stored in item order and a filtered scan keeps that order,
-# so the answers of an item arrive together and every grouping is array indexing in numpy. ``{W}`` is a
-# window expression from a fixed allow-list (WINDOW_DAYS); day is its start in days since 1970.
+# One row per answer, no GROUP BY: the answers are sorted by item in numpy after the scan (d_answers is
+# written unordered; a DuckDB ORDER BY here holds the sorted rows and the fetched copy at once, which costs
+# more memory than the numpy argsort), so every grouping is array indexing in numpy. ``{W}`` is a window
+# expression from a fixed allow-list (WINDOW_DAYS); day is its start in days since 1970.
 RAW_VALUES = "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v"
 RAW_DAY = ", CAST(date_diff('day', DATE '1970-01-01', {W}) AS INTEGER) AS day"
 RAW_FROM = " FROM d_answers a WHERE {P}"
@@ -576,29 +577,32 @@ def agreement_table(
     return grouped(con, f, by, bootstrap)[TABLE_COLUMNS]
 
 
+# Integer keys throughout (annotator_idx, the answer's node as an integer code): only the chosen annotators'
+# names are joined back at the end; pairs are ordered by name through each annotator's rank among the top.
 PAIRWISE = """
-WITH a AS (SELECT a.annotator_id, a.item_idx, a.node_id, a.created_at FROM d_answers a WHERE {P}),
-top AS (SELECT annotator_id FROM a GROUP BY 1 ORDER BY count(*) DESC, annotator_id LIMIT ?),
+WITH a AS (
+    SELECT a.annotator_idx, a.annotator_id, a.item_idx, hash(a.node_id) AS node, a.created_at
+    FROM d_answers a WHERE {P}
+),
+top AS (
+    SELECT annotator_idx, row_number() OVER (ORDER BY annotator_id) AS r, annotator_id
+    FROM (SELECT annotator_idx, annotator_id FROM a GROUP BY ALL ORDER BY count(*) DESC, annotator_id LIMIT ?)
+),
 one AS (
-    SELECT annotator_id, item_idx, arg_max(node_id, created_at) AS v FROM a
-    WHERE annotator_id IN (SELECT annotator_id FROM top) GROUP BY ALL
+    SELECT t.r, a.item_idx, arg_max(a.node, a.created_at) AS v FROM a JOIN top t USING (annotator_idx) GROUP BY ALL
 ),
 pairs AS (
-    SELECT x.annotator_id AS annotator_a, y.annotator_id AS annotator_b, x.v AS va, y.v AS vb
-    FROM one x JOIN one y ON x.item_idx = y.item_idx AND x.annotator_id < y.annotator_id
+    SELECT x.r AS ra, y.r AS rb, x.v AS va, y.v AS vb FROM one x JOIN one y ON x.item_idx = y.item_idx AND x.r < y.r
 ),
-tot AS (SELECT annotator_a, annotator_b, count(*) AS n, avg(CAST(va = vb AS DOUBLE)) AS po FROM pairs GROUP BY ALL),
-ma AS (SELECT annotator_a, annotator_b, va AS v, count(*) AS k FROM pairs GROUP BY ALL),
-mb AS (SELECT annotator_a, annotator_b, vb AS v, count(*) AS k FROM pairs GROUP BY ALL),
-pe AS (
-    SELECT annotator_a, annotator_b, sum(ma.k * mb.k) AS s FROM ma JOIN mb USING (annotator_a, annotator_b, v)
-    GROUP BY ALL
-)
-SELECT annotator_a, annotator_b,
+tot AS (SELECT ra, rb, count(*) AS n, avg(CAST(va = vb AS DOUBLE)) AS po FROM pairs GROUP BY ALL),
+ma AS (SELECT ra, rb, va AS v, count(*) AS k FROM pairs GROUP BY ALL),
+mb AS (SELECT ra, rb, vb AS v, count(*) AS k FROM pairs GROUP BY ALL),
+pe AS (SELECT ra, rb, sum(ma.k * mb.k) AS s FROM ma JOIN mb USING (ra, rb, v) GROUP BY ALL)
+SELECT ta.annotator_id AS annotator_a, tb.annotator_id AS annotator_b,
        CASE WHEN coalesce(s, 0) < n * n THEN (po - coalesce(s, 0) / (n * n)) / (1 - coalesce(s, 0) / (n * n)) END
            AS kappa,
        n AS n_items
-FROM tot LEFT JOIN pe USING (annotator_a, annotator_b)
+FROM tot LEFT JOIN pe USING (ra, rb) JOIN top ta ON ta.r = tot.ra JOIN top tb ON tb.r = tot.rb
 ORDER BY annotator_a, annotator_b
 """
 

@@ -77,38 +77,38 @@ SELECT item_idx, depth AS level, node_id, mass AS q FROM d_soft_mass WHERE sourc
 """
 SOFT_EMPTY = "CREATE OR REPLACE TEMP TABLE _soft (item_idx INTEGER, level BIGINT, node_id VARCHAR, q DOUBLE)"
 
+# One pass over the probability mass: each (item, model, level, node) row meets the item's gold and soft
+# label on that node by a left join, and a single GROUP BY yields the top node, its confidence and soft
+# share (arg_max over the same rows and order picks the same node for both), and the sums that make the
+# two Brier scores. Only the per-item sum of squared soft shares is aggregated apart.
 D_PRED_LEVEL = """
 CREATE OR REPLACE TABLE d_pred_level AS
-WITH top AS (
-    SELECT item_idx, model, level, arg_max(node_id, p) AS top_node, max(p) AS conf, sum(p * p) AS sum_sq
-    FROM _pred_mass GROUP BY ALL
-), gold AS (
+WITH gold AS (
     SELECT o.item_idx, d.level,
            CASE WHEN len(n.lineage) >= d.level THEN n.lineage[d.level]
                 WHEN n.is_leaf THEN n.lineage[len(n.lineage)] END AS gold_node
     FROM d_item_outcomes o JOIN {nodes} n ON n.node_id = o.gold_node
     CROSS JOIN (SELECT unnest(range(1, (SELECT max(depth) FROM d_nodes) + 1)) AS level) d
-), gold_p AS (
-    SELECT m.item_idx, m.model, m.level, m.p
-    FROM _pred_mass m JOIN gold g ON g.item_idx = m.item_idx AND g.level = m.level AND g.gold_node = m.node_id
 ), soft_sq AS (
     SELECT item_idx, level, sum(q * q) AS q_sq FROM _soft GROUP BY ALL
-), soft_dot AS (
-    SELECT m.item_idx, m.model, m.level, sum(m.p * s.q) AS pq
-    FROM _pred_mass m JOIN _soft s USING (item_idx, level, node_id) GROUP BY ALL
+), scored AS (
+    SELECT m.item_idx, m.model, m.level, arg_max(m.node_id, m.p) AS top_node, max(m.p) AS conf,
+           arg_max(coalesce(s.q, 0), m.p) AS top_q, sum(m.p * m.p) AS sum_sq,
+           coalesce(sum(m.p) FILTER (WHERE m.node_id = g.gold_node), 0) AS gold_p,
+           coalesce(sum(m.p * s.q), 0) AS pq, any_value(g.gold_node) AS gold_node
+    FROM _pred_mass m
+    LEFT JOIN gold g USING (item_idx, level)
+    LEFT JOIN _soft s USING (item_idx, level, node_id)
+    GROUP BY m.item_idx, m.model, m.level
 )
 SELECT t.item_idx, t.model, t.level, t.top_node, t.conf,
-       g.gold_node,
-       CASE WHEN g.gold_node IS NOT NULL THEN (t.top_node = g.gold_node)::DOUBLE END AS gold_hit,
-       CASE WHEN g.gold_node IS NOT NULL THEN t.sum_sq - 2 * coalesce(gp.p, 0) + 1 END AS gold_brier,
-       CASE WHEN sq.item_idx IS NOT NULL THEN coalesce(st.q, 0) END AS soft_hit,
-       CASE WHEN sq.item_idx IS NOT NULL THEN t.sum_sq - 2 * coalesce(sd.pq, 0) + sq.q_sq END AS soft_brier
-FROM top t
-LEFT JOIN gold g USING (item_idx, level)
-LEFT JOIN gold_p gp USING (item_idx, model, level)
+       t.gold_node,
+       CASE WHEN t.gold_node IS NOT NULL THEN (t.top_node = t.gold_node)::DOUBLE END AS gold_hit,
+       CASE WHEN t.gold_node IS NOT NULL THEN t.sum_sq - 2 * t.gold_p + 1 END AS gold_brier,
+       CASE WHEN sq.item_idx IS NOT NULL THEN t.top_q END AS soft_hit,
+       CASE WHEN sq.item_idx IS NOT NULL THEN t.sum_sq - 2 * t.pq + sq.q_sq END AS soft_brier
+FROM scored t
 LEFT JOIN soft_sq sq USING (item_idx, level)
-LEFT JOIN soft_dot sd USING (item_idx, model, level)
-LEFT JOIN _soft st ON st.item_idx = t.item_idx AND st.level = t.level AND st.node_id = t.top_node
 """
 
 TABLE_COLUMNS = [

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from queries import soft_labels
+from queries import soft_labels, tree_view
 from queries.errors import LabelgovError
 from queries.filters import Filters
 
@@ -67,7 +67,10 @@ TOP_N = 1000
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Rank the unfiltered list once per sort; a global ranking, so always in full."""
+    """Rank the unfiltered list once per sort; a global ranking, so always in full.
+
+    The label-tree page's stored children confusion (where answers on one item split) is written here too:
+    the tree view has no step of its own."""
     con.execute("DROP TABLE IF EXISTS " + TOP)
     has_ds = soft_labels.table_exists(con, "d_ds_items")
     frames = [
@@ -82,6 +85,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
             con.execute("CREATE TABLE " + TOP + " AS SELECT * FROM _top")  # noqa: S608 - fixed table name
         finally:
             con.unregister("_top")
+    tree_view.refresh_step(con, ctx)
     return "full"
 
 

@@ -67,8 +67,7 @@ def _plurality(
     item: npt.NDArray[np.int64], label: npt.NDArray[np.int64], n_items: int, n_labels: int, rng: np.random.Generator
 ) -> npt.NDArray[np.int64]:
     """Most frequent label per item; ties broken at random so that k=2 is not biased to tree order."""
-    counts = np.zeros((n_items, n_labels))
-    np.add.at(counts, (item, label), 1.0)
+    counts = np.bincount(item * n_labels + label, minlength=n_items * n_labels).reshape(n_items, n_labels)
     return (counts + rng.random(counts.shape) * 0.5).argmax(axis=1)
 
 

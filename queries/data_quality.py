@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from queries import soft_labels
+from queries import overview, soft_labels
 from queries.filters import Filters
 
 if TYPE_CHECKING:
@@ -96,7 +96,11 @@ def _source_top(pred: str) -> str:
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Materialise the unfiltered checks; medians and cross-split groups are global, so always in full."""
+    """Materialise the unfiltered checks; medians and cross-split groups are global, so always in full.
+
+    The overview page's own stored numbers (tiles, weekly trends) are written here too, beside its checks:
+    the overview module has no step of its own, and this one runs after the Dawid-Skene and escalation
+    steps that those numbers read."""
     con.execute("CREATE OR REPLACE TABLE d_dq_duplicates AS " + DUPLICATES)
     con.execute("CREATE OR REPLACE TABLE d_dq_annotators AS " + _per_annotator("TRUE"))
     con.execute("CREATE OR REPLACE TABLE d_dq_source_top AS " + _source_top("TRUE"))
@@ -105,6 +109,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         con.execute("CREATE OR REPLACE TABLE d_dq_missing AS SELECT * FROM _missing")
     finally:
         con.unregister("_missing")
+    overview.refresh_step(con, ctx)
     return "full"
 
 
@@ -118,10 +123,17 @@ def cross_split_duplicates(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Dat
     A group is listed when at least one of its items is within the filters.
     """
     groups = "d_dq_duplicates" if soft_labels.table_exists(con, "d_dq_duplicates") else "(" + DUPLICATES + ")"
+    if f.is_empty():
+        return con.execute(
+            "SELECT g.* FROM " + groups + " g ORDER BY g.kind DESC, g.n_items DESC, g.key"  # noqa: S608 - fixed SQL fragments
+        ).df()[DUPLICATE_COLUMNS]
+    # Unnest the groups' few items and semi-join them with the scope: comparing every group's list with a
+    # list of every in-scope item costs a list search per group.
     scope, params = _scope_items(f)
-    keep = "TRUE" if f.is_empty() else "list_has_any(g.items, (SELECT list(item_id) FROM (" + scope + ")))"  # noqa: S608
     return con.execute(
-        "SELECT g.* FROM " + groups + " g WHERE " + keep + " "  # noqa: S608 - fixed SQL fragments
+        "WITH hit AS (SELECT DISTINCT u.kind, u.key FROM (SELECT kind, key, unnest(items) AS item_id FROM "  # noqa: S608 - fixed SQL fragments
+        + groups + ") u WHERE u.item_id IN (" + scope + ")) "
+        "SELECT g.* FROM " + groups + " g SEMI JOIN hit USING (kind, key) "
         "ORDER BY g.kind DESC, g.n_items DESC, g.key",
         params,
     ).df()[DUPLICATE_COLUMNS]

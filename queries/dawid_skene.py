@@ -6,7 +6,9 @@ and a dense ``responses x classes`` table of confusion probabilities ``e[(w, l),
 truth c)``. Both EM steps are then one sparse-by-dense product each: the E-step sums, per item, the log
 confusion rows of its answers (``A @ log e``) and the M-step sums, per response, the posteriors of the
 items that received it (``A.T @ posteriors``). Nothing of size answers x classes is ever materialised,
-so memory stays linear in answers plus items x classes.
+so memory stays linear in answers plus items x classes. The E-step runs over blocks of items, shared
+out over threads (scipy's products and numpy's ufuncs release the GIL), so that each block's
+log-likelihoods stay in cache while they are normalised.
 
 The update order, smoothing and stopping rule follow crowd-kit's ``DawidSkene`` and
 ``OneCoinDawidSkene`` exactly (initialisation from majority-vote shares, class priors as the mean
@@ -29,6 +31,8 @@ their coarse answers carry no evidence.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +44,12 @@ from queries.errors import LabelgovError
 
 EPS = 1e-10
 SHORT_ROWS = 16
+# Items per E-step block: 8192 rows of 44 float32 classes are 1.4 MB, which stays in cache through the
+# normalisation passes.
+BLOCK_ROWS = 8192
+# Items per part of the M-step product, which the threads share; small fits are one part.
+PART_ROWS = 1 << 18
+MAX_THREADS = 4
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -102,9 +112,31 @@ def _row_reduce(op: np.ufunc, x: npt.NDArray[np.floating]) -> npt.NDArray[np.flo
     return functools.reduce(op, (x[:, c] for c in range(1, x.shape[1])), x[:, 0].copy())
 
 
-def _class_means(post: npt.NDArray[np.floating]) -> FloatArray:
-    """Column means as one matrix-vector product; a float64 reduction over a tall float32 matrix is slower."""
-    return (np.ones(post.shape[0], dtype=post.dtype) @ post).astype(np.float64) / post.shape[0]
+@dataclass(frozen=True)
+class _Block:
+    """Rows ``start:stop`` of the item-by-response matrix, sharing its arrays."""
+
+    start: int
+    stop: int
+    matrix: sparse.csr_matrix
+
+
+def _row_blocks(a: sparse.csr_matrix, rows: int) -> list[_Block]:
+    """Consecutive row blocks of ``a`` as views on its index and data arrays (no copy)."""
+    out = []
+    for start in range(0, a.shape[0], max(rows, 1)):
+        stop = min(start + rows, a.shape[0])
+        lo, hi = a.indptr[start], a.indptr[stop]
+        view = sparse.csr_matrix(
+            (a.data[lo:hi], a.indices[lo:hi], a.indptr[start : stop + 1] - lo), shape=(stop - start, a.shape[1])
+        )
+        out.append(_Block(start, stop, view))
+    return out
+
+
+def _threads() -> int:
+    """Cores this process may use, capped: the products are bound by memory bandwidth beyond a few."""
+    return max(1, min(MAX_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
 
 def _gold_positions(
@@ -153,7 +185,8 @@ class _Model:
         gold: tuple[IntArray, IntArray],
     ) -> None:
         self.k = n_classes
-        self.gold_pos, self.gold_cls = gold
+        order = np.argsort(gold[0], kind="stable")  # sorted, so that each block finds its gold by bisection
+        self.gold_pos, self.gold_cls = gold[0][order], gold[1][order]
         pair_keys, pair = _dense(ann * n_labels + label)
         self.n_items = int(item.max()) + 1
         self.pair_ann = pair_keys // n_labels
@@ -163,9 +196,8 @@ class _Model:
         ones = np.ones(item.size, dtype=np.float32)
         self.a = sparse.csr_matrix((ones, (item, pair)), shape=(self.n_items, self.n_pairs))
         self.a.sum_duplicates()
-        # The transpose stays a CSC view: its product scatters into the small response table while
-        # reading the posteriors in item order, several times faster than gathering them per response.
-        self.at = self.a.T
+        self.blocks = _row_blocks(self.a, BLOCK_ROWS)
+        self.parts = _row_blocks(self.a, PART_ROWS)
         self.n_answers = item.size
         # Responses are sorted by annotator, so each annotator's rows are one contiguous block.
         self.ann_start = np.flatnonzero(np.r_[True, self.pair_ann[1:] != self.pair_ann[:-1]])
@@ -178,24 +210,35 @@ class _Model:
             np.int64
         )
 
-    def m_step(self, post: Float32Array) -> tuple[Float32Array, Float32Array, Float32Array]:
-        """Posterior counts per response, the confusion table from them, and its log.
+    def m_step(self, counts: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """The confusion table from the posterior counts per response, and its log.
 
         The table has a row per (annotator, label) seen, so with many annotators and leaves it is as
-        large as the posterior matrix; float32 keeps its clip, normalisation and log cheap.
+        large as a block of the posterior matrix; float32 keeps its clip, normalisation and log cheap.
         """
-        counts = self.at @ post
         clipped = np.maximum(counts, np.float32(EPS))
         totals = np.add.reduceat(clipped, self.ann_start, axis=0)
         conf = np.divide(clipped, totals[self.pair_ann], out=clipped)
         if self.one_coin_leaf.size or self.one_coin_coarse.size:
-            skill = self.skills(counts)[self.pair_ann]
+            skill = self.skills(counts)[self.pair_ann[self.one_coin_leaf]]
             rows = self.one_coin_leaf
-            block = np.repeat(((1.0 - skill[rows]) / max(self.k - 1, 1))[:, None], self.k, axis=1)
-            block[np.arange(rows.size), self.pair_label[rows]] = skill[rows]
-            conf[rows] = np.clip(block, EPS, 1.0 - EPS)
+            # Clipping the two values a one-coin row holds equals clipping the row, without a rows x K pass.
+            conf[rows] = np.clip((1.0 - skill) / max(self.k - 1, 1), EPS, 1.0 - EPS)[:, None]
+            conf[rows, self.pair_label[rows]] = np.clip(skill, EPS, 1.0 - EPS)
             conf[self.one_coin_coarse] = 1.0
-        return counts, conf, np.log(conf)
+        return conf, np.log(conf)
+
+    def counts(self, post: Float32Array, pool: ThreadPoolExecutor) -> Float32Array:
+        """Posterior mass per response and class, ``A.T @ post``, summed over parts of the items.
+
+        The parts are fixed by the data, not by the number of threads, so that the float32 sums and
+        therefore the fit are the same on every machine.
+
+        Each part's transpose is a CSC view: its product scatters into the small response table while
+        reading the posteriors in item order, several times faster than gathering them per response.
+        """
+        parts = pool.map(lambda h: h.matrix.T @ post[h.start : h.stop], self.parts)
+        return functools.reduce(np.add, parts)
 
     def skills(self, counts: Float32Array) -> FloatArray:
         """Per annotator: posterior mass on the label they gave, averaged over their leaf answers."""
@@ -207,28 +250,53 @@ class _Model:
         )
         return hit / np.maximum(self.leaf_answers, 1)
 
-    def e_step(self, log_conf: Float32Array, priors: FloatArray, out: Float32Array) -> tuple[Float32Array, float]:
-        """Posteriors (gold items fixed at their gold class) and their summed entropy.
+    def e_step(
+        self, log_conf: Float32Array, priors: FloatArray, post: Float32Array, pool: ThreadPoolExecutor
+    ) -> tuple[FloatArray, float]:
+        """Posteriors written over ``post`` (gold items fixed at their gold class), the new class priors
+        (mean posterior) and the posteriors' summed entropy.
 
-        The previous posteriors are no longer needed, so the new ones overwrite them in ``out``: at ten
-        million answers that is a few hundred MB that need not be held twice.
+        The work goes block by block of items so that each block's log-likelihoods stay in cache through
+        the normalisation, and the blocks are shared out over threads (scipy and numpy release the GIL).
+        Overwriting the previous posteriors saves holding a few hundred MB twice at ten million answers.
         """
-        log_lik = np.asarray(self.a @ log_conf)
-        log_lik += np.log(np.maximum(priors, EPS)).astype(np.float32)
-        log_lik -= _row_reduce(np.maximum, log_lik)[:, None]
-        post = np.exp(log_lik, out=out)
-        total = _row_reduce(np.add, post)
-        post /= total[:, None]
-        # -sum p log p with log p = log_lik - log(total), and sum p = 1.
-        row_entropy = np.log(total) - np.einsum("tk,tk->t", post, log_lik)
-        self.clamp(post)
-        row_entropy[self.gold_pos] = 0.0
-        return post, float(row_entropy.sum(dtype=np.float64))
+        log_prior = np.log(np.maximum(priors, EPS)).astype(np.float32)
 
-    def clamp(self, post: Float32Array) -> None:
-        """Items with a known class get that class with certainty, as crowd-kit's ``true_labels`` do."""
-        post[self.gold_pos] = 0.0
-        post[self.gold_pos, self.gold_cls] = 1.0
+        def block(b: _Block) -> tuple[Float32Array, float]:
+            log_lik = b.matrix @ log_conf
+            log_lik += log_prior
+            log_lik -= _row_reduce(np.maximum, log_lik)[:, None]
+            out = np.exp(log_lik, out=post[b.start : b.stop])
+            total = _row_reduce(np.add, out)
+            out /= total[:, None]
+            # -sum p log p with log p = log_lik - log(total), and sum p = 1.
+            row_entropy = np.log(total) - np.einsum("tk,tk->t", out, log_lik)
+            lo, hi = np.searchsorted(self.gold_pos, (b.start, b.stop))
+            local = self.gold_pos[lo:hi] - b.start
+            row_entropy[local] = 0.0
+            out[local] = 0.0
+            out[local, self.gold_cls[lo:hi]] = 1.0
+            return np.ones(out.shape[0], dtype=out.dtype) @ out, float(row_entropy.sum(dtype=np.float64))
+
+        sums, entropies = zip(*pool.map(block, self.blocks), strict=True)
+        priors = functools.reduce(np.add, sums).astype(np.float64) / self.n_items
+        return priors, float(sum(entropies))
+
+    def start(self, spread: FloatArray, post: Float32Array, pool: ThreadPoolExecutor) -> FloatArray:
+        """Majority-vote shares (coarse answers spread over their leaves) into ``post``; returns the priors."""
+        votes_per_pair = spread[self.pair_label]
+
+        def block(b: _Block) -> Float32Array:
+            votes = b.matrix @ votes_per_pair
+            out = post[b.start : b.stop]
+            out[:] = votes / votes.sum(axis=1, keepdims=True)
+            lo, hi = np.searchsorted(self.gold_pos, (b.start, b.stop))
+            local = self.gold_pos[lo:hi] - b.start
+            out[local] = 0.0
+            out[local, self.gold_cls[lo:hi]] = 1.0
+            return np.ones(out.shape[0], dtype=out.dtype) @ out
+
+        return functools.reduce(np.add, pool.map(block, self.blocks)).astype(np.float64) / self.n_items
 
     def loss(self, counts: Float32Array, log_conf: Float32Array, priors: FloatArray, entropy: float) -> float:
         """Evidence lower bound per answer, as crowd-kit computes it (the prior is counted per answer)."""
@@ -308,22 +376,22 @@ def dawid_skene(
     model = _Model(item_pos, ann_pos, label, n_labels, k, coin, _gold_positions(item_ids, gold, k))
     del item_pos, ann_pos
 
-    votes = np.asarray(model.a @ spread_m[model.pair_label])
-    post = (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
-    model.clamp(post)
-    priors = _class_means(post)
-    counts, conf, log_conf = model.m_step(post)
+    post = np.empty((model.n_items, k), dtype=np.float32)
     loss = -np.inf
     history: list[float] = []
-    for _ in range(n_iter):
-        post, entropy = model.e_step(log_conf, priors, out=post)
-        priors = _class_means(post)
-        counts, conf, log_conf = model.m_step(post)
-        new_loss = model.loss(counts, log_conf, priors, entropy)
-        history.append(new_loss)
-        if new_loss - loss < tol:
-            break
-        loss = new_loss
+    with ThreadPoolExecutor(_threads()) as pool:
+        priors = model.start(spread_m, post, pool)
+        counts = model.counts(post, pool)
+        conf, log_conf = model.m_step(counts)
+        for _ in range(n_iter):
+            priors, entropy = model.e_step(log_conf, priors, post, pool)
+            counts = model.counts(post, pool)
+            conf, log_conf = model.m_step(counts)
+            new_loss = model.loss(counts, log_conf, priors, entropy)
+            history.append(new_loss)
+            if new_loss - loss < tol:
+                break
+            loss = new_loss
     skill = model.skills(counts)
     accuracy = np.where(model.leaf_answers > 0, skill, np.nan)
     return DSResult(

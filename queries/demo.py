@@ -35,6 +35,7 @@ from queries.demo_world import (
     make_items,
 )
 from queries.errors import LabelgovError
+from queries.results import first_row
 from queries.taxonomy import store_tree
 
 TRUTH_TABLE = "demo_truth"
@@ -220,7 +221,7 @@ def _refuse_overwrite(path: Path, force: bool) -> None:
         Path(f"{path}.wal").unlink(missing_ok=True)
         return
     with connect(path, read_only=True) as con:
-        rows = [con.execute("SELECT count(*) FROM " + table).fetchone() for table in NON_EMPTY_CHECK]  # noqa: S608 - fixed allow-list
+        rows = [first_row(con.execute("SELECT count(*) FROM " + table)) for table in NON_EMPTY_CHECK]  # noqa: S608 - fixed allow-list
     if any(row and row[0] for row in rows):
         raise LabelgovError(
             f"{path} already holds a warehouse with data; pass --force to replace it with the demo, "

@@ -19,6 +19,7 @@ from queries import demo_config as cfg
 from queries.demo_labels import GUIDELINES, STAGES, TRIGGERS, Labels
 from queries.demo_model import Predictions
 from queries.demo_world import END_S, Annotators, Items, TreeIndex
+from queries.results import first_row
 
 START_US = np.datetime64(datetime.combine(cfg.START, datetime.min.time()), "us")
 BATCH_TABLES = ("items", "annotators", "annotations", "gold_labels", "predictions", "escalations")
@@ -87,7 +88,7 @@ def open_batches(con: duckdb.DuckDBPyConnection, config: cfg.DemoConfig, tree_ve
     There is no file to fingerprint, so the sha256 is that of the recipe (seed, size, events), which
     reproduces the rows exactly.
     """
-    row = con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches"))
     first = (int(row[0]) if row else 0) + 1
     batches = {table: first + i for i, table in enumerate(BATCH_TABLES)}
     recipe = f"labelgov-demo seed={config.seed} items={config.items} events={config.events}"

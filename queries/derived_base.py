@@ -1,9 +1,12 @@
 """The base derived tables every analysis reads.
 
-``d_answers`` is the annotation fact table denormalised once at refresh: each answer with its node's
-lineage (root-first ids, so the ancestor at depth L is ``lineage[L]``), its item's and annotator's
-attributes and dense integer indices for the vectorised statistics. Page queries then scan one table
-instead of joining four; the branch filter (an item-level property) is a semi-join on ``d_items``.
+``d_answers`` is the annotation fact table denormalised once at refresh: each answer with its node's depth,
+its item's and annotator's attributes and dense integer indices for the vectorised statistics. Page
+queries then scan one table instead of joining four; the branch filter (an item-level property) is a
+semi-join on ``d_items``. A node's lineage (root-first ids, the ancestor at depth L is ``lineage[L]``)
+lives once per node in ``d_nodes``: a query that needs ancestors joins it on (tree_version, node_id), a
+hash join against a few hundred rows, instead of every answer carrying a copy of the list, which cost a
+third of writing the table.
 
 Every answer and gold label is seen "as of" one tree version (the latest unless `labelgov refresh
 --as-of V` chose another): historical answers are mapped through the recorded migrations, so periods
@@ -59,7 +62,7 @@ D_ANSWERS = """
 CREATE OR REPLACE TABLE d_answers AS
 SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
        n.tree_version, n.node_id, a.tree_version AS source_version, a.node_id AS source_node_id,
-       n.depth, n.is_leaf, n.lineage,
+       n.depth, n.is_leaf,
        a.stage, a.created_at, date_trunc('week', a.created_at) AS week,
        a.duration_s, a.cost, a.confidence, a.guideline_version, a.batch_id,
        i.source, i.segment, i.split,
@@ -91,7 +94,9 @@ SELECT x.item_id, b.item_idx, i.source, i.segment, i.split, i.created_at, i.cont
 FROM best b
 JOIN d_item_index x USING (item_idx)
 JOIN d_nodes n ON n.tree_version = ? AND n.node_id = b.node_id
-LEFT JOIN (SELECT DISTINCT ON (item_id) * FROM items) i USING (item_id)
+LEFT JOIN (
+    SELECT DISTINCT ON (item_id) item_id, source, segment, split, created_at, content_hash FROM items
+) i USING (item_id)
 """
 
 

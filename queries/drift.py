@@ -154,8 +154,22 @@ def drift_matrix(
         raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
     if window != "week":
         return _matrix(con, f, window, reference_weeks).sort_values(metric, ascending=False, ignore_index=True)
-    frame = _stored_or_live(con, f, reference_weeks, "matrix", lambda: _matrix(con, f, window, reference_weeks))
+    if _no_window_after_reference(f, reference_weeks):
+        frame = _matrix_from(None, None)
+    else:
+        frame = _stored_or_live(con, f, reference_weeks, "matrix", lambda: _matrix(con, f, window, reference_weeks))
     return frame.sort_values(metric, ascending=False, ignore_index=True)
+
+
+def _no_window_after_reference(f: Filters, reference_weeks: int) -> bool:
+    """True when the date filter is too short for any window to start after the reference: the reference
+    starts at the week of the first answer in scope, which is no earlier than the week of ``f.start``, and
+    no answer in scope is later than the week of ``f.end``; every comparison is then empty, without a scan."""
+    if f.start is None or f.end is None:
+        return False
+    first = pd.Timestamp(f.start).to_period("W-SUN").start_time
+    last = pd.Timestamp(f.end).to_period("W-SUN").start_time
+    return last < first + pd.Timedelta(weeks=reference_weeks)
 
 
 def _stored_or_live(
@@ -400,9 +414,10 @@ def _agreement_drift(
 
 
 CONFIDENCE = """
-SELECT a.lineage[1] AS branch, a.week, count(a.confidence) AS n, avg(a.confidence) AS mean,
+SELECT n.lineage[1] AS branch, a.week, count(a.confidence) AS n, avg(a.confidence) AS mean,
        coalesce(var_samp(a.confidence), 0) AS var
-FROM d_answers a WHERE a.confidence IS NOT NULL AND {P} GROUP BY ALL
+FROM d_answers a JOIN d_nodes n ON n.tree_version = a.tree_version AND n.node_id = a.node_id
+WHERE a.confidence IS NOT NULL AND {P} GROUP BY ALL
 """
 CONFIDENCE_COLUMNS = ["branch", "week", "mean", "reference_mean", "change", "effect_size", "p_value", "p_adjusted", "n"]
 
@@ -533,13 +548,17 @@ def tree_version_changes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return frame.reset_index(drop=True)[["tree_version", "week", "label"]]
 
 
+def _no_alerts() -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in ALERT_COLUMNS})
+
+
 def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series) -> pd.DataFrame:
     """One alert per (subject, metric): dated at its first alerting window, with the largest size and the
     number of windows that alert."""
     hit = frame.assign(size=size)
     hit = hit[(hit["p_adjusted"] < ALERT_P) & (hit["size"] >= ALERT_SIZE[metric])]
     if hit.empty:
-        return pd.DataFrame({c: [] for c in ALERT_COLUMNS})
+        return _no_alerts()
     grouped = hit.sort_values("week").groupby(subject, sort=False)
     return pd.DataFrame(
         {
@@ -579,6 +598,8 @@ def drift_alerts(
     con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 20, reference_weeks: int = REFERENCE_WEEKS
 ) -> pd.DataFrame:
     """Every alerting drift in ranked order (see the module notes), at most ``limit``."""
+    if _no_window_after_reference(f, reference_weeks):
+        return _no_alerts()
     alerts = _stored_or_live(con, f, reference_weeks, "alerts", lambda: _alerts(con, _frames(con, f, reference_weeks)))
     return alerts[ALERT_COLUMNS].head(limit).reset_index(drop=True)
 

@@ -11,18 +11,11 @@ yet, onto their nearest ancestor V knows (marked not automatic). Analytics join 
 
 from __future__ import annotations
 
-from typing import Any
-
 import duckdb
 import pandas as pd
 
 from queries.errors import LabelgovError
-
-
-def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
-    """The first row, reading the result to its end: DuckDB refuses new work while a result is unfinished."""
-    rows = result.fetchall()
-    return rows[0] if rows else None
+from queries.results import first_row
 
 
 def require_version(con: duckdb.DuckDBPyConnection, version: int) -> str:
@@ -65,33 +58,25 @@ def diff_versions(con: duckdb.DuckDBPyConnection, old: int, new: int) -> pd.Data
              b AS (SELECT * FROM tree_nodes WHERE tree_version = ?),
              j AS (SELECT coalesce(b.node_id, a.node_id) AS node_id, coalesce(b.ordinal, a.ordinal) AS ordinal,
                           a.node_id IS NULL AS added, b.node_id IS NULL AS missing,
-                          a.title AS a_title, b.title AS b_title, a.parent_id AS a_parent, b.parent_id AS b_parent,
-                          a.status AS a_status, b.status AS b_status,
-                          array_to_string(a.codes, ',') AS a_codes, array_to_string(b.codes, ',') AS b_codes,
-                          a.guideline AS a_guide, b.guideline AS b_guide,
-                          a.description AS a_desc, b.description AS b_desc,
-                          a.replaced_by AS a_repl, b.replaced_by AS b_repl,
-                          array_to_string(a.consider, ',') AS a_cons, array_to_string(b.consider, ',') AS b_cons
+                          a.title AS a_title, b.title AS b_title,
+                          -- every compared field once, as (change, before, after), lists joined with commas
+                          [{'change': 'title', 'before': a.title, 'after': b.title},
+                           {'change': 'parent', 'before': a.parent_id, 'after': b.parent_id},
+                           {'change': 'status', 'before': a.status, 'after': b.status},
+                           {'change': 'codes', 'before': array_to_string(a.codes, ','),
+                            'after': array_to_string(b.codes, ',')},
+                           {'change': 'guideline', 'before': a.guideline, 'after': b.guideline},
+                           {'change': 'description', 'before': a.description, 'after': b.description},
+                           {'change': 'replaced_by', 'before': a.replaced_by, 'after': b.replaced_by},
+                           {'change': 'consider', 'before': array_to_string(a.consider, ','),
+                            'after': array_to_string(b.consider, ',')}] AS fields
                    FROM a FULL OUTER JOIN b USING (node_id)),
              changes AS (
                  SELECT node_id, ordinal, 'added' AS change, NULL AS before, b_title AS after FROM j WHERE added
                  UNION ALL SELECT node_id, ordinal, 'missing', a_title, NULL FROM j WHERE missing
-                 UNION ALL SELECT node_id, ordinal, 'title', a_title, b_title FROM j
-                     WHERE NOT added AND NOT missing AND a_title IS DISTINCT FROM b_title
-                 UNION ALL SELECT node_id, ordinal, 'parent', a_parent, b_parent FROM j
-                     WHERE NOT added AND NOT missing AND a_parent IS DISTINCT FROM b_parent
-                 UNION ALL SELECT node_id, ordinal, 'status', a_status, b_status FROM j
-                     WHERE NOT added AND NOT missing AND a_status IS DISTINCT FROM b_status
-                 UNION ALL SELECT node_id, ordinal, 'codes', a_codes, b_codes FROM j
-                     WHERE NOT added AND NOT missing AND a_codes IS DISTINCT FROM b_codes
-                 UNION ALL SELECT node_id, ordinal, 'guideline', a_guide, b_guide FROM j
-                     WHERE NOT added AND NOT missing AND a_guide IS DISTINCT FROM b_guide
-                 UNION ALL SELECT node_id, ordinal, 'description', a_desc, b_desc FROM j
-                     WHERE NOT added AND NOT missing AND a_desc IS DISTINCT FROM b_desc
-                 UNION ALL SELECT node_id, ordinal, 'replaced_by', a_repl, b_repl FROM j
-                     WHERE NOT added AND NOT missing AND a_repl IS DISTINCT FROM b_repl
-                 UNION ALL SELECT node_id, ordinal, 'consider', a_cons, b_cons FROM j
-                     WHERE NOT added AND NOT missing AND a_cons IS DISTINCT FROM b_cons)
+                 UNION ALL SELECT node_id, ordinal, f.change, f.before, f.after
+                     FROM (SELECT node_id, ordinal, unnest(fields) AS f FROM j WHERE NOT added AND NOT missing)
+                     WHERE f.before IS DISTINCT FROM f.after)
         SELECT node_id, change, before, after FROM changes ORDER BY ordinal, node_id, change
         """,
         [old, new],

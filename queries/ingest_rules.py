@@ -234,14 +234,18 @@ def _probability_checks(field: str) -> list[Check]:
 
 
 def _case(checks: list[Check], pick: str) -> str:
-    """``CASE failed WHEN 1 THEN <reason or message of check 1> ... END``."""
+    """``CASE failed WHEN 1 THEN <reason or message of check 1> ... END``, for failed rows only.
+
+    The outer test matters for speed: a NULL ``failed`` matches no WHEN, so without it every one of the
+    comparisons would run over every accepted row.
+    """
     parts = []
     for number, check in enumerate(checks, start=1):
         value = getattr(check, pick)
         if pick == "reason":
             value = "reader_reason" if check.reason == "reader" else "'" + check.reason + "'"
         parts.append("WHEN " + str(number) + " THEN " + value)
-    return "CASE failed " + " ".join(parts) + " END"
+    return "CASE WHEN failed IS NOT NULL THEN CASE failed " + " ".join(parts) + " END END"
 
 
 def _node_sql(kind: Kind) -> str:

@@ -19,6 +19,7 @@ import duckdb
 from queries.errors import LabelgovError
 from queries.ingest_fields import KIND_FIELDS, Kind
 from queries.ingest_readers import RAW_TABLE, RawField, Source, duckdb_failure
+from queries.results import first_row
 
 # field -> what the export calls it, for messages
 LS_FIELDS = {
@@ -117,7 +118,7 @@ def open_label_studio(
                 f"{str(exc).strip().splitlines()[0]}; for JSON Lines name the file .jsonl or pass --format jsonl"
             ) from exc
         raise duckdb_failure(path, "labelstudio", exc) from exc
-    row = con.execute("SELECT count(*) FROM " + RAW_TABLE).fetchone()  # noqa: S608 - fixed table name
+    row = first_row(con.execute("SELECT count(*) FROM " + RAW_TABLE))  # noqa: S608 - fixed table name
     if not row or row[0] == 0:
         raise LabelgovError(
             f"{path}: holds no annotations; export the Label Studio project as JSON after annotating"

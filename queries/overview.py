@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 from pydantic import BaseModel
 
-from queries import agreement, escalation, soft_labels
+from queries import agreement, soft_labels
 from queries.filters import Filters
 from queries.governance_store import OPEN_STATUSES
 from queries.results import first_row
+
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
 
 DEFAULT_DAYS = 28
 TREND_COLUMNS = ["week", "items", "annotations", "cost_per_item", "estimated_accuracy", "escalation_rate"]
@@ -89,19 +93,29 @@ def _ds_items(con: duckdb.DuckDBPyConnection) -> str:
     return "(SELECT 0 AS item_idx, NULL::DOUBLE AS ds_p WHERE FALSE)"
 
 
-def _volume(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[int, int, float | None, float | None]:
-    """Items, answers, spend per item and the mean Dawid-Skene confidence of the items' labels."""
+def _outcomes(con: duckdb.DuckDBPyConnection) -> str:
+    """Whether each item was escalated, or an empty relation before the escalation step has run."""
+    if soft_labels.table_exists(con, "d_item_outcomes"):
+        return "(SELECT item_idx, escalated FROM d_item_outcomes)"
+    return "(SELECT 0 AS item_idx, NULL::BOOLEAN AS escalated WHERE FALSE)"
+
+
+def _volume(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[int, int, float | None, float | None, int, int]:
+    """Items, answers, spend per item, the mean Dawid-Skene confidence of the items' labels, and the items
+    with an escalation outcome and the escalated ones among them, in one pass over the answers."""
     where, params = f.where("a")
     row = first_row(con.execute(
         "WITH s AS (SELECT a.item_idx, count(*) AS n, sum(a.cost) AS cost FROM d_answers a WHERE "  # noqa: S608 - predicate from Filters.where, fixed relations
         + where + " GROUP BY a.item_idx) "
-        "SELECT count(*), coalesce(sum(s.n), 0), sum(s.cost) / nullif(count(*), 0), avg(d.ds_p) "
-        "FROM s LEFT JOIN " + _ds_items(con) + " d USING (item_idx)",
+        "SELECT count(*), coalesce(sum(s.n), 0), sum(s.cost) / nullif(count(*), 0), avg(d.ds_p), "
+        "count(o.item_idx), count(*) FILTER (WHERE o.escalated) "
+        "FROM s LEFT JOIN " + _ds_items(con) + " d USING (item_idx) "
+        "LEFT JOIN " + _outcomes(con) + " o USING (item_idx)",
         params,
     ))
     if row is None:
-        return 0, 0, None, None
-    return int(row[0]), int(row[1]), _clean(row[2]), _clean(row[3])
+        return 0, 0, None, None, 0, 0
+    return int(row[0]), int(row[1]), _clean(row[2]), _clean(row[3]), int(row[4]), int(row[5])
 
 
 def open_proposals(con: duckdb.DuckDBPyConnection) -> int:
@@ -113,12 +127,14 @@ def open_proposals(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _numbers(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, float | None]:
-    items, answers, cost, accuracy = _volume(con, f)
+    items, answers, cost, accuracy, outcomes, escalated = _volume(con, f)
     if items == 0:
         return {"items": 0, "annotations": 0, "alpha": None, "estimated_accuracy": None,
                 "escalation_rate": None, "cost_per_item": None}
+    # escalation.escalation_summary's rate over the same items (those with an answer in scope), without
+    # the rest of that summary.
     has_outcomes = soft_labels.table_exists(con, "d_item_outcomes")
-    rate = escalation.escalation_summary(con, f).escalation_rate if has_outcomes else None
+    rate = (escalated / outcomes if outcomes else 0.0) if has_outcomes else None
     return {
         "items": items,
         "annotations": answers,
@@ -142,15 +158,21 @@ TILES: tuple[tuple[str, str, str, str], ...] = (
 
 def overview(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
     """Tiles for the period and the previous one; open proposals are a count now, with no previous value."""
-    period = period_of(con, f)
     proposals = float(open_proposals(con))
     proposal_tile = Tile(
         key="open_proposals", label="Open change proposals", value=proposals, previous=None, kind="count",
         help="Tree change proposals waiting for review, approval or application.",
     )
+    result = _stored_tiles(con) if f.is_empty() and soft_labels.table_exists(con, TILES_TABLE) else _tiles(con, f)
+    return Overview(period=result.period, tiles=[*result.tiles, proposal_tile])
+
+
+def _tiles(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
+    """The period's tiles (without open proposals) computed from the answers."""
+    period = period_of(con, f)
     if period is None:
         empty = [Tile(key=k, label=lbl, value=None, previous=None, kind=kind, help=h) for k, lbl, kind, h in TILES]
-        return Overview(period=None, tiles=[*empty, proposal_tile])
+        return Overview(period=None, tiles=empty)
     now = _numbers(con, _within(f, period.start, period.end))
     before = _numbers(con, _within(f, period.previous_start, period.previous_end))
     had_data = before["items"] not in (0, None)
@@ -158,13 +180,72 @@ def overview(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
         Tile(key=k, label=lbl, value=now[k], previous=before[k] if had_data else None, kind=kind, help=h)
         for k, lbl, kind, h in TILES
     ]
-    return Overview(period=period, tiles=[*tiles, proposal_tile])
+    return Overview(period=period, tiles=tiles)
+
+
+# The unfiltered overview and weekly trends, kept at refresh: the page everyone opens first would otherwise
+# scan every answer several times. Alpha per week is not kept here: the agreement step stores it.
+TILES_TABLE = "d_overview_tiles"
+WEEKLY_TABLE = "d_overview_weekly"
+PERIOD_FIELDS = ("start", "end", "previous_start", "previous_end")
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Global numbers (the period ends at the newest answer), so always in full; reads the Dawid-Skene and
+    escalation outcome tables, so it runs after their steps."""
+    result = _tiles(con, Filters())
+    period = result.period.model_dump() if result.period is not None else dict.fromkeys(PERIOD_FIELDS)
+    tiles = pd.DataFrame(
+        {
+            "key": [t.key for t in result.tiles],
+            "value": pd.Series([t.value for t in result.tiles], dtype="float64"),
+            "previous": pd.Series([t.previous for t in result.tiles], dtype="float64"),
+            **{name: pd.Series([period[name]] * len(result.tiles), dtype="datetime64[ns]") for name in PERIOD_FIELDS},
+        }
+    )
+    agreement.store(con, TILES_TABLE, tiles if result.period is not None else tiles.iloc[:0])
+    agreement.store(con, WEEKLY_TABLE, _weekly_counts(con, Filters()))
+    return "full"
+
+
+def _stored_tiles(con: duckdb.DuckDBPyConnection) -> Overview:
+    stored = con.execute("SELECT * FROM " + TILES_TABLE).df()  # noqa: S608 - fixed table name
+    if stored.empty:
+        return _tiles(con, Filters())
+    first = stored.iloc[0]
+    period = Period(**{name: first[name].date() for name in PERIOD_FIELDS})
+    values = stored.set_index("key")
+    tiles = [
+        Tile(key=k, label=lbl, value=_clean(values.at[k, "value"]), previous=_clean(values.at[k, "previous"]),
+             kind=kind, help=h)
+        for k, lbl, kind, h in TILES
+    ]
+    return Overview(period=period, tiles=tiles)
 
 
 def weekly_trends(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Per week: items answered, answers, spend per item, mean Dawid-Skene confidence, share escalated."""
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
+    if f.is_empty() and soft_labels.table_exists(con, WEEKLY_TABLE):
+        frame = con.execute("SELECT * FROM " + WEEKLY_TABLE + " ORDER BY week").df()  # noqa: S608 - fixed table name
+    else:
+        frame = _weekly_counts(con, f)
+    if frame.empty:
+        return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
+    alphas = agreement.agreement_table(con, f, by="week", bootstrap=0)
+    if not alphas.empty:
+        frame = frame.merge(
+            alphas[["group", "alpha_nominal"]].rename(columns={"group": "week", "alpha_nominal": "alpha"}),
+            on="week", how="left",
+        )
+    else:
+        frame["alpha"] = float("nan")
+    return frame
+
+
+def _weekly_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """The weekly trends without alpha, weeks as ISO dates."""
     where, params = f.where("a")
     frame = con.execute(
         "WITH w AS (SELECT a.week, a.item_idx, count(*) AS n, sum(a.cost) AS cost FROM d_answers a WHERE "  # noqa: S608 - predicate from Filters.where, fixed relations
@@ -176,15 +257,5 @@ def weekly_trends(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         "WHERE w.week IS NOT NULL GROUP BY w.week ORDER BY w.week",
         params,
     ).df()
-    if frame.empty:
-        return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
-    alphas = agreement.agreement_table(con, f, by="week", bootstrap=0)
     frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
-    if not alphas.empty:
-        frame = frame.merge(
-            alphas[["group", "alpha_nominal"]].rename(columns={"group": "week", "alpha_nominal": "alpha"}),
-            on="week", how="left",
-        )
-    else:
-        frame["alpha"] = float("nan")
     return frame

@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
 ONE_COIN_BELOW = 50
 N_ITER = 50
-TOL = 1e-5
+# Stop when the per-answer bound gains less than this. On the 200k-item demo 3e-5 takes 12 iterations where
+# 1e-5 takes 19; against the fit run to 1e-6 (31 iterations) the labels agree on 99.8 % of items instead of
+# 99.9 %, and annotator accuracies within 0.004 instead of 0.002, which is below their sampling error.
+TOL = 3e-5
 POSTERIOR_MIN = 1e-4
 CONFUSION_MIN_N = 0.05  # expected answers behind a confusion cell worth storing
 Z95 = 1.959963984540054

@@ -8,16 +8,25 @@ touches the node is unanimous about it, near 1 when the node is only ever a mino
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
+import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from queries import soft_labels
 from queries.filters import Filters
 from queries.soft_labels import Source
 
+if TYPE_CHECKING:
+    from queries.refresh import RefreshContext
+
 NODE_COLUMNS = ["node_id", "parent_id", "title", "depth", "is_leaf", "volume", "own", "ambiguity", "items"]
 CONFUSION_COLUMNS = ["first", "second", "first_title", "second_title", "pairs", "share"]
 LATEST_NODES = "(SELECT * FROM d_nodes WHERE tree_version = (SELECT max(tree_version) FROM d_nodes))"
+# An answer's node row (d_answers keeps no per-answer lineage; the ancestor at depth L is n.lineage[L]).
+ANSWER_NODE = "JOIN d_nodes n ON n.tree_version = a.tree_version AND n.node_id = a.node_id"
 
 
 def node_volumes(con: duckdb.DuckDBPyConnection, f: Filters, source: Source = "annotations") -> pd.DataFrame:
@@ -47,6 +56,19 @@ def node_volumes(con: duckdb.DuckDBPyConnection, f: Filters, source: Source = "a
     return frame[NODE_COLUMNS]
 
 
+# Pairs between the children of one parent, with titles and each row's share; ``p`` is (first, second, pairs).
+CONFUSION_TAIL = (
+    "SELECT p.first, p.second, t1.title AS first_title, t2.title AS second_title, p.pairs, "
+    "p.pairs / nullif(sum(p.pairs) OVER (PARTITION BY p.first), 0) AS share "
+    "FROM p LEFT JOIN " + LATEST_NODES + " t1 ON t1.node_id = p.first "
+    "LEFT JOIN " + LATEST_NODES + " t2 ON t2.node_id = p.second "
+    "WHERE p.pairs > 0 ORDER BY t1.ordinal, t2.ordinal"
+)
+# The unfiltered pairs of every parent (level = the parent's depth, 0 and NULL for the top level), kept at
+# refresh: the live query self-joins every item's answers, seconds at ten million answers.
+CONFUSION_TABLE = "d_tree_confusion"
+
+
 def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str | None) -> pd.DataFrame:
     """How answers split between the children of ``node_id`` (the top level when None) on the same item.
 
@@ -61,23 +83,102 @@ def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str 
         if row is None:
             return soft_labels.empty_frame(CONFUSION_COLUMNS)
         depth = int(row[0])
+    if f.is_empty() and soft_labels.table_exists(con, CONFUSION_TABLE):
+        frame = con.execute(
+            "WITH p AS (SELECT first, second, CAST(pairs AS HUGEINT) AS pairs FROM " + CONFUSION_TABLE + " "  # noqa: S608 - fixed
+            "WHERE level = ? AND parent IS NOT DISTINCT FROM ?) " + CONFUSION_TAIL,
+            [depth, node_id],
+        ).df()
+        return frame[CONFUSION_COLUMNS]
     where, params = f.where("a")
-    under = "TRUE" if node_id is None else "a.lineage[?] = ?"
+    under = "TRUE" if node_id is None else "n.lineage[?] = ?"
     under_params: list[object] = [] if node_id is None else [depth, node_id]
     frame = con.execute(
-        "WITH c AS (SELECT a.item_idx, a.lineage[?] AS child, count(*) AS n FROM d_answers a "  # noqa: S608 - predicate from Filters.where, fixed fragments
+        "WITH c AS (SELECT a.item_idx, n.lineage[?] AS child, count(*) AS n FROM d_answers a " + ANSWER_NODE + " "  # noqa: S608 - predicate from Filters.where, fixed fragments
         "WHERE " + where + " AND " + under + " AND a.depth > ? GROUP BY ALL), "
         "p AS (SELECT x.child AS first, y.child AS second, "
         "sum(CASE WHEN x.child = y.child THEN x.n * (x.n - 1) ELSE x.n * y.n END) AS pairs "
-        "FROM c x JOIN c y USING (item_idx) GROUP BY ALL) "
-        "SELECT p.first, p.second, t1.title AS first_title, t2.title AS second_title, p.pairs, "
-        "p.pairs / nullif(sum(p.pairs) OVER (PARTITION BY p.first), 0) AS share "
-        "FROM p LEFT JOIN " + LATEST_NODES + " t1 ON t1.node_id = p.first "
-        "LEFT JOIN " + LATEST_NODES + " t2 ON t2.node_id = p.second "
-        "WHERE p.pairs > 0 ORDER BY t1.ordinal, t2.ordinal",
+        "FROM c x JOIN c y USING (item_idx) GROUP BY ALL) " + CONFUSION_TAIL,
         [depth + 1, *params, *under_params, depth],
     ).df()
     return frame[CONFUSION_COLUMNS]
+
+
+# Every node of every version with a dense code, and the answers per (item, node code).
+NODE_CODES = (
+    "SELECT row_number() OVER (ORDER BY tree_version, node_id) - 1 AS code, tree_version, node_id, lineage "
+    "FROM d_nodes"
+)
+VOTES = (
+    "SELECT v.item_idx, c.code, v.n FROM (SELECT item_idx, tree_version, node_id, count(*) AS n "  # noqa: S608 - fixed
+    "FROM d_answers GROUP BY ALL) v JOIN (" + NODE_CODES + ") c USING (tree_version, node_id)"
+)
+
+
+def confusion_pairs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every parent's children pairs over all answers, (level, parent, first, second, pairs).
+
+    For the children of one parent, pairs(x, y) = sum over items of n_x n_y, and n_x (n_x - 1) on the
+    diagonal: the product M'M of the item x child count matrix, minus each child's answer total on the
+    diagonal. One sparse product per depth answers every parent at that depth at once; a column is a
+    (parent, child) pair, so a child never mixes the answers of two parents.
+    """
+    lineages = [list(r[0]) for r in con.execute("SELECT lineage FROM (" + NODE_CODES + ") ORDER BY code").fetchall()]  # noqa: S608 - fixed
+    votes = con.execute(VOTES).fetchnumpy()
+    item = np.asarray(votes["item_idx"], dtype=np.int64)
+    if not lineages or item.size == 0:
+        return pd.DataFrame({"level": [], "parent": [], "first": [], "second": [], "pairs": []})
+    labels = np.array([*sorted({n for lin in lineages for n in lin}), None], dtype=object)
+    root = labels.size - 1
+    index = {name: i for i, name in enumerate(labels[:-1])}
+    path = np.full((len(lineages), max(len(lin) for lin in lineages)), -1, dtype=np.int64)
+    for row, lin in enumerate(lineages):
+        path[row, : len(lin)] = [index[n] for n in lin]
+    node = np.asarray(votes["code"], dtype=np.int64)
+    count = np.asarray(votes["n"], dtype=np.int64)
+    frames = []
+    for level in range(path.shape[1]):
+        keep = path[node, level] >= 0
+        child = path[node[keep], level]
+        parent = path[node[keep], level - 1] if level else np.full(child.size, root)
+        pair = parent * (root + 1) + child
+        present = np.bincount(pair, minlength=(root + 1) ** 2) > 0
+        key = np.flatnonzero(present)
+        column = (np.cumsum(present) - 1)[pair]
+        m = sparse.csr_matrix((count[keep], (item[keep], column)), shape=(int(item.max()) + 1, key.size))
+        gram = (m.T @ m).tocoo()
+        totals = np.asarray(m.sum(axis=0)).ravel().astype(np.int64)
+        first, second = gram.row, gram.col
+        pairs = np.where(first == second, gram.data.astype(np.int64) - totals[first], gram.data.astype(np.int64))
+        same = key[first] // (root + 1) == key[second] // (root + 1)
+        first, second, pairs = key[first[same]], key[second[same]], pairs[same]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "level": level,
+                    "parent": labels[first // (root + 1)],
+                    "first": labels[first % (root + 1)],
+                    "second": labels[second % (root + 1)],
+                    "pairs": pairs,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Pairs are sums over items, but one new answer changes its item's products: rebuilt in full."""
+    frame = confusion_pairs(con)
+    con.register("_confusion", frame)
+    try:
+        con.execute(
+            "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS SELECT CAST(level AS INTEGER) AS level, "  # noqa: S608 - fixed
+            "CAST(parent AS VARCHAR) AS parent, CAST(first AS VARCHAR) AS first, CAST(second AS VARCHAR) AS second, "
+            "CAST(pairs AS BIGINT) AS pairs FROM _confusion ORDER BY level, parent"
+        )
+    finally:
+        con.unregister("_confusion")
+    return "full"
 
 
 SHARE_COLUMNS = ["week", "node_id", "title", "answers", "share"]
@@ -95,10 +196,10 @@ def weekly_shares(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         row = con.execute("SELECT depth FROM " + LATEST_NODES + " WHERE node_id = ?", [f.branch]).fetchone()  # noqa: S608 - fixed relation
         depth = int(row[0]) if row else 0
     where, params = f.where("a")
-    under = "TRUE" if depth == 0 else "a.lineage[?] = ?"
+    under = "TRUE" if depth == 0 else "n.lineage[?] = ?"
     under_params: list[object] = [] if depth == 0 else [depth, f.branch]
     frame = con.execute(
-        "WITH c AS (SELECT a.week, a.lineage[?] AS node_id, count(*) AS answers FROM d_answers a "  # noqa: S608 - predicate from Filters.where, fixed fragments
+        "WITH c AS (SELECT a.week, n.lineage[?] AS node_id, count(*) AS answers FROM d_answers a " + ANSWER_NODE + " "  # noqa: S608 - predicate from Filters.where, fixed fragments
         "WHERE " + where + " AND " + under + " AND a.depth > ? AND a.week IS NOT NULL GROUP BY ALL) "
         "SELECT strftime(c.week, '%Y-%m-%d') AS week, c.node_id, coalesce(n.title, c.node_id) AS title, c.answers, "
         "c.answers / sum(c.answers) OVER (PARTITION BY c.week) AS share "

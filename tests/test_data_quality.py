@@ -98,7 +98,10 @@ def test_too_fast_annotators(con) -> None:
 
 def test_source_divergence_matches_scipy(con) -> None:
     got = data_quality.source_divergence(con, ALL).set_index("source")
-    answers = con.execute("SELECT source, lineage[1] AS top FROM d_answers WHERE source IS NOT NULL").df()
+    answers = con.execute(
+        "SELECT a.source, n.lineage[1] AS top FROM d_answers a JOIN d_nodes n USING (tree_version, node_id) "
+        "WHERE a.source IS NOT NULL"
+    ).df()
     table = pd.crosstab(answers["source"], answers["top"])
     overall = table.sum(axis=0).to_numpy()
     for source in table.index:

@@ -196,7 +196,10 @@ def test_agreement_drift_is_a_drop_in_the_branch_after_the_change() -> None:
 def test_confidence_drift_matches_welch() -> None:
     con = planted(True)
     table = drift.confidence_drift(con, Filters())
-    frame = con.execute("SELECT lineage[1] AS branch, week, confidence FROM d_answers").df()
+    frame = con.execute(
+        "SELECT n.lineage[1] AS branch, a.week, a.confidence "
+        "FROM d_answers a JOIN d_nodes n USING (tree_version, node_id)"
+    ).df()
     row = table[(table["branch"] == "c")].iloc[-1]
     now = frame[(frame["branch"] == "c") & (frame["week"] == pd.Timestamp(row["week"]))]["confidence"]
     ref = frame[(frame["branch"] == "c") & (frame["week"] < START + pd.Timedelta(weeks=4))]["confidence"]
@@ -336,3 +339,27 @@ def test_demo_guideline_change_lowers_agreement_in_its_branch_after_its_week(dem
         after = branch["week"] >= facts["date"]
         drops.append(branch.loc[after, "change"].mean() - branch.loc[~after, "change"].mean())
     assert drops[0] < -0.08 and drops[1] > -0.05
+
+
+def test_short_date_ranges_skip_the_scan_with_the_same_empty_answer(small_demo) -> None:
+    """A range shorter than the reference leaves no window to compare: the shortcut must equal the
+    live computation; one just long enough still computes."""
+    from datetime import timedelta
+
+    from queries.connection import connect
+
+    with connect(small_demo, read_only=True) as con:
+        first = con.execute("SELECT min(week) FROM d_answers").fetchall()[0][0].date()
+        for days in (6, 20, 27, 34):
+            f = Filters(start=first, end=first + timedelta(days=days))
+            short = drift._no_window_after_reference(f, drift.REFERENCE_WEEKS)
+            assert short == (days < 28)
+            live_alerts = drift._alerts(con, drift._frames(con, f, drift.REFERENCE_WEEKS))
+            pd.testing.assert_frame_equal(
+                drift.drift_alerts(con, f), live_alerts[drift.ALERT_COLUMNS].head(20).reset_index(drop=True)
+            )
+            live_matrix = drift._matrix(con, f, "week", drift.REFERENCE_WEEKS)
+            pd.testing.assert_frame_equal(
+                drift.drift_matrix(con, f), live_matrix.sort_values("js", ascending=False, ignore_index=True)
+            )
+            assert drift.drift_matrix(con, f).empty == short

@@ -15,9 +15,10 @@ import pytest
 
 import queries.ingest_writes as ingest_writes
 from queries import ingest as ingest_module
-from queries.connection import data_version, memory
+from queries.connection import connect, data_version, memory
 from queries.errors import LabelgovError
 from queries.ingest import ingest_file
+from queries.schema import MIGRATIONS
 from queries.taxonomy import parse_tree, read_tree_file, store_tree
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
@@ -450,3 +451,30 @@ def test_typed_parquet_columns(con: duckdb.DuckDBPyConnection, tmp_path: Path) -
     assert con.execute("SELECT created_at FROM annotations WHERE item_id = 'e1'").fetchone() == (
         datetime(2024, 5, 1, 12, 30),
     )
+
+
+def test_migration_keeps_annotations_and_stores_ids_uncompressed(tmp_path: Path) -> None:
+    """The rebuilt annotations table keeps every row and column; only the two id columns skip compression."""
+    rebuild = next(n for n, (description, _) in enumerate(MIGRATIONS, start=1) if "ids uncompressed" in description)
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as old:
+        for number, (description, ddl) in enumerate(MIGRATIONS[: rebuild - 1], start=1):
+            old.execute(ddl)
+            old.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [number, description])
+        old.execute(
+            "INSERT INTO annotations SELECT 'a' || i, 'i' || (i % 500), 'w' || (i % 3), 1, 'n' || (i % 7), i / 5000, "
+            "map(['x'], [0.5]), 'review', TIMESTAMP '2024-01-01' + to_seconds(i), i, NULL, 'g1', 1 "
+            "FROM range(5000) t(i)"
+        )
+        before = old.execute("SELECT * FROM annotations ORDER BY annotation_id").fetchall()
+        columns = old.execute("DESCRIBE annotations").fetchall()
+    with connect(db) as con:
+        assert con.execute("SELECT * FROM annotations ORDER BY annotation_id").fetchall() == before
+        assert con.execute("DESCRIBE annotations").fetchall() == columns
+        con.execute("CHECKPOINT")
+        methods = dict(con.execute(
+            "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
+            "FROM pragma_storage_info('annotations') WHERE segment_type = 'VARCHAR' GROUP BY column_name"
+        ).fetchall())
+    assert methods["annotation_id"] == methods["item_id"] == ["Uncompressed"]
+    assert "Uncompressed" not in methods["annotator_id"] + methods["node_id"]

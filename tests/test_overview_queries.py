@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
 from itertools import product
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from queries import derived_base, overview, tree_view
-from queries.connection import memory
+from queries import derived_base, overview, soft_labels, tree_view
+from queries.connection import connect, memory
 from queries.filters import Filters
-from tests.conftest import load_answers
+from tests.conftest import TINY_TREE, load_answers
 
-TREE = """
-taxonomy: tiny
-version: "1"
-nodes:
-  animal:
-    title: Animal
-    children:
-      cat: {title: Cat}
-      dog: {title: Dog}
-  plant:
-    title: Plant
-"""
 TOP = {"cat": "animal", "dog": "animal", "animal": "animal", "plant": "plant"}
 
 
@@ -45,7 +36,7 @@ def world() -> tuple[object, pd.DataFrame]:
             })
     answers = pd.DataFrame(rows)
     con = memory()
-    load_answers(con, TREE, answers)
+    load_answers(con, TINY_TREE, answers)
     derived_base.build(con)
     return con, answers
 
@@ -129,3 +120,48 @@ def test_weekly_shares_split_each_week_among_the_children(world: tuple[object, p
     assert set(shares["node_id"]) == {"cat", "dog"}
     assert shares.groupby("week")["share"].sum().to_numpy() == pytest.approx(1.0)
     assert shares["answers"].sum() <= answers["node_id"].isin(["cat", "dog"]).sum()
+
+
+# Tables refresh keeps so that pages skip the answers; dropping them makes the same functions compute live.
+STORED_PAGE_TABLES = ("d_overview_tiles", "d_overview_weekly", "d_tree_confusion")
+
+
+def _page_results(con: duckdb.DuckDBPyConnection, inner: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {
+        "overview": overview.overview(con, Filters()).model_dump(),
+        "weekly": overview.weekly_trends(con, Filters()),
+        "confusion:top": tree_view.children_confusion(con, Filters(), None),
+    }
+    for node in inner:
+        out["confusion:" + node] = tree_view.children_confusion(con, Filters(), node)
+    return out
+
+
+def _rounded(value: object) -> object:
+    """Sums taken in another order differ in the last digits; nine significant digits are what a page shows and more."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def test_stored_page_results_equal_the_live_computation(small_demo: Path, tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    shutil.copy(small_demo, db)
+    with connect(db) as con:
+        assert all(soft_labels.table_exists(con, t) for t in STORED_PAGE_TABLES)
+        inner = [r[0] for r in con.execute("SELECT node_id FROM d_nodes WHERE NOT is_leaf ORDER BY ordinal").fetchall()]
+        stored = _page_results(con, inner)
+        for table in STORED_PAGE_TABLES:
+            con.execute("DROP TABLE " + table)
+        live = _page_results(con, inner)
+    assert _rounded(stored["overview"]) == _rounded(live["overview"])
+    assert stored["overview"]["period"] is not None and stored["overview"]["tiles"][0]["value"] > 0
+    for key, frame in stored.items():
+        if isinstance(frame, pd.DataFrame):
+            assert not frame.empty or key.startswith("confusion:")
+            pd.testing.assert_frame_equal(frame, live[key], obj=key)
+    assert not stored["confusion:top"].empty and any(not stored["confusion:" + n].empty for n in inner)

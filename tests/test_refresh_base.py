@@ -36,7 +36,11 @@ def test_refresh_builds_lineage_and_consensus_and_clears_staleness() -> None:
     assert is_stale(con)
     report = refresh(con)
     assert report.full and not is_stale(con)
-    rows = dict(con.execute("SELECT annotation_id, lineage FROM d_answers").fetchall())
+    rows = dict(
+        con.execute(
+            "SELECT a.annotation_id, n.lineage FROM d_answers a JOIN d_nodes n USING (tree_version, node_id)"
+        ).fetchall()
+    )
     assert rows["t0"] == ["a", "a1"] and rows["t3"] == ["b"]
     consensus = dict(con.execute("SELECT item_id, consensus_node FROM d_items").fetchall())
     # i1: a1 twice beats a2; i2: a tie between b and a goes to the node first in tree order (a).

@@ -263,7 +263,8 @@ def test_incremental_refresh_equals_a_full_one() -> None:
     for table, before in tables.items():
         after = con.execute("SELECT * FROM " + table + " ORDER BY ALL").df()
         pd.testing.assert_frame_equal(before, after, check_dtype=False)
-    assert (tables["d_soft_levels"]["item_id"] == "i039").any()
+    newest = con.execute("SELECT item_idx FROM d_item_index WHERE item_id = 'i039'").fetchone()[0]
+    assert (tables["d_soft_levels"]["item_idx"] == newest).any()
     # Nothing new and the same posterior: the step keeps its tables; a changed posterior is rebuilt.
     assert rebuild(con, full=False, since_batch=2) == "incremental"
     con.execute(
@@ -400,3 +401,15 @@ def test_hard_sibling_pairs_show_as_agreeing_on_the_branch_but_not_the_leaf(demo
     # Every branch holding a hard pair agrees-on-branch-but-not-leaf more often than the median other branch.
     assert (depth_two.loc[sorted(hard), "agree_branch_not_leaf"] > others["agree_branch_not_leaf"].median()).all()
     assert depth_two.loc[sorted(hard), "agree_branch_not_leaf"].mean() > 1.3 * others["agree_branch_not_leaf"].mean()
+
+
+def test_refresh_in_item_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    con = memory()
+    load_answers(con, TREE, random_answers(5, items=30))
+    rebuild(con, full=True, since_batch=0)
+    whole = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TABLES}
+    monkeypatch.setattr(soft_labels, "CHUNK_ITEMS", 7)
+    assert len(soft_labels._item_chunks(con)) == 5
+    rebuild(con, full=True, since_batch=0)
+    for table, before in whole.items():
+        pd.testing.assert_frame_equal(before, con.execute("SELECT * FROM " + table + " ORDER BY ALL").df())
