@@ -222,19 +222,22 @@ def _rows(
         raise ValueError("grouping " + grouping + " needs the answers' days")
     day = answers.day
     if grouping == "week":
-        yield _by_week(day, item, value, day)
+        yield from _in_blocks(day, item, value, day)
         return
     names = space.node_ids
-    consensus = _consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)[item]
+    consensus = _consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
     seen = space.coarsened() if grouping.startswith("branch") else np.tile(np.arange(len(names)), (len(names), 1))
     for d in range(depths):
-        branch = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1)
-        inside = (branch >= 0) & space.internal[np.maximum(branch, 0)]
-        mapped = np.where(inside, seen[np.maximum(branch, 0), value], -1)
+        # The branch is a property of the item: found per item, then spread to its answers in one indexing.
+        by_item = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1)
+        by_item[(by_item < 0) | ~space.internal[np.maximum(by_item, 0)]] = -1
+        branch = by_item[item]
+        mapped = seen[np.maximum(branch, 0), value]
+        mapped[branch < 0] = -1
         if grouping.endswith("week"):
-            yield _by_week(branch * BRANCH_WEEK_STRIDE + day, item, mapped, day)
+            yield from _in_blocks(branch * BRANCH_WEEK_STRIDE + day, item, mapped, day)
         else:
-            yield _block(branch * BRANCH_WEEK_STRIDE, item, mapped)
+            yield from _in_blocks(branch * BRANCH_WEEK_STRIDE, item, mapped, branch)
 
 
 def _consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
@@ -248,17 +251,39 @@ def _consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: i
 
 
 def _block(code: np.ndarray, item: np.ndarray, value: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows with a value (-1 marks an answer that drops out of this grouping)."""
+    """Rows with a value (-1 marks an answer that drops out of this grouping); a row is one answer."""
     keep = value >= 0
-    return {"g": code[keep], "item_idx": item[keep], "v": value[keep], "n": np.ones(int(keep.sum()))}
+    return {"g": code[keep], "item_idx": item[keep], "v": value[keep]}
 
 
-def _by_week(code: np.ndarray, item: np.ndarray, value: np.ndarray, day: np.ndarray) -> dict[str, np.ndarray]:
-    """A block ordered by week, items still sorted within each week (a stable radix sort on small ints)."""
-    keep = value >= 0
-    week = day[keep]
-    order = np.argsort((week - week.min()).astype(np.int16) if week.size else week, kind="stable")
-    return {k: v[order] for k, v in _block(code, item, value).items()}
+# Rows per block of a grouping split by week or branch: a block holds whole groups, so peak memory follows
+# this rather than the number of answers (one group larger than this is still one block).
+BLOCK_ROWS = 2_000_000
+
+
+def _in_blocks(
+    code: np.ndarray, item: np.ndarray, value: np.ndarray, key: np.ndarray
+) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks of rows in ``key`` order, items still sorted within each key (a stable radix sort on small
+    ints). Every group of the grouping has a single key (its week or its branch), so none spans two blocks."""
+    kept = np.flatnonzero(value >= 0)
+    if not kept.size:
+        yield _block(code[:0], item[:0], value[:0])
+        return
+    span = key[kept] - key[kept].min()
+    order = kept[np.argsort(span.astype(np.int16 if span.max() < 2**15 else np.int32), kind="stable")]
+    del span, kept
+    sorted_key = key[order]
+    key_starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    del sorted_key
+    cuts = [0]
+    for start in key_starts[1:].tolist():
+        if start - cuts[-1] >= BLOCK_ROWS:
+            cuts.append(start)
+    cuts.append(order.size)
+    for low, high in itertools.pairwise(cuts):
+        rows = order[low:high]
+        yield {"g": code[rows], "item_idx": item[rows], "v": value[rows]}
 
 
 def _summarised(
@@ -276,7 +301,12 @@ def _summarised(
         _table(build_units(rows, space), space, replicates, metric)
         for rows in _rows(con, answers, space, grouping, level)
     ]
-    return pd.concat(tables, ignore_index=True) if tables else _table(build_units(empty, space), space, 0, metric)
+    if not tables:
+        return _table(build_units(empty, space), space, 0, metric)
+    table = pd.concat(tables, ignore_index=True)
+    # Weekly blocks hold ranges of weeks across all branches: order by group code as one block would.
+    # (Branch blocks already come in code order within each depth.)
+    return table.sort_values("group", kind="stable", ignore_index=True) if grouping.endswith("week") else table
 
 
 @dataclass
@@ -301,31 +331,30 @@ def _salt(size: int, seed: int) -> np.ndarray:
 
 
 def build_units(arrays: dict[str, np.ndarray], space: ValueSpace) -> Units:
-    """Rows (g, item_idx, v, n) sorted by group then item; values may repeat within a unit."""
+    """Rows (g, item_idx, v), one answer each, every unit's rows contiguous; values may repeat within a unit.
+
+    Units with a single answer are skipped by index rather than copied out, so the only arrays as long as
+    the answers are the unit boundaries and the pattern hashes (peak memory at ten million answers)."""
     g = np.asarray(arrays["g"], dtype=np.int64)
     item = np.asarray(arrays["item_idx"], dtype=np.int64)
     value = np.asarray(arrays["v"], dtype=np.int64)
-    count = np.asarray(arrays["n"], dtype=np.float64)
     n_values = len(space.node_ids)
     new = np.ones(g.size, dtype=bool)
     new[1:] = (g[1:] != g[:-1]) | (item[1:] != item[:-1])
-    starts = np.flatnonzero(new)
-    m = np.add.reduceat(count, starts) if g.size else np.zeros(0)
-    if not (m >= 2).all():
-        keep = np.repeat(m >= 2, np.diff(np.append(starts, g.size)))
-        g, value, count = g[keep], value[keep], count[keep]
-        lengths = np.diff(np.append(starts, keep.size))[m >= 2]
-        m = m[m >= 2]
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if m.size else starts[:0]
+    all_starts = np.flatnonzero(new)
+    del new
+    all_lengths = np.diff(np.append(all_starts, g.size))
     # A unit's pattern is identified by a random-coefficient sum of its value counts plus a group salt;
     # two different patterns collide with probability about 2^-60.
+    summed = np.add.reduceat(_salt(n_values, 1)[value], all_starts) if g.size else np.zeros(0, dtype=np.uint64)
+    pairable = all_lengths >= 2
+    starts, unit_lengths, summed = all_starts[pairable], all_lengths[pairable], summed[pairable]
+    del all_starts, all_lengths, pairable
     unit_code = g[starts]
     with np.errstate(over="ignore"):
-        hashed = _salt(n_values, 1)[value] * count.astype(np.uint64)
-        summed = np.add.reduceat(hashed, starts) if starts.size else hashed[:0]
         key = summed + unit_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     _, first, multiplicity = np.unique(key, return_index=True, return_counts=True)
-    lengths = np.diff(np.append(starts, g.size))[first]
+    lengths = unit_lengths[first]
     pattern = np.repeat(np.arange(first.size), lengths)
     offsets = np.arange(pattern.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     rows = starts[first][pattern] + offsets
@@ -334,7 +363,7 @@ def build_units(arrays: dict[str, np.ndarray], space: ValueSpace) -> Units:
     # Building the sparse matrix sums a pattern's repeated values in linear time (a counting sort by
     # pattern), cheaper than sorting the rows to find the distinct (pattern, value) cells.
     cells = sparse.csc_matrix(
-        (count[rows], (pattern_group[pattern] * n_values + value[rows], pattern)),
+        (np.ones(rows.size), (pattern_group[pattern] * n_values + value[rows], pattern)),
         shape=(groups.size * n_values, n_patterns),
     )
     cells.sum_duplicates()

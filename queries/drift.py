@@ -204,23 +204,31 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     first_day = int(answers.day.min())
     present = np.bincount(answers.day - first_day) > 0
     days = np.flatnonzero(present) + first_day
-    window = (np.cumsum(present) - 1)[answers.day - first_day]
     n_windows = days.size
     n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
+    # Per-answer work is in int32 while every (cell, child) code fits, which halves the arrays a depth needs.
+    code_type = np.int32 if n_cells * n_values < 2**31 else np.int64
+    window = (np.cumsum(present) - 1).astype(code_type)[answers.day - first_day]
     counts = np.zeros(n_cells * n_values)
     items = np.zeros(n_cells)
-    depth = space.depth[answers.value]
-    for d in range(space.ancestors.shape[0]):
-        keep = np.flatnonzero(depth > d)
-        value = answers.value[keep]
-        branch = np.full(keep.size, n_values) if d == 0 else space.ancestors[d - 1, value]
+    ancestors = space.ancestors.astype(code_type)
+    values = answers.value.astype(code_type)
+    depth = space.depth[values]
+    for d in range(ancestors.shape[0]):
+        keep = depth > d
+        value = values[keep]
+        branch = np.full(value.size, n_values, dtype=code_type) if d == 0 else ancestors[d - 1, value]
         cell = branch * n_windows + window[keep]
-        counts += np.bincount(cell * n_values + space.ancestors[d, value], minlength=counts.size)
+        del branch
+        counts += np.bincount(cell * n_values + ancestors[d, value], minlength=counts.size)
+        del value
         order = np.argsort(cell.astype(np.int16 if n_cells < 2**15 else np.int32), kind="stable")
         cell, item = cell[order], answers.item[keep][order]
+        del order, keep
         new = np.ones(cell.size, dtype=bool)
         new[1:] = (cell[1:] != cell[:-1]) | (item[1:] != item[:-1])
         items += np.bincount(cell[new], minlength=n_cells)
+        del cell, item, new
     answered = counts.reshape(n_cells, n_values).sum(axis=1)
     code = np.flatnonzero(counts)
     cell, child = code // n_values, code % n_values

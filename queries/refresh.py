@@ -11,6 +11,7 @@ full and say so in the report.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class StepTiming(BaseModel):
     step: str
     seconds: float
     mode: str
+    # The process's peak resident memory when the step ended: the step that raises it is the one to shrink.
+    peak_gb: float
 
 
 class RefreshReport(BaseModel):
@@ -87,6 +90,10 @@ STEPS: list[tuple[str, Step]] = [
     ("agreement", agreement.refresh_step),
     ("drift", drift.refresh_step),
 ]
+
+
+def _peak_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)  # Linux reports kilobytes
 
 
 def _meta(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
@@ -144,7 +151,9 @@ def refresh(
         for name, step in STEPS:
             t0 = time.perf_counter()
             mode = step(con, ctx)
-            timings.append(StepTiming(step=name, seconds=round(time.perf_counter() - t0, 3), mode=mode))
+            timings.append(
+                StepTiming(step=name, seconds=round(time.perf_counter() - t0, 3), mode=mode, peak_gb=_peak_gb())
+            )
         version = data_version(con)
         top = first_row(con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches"))
         count = int(_meta(con, "refresh_count", "0")) + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import krippendorff
@@ -289,6 +290,23 @@ def test_bootstrap_draws_as_many_units_as_each_group_has(con) -> None:
     for r in range(7):
         assert np.array_equal(np.bincount(units.unit_group, weights=weights[:, r]), sizes)
         assert not np.array_equal(weights[:, r], units.multiplicity)
+
+
+@pytest.mark.parametrize("grouping", ["week", "branch_week", "subtree_week", "branch", "subtree"])
+def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
+    con, grouping: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = agreement.value_space(con)
+    answers = agreement.scan(con, Filters(), space)
+    whole = agreement.grouped_answers(con, answers, space, grouping)
+    monkeypatch.setattr(agreement, "BLOCK_ROWS", 50)  # a week or a branch of the fixture has hundreds of answers
+    blocks = list(agreement._rows(con, answers, space, grouping))
+    depths = 1 if grouping == "week" else space.ancestors.shape[0]
+    assert len(blocks) > depths  # the answers were split
+    weekly = grouping.endswith("week")
+    keys = [set((b["g"] % agreement.BRANCH_WEEK_STRIDE if weekly else b["g"]).tolist()) for b in blocks]
+    assert all(not (a & b) for a, b in itertools.pairwise(keys)), "a week or branch was split between two blocks"
+    pd.testing.assert_frame_equal(agreement.grouped_answers(con, answers, space, grouping), whole)
 
 
 def test_refresh_stores_the_unfiltered_tables(con) -> None:

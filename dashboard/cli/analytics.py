@@ -1,4 +1,8 @@
-"""`labelgov refresh`, `report` and `export`: the analytics from the command line."""
+"""`labelgov refresh`, `report` and `export`: the analytics from the command line.
+
+The analytic modules (numpy, scipy, every query) are imported inside the commands that use them, so
+that every other `labelgov` command starts without loading them.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,8 @@ from typing import Any, Literal
 import click
 
 from dashboard.cli.common import audit_recorder, current_user, db_option
-from queries import export as label_export
-from queries import report as headline_report
 from queries.connection import connect
 from queries.filters import Filters
-from queries.refresh import is_stale, refresh
 
 
 @click.command("refresh")
@@ -25,6 +26,7 @@ from queries.refresh import is_stale, refresh
 )
 def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
     """Materialise the derived tables that the dashboard and reports read."""
+    from queries.refresh import refresh
     chosen: int | Literal["latest"] | None = None
     if as_of is not None:
         if as_of != "latest" and not as_of.isdigit():
@@ -38,7 +40,7 @@ def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
         f"in {report.seconds:.1f} s"
     )
     for step in report.steps:
-        click.echo(f"  {step.step:<20}{step.mode:<14}{step.seconds:>8.2f} s")
+        click.echo(f"  {step.step:<20}{step.mode:<14}{step.seconds:>8.2f} s   peak {step.peak_gb:.2f} GB")
 
 
 def _print_headline(figures: dict[str, Any]) -> None:
@@ -75,6 +77,8 @@ def _print_headline(figures: dict[str, Any]) -> None:
 @click.option("--alerts", default=5, show_default=True, type=click.IntRange(0, 100), help="Drift alerts to list.")
 def report_command(db: str | None, as_json: bool, alerts: int) -> None:
     """Headline figures: counts, agreement, accuracy against gold, escalation, cost, drift alerts."""
+    from queries import report as headline_report
+    from queries.refresh import is_stale
     with connect(db, read_only=True) as con:
         if is_stale(con):
             click.echo("note: new data since the last refresh; run `labelgov refresh` for current figures", err=True)
@@ -100,6 +104,7 @@ def export_group() -> None:
 )
 def export_labels_command(file: str, db: str | None, method: str, fmt: str | None) -> None:
     """One row per item: consensus at every level, soft distribution, confidence, provenance."""
+    from queries import export as label_export
     chosen = fmt or {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(Path(file).suffix, "csv")
     with connect(db, read_only=True) as con:
         frame = label_export.labels(con, method)  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ from dashboard.cli.serve import serve
 from queries.connection import connect
 from queries.demo import build_demo
 from queries.demo_config import demo_config
-from queries.refresh import refresh
 
 DEMO_PORT = 8501
 
@@ -44,6 +43,8 @@ def demo_command(
     else:
         click.echo(f"control warehouse: no planted events; {len(facts['spammers'])} spammers")
     if not no_refresh:
+        from queries.refresh import refresh  # the analytics load only when they run
+
         with connect(result.path) as con:
             report = refresh(con, record=audit_recorder(current_user()))
         click.echo(f"analytics computed in {report.seconds:.1f} s")
