@@ -185,11 +185,13 @@ def scan(con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, window: 
     day = "" if window is None else RAW_DAY.replace("{W}", WINDOW_DAYS[window])
     sql = RAW_VALUES + day + RAW_FROM.replace("{P}", clause)
     raw = con.execute(sql, [space.node_ids, *params]).fetchnumpy()
-    item = np.asarray(raw["item_idx"], dtype=np.int64)
+    # int32 codes: the answers are the largest arrays of a refresh, and every derived code that could outgrow
+    # int32 (group codes, pattern keys) is computed in int64 from them.
+    item = np.asarray(raw["item_idx"], dtype=np.int32)
     answers = Answers(
         item,
-        np.asarray(raw["v"], dtype=np.int64),
-        None if window is None else np.asarray(raw["day"], dtype=np.int64),
+        np.asarray(raw["v"], dtype=np.int32),
+        None if window is None else np.asarray(raw["day"], dtype=np.int32),
     )
     if item.size > 1 and bool((item[1:] < item[:-1]).any()):
         answers = answers.where(np.argsort(item, kind="stable"))
@@ -210,13 +212,13 @@ def _rows(
     """
     item, value = answers.item, answers.value
     if grouping == "overall":
-        yield _block(np.zeros(item.size, dtype=np.int64), item, value)
+        yield _block(np.zeros(item.size, dtype=np.int8), item, value)
         return
     depths = space.ancestors.shape[0]
     if grouping == "level":
         levels = range(1, depths + 1) if level is None else [level] if level <= depths else []
         for lv in levels:
-            yield _block(np.full(item.size, lv), item, space.ancestors[lv - 1, value])
+            yield _block(np.full(item.size, lv, dtype=np.int8), item, space.ancestors[lv - 1, value])
         return
     if answers.day is None:
         raise ValueError("grouping " + grouping + " needs the answers' days")
@@ -227,17 +229,21 @@ def _rows(
     names = space.node_ids
     consensus = _consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
     seen = space.coarsened() if grouping.startswith("branch") else np.tile(np.arange(len(names)), (len(names), 1))
+    seen = seen.astype(np.int32)  # per-answer arrays below stay int32; group codes are widened to int64
     for d in range(depths):
         # The branch is a property of the item: found per item, then spread to its answers in one indexing.
-        by_item = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1)
+        by_item = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1).astype(np.int32)
         by_item[(by_item < 0) | ~space.internal[np.maximum(by_item, 0)]] = -1
         branch = by_item[item]
         mapped = seen[np.maximum(branch, 0), value]
         mapped[branch < 0] = -1
+        code = branch.astype(np.int64) * BRANCH_WEEK_STRIDE
         if grouping.endswith("week"):
-            yield from _in_blocks(branch * BRANCH_WEEK_STRIDE + day, item, mapped, day)
+            code += day
+            yield from _in_blocks(code, item, mapped, day)
         else:
-            yield from _in_blocks(branch * BRANCH_WEEK_STRIDE, item, mapped, branch)
+            yield from _in_blocks(code, item, mapped, branch)
+        del code, branch, mapped
 
 
 def _consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
@@ -335,9 +341,7 @@ def build_units(arrays: dict[str, np.ndarray], space: ValueSpace) -> Units:
 
     Units with a single answer are skipped by index rather than copied out, so the only arrays as long as
     the answers are the unit boundaries and the pattern hashes (peak memory at ten million answers)."""
-    g = np.asarray(arrays["g"], dtype=np.int64)
-    item = np.asarray(arrays["item_idx"], dtype=np.int64)
-    value = np.asarray(arrays["v"], dtype=np.int64)
+    g, item, value = (np.asarray(arrays[k]) for k in ("g", "item_idx", "v"))  # any integer type: no copies
     n_values = len(space.node_ids)
     new = np.ones(g.size, dtype=bool)
     new[1:] = (g[1:] != g[:-1]) | (item[1:] != item[:-1])
