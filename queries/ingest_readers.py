@@ -53,6 +53,7 @@ class RawField:
     expr: str
     family: str  # varchar | number | timestamp | timestamptz | other
     column: str  # the file's name for it, for messages
+    json_expr: str | None = None  # the value as JSON over the carried original columns (JSON Lines)
 
 
 @dataclass
@@ -145,7 +146,13 @@ def _family(type_name: str) -> str:
 
 
 def _resolve_fields(
-    path: Path, kind: Kind, mapping: dict[str, str], columns: list[str], families: list[str], expr_of: list[str]
+    path: Path,
+    kind: Kind,
+    mapping: dict[str, str],
+    columns: list[str],
+    families: list[str],
+    expr_of: list[str],
+    json_of: list[str] | None = None,
 ) -> dict[str, RawField]:
     """Match fields to columns; refuse a mapped or required column that is not in the file."""
     position = {name: i for i, name in enumerate(columns)}
@@ -154,7 +161,7 @@ def _resolve_fields(
         column = column_for(name, mapping)
         if column in position:
             i = position[column]
-            fields[name] = RawField(expr_of[i], families[i], column)
+            fields[name] = RawField(expr_of[i], families[i], column, json_of[i] if json_of else None)
         elif name in mapping:
             raise LabelgovError(
                 f"{path}: --map {name}={column}: there is no column {column!r}; the columns are "
@@ -389,16 +396,17 @@ def open_jsonl(con: duckdb.DuckDBPyConnection, path: Path, kind: Kind, mapping: 
         ).fetchall()
     ]
     params: dict[str, object] = {}
-    expr_of = []
+    expr_of, json_of = [], []
     for i, key in enumerate(keys):
         params["k" + str(i)] = key
         expr_of.append("(json ->> $k" + str(i) + ")")
+        json_of.append("(c0 -> $k" + str(i) + ")")  # the checks see the object as c0 (original_columns)
     return Source(
         fmt="jsonl",
         from_sql=RAW_TABLE,
         row_number_sql="rowid + 1",
         original_columns=["json"],
         original_sql="c0",
-        fields=_resolve_fields(path, kind, mapping, keys, ["varchar"] * len(keys), expr_of),
+        fields=_resolve_fields(path, kind, mapping, keys, ["varchar"] * len(keys), expr_of, json_of),
         params=params,
     )

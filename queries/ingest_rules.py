@@ -128,6 +128,9 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
                     "missing_field", field + " IS NULL", "concat('no " + field + " (column ', $col_" + field + ", ')')"
                 )
             )
+    for field in ("item", "annotator", "model", "id"):
+        if field in KIND_FIELDS[kind] and field in present:
+            checks += _id_checks(field, present[field])
     prob = PROB_FIELD[kind]
     if kind == "predictions":
         checks.append(
@@ -198,6 +201,23 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
     if prob is not None and prob in present:
         checks += _probability_checks(prob)
     return checks
+
+
+def _id_checks(field: str, raw: RawField) -> list[Check]:
+    """Ids are joined, shown and exported as text: an object or list (a JSON value) would be stored as its
+    JSON text, which nobody can type back. Only JSON Lines and columns the reader typed as neither text nor
+    number can hold one, so CSV and typed Parquet files pay nothing for the check."""
+    as_json = raw.json_expr or ("to_json(" + field + "_raw)" if raw.family == "other" else None)
+    if as_json is None:
+        return []
+    return [
+        Check(
+            "bad_id",
+            "json_type(" + as_json + ") IN ('OBJECT', 'ARRAY')",
+            "concat('" + field + " ', " + _raw_text(field) + ", ' (column ', $col_" + field
+            + ", ') is an object or list, not a text id')",
+        )
+    ]
 
 
 def _probability_checks(field: str) -> list[Check]:

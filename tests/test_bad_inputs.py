@@ -108,7 +108,7 @@ CASES: dict[str, Refused | Quarantined] = {
     "jsonl_truncated.jsonl": R("cannot be read as jsonl"),
     "jsonl_pretty_printed.jsonl": R("cannot be read as jsonl"),
     "jsonl_nan_literals.jsonl": Q(1, 0, {"bad_number": 1}),
-    "jsonl_wrong_types.jsonl": Q(5, 2, {"bad_number": 1, "bad_timestamp": 1, "unknown_label": 1}),
+    "jsonl_wrong_types.jsonl": Q(5, 1, {"bad_number": 1, "bad_timestamp": 1, "bad_id": 2}),
     "jsonl_scalar_lines.jsonl": Q(5, 2, {"missing_field": 3}),
     "jsonl_huge_field.jsonl": Q(2, 1, {"unknown_label": 1}),
     # Label Studio exports
@@ -123,6 +123,7 @@ CASES: dict[str, Refused | Quarantined] = {
     "parquet_duplicate_columns.parquet": R("has two columns named 'label'"),
     "parquet_wrong_types.parquet": Q(3, 0, {"bad_timestamp": 3}),
     "parquet_nan_infinity.parquet": Q(4, 1, {"bad_number": 2, "bad_confidence": 1}),
+    "parquet_nested_ids.parquet": Q(2, 0, {"bad_id": 2}),
     # label trees (`labelgov tree import` into a warehouse without a tree)
     "tree_not_yaml.yaml": R("not valid YAML at line 3"),
     "tree_empty.yaml": R("expected a mapping with keys taxonomy and nodes"),

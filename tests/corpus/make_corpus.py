@@ -77,6 +77,17 @@ def parquet_nan_infinity(folder: Path) -> Path:
     return path
 
 
+def parquet_nested_ids(folder: Path) -> Path:
+    """Ids that are a struct and a list: stored as their JSON text they could never be typed back."""
+    path = folder / "parquet_nested_ids.parquet"
+    _write_parquet(path, pa.table({
+        "item_id": pa.array([{"id": "s1"}, {"id": "s2"}], pa.struct([("id", pa.string())])),
+        "annotator_id": pa.array([["a1"], ["a2"]], pa.list_(pa.string())),
+        "label": ["1", "2"],
+    }))
+    return path
+
+
 def parquet_duplicate_columns(folder: Path) -> Path:
     path = folder / "parquet_duplicate_columns.parquet"
     table = pa.Table.from_arrays([pa.array(["d1"]), pa.array(["a1"]), pa.array(["1"]), pa.array(["2"])],
@@ -118,7 +129,7 @@ MAKERS: dict[str, Callable[[Path], Path]] = {
     maker.__name__ + _SUFFIX[maker.__name__.split("_", 1)[0]]: maker
     for maker in (
         parquet_truncated, parquet_corrupt_footer, parquet_text_inside, parquet_empty_table, parquet_wrong_types,
-        parquet_nan_infinity, parquet_duplicate_columns, csv_huge_field, csv_huge_header, jsonl_huge_field,
+        parquet_nan_infinity, parquet_nested_ids, parquet_duplicate_columns, csv_huge_field, csv_huge_header, jsonl_huge_field,
     )
 }
 
