@@ -6,7 +6,9 @@ Run on the large demo (about ten million answers)::
     python -m benchmarks.bench_analytics --db /tmp/large.duckdb
 
 Prints one table: the full refresh (wall seconds and peak resident memory of the refresh process), each
-page-level query's median over 5 warm runs unfiltered and with a one-week date filter, and, on the
+page-level query's median CPU milliseconds over 5 warm runs unfiltered and under each sidebar filter a
+user applies (the last week, and the busiest branch, source and annotator tier: the largest share of the
+answers a single value keeps, so the slowest case of each), and, on the
 same data, crowd-kit's DawidSkene and MajorityVote and the ``krippendorff`` package on a sample of
 items (1M answers; they cannot take 10M in reasonable time and memory) beside this package's own
 Dawid-Skene and alpha on the same sample and on every answer, with the ratios.
@@ -95,6 +97,28 @@ def page_cases(con: Any) -> list[tuple[str, Callable[[Any], object]]]:
     ]
 
 
+def filter_cases(con: Any) -> list[tuple[str, Any]]:
+    """The sidebar filters each page function is timed under, as (column heading, Filters)."""
+    from queries.filters import Filters
+
+    last = con.execute("SELECT max(week) FROM d_answers").fetchall()[0][0]
+    week = Filters(start=last.date(), end=last.date() + timedelta(days=6)) if last else Filters()
+    branch = con.execute(
+        "SELECT consensus_lineage[1] FROM d_items GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+    ).fetchall()
+    source = con.execute("SELECT source FROM d_answers GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchall()
+    tier = con.execute(
+        "SELECT tier FROM d_answers WHERE tier IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+    ).fetchall()
+    return [
+        ("unfiltered", Filters()),
+        ("one week", week),
+        ("branch", Filters(branch=branch[0][0]) if branch else Filters()),
+        ("source", Filters(sources=(source[0][0],)) if source else Filters()),
+        ("tier", Filters(tiers=(tier[0][0],)) if tier else Filters()),
+    ]
+
+
 def reference_rows(con: Any, sample_answers: int, iterations: int) -> list[tuple[str, float, str]]:
     """Ours against crowd-kit and krippendorff on the same sampled items, and ours on everything."""
     import krippendorff
@@ -165,12 +189,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True, help="a demo warehouse (it is refreshed in place)")
     parser.add_argument("--skip-refresh", action="store_true")
+    parser.add_argument("--skip-references", action="store_true", help="time the page queries only")
     parser.add_argument("--sample-answers", type=int, default=1_000_000)
     parser.add_argument("--iterations", type=int, default=20)
     args = parser.parse_args()
 
     from queries.connection import connect
-    from queries.filters import Filters
 
     if not args.skip_refresh:
         result = refresh_in_child(args.db)
@@ -179,19 +203,20 @@ def main() -> None:
             print(f"  {step['step']:<38}{step['seconds']:>10.1f} s")
     with connect(args.db, read_only=True) as con:
         answers = con.execute("SELECT count(*) FROM d_answers").fetchall()[0][0]
-        last = con.execute("SELECT max(week) FROM d_answers").fetchall()[0][0]
-        week = Filters(start=last.date(), end=last.date() + timedelta(days=6)) if last else Filters()
-        print(f"\npage queries on {answers:,} answers, median of {RUNS} warm runs (ms)")
-        print(f"{'function':<40}{'unfiltered':>12}{'one week':>12}")
+        filters = filter_cases(con)
+        print(f"\npage queries on {answers:,} answers, CPU ms, median of {RUNS} warm runs")
+        print(f"{'function':<40}" + "".join(f"{name:>12}" for name, _ in filters))
         for name, fn in page_cases(con):
             cells = []
-            for filters in (Filters(), week):
+            for _, f in filters:
                 try:
-                    cells.append(f"{median_warm(lambda f=filters, run=fn: run(f), RUNS).wall * 1000:>12.0f}")
+                    cells.append(f"{median_warm(lambda f=f, run=fn: run(f), RUNS).cpu * 1000:>12.0f}")
                 except Exception as exc:
                     cells.append(f"{'error':>12}")
                     print(f"  {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            print(f"{name:<40}{''.join(cells)}")
+            print(f"{name:<40}{''.join(cells)}", flush=True)
+        if args.skip_references:
+            return
         print(f"\nreferences (same data, {args.iterations} EM iterations)")
         for name, value, note in reference_rows(con, args.sample_answers, args.iterations):
             unit = "x" if note == "x" else "s"

@@ -194,9 +194,19 @@ def scan(con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, window: 
         None if window is None else np.asarray(raw["day"], dtype=np.int32),
     )
     if item.size > 1 and bool((item[1:] < item[:-1]).any()):
-        answers = answers.where(np.argsort(item, kind="stable"))
+        answers = answers.where(item_order(item))
     known = answers.value >= 0  # a node missing from d_nodes cannot be placed in the tree
     return answers if known.all() else answers.where(known)
+
+
+def item_order(item: np.ndarray) -> np.ndarray:
+    """The stable sorting permutation of non-negative int32 item indices, as two passes of numpy's radix sort
+    over the 16-bit halves (low half first): numpy sorts wider integers with timsort, which takes about
+    twice as long on the millions of answers a filtered page scans."""
+    order = np.argsort((item & 0xFFFF).astype(np.uint16), kind="stable")
+    if int(item.max()) < 1 << 16:
+        return order
+    return order[np.argsort((item[order] >> 16).astype(np.uint16), kind="stable")]
 
 
 def _rows(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from queries.errors import LabelgovError
 
 # Table aliases a caller may ask the predicate to be written against.
-ALIASES = frozenset({"a", "d_answers", "x"})
+ALIASES = frozenset({"a", "c", "d_answers", "x"})
 TUPLE_FIELDS = ("sources", "segments", "tiers", "annotators", "stages")
 STAGES = frozenset({"initial", "escalated", "review", "adjudication"})
 NODE_ID = re.compile(r"^[a-z0-9_-]+$")
@@ -93,6 +93,13 @@ class Filters(BaseModel):
             in_branch = "item_idx IN (SELECT d.item_idx FROM d_items d WHERE list_contains(d.consensus_lineage, ?))"
             parts.append(p + in_branch)
             params.append(self.branch)
+        in_sets, set_params = self._in_value_sets(p)
+        return " AND ".join([*parts, *in_sets]) if parts or in_sets else "TRUE", [*params, *set_params]
+
+    def _in_value_sets(self, p: str) -> tuple[list[str], list[Any]]:
+        """``column IN (values)`` for every value set that is given; the same columns in the answers and cells."""
+        parts: list[str] = []
+        params: list[Any] = []
         for field, column in (
             ("sources", "source"),
             ("segments", "segment"),
@@ -104,7 +111,43 @@ class Filters(BaseModel):
             if values:
                 parts.append(p + column + " IN (SELECT unnest(?))")
                 params.append(list(values))
-        return (" AND ".join(parts) if parts else "TRUE"), params
+        return parts, params
+
+    def cell_where(self, alias: str = "c") -> tuple[str, list[Any]] | None:
+        """A predicate over a table of additive counts per cell, or None when only the answers can tell.
+
+        A cell is (week, source, segment, consensus_node, tier, stage) with ``by_tier`` / ``by_stage``
+        saying whether the cell splits by tier / stage (queries.overview's weekly cells). Items partition by
+        their own attributes (source, segment, consensus node), so item counts add up over any number of
+        those values; an item with answers of two tiers (or stages) sits in two cells, so at most one tier
+        and one stage can be asked for. Dates must cover whole weeks (Monday to Sunday), the cells' grain;
+        tree version and annotators are not cell columns.
+        """
+        if alias not in ALIASES:
+            raise ValueError(f"alias {alias!r} is not in the allow-list")
+        monday = self.start is None or self.start.weekday() == 0
+        sunday = self.end is None or self.end.weekday() == 6
+        if not (monday and sunday) or self.tree_version is not None or self.annotators:
+            return None
+        if len(self.tiers) > 1 or len(self.stages) > 1:
+            return None
+        p = alias + "."
+        parts = [p + "by_tier = ?", p + "by_stage = ?"]
+        params: list[Any] = [bool(self.tiers), bool(self.stages)]
+        if self.start is not None:
+            parts.append(p + "week >= ?")
+            params.append(self.start)
+        if self.end is not None:
+            parts.append(p + "week < CAST(? AS DATE) + INTERVAL 1 DAY")
+            params.append(self.end)
+        if self.branch is not None:
+            parts.append(
+                p + "consensus_node IN (SELECT n.node_id FROM d_nodes n WHERE n.tree_version = "  # noqa: S608 - allow-listed alias
+                + p + "tree_version AND list_contains(n.lineage, ?))"
+            )
+            params.append(self.branch)
+        in_sets, set_params = self._in_value_sets(p)
+        return " AND ".join([*parts, *in_sets]), [*params, *set_params]
 
     def is_empty(self) -> bool:
         return self == Filters()

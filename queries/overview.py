@@ -183,11 +183,32 @@ def _tiles(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
     return Overview(period=period, tiles=tiles)
 
 
-# The unfiltered overview and weekly trends, kept at refresh: the page everyone opens first would otherwise
-# scan every answer several times. Alpha per week is not kept here: the agreement step stores it.
+# The unfiltered overview tiles and the weekly trends' additive counts per cell, kept at refresh: the page
+# everyone opens first would otherwise scan every answer several times, and a sidebar filter on source,
+# segment, branch, tier, stage or whole weeks would scan them all again. Alpha per week is not kept here:
+# the agreement step stores it.
 TILES_TABLE = "d_overview_tiles"
-WEEKLY_TABLE = "d_overview_weekly"
+CELLS_TABLE = "d_overview_cells"
 PERIOD_FIELDS = ("start", "end", "previous_start", "previous_end")
+# Per (week, item): answers and spend in the four groupings Filters.cell_where picks from (by tier, by stage,
+# both, neither), then the items of each cell with their confidence and escalations summed, so that any
+# union of cells sums to what _weekly_counts computes from the answers. The item's own attributes (source,
+# segment) are taken from its answers, exactly what the live filter reads; the consensus node from d_items,
+# what the live branch filter reads.
+CELLS = (
+    "CREATE OR REPLACE TABLE " + CELLS_TABLE + " AS "  # noqa: S608 - fixed table and relations
+    "WITH w AS (SELECT a.week, a.item_idx, a.source, a.segment, a.tier, a.stage, "
+    "GROUPING(a.tier) = 0 AS by_tier, GROUPING(a.stage) = 0 AS by_stage, count(*) AS n, sum(a.cost) AS cost "
+    "FROM d_answers a WHERE a.week IS NOT NULL GROUP BY GROUPING SETS ("
+    "(a.week, a.item_idx, a.source, a.segment), (a.week, a.item_idx, a.source, a.segment, a.tier), "
+    "(a.week, a.item_idx, a.source, a.segment, a.stage), (a.week, a.item_idx, a.source, a.segment, a.tier, a.stage))), "
+    "esc AS (SELECT DISTINCT x.item_idx FROM escalations e JOIN d_item_index x USING (item_id)) "
+    "SELECT w.week, i.tree_version, w.source, w.segment, i.consensus_node, w.tier, w.stage, w.by_tier, w.by_stage, "
+    "count(*) AS items, sum(w.n) AS annotations, sum(w.cost) AS cost, sum(d.ds_p) AS ds_sum, count(d.ds_p) AS ds_n, "
+    "count(esc.item_idx) AS escalated "
+    "FROM w LEFT JOIN (SELECT item_idx, tree_version, consensus_node FROM d_items) i USING (item_idx) "
+    "LEFT JOIN {DS} d USING (item_idx) LEFT JOIN esc USING (item_idx) GROUP BY ALL"
+)
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
@@ -204,7 +225,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         }
     )
     agreement.store(con, TILES_TABLE, tiles if result.period is not None else tiles.iloc[:0])
-    agreement.store(con, WEEKLY_TABLE, _weekly_counts(con, Filters()))
+    con.execute(CELLS.replace("{DS}", _ds_items(con)))
     return "full"
 
 
@@ -227,10 +248,8 @@ def weekly_trends(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Per week: items answered, answers, spend per item, mean Dawid-Skene confidence, share escalated."""
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
-    if f.is_empty() and soft_labels.table_exists(con, WEEKLY_TABLE):
-        frame = con.execute("SELECT * FROM " + WEEKLY_TABLE + " ORDER BY week").df()  # noqa: S608 - fixed table name
-    else:
-        frame = _weekly_counts(con, f)
+    cells = f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
+    frame = _weekly_counts(con, f) if cells is None else _weekly_from_cells(con, *cells)
     if frame.empty:
         return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
     alphas = agreement.agreement_table(con, f, by="week", bootstrap=0)
@@ -241,6 +260,23 @@ def weekly_trends(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         )
     else:
         frame["alpha"] = float("nan")
+    return frame
+
+
+def _weekly_from_cells(con: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> pd.DataFrame:
+    """_weekly_counts summed from the stored cells the predicate (Filters.cell_where) keeps, in its types."""
+    frame = con.execute(
+        "SELECT c.week, CAST(sum(c.items) AS BIGINT) AS items, CAST(sum(c.annotations) AS HUGEINT) AS annotations, "  # noqa: S608 - predicate from Filters.cell_where, fixed table
+        "sum(c.cost) / sum(c.items) AS cost_per_item, sum(c.ds_sum) / nullif(sum(c.ds_n), 0) AS estimated_accuracy, "
+        "sum(c.escalated) / sum(c.items) AS escalation_rate FROM " + CELLS_TABLE + " c WHERE " + where + " "
+        "GROUP BY c.week ORDER BY c.week",
+        params,
+    ).df()
+    return _iso_weeks(frame)
+
+
+def _iso_weeks(frame: pd.DataFrame) -> pd.DataFrame:
+    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
     return frame
 
 
@@ -257,5 +293,4 @@ def _weekly_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         "WHERE w.week IS NOT NULL GROUP BY w.week ORDER BY w.week",
         params,
     ).df()
-    frame["week"] = pd.to_datetime(frame["week"]).dt.strftime("%Y-%m-%d")
-    return frame
+    return _iso_weeks(frame)

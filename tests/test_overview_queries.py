@@ -123,7 +123,7 @@ def test_weekly_shares_split_each_week_among_the_children(world: tuple[object, p
 
 
 # Tables refresh keeps so that pages skip the answers; dropping them makes the same functions compute live.
-STORED_PAGE_TABLES = ("d_overview_tiles", "d_overview_weekly", "d_tree_confusion")
+STORED_PAGE_TABLES = ("d_overview_tiles", "d_overview_cells", "d_tree_confusion")
 
 
 def _page_results(con: duckdb.DuckDBPyConnection, inner: list[str]) -> dict[str, object]:
@@ -165,3 +165,35 @@ def test_stored_page_results_equal_the_live_computation(small_demo: Path, tmp_pa
             assert not frame.empty or key.startswith("confusion:")
             pd.testing.assert_frame_equal(frame, live[key], obj=key)
     assert not stored["confusion:top"].empty and any(not stored["confusion:" + n].empty for n in inner)
+
+
+def test_weekly_trends_from_the_stored_cells_equal_the_live_computation(small_demo: Path, tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    shutil.copy(small_demo, db)
+    with connect(db) as con:
+        busiest = "SELECT source, segment FROM d_items GROUP BY ALL ORDER BY count(*) DESC, 1, 2"
+        source, segment = con.execute(busiest).fetchone()
+        inner = "SELECT node_id FROM d_nodes WHERE depth = 1 AND NOT is_leaf ORDER BY ordinal"
+        branch = con.execute(inner).fetchone()[0]
+        tier = con.execute("SELECT tier FROM d_answers WHERE tier <> 'expert' GROUP BY 1 ORDER BY 1").fetchone()[0]
+        last = con.execute("SELECT max(week)::DATE FROM d_answers").fetchone()[0]
+        weeks = {"start": last - timedelta(days=14), "end": last + timedelta(days=6)}
+        answered = [
+            Filters(sources=(source,)),
+            Filters(sources=(source, "no-such-source"), segments=(segment,)),
+            Filters(branch=branch),
+            Filters(tiers=(tier,)),
+            Filters(stages=("escalated",)),
+            Filters(tiers=(tier,), stages=("initial",), branch=branch),
+            Filters(**weeks, sources=(source,)),
+        ]
+        # Filters the cells cannot answer fall back to the answers, with the same result.
+        live_only = [Filters(start=last + timedelta(days=1)), Filters(tiers=(tier, "expert")), Filters(tree_version=1)]
+        assert all(f.cell_where() is not None for f in answered)
+        assert all(f.cell_where() is None for f in live_only)
+        stored = [overview.weekly_trends(con, f) for f in [*answered, *live_only]]
+        con.execute("DROP TABLE " + overview.CELLS_TABLE)
+        live = [overview.weekly_trends(con, f) for f in [*answered, *live_only]]
+    for f, got, expected in zip([*answered, *live_only], stored, live, strict=True):
+        assert not expected.empty, f
+        pd.testing.assert_frame_equal(got, expected, obj=str(f.to_query_params()))

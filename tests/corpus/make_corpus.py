@@ -129,7 +129,8 @@ MAKERS: dict[str, Callable[[Path], Path]] = {
     maker.__name__ + _SUFFIX[maker.__name__.split("_", 1)[0]]: maker
     for maker in (
         parquet_truncated, parquet_corrupt_footer, parquet_text_inside, parquet_empty_table, parquet_wrong_types,
-        parquet_nan_infinity, parquet_nested_ids, parquet_duplicate_columns, csv_huge_field, csv_huge_header, jsonl_huge_field,
+        parquet_nan_infinity, parquet_nested_ids, parquet_duplicate_columns, csv_huge_field, csv_huge_header,
+        jsonl_huge_field,
     )
 }
 
