@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from queries import agreement
+from queries import agreement, soft_labels
 from queries.errors import LabelgovError
 from queries.filters import Filters
 
@@ -372,18 +372,21 @@ def agreement_drift(
     themselves are in the agreement tables.
     """
     return _stored_or_live(
-        con, f, reference_weeks, "agreement", lambda: _agreement_drift(con, f, reference_weeks, bootstrap)
+        con,
+        f,
+        reference_weeks,
+        "agreement",
+        lambda: _agreement_drift(con, f, _reference_end(con, f, reference_weeks), bootstrap),
     )
 
 
 def _agreement_drift(
     con: duckdb.DuckDBPyConnection,
     f: Filters,
-    reference_weeks: int,
+    end: pd.Timestamp | None,
     bootstrap: int,
     scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None,
 ) -> pd.DataFrame:
-    end = _reference_end(con, f, reference_weeks)
     if end is None:
         return pd.DataFrame({c: [] for c in AGREEMENT_DRIFT_COLUMNS})
     if scanned is None:
@@ -435,11 +438,12 @@ def confidence_drift(
 ) -> pd.DataFrame:
     """Mean self-reported confidence per top-level branch and week against the reference: Welch's t-test,
     effect size as Cohen's d against the reference standard deviation."""
-    return _stored_or_live(con, f, reference_weeks, "confidence", lambda: _confidence(con, f, reference_weeks))
+    return _stored_or_live(
+        con, f, reference_weeks, "confidence", lambda: _confidence(con, f, _reference_end(con, f, reference_weeks))
+    )
 
 
-def _confidence(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
-    end = _reference_end(con, f, reference_weeks)
+def _confidence(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
     clause, params = f.where("a")
     frame = con.execute(CONFIDENCE.replace("{P}", clause), params).df()
     if end is None or frame.empty:
@@ -484,17 +488,21 @@ def _pool_moments(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+# The items in scope are matched by their integer index ({S}: soft_labels.item_scope, which reads item-level
+# filters from d_items alone): a semi-join on the answers' item ids (strings) cost most of the query.
 MODEL = """
-WITH p AS (
+WITH i AS (
+    SELECT item_id, consensus_node, consensus_lineage FROM d_items WHERE {S}
+), p AS (
     SELECT item_id, date_trunc('week', created_at) AS week,
            map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))]
                AS predicted
     FROM predictions
-    WHERE created_at IS NOT NULL AND item_id IN (SELECT a.item_id FROM d_answers a WHERE {P})
+    WHERE created_at IS NOT NULL AND item_id IN (SELECT item_id FROM i)
 )
 SELECT i.consensus_lineage[1] AS branch, p.week, count(*) AS n,
        sum(CAST(p.predicted <> i.consensus_node AS INTEGER)) AS disagree
-FROM p JOIN d_items i USING (item_id)
+FROM p JOIN i USING (item_id)
 GROUP BY ALL
 """
 RATE_COLUMNS = ["week", "rate", "reference_rate", "change", "p_value", "p_adjusted", "n"]
@@ -505,22 +513,25 @@ def model_disagreement_drift(
 ) -> pd.DataFrame:
     """Share of predictions whose argmax leaf differs from the human consensus, per top-level branch of the
     consensus and prediction week, against the reference share (two-proportion z-test)."""
-    return _stored_or_live(con, f, reference_weeks, "model", lambda: _model(con, f, reference_weeks))
+    return _stored_or_live(
+        con, f, reference_weeks, "model", lambda: _model(con, f, _reference_end(con, f, reference_weeks))
+    )
 
 
-def _model(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
-    end = _reference_end(con, f, reference_weeks)
-    clause, params = f.where("a")
-    frame = con.execute(MODEL.replace("{P}", clause), params).df()
+def _model(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
+    scope, params = soft_labels.item_scope(f)
+    in_scope = "TRUE" if scope is None else "item_idx IN (" + scope + ")"
+    frame = con.execute(MODEL.replace("{S}", in_scope), params).df()
     if end is None or frame.empty:
         return pd.DataFrame({c: [] for c in ["branch", *RATE_COLUMNS]})
     return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
 
 
+# Joined on the integer item index, not the item id: a string join over millions of answers costs more.
 ANNOTATOR = """
 SELECT a.annotator_id, a.week, count(*) AS n,
        sum(CAST(a.node_id = i.consensus_node AS INTEGER)) AS agree
-FROM d_answers a JOIN d_items i USING (item_id)
+FROM d_answers a JOIN (SELECT item_idx, consensus_node FROM d_items) i USING (item_idx)
 WHERE {P} GROUP BY ALL
 """
 
@@ -528,11 +539,12 @@ WHERE {P} GROUP BY ALL
 def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> pd.DataFrame:
     """Each annotator's share of answers equal to the item's consensus, per week, against their own share in
     the reference window (two-proportion z-test); annotators without reference answers are not compared."""
-    return _stored_or_live(con, f, reference_weeks, "annotators", lambda: _annotators(con, f, reference_weeks))
+    return _stored_or_live(
+        con, f, reference_weeks, "annotators", lambda: _annotators(con, f, _reference_end(con, f, reference_weeks))
+    )
 
 
-def _annotators(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.DataFrame:
-    end = _reference_end(con, f, reference_weeks)
+def _annotators(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
     clause, params = f.where("a")
     frame = con.execute(ANNOTATOR.replace("{P}", clause), params).df()
     if end is None or frame.empty:
@@ -613,13 +625,24 @@ def drift_alerts(
 
 
 def _frames(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> dict[str, pd.DataFrame]:
+    """Every analysis the alerts read, computed live from one reference window and one scan of the answers:
+    the label views and agreement drift are different groupings of the same arrays, so asking each page
+    function in turn would find the reference and scan the answers three times over."""
+    end = _reference_end(con, f, reference_weeks)
+    scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None
+    counts = None
+    if end is not None:
+        space = agreement.value_space(con)
+        scanned = (agreement.scan(con, f, space), space)
+        counts = label_counts(*scanned)
     return {
-        "matrix": drift_matrix(con, f, reference_weeks=reference_weeks),
-        "shares": label_share_drift(con, f, reference_weeks=reference_weeks),
-        "agreement": agreement_drift(con, f, reference_weeks),
-        "confidence": confidence_drift(con, f, reference_weeks),
-        "model": model_disagreement_drift(con, f, reference_weeks),
-        "annotators": annotator_drift(con, f, reference_weeks),
+        # Ordered as drift_matrix returns it: alert ties keep the order of their rows.
+        "matrix": _matrix_from(counts, end).sort_values("js", ascending=False, ignore_index=True),
+        "shares": _shares_from(counts, end),
+        "agreement": _agreement_drift(con, f, end, 0, scanned),
+        "confidence": _confidence(con, f, end),
+        "model": _model(con, f, end),
+        "annotators": _annotators(con, f, end),
     }
 
 
@@ -650,19 +673,7 @@ def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Drift compares every week with a global reference, so it is recomputed in full; the label views and
     agreement drift share one scan of the answers."""
-    f, weeks = Filters(), REFERENCE_WEEKS
-    end = _reference_end(con, f, weeks)
-    space = agreement.value_space(con)
-    answers = agreement.scan(con, f, space)
-    counts = label_counts(answers, space)
-    frames = {
-        "matrix": _matrix_from(counts, end),
-        "shares": _shares_from(counts, end),
-        "agreement": _agreement_drift(con, f, weeks, 0, (answers, space)),
-        "confidence": _confidence(con, f, weeks),
-        "model": _model(con, f, weeks),
-        "annotators": _annotators(con, f, weeks),
-    }
+    frames = _frames(con, Filters(), REFERENCE_WEEKS)
     frames["alerts"] = _alerts(con, frames)
     for key, frame in frames.items():
         agreement.store(con, STORED[key], frame)

@@ -363,3 +363,74 @@ def test_short_date_ranges_skip_the_scan_with_the_same_empty_answer(small_demo) 
                 drift.drift_matrix(con, f), live_matrix.sort_values("js", ascending=False, ignore_index=True)
             )
             assert drift.drift_matrix(con, f).empty == short
+
+
+# The live model and annotator queries as they were written before they matched items by index: the
+# reference the faster queries must reproduce.
+MODEL_BY_ITEM_ID = """
+WITH p AS (
+    SELECT item_id, date_trunc('week', created_at) AS week,
+           map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))]
+               AS predicted
+    FROM predictions
+    WHERE created_at IS NOT NULL AND item_id IN (SELECT a.item_id FROM d_answers a WHERE {P})
+)
+SELECT i.consensus_lineage[1] AS branch, p.week, count(*) AS n,
+       sum(CAST(p.predicted <> i.consensus_node AS INTEGER)) AS disagree
+FROM p JOIN d_items i USING (item_id)
+GROUP BY ALL
+"""
+ANNOTATOR_BY_ITEM_ID = """
+SELECT a.annotator_id, a.week, count(*) AS n, sum(CAST(a.node_id = i.consensus_node AS INTEGER)) AS agree
+FROM d_answers a JOIN d_items i USING (item_id)
+WHERE {P} GROUP BY ALL
+"""
+
+
+def test_filtered_alerts_from_one_scan_equal_each_page_computed_on_its_own(small_demo) -> None:
+    """Filtered alerts compute their six analyses from one reference window and one scan of the answers:
+    under item-level, answer-level and combined filters each analysis, and so the alerts, must equal the
+    page functions called one by one, and the model and annotator counts the queries joined on item ids."""
+    from queries.connection import connect
+
+    with connect(small_demo, read_only=True) as con:
+        branch, source = con.execute(
+            "SELECT consensus_lineage[1], source FROM d_items GROUP BY ALL ORDER BY count(*) DESC LIMIT 1"
+        ).fetchall()[0]
+        tier, first = con.execute(
+            "SELECT tier, min(week) FROM d_answers WHERE tier IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchall()[0]
+        start = first.date() + pd.Timedelta(days=14)
+        cases = [
+            Filters(branch=branch),
+            Filters(sources=(source,)),
+            Filters(tiers=(tier,)),
+            Filters(start=start),
+            Filters(branch=branch, tiers=(tier,), start=start),
+            Filters(sources=(source,), stages=("initial",)),
+        ]
+        pages = {
+            "matrix": drift.drift_matrix,
+            "shares": drift.label_share_drift,
+            "agreement": lambda c, f: drift.agreement_drift(c, f),
+            "confidence": drift.confidence_drift,
+            "model": drift.model_disagreement_drift,
+            "annotators": drift.annotator_drift,
+        }
+        for f in cases:
+            frames = drift._frames(con, f, drift.REFERENCE_WEEKS)
+            each = {name: page(con, f) for name, page in pages.items()}
+            for name, frame in each.items():
+                pd.testing.assert_frame_equal(frames[name], frame, check_dtype=False)
+            expected = drift._alerts(con, each)[drift.ALERT_COLUMNS].head(20).reset_index(drop=True)
+            pd.testing.assert_frame_equal(drift.drift_alerts(con, f), expected)
+            clause, params = f.where("a")
+            end = drift._reference_end(con, f, drift.REFERENCE_WEEKS)
+            for query, key, counted, frame in (
+                (MODEL_BY_ITEM_ID, "branch", "disagree", frames["model"]),
+                (ANNOTATOR_BY_ITEM_ID, "annotator_id", "agree", frames["annotators"]),
+            ):
+                old = con.execute(query.replace("{P}", clause), params).df()
+                reference = drift._compare_rates(old, key, end, counted, "n")[[key, *drift.RATE_COLUMNS]]
+                pd.testing.assert_frame_equal(frame, reference, check_dtype=False)
+        assert not drift.drift_alerts(con, cases[0]).empty
