@@ -51,6 +51,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy import sparse
 
+from queries import frame_writes
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -675,12 +676,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     frames = {table: grouped_answers(con, answers, space, by)[TABLE_COLUMNS] for by, table in STORED.items()}
     frames[STORED_PAIRS] = _pairs(con, Filters(), STORED_TOP)
     for table, frame in frames.items():
-        store(con, table, frame)
+        frame_writes.store(con, table, frame)
     return "full"
 
 
-def store(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
-    """Replace a derived table with a frame; ``table`` comes from a module's fixed names."""
-    con.register("_derived_frame", frame)
-    con.execute("CREATE OR REPLACE TABLE " + table + " AS SELECT * FROM _derived_frame")  # noqa: S608 - fixed name
-    con.unregister("_derived_frame")

@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy.optimize import minimize_scalar
 
+from queries import frame_writes
 from queries.errors import LabelgovError
 from queries.escalation import item_scope, scoped_items
 from queries.filters import Filters
@@ -378,10 +379,8 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         {"temperature": float, "ece_after_temperature": float, "brier_after_temperature": float, "n": "int64"}
     )
     temps = pd.DataFrame(fits, columns=["scope", "name", "model", "temperature", "nll_before", "nll_after", "n"])
-    for name, frame in (("d_calibration", table), ("d_temperature", temps)):
-        con.register("_frame", frame)
-        con.execute("CREATE OR REPLACE TABLE " + name + " AS SELECT * FROM _frame")  # noqa: S608 - fixed table names
-        con.unregister("_frame")
+    frame_writes.store(con, "d_calibration", table)
+    frame_writes.store(con, "d_temperature", temps)
     return "full"
 
 

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from queries import soft_labels, tree_view
+from queries import frame_writes, soft_labels, tree_view
 from queries.errors import LabelgovError
 from queries.filters import Filters
 
@@ -80,11 +80,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     ]
     frames = [x for x in frames if len(x)]
     if frames:
-        con.register("_top", pd.concat(frames, ignore_index=True))
-        try:
-            con.execute("CREATE TABLE " + TOP + " AS SELECT * FROM _top")  # noqa: S608 - fixed table name
-        finally:
-            con.unregister("_top")
+        frame_writes.store(con, TOP, pd.concat(frames, ignore_index=True))
     tree_view.refresh_step(con, ctx)
     return "full"
 

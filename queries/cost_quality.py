@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from queries import frame_writes
 from queries.dawid_skene import dawid_skene
 from queries.escalation import item_scope, scoped_items, threshold_whatif
 from queries.filters import Filters
@@ -161,12 +162,13 @@ def _store_replay(con: duckdb.DuckDBPyConnection, scored: pd.DataFrame, table: s
     if table not in ("d_cost_quality_items", "_replay"):
         raise ValueError(f"table {table!r} is not in the allow-list")
     kind = "TABLE " if table == "d_cost_quality_items" else "TEMP TABLE "
-    con.register("_scored", scored)
-    con.execute(
+    frame_writes.run_over(
+        con,
+        "_scored",
+        scored,
         "CREATE OR REPLACE " + kind + table + " AS SELECT s.*, coalesce(o.branch, 'none') AS branch "
-        "FROM _scored s LEFT JOIN d_item_outcomes o USING (item_idx) ORDER BY s.item_idx"
+        "FROM _scored s LEFT JOIN d_item_outcomes o USING (item_idx) ORDER BY s.item_idx",
     )
-    con.unregister("_scored")
 
 
 def redundancy_curve(

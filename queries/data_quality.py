@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from queries import overview, soft_labels
+from queries import frame_writes, overview, soft_labels
 from queries.filters import Filters
 
 if TYPE_CHECKING:
@@ -104,11 +104,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     con.execute("CREATE OR REPLACE TABLE d_dq_duplicates AS " + DUPLICATES)
     con.execute("CREATE OR REPLACE TABLE d_dq_annotators AS " + _per_annotator("TRUE"))
     con.execute("CREATE OR REPLACE TABLE d_dq_source_top AS " + _source_top("TRUE"))
-    con.register("_missing", _missing_computed(con, Filters()))
-    try:
-        con.execute("CREATE OR REPLACE TABLE d_dq_missing AS SELECT * FROM _missing")
-    finally:
-        con.unregister("_missing")
+    frame_writes.store(con, "d_dq_missing", _missing_computed(con, Filters()))
     overview.refresh_step(con, ctx)
     return "full"
 

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from queries import agreement, soft_labels
+from queries import agreement, frame_writes, soft_labels
 from queries.errors import LabelgovError
 from queries.filters import Filters
 
@@ -676,5 +676,5 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     frames = _frames(con, Filters(), REFERENCE_WEEKS)
     frames["alerts"] = _alerts(con, frames)
     for key, frame in frames.items():
-        agreement.store(con, STORED[key], frame)
+        frame_writes.store(con, STORED[key], frame)
     return "full"

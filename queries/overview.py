@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 from pydantic import BaseModel
 
-from queries import agreement, soft_labels
+from queries import agreement, frame_writes, soft_labels
 from queries.filters import Filters
 from queries.governance_store import OPEN_STATUSES
 from queries.results import first_row
@@ -224,7 +224,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
             **{name: pd.Series([period[name]] * len(result.tiles), dtype="datetime64[ns]") for name in PERIOD_FIELDS},
         }
     )
-    agreement.store(con, TILES_TABLE, tiles if result.period is not None else tiles.iloc[:0])
+    frame_writes.store(con, TILES_TABLE, tiles if result.period is not None else tiles.iloc[:0])
     con.execute(CELLS.replace("{DS}", _ds_items(con)))
     return "full"
 

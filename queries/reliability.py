@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from queries import frame_writes
 from queries.dawid_skene import DSResult, dawid_skene
 from queries.filters import Filters
 
@@ -171,34 +172,48 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
             "p": res.posteriors[np.arange(best.size), best].astype(np.float64),
         }
     )
-    for name, frame in (("_ds_ann", ann), ("_ds_conf", conf), ("_ds_post", post), ("_ds_items", items)):
-        con.register(name, frame)
-    try:
-        con.execute(
+    statements = {
+        "_ds_ann": (
+            ann,
             """
             CREATE OR REPLACE TABLE d_ds_annotators AS
             SELECT x.annotator_id, a.annotator_idx::INTEGER AS annotator_idx, a.answers::BIGINT AS answers,
                    a.ds_accuracy, a.estimate_used, a.spammer_score
-            FROM _ds_ann a JOIN d_annotator_index x USING (annotator_idx);
+            FROM _ds_ann a JOIN d_annotator_index x USING (annotator_idx)
+            """,
+        ),
+        "_ds_conf": (
+            conf,
+            """
             CREATE OR REPLACE TABLE d_ds_confusion AS
             SELECT x.annotator_id, t.node_id AS true_node, o.node_id AS answered_node, c.p, c.expected_n
             FROM _ds_conf c JOIN d_annotator_index x USING (annotator_idx)
-            JOIN _ds_labels t ON t.label_idx = c.true_idx JOIN _ds_labels o ON o.label_idx = c.answered_idx;
+            JOIN _ds_labels t ON t.label_idx = c.true_idx JOIN _ds_labels o ON o.label_idx = c.answered_idx
+            """,
+        ),
+        "_ds_post": (
+            post,
+            """
             CREATE OR REPLACE TABLE d_posterior AS
             SELECT x.item_id, p.item_idx::INTEGER AS item_idx, l.node_id, p.p
             FROM _ds_post p JOIN d_item_index x USING (item_idx) JOIN _ds_labels l ON l.label_idx = p.class_idx
-            ORDER BY p.item_idx, p.p DESC;
+            ORDER BY p.item_idx, p.p DESC
+            """,
+        ),
+        "_ds_items": (
+            items,
+            """
             CREATE OR REPLACE TABLE d_ds_items AS
             SELECT x.item_id, i.item_idx::INTEGER AS item_idx, l.node_id AS ds_node, i.p AS ds_p,
                    d.consensus_node AS majority_node
             FROM _ds_items i JOIN d_item_index x USING (item_idx) JOIN _ds_labels l ON l.label_idx = i.class_idx
             LEFT JOIN d_items d USING (item_id)
-            ORDER BY i.item_idx;
-            """
-        )
-    finally:
-        for name in ("_ds_ann", "_ds_conf", "_ds_post", "_ds_items"):
-            con.unregister(name)
+            ORDER BY i.item_idx
+            """,
+        ),
+    }
+    for name, (frame, sql) in statements.items():
+        frame_writes.run_over(con, name, frame, sql)
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:

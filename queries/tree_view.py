@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from queries import soft_labels
+from queries import frame_writes, soft_labels
 from queries.filters import Filters
 from queries.soft_labels import Source
 
@@ -169,15 +169,14 @@ def confusion_pairs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Pairs are sums over items, but one new answer changes its item's products: rebuilt in full."""
     frame = confusion_pairs(con)
-    con.register("_confusion", frame)
-    try:
-        con.execute(
-            "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS SELECT CAST(level AS INTEGER) AS level, "  # noqa: S608 - fixed
-            "CAST(parent AS VARCHAR) AS parent, CAST(first AS VARCHAR) AS first, CAST(second AS VARCHAR) AS second, "
-            "CAST(pairs AS BIGINT) AS pairs FROM _confusion ORDER BY level, parent"
-        )
-    finally:
-        con.unregister("_confusion")
+    frame_writes.run_over(
+        con,
+        "_confusion",
+        frame,
+        "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS SELECT CAST(level AS INTEGER) AS level, "  # noqa: S608 - fixed
+        "CAST(parent AS VARCHAR) AS parent, CAST(first AS VARCHAR) AS first, CAST(second AS VARCHAR) AS second, "
+        "CAST(pairs AS BIGINT) AS pairs FROM _confusion ORDER BY level, parent",
+    )
     return "full"
 
 
