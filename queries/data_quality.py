@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
 from queries import frame_writes, overview, soft_labels
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -49,17 +51,30 @@ ITEM_FIELDS = (
 )
 
 
-def _scope_items(f: Filters) -> tuple[str, list[Any]]:
-    """Items the filters keep, over the raw items table (items without answers only when unfiltered)."""
-    pred, params = soft_labels.scoped("d.item_idx", f)
-    if pred == "TRUE":
-        return "SELECT item_id FROM items", []
-    return "SELECT d.item_id FROM d_item_index d WHERE " + pred, params  # noqa: S608 - scope predicate
+def answers_in_scope(f: Filters, joined: str = "") -> tuple[str, list[Any]]:
+    """``d_answers a`` (with ``joined``, a fixed join clause) restricted to the filters, as a FROM clause ending
+    in its WHERE predicate.
+
+    Filters.where writes the branch as ``item_idx IN (items of the branch)``, which DuckDB runs as a mark
+    join costing a third more than the scan itself (10M answers); the same items joined on the integer index
+    are a plain hash join, as cheap as the scan. d_items holds one row per item_idx, so the join keeps exactly
+    the answers the semi-join keeps.
+    """
+    if f.branch is None:
+        pred, params = f.where("a")
+        return "d_answers a " + joined + " WHERE " + pred, params
+    pred, params = f.model_copy(update={"branch": None}).where("a")
+    return (
+        "d_answers a " + joined + " JOIN (SELECT d.item_idx FROM d_items d "  # noqa: S608 - fixed join, Filters predicate
+        "WHERE list_contains(d.consensus_lineage, ?)) b ON b.item_idx = a.item_idx WHERE " + pred,
+        [f.branch, *params],
+    )
 
 
-# Unfiltered results are materialised at refresh (one full pass each: medians and leakage groups are
-# global); filtered pages recompute from d_answers with the same SQL.
-TABLES = ("d_dq_duplicates", "d_dq_annotators", "d_dq_source_top", "d_dq_missing")
+# Unfiltered results are materialised at refresh (medians and leakage groups are global); filtered pages
+# sum the additive counts from the cells and recompute the rest from d_answers.
+CELLS_TABLE = "d_dq_cells"
+TABLES = ("d_dq_duplicates", "d_dq_annotators", CELLS_TABLE, "d_dq_missing")
 DUPLICATES = (
     "WITH i AS (SELECT DISTINCT item_id, split, content_hash FROM items WHERE split IS NOT NULL), "
     "ids AS (SELECT item_id FROM i GROUP BY item_id HAVING count(DISTINCT split) > 1), "
@@ -71,6 +86,27 @@ DUPLICATES = (
     "SELECT kind, key, count(DISTINCT item_id) AS n_items, count(DISTINCT split) AS n_splits, "
     "list(DISTINCT item_id ORDER BY item_id) AS items, list(DISTINCT split ORDER BY split) AS splits "
     "FROM g GROUP BY kind, key"
+)
+
+# Answers per cell of Filters.cell_where (week, source, segment, the item's consensus node, tier, stage) and
+# answered top-level branch, with the answers lacking each ANSWER_FIELDS field: under any filter the cells can
+# express, the missing-metadata and source-divergence counts are sums over a few hundred thousand rows instead
+# of passes over every answer. Counted once at the finest grain, then rolled up to the four groupings
+# cell_where picks from; items and nodes are left-joined by the keys the live filters use, so every answer
+# counts exactly as the live queries count it.
+CELLS = (
+    "CREATE OR REPLACE TABLE " + CELLS_TABLE + " AS WITH fine AS (SELECT a.week, i.tree_version, a.source, "  # noqa: S608 - fixed columns
+    "a.segment, i.consensus_node, a.tier, a.stage, n.lineage[1] AS top, count(*) AS answers, "
+    + ", ".join("count(*) FILTER (WHERE a." + c + " IS NULL) AS no_" + c for c, _ in ANSWER_FIELDS)
+    + " FROM d_answers a LEFT JOIN d_items i USING (item_idx) "
+    "LEFT JOIN d_nodes n ON n.tree_version = a.tree_version AND n.node_id = a.node_id GROUP BY ALL) "
+    "SELECT week, tree_version, source, segment, consensus_node, tier, stage, top, GROUPING(tier) = 0 AS by_tier, "
+    "GROUPING(stage) = 0 AS by_stage, CAST(sum(answers) AS BIGINT) AS answers, "
+    + ", ".join("CAST(sum(no_" + c + ") AS BIGINT) AS no_" + c for c, _ in ANSWER_FIELDS)
+    + " FROM fine GROUP BY GROUPING SETS ((week, tree_version, source, segment, consensus_node, top), "
+    "(week, tree_version, source, segment, consensus_node, top, tier), "
+    "(week, tree_version, source, segment, consensus_node, top, stage), "
+    "(week, tree_version, source, segment, consensus_node, top, tier, stage))"
 )
 
 
@@ -86,11 +122,11 @@ def _per_annotator(pred: str) -> str:
     )
 
 
-def _source_top(pred: str) -> str:
+def _source_top(answers: str) -> str:
     """Answers per source and top-level branch (grouped by node first: a list lookup per answer is slow)."""
     return (
         "SELECT c.source, n.lineage[1] AS top, sum(c.n) AS n FROM (SELECT a.source, a.tree_version, a.node_id, "  # noqa: S608 - fixed
-        "count(*) AS n FROM d_answers a WHERE a.source IS NOT NULL AND " + pred + " GROUP BY ALL) c "
+        "count(*) AS n FROM " + answers + " AND a.source IS NOT NULL GROUP BY ALL) c "
         "JOIN d_nodes n USING (tree_version, node_id) GROUP BY ALL"
     )
 
@@ -103,7 +139,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     steps that those numbers read."""
     con.execute("CREATE OR REPLACE TABLE d_dq_duplicates AS " + DUPLICATES)
     con.execute("CREATE OR REPLACE TABLE d_dq_annotators AS " + _per_annotator("TRUE"))
-    con.execute("CREATE OR REPLACE TABLE d_dq_source_top AS " + _source_top("TRUE"))
+    con.execute(CELLS)
     frame_writes.store(con, "d_dq_missing", _missing_computed(con, Filters()))
     overview.refresh_step(con, ctx)
     return "full"
@@ -111,6 +147,30 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 def _stored(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
     return f.is_empty() and all(soft_labels.table_exists(con, t) for t in TABLES)
+
+
+def _cells(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]] | None:
+    """The cells' predicate for the filters, None when there are no cells or only the answers can tell."""
+    return f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
+
+
+def _scope_among(f: Filters, candidates: str) -> tuple[str, list[Any]]:
+    """The item_idx values among ``candidates`` (a fixed subquery of a few items) that the filters keep.
+
+    The same items as soft_labels.item_scope: item-level filters read d_items; any other filter keeps the items
+    with a matching answer, found by one scan of the answers probing the few candidates rather than by
+    collecting every item in scope.
+    """
+    if f.is_empty():
+        return candidates, []
+    if soft_labels.item_level_only(f):
+        # The branch tested on the candidates' own rows: Filters.where would first collect the whole branch.
+        pred, params = f.model_copy(update={"branch": None}).where("x")
+        if f.branch is not None:
+            pred, params = pred + " AND list_contains(x.consensus_lineage, ?)", [*params, f.branch]
+        return "SELECT x.item_idx FROM d_items x WHERE x.item_idx IN (" + candidates + ") AND " + pred, params  # noqa: S608 - fixed fragments
+    answers, params = answers_in_scope(f)
+    return "SELECT a.item_idx FROM " + answers + " AND a.item_idx IN (" + candidates + ")", params  # noqa: S608 - fixed fragments
 
 
 def cross_split_duplicates(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
@@ -123,12 +183,12 @@ def cross_split_duplicates(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Dat
         return con.execute(
             "SELECT g.* FROM " + groups + " g ORDER BY g.kind DESC, g.n_items DESC, g.key"  # noqa: S608 - fixed SQL fragments
         ).df()[DUPLICATE_COLUMNS]
-    # Unnest the groups' few items and semi-join them with the scope: comparing every group's list with a
-    # list of every in-scope item costs a list search per group.
-    scope, params = _scope_items(f)
+    # The groups' few items by index, then which of them are in scope.
+    scope, params = _scope_among(f, "SELECT item_idx FROM u")
     return con.execute(
-        "WITH hit AS (SELECT DISTINCT u.kind, u.key FROM (SELECT kind, key, unnest(items) AS item_id FROM "  # noqa: S608 - fixed SQL fragments
-        + groups + ") u WHERE u.item_id IN (" + scope + ")) "
+        "WITH u AS (SELECT g.kind, g.key, x.item_idx FROM (SELECT kind, key, unnest(items) AS item_id FROM "  # noqa: S608 - fixed SQL fragments
+        + groups + ") g JOIN d_item_index x USING (item_id)), "
+        "hit AS (SELECT DISTINCT u.kind, u.key FROM u WHERE u.item_idx IN (" + scope + ")) "
         "SELECT g.* FROM " + groups + " g SEMI JOIN hit USING (kind, key) "
         "ORDER BY g.kind DESC, g.n_items DESC, g.key",
         params,
@@ -142,34 +202,142 @@ def missing_metadata(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame
     return _missing_computed(con, f)
 
 
+def _answer_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> list[int]:
+    """Answers in scope, then those lacking each ANSWER_FIELDS field: summed from the cells when they can say."""
+    cells = _cells(con, f)
+    if cells is None:
+        answers, params = answers_in_scope(f)
+        counts = ", ".join("count(*) FILTER (WHERE a." + c + " IS NULL)" for c, _ in ANSWER_FIELDS)
+        sql = "SELECT count(*), " + counts + " FROM " + answers  # noqa: S608 - fixed columns
+    else:
+        where, params = cells
+        sums = ", ".join("coalesce(sum(c.no_" + c + "), 0)" for c, _ in ANSWER_FIELDS)
+        sql = "SELECT coalesce(sum(c.answers), 0), " + sums + " FROM " + CELLS_TABLE + " c WHERE " + where  # noqa: S608 - fixed columns
+    return [int(v) for v in con.execute(sql, params).fetchall()[0]]
+
+
+def _items_missing(con: duckdb.DuckDBPyConnection, f: Filters) -> list[int]:
+    """Items in scope lacking each ITEM_FIELDS field: the few incomplete items, then which of them are in scope."""
+    incomplete = "SELECT d.item_idx FROM d_items d WHERE " + " OR ".join("d." + c + " IS NULL" for c, _ in ITEM_FIELDS)  # noqa: S608 - fixed columns
+    scope, params = _scope_among(f, incomplete)
+    counts = ", ".join("count(*) FILTER (WHERE d." + c + " IS NULL)" for c, _ in ITEM_FIELDS)
+    row = con.execute(
+        "SELECT " + counts + " FROM d_items d WHERE d.item_idx IN (" + scope + ")", params  # noqa: S608 - fixed columns
+    ).fetchall()[0]
+    return [int(v) for v in row]
+
+
+def _missing_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[tuple[str, str], int]:
+    """missing_metadata's ``missing`` column alone: the items in scope need not be counted (an answer-level
+    filter would take a pass collecting every item it keeps)."""
+    if _stored(con, f) or not soft_labels.table_exists(con, "d_answers"):
+        return missing_metadata(con, f).set_index(["table", "field"])["missing"].to_dict()
+    answers = zip((("annotations", c) for c, _ in ANSWER_FIELDS), _answer_counts(con, f)[1:], strict=True)
+    items = zip((("items", c) for c, _ in ITEM_FIELDS), _items_missing(con, f), strict=True)
+    return dict([*answers, *items])
+
+
 def _missing_computed(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame(MISSING_COLUMNS)
-    pred, params = f.where("a")
-    answer_counts = ", ".join("count(*) FILTER (WHERE a." + c + " IS NULL)" for c, _ in ANSWER_FIELDS)
-    row = con.execute(
-        "SELECT count(*), " + answer_counts + " FROM d_answers a WHERE " + pred, params  # noqa: S608 - fixed columns
-    ).fetchall()[0]
     item_pred, item_params = soft_labels.scoped("d.item_idx", f)
-    item_counts = ", ".join("count(*) FILTER (WHERE d." + c + " IS NULL)" for c, _ in ITEM_FIELDS)
-    item_row = con.execute(
-        "SELECT count(*), " + item_counts + " FROM d_items d WHERE " + item_pred, item_params  # noqa: S608 - fixed
-    ).fetchall()[0]
+    items = con.execute("SELECT count(*) FROM d_items d WHERE " + item_pred, item_params).fetchall()[0]  # noqa: S608 - scope predicate
     rows = []
-    for table, fields, counts in (("annotations", ANSWER_FIELDS, row), ("items", ITEM_FIELDS, item_row)):
-        total = int(counts[0]) if counts else 0
-        for (field, needed_by), missing in zip(fields, counts[1:] if counts else [], strict=False):
+    for table, fields, counts in (
+        ("annotations", ANSWER_FIELDS, _answer_counts(con, f)),
+        ("items", ITEM_FIELDS, [int(items[0]), *_items_missing(con, f)]),
+    ):
+        total = counts[0]
+        for (field, needed_by), missing in zip(fields, counts[1:], strict=True):
             rows.append(
                 {
                     "table": table,
                     "field": field,
-                    "missing": int(missing),
+                    "missing": missing,
                     "total": total,
                     "share": missing / total if total else float("nan"),
                     "needed_by": needed_by,
                 }
             )
     return pd.DataFrame(rows, columns=MISSING_COLUMNS)
+
+
+# The first pass lists each annotator's durations below a bound guessed from the unfiltered population
+# median; a filter that raises the population median by more than this factor costs a second pass.
+BOUND_MARGIN = 1.5
+SPEED_SCAN = (
+    "SELECT GROUPING(a.annotator_idx) = 1 AS pooled, a.annotator_idx, a.duration_s, count(*) AS answers, "
+    "count(a.duration_s) AS timed, list(a.duration_s) FILTER (WHERE a.duration_s < ?) AS low, "
+    "min(a.duration_s) FILTER (WHERE a.duration_s >= ?) AS high FROM {answers} "
+    "GROUP BY GROUPING SETS ((a.annotator_idx), (a.duration_s))"
+)
+FAST_ROWS = (
+    "(SELECT x.annotator_id, x.annotator_kind, x.tier, m.answers, m.timed_answers, m.median_duration_s, "
+    "CAST(? AS DOUBLE) AS population_median_s FROM (SELECT unnest(CAST(? AS INTEGER[])) AS annotator_idx, "
+    "unnest(CAST(? AS BIGINT[])) AS answers, unnest(CAST(? AS BIGINT[])) AS timed_answers, "
+    "unnest(CAST(? AS DOUBLE[])) AS median_duration_s) m JOIN (SELECT annotator_idx, any_value(annotator_id) "
+    "AS annotator_id, any_value(annotator_kind) AS annotator_kind, any_value(tier) AS tier FROM d_answers "
+    "WHERE annotator_idx IN (SELECT unnest(CAST(? AS INTEGER[]))) GROUP BY annotator_idx) x USING (annotator_idx))"
+)
+
+
+def _middle(lo: float, hi: float) -> float:
+    """A median from its two middle values (the same one for an odd count), as DuckDB's median computes it."""
+    return (lo + hi) / 2
+
+
+def _median_of_counts(values: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]) -> float | None:
+    """The median of ``values`` each repeated ``counts`` times; None when there are none."""
+    order = np.argsort(values, kind="stable")  # NaN last, where DuckDB sorts it
+    values, ends = values[order], np.cumsum(counts[order])
+    total = int(ends[-1]) if ends.size else 0
+    if total == 0:
+        return None
+    lo, hi = np.searchsorted(ends, [(total - 1) // 2, total // 2], side="right")
+    return _middle(float(values[lo]), float(values[hi]))
+
+
+def _fast_candidates(
+    con: duckdb.DuckDBPyConnection, f: Filters, min_seconds: float, relative: float
+) -> tuple[str, list[Any]]:
+    """_per_annotator's rows for the filters, for the annotators whose median may be below the too-fast bar.
+
+    Medians per annotator over every answer in scope are the costly part of the check, yet only medians under
+    the bar are shown, and such a median is decided by the durations under the bar. So one pass counts each
+    annotator's answers, lists only their durations below a bound at or above the bar, and counts the answers
+    per distinct duration for the population median (which sets the bar); the medians are then picked from
+    the short lists. An annotator left out has a median at or above the bound, so none is flagged wrongly.
+    """
+    answers, params = answers_in_scope(f)
+    bound = min_seconds
+    if soft_labels.table_exists(con, "d_dq_annotators"):
+        row = first_row(con.execute("SELECT max(population_median_s) FROM d_dq_annotators"))
+        if row is not None and row[0] is not None:
+            bound = max(bound, relative * float(row[0]) * BOUND_MARGIN)
+    while True:
+        rows = con.execute(SPEED_SCAN.replace("{answers}", answers), [bound, bound, *params]).fetchall()
+        pooled = [(r[2], r[4]) for r in rows if r[0]]
+        population = _median_of_counts(
+            np.array([v for v, _ in pooled], dtype=float), np.array([n for _, n in pooled], dtype=np.int64)
+        )
+        bar = min_seconds if population is None else max(min_seconds, relative * population)
+        if not bar > bound:
+            break
+        bound = bar  # the filters raised the population median past the guess: list up to the bar itself
+    columns: dict[str, list[Any]] = {"idx": [], "answers": [], "timed": [], "median": []}
+    for _, idx, _, n, timed, listed, high in (r for r in rows if not r[0]):
+        low = np.sort(np.array(listed or [], dtype=float))
+        first, second = (timed - 1) // 2, timed // 2
+        if timed == 0 or first >= low.size:
+            continue
+        hi = low[second] if second < low.size else (float("nan") if high is None else high)
+        columns["idx"].append(idx)
+        columns["answers"].append(n)
+        columns["timed"].append(timed)
+        columns["median"].append(_middle(float(low[first]), float(hi)))
+    return FAST_ROWS, [
+        population, columns["idx"], columns["answers"], columns["timed"], columns["median"], columns["idx"],
+    ]
 
 
 def too_fast_annotators(
@@ -185,8 +353,7 @@ def too_fast_annotators(
     if _stored(con, f):
         per, params = "d_dq_annotators", []
     else:
-        pred, params = f.where("a")
-        per = "(" + _per_annotator(pred) + ")"
+        per, params = _fast_candidates(con, f, min_seconds, relative)
     return con.execute(
         "SELECT p.*, p.median_duration_s / p.population_median_s AS ratio, "
         "CASE WHEN p.median_duration_s < ? THEN 'median below ' || ? || ' s' "
@@ -202,11 +369,17 @@ def source_divergence(con: duckdb.DuckDBPyConnection, f: Filters, threshold: flo
     """Per source: JS distance of its top-level answer distribution from all sources pooled."""
     if not soft_labels.table_exists(con, "d_answers"):
         return soft_labels.empty_frame(DIVERGENCE_COLUMNS)
-    if _stored(con, f):
-        counts = con.execute("SELECT * FROM d_dq_source_top").df()
+    cells = _cells(con, f)
+    if cells is None:
+        answers, params = answers_in_scope(f)
+        counts = con.execute(_source_top(answers), params).df()
     else:
-        pred, params = f.where("a")
-        counts = con.execute(_source_top(pred), params).df()
+        where, params = cells
+        counts = con.execute(
+            "SELECT c.source, c.top, sum(c.answers) AS n FROM " + CELLS_TABLE + " c "  # noqa: S608 - fixed columns
+            "WHERE c.source IS NOT NULL AND " + where + " GROUP BY ALL",
+            params,
+        ).df()
     if counts.empty:
         return soft_labels.empty_frame(DIVERGENCE_COLUMNS)
     table = counts.pivot_table(index="source", columns="top", values="n", aggfunc="sum", fill_value=0)
@@ -234,7 +407,7 @@ def source_divergence(con: duckdb.DuckDBPyConnection, f: Filters, threshold: flo
 def check_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """One row per check for the overview: how many problems, and how serious ("ok" when none)."""
     duplicates = cross_split_duplicates(con, f)
-    missing = missing_metadata(con, f).set_index(["table", "field"])["missing"]
+    missing = _missing_counts(con, f)
     rows: list[tuple[str, int, str, str]] = [
         (
             "ids_in_several_splits",

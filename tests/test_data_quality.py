@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from queries import data_quality, derived_base
+from queries import data_quality, derived_base, soft_labels
 from queries.connection import memory
 from queries.filters import STAGES, Filters
 from queries.refresh import RefreshContext
@@ -164,3 +164,130 @@ def test_refreshed_tables_give_the_same_answers_as_recomputing() -> None:
     for fn, before in zip(checks, computed, strict=True):
         pd.testing.assert_frame_equal(fn(con, ALL), before, check_dtype=False)
         pd.testing.assert_frame_equal(fn(con, everything), before, check_dtype=False)
+
+
+@pytest.fixture(scope="module")
+def refreshed() -> Iterator[duckdb.DuckDBPyConnection]:
+    """The small demo with the data-quality tables (cells, stored checks) written."""
+    c = demo_warehouse()
+    data_quality.refresh_step(c, RefreshContext(full=True, since_batch=0, touched_items=0))
+    yield c
+    c.close()
+
+
+def filter_kinds(con: duckdb.DuckDBPyConnection) -> list[Filters]:
+    """Every sidebar filter kind, alone and combined: the cells serve some, the answers the rest."""
+    first = con.execute("SELECT min(week)::DATE FROM d_answers").fetchone()[0]
+    branch = con.execute(
+        "SELECT consensus_lineage[1] FROM d_items GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()[0]
+
+    def busiest(column: str) -> str:
+        return con.execute(
+            "SELECT " + column + " FROM d_answers WHERE " + column + " IS NOT NULL "
+            "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()[0]
+
+    source, segment, tier, stage, annotator = (
+        busiest(c) for c in ("source", "segment", "tier", "stage", "annotator_id")
+    )
+    week_end = first + pd.Timedelta(days=6)
+    return [
+        Filters(start=first, end=week_end),
+        Filters(start=first + pd.Timedelta(days=2), end=first + pd.Timedelta(days=12)),
+        Filters(branch=branch),
+        Filters(sources=(source,)),
+        Filters(segments=(segment,)),
+        Filters(tiers=(tier,)),
+        Filters(stages=(stage,)),
+        Filters(annotators=(annotator,)),
+        Filters(tree_version=1),
+        Filters(branch=branch, tiers=(tier,), start=first, end=first + pd.Timedelta(days=13)),
+        Filters(sources=(source,), stages=(stage,), segments=(segment,)),
+        Filters(tiers=("nobody",)),
+    ]
+
+
+def reference_too_fast(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Every annotator's median over the filtered answers, then the bar: the straightforward computation."""
+    pred, params = f.where("a")
+    per = con.execute(data_quality._per_annotator(pred), params).df()
+    fast = per[
+        (per["timed_answers"] >= 10)
+        & ((per["median_duration_s"] < 2.0) | (per["median_duration_s"] < 0.2 * per["population_median_s"]))
+    ]
+    return fast.sort_values("annotator_id").set_index("annotator_id")
+
+
+def test_filtered_checks_equal_the_straightforward_computation(refreshed) -> None:
+    con = refreshed
+    for f in filter_kinds(con):
+        pred, params = f.where("a")
+        fast = data_quality.too_fast_annotators(con, f).set_index("annotator_id").sort_index()
+        want = reference_too_fast(con, f)
+        assert list(fast.index) == list(want.index), f
+        for column in ("answers", "timed_answers", "median_duration_s", "population_median_s", "tier"):
+            assert fast[column].tolist() == want[column].tolist(), (f, column)
+
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE created_at IS NULL), count(*) FILTER (WHERE cost IS NULL), "
+            "count(*) FILTER (WHERE duration_s IS NULL) FROM d_answers a WHERE " + pred, params
+        ).fetchone()
+        item_pred, item_params = soft_labels.scoped("d.item_idx", f)
+        items = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE source IS NULL), count(*) FILTER (WHERE segment IS NULL), "
+            "count(*) FILTER (WHERE split IS NULL) FROM d_items d WHERE " + item_pred, item_params
+        ).fetchone()
+        missing = data_quality.missing_metadata(con, f)
+        assert missing["total"].tolist() == [row[0]] * 3 + [items[0]] * 3, f
+        assert missing["missing"].tolist() == [*row[1:], *items[1:]], f
+
+        top = con.execute(
+            "SELECT a.source, n.lineage[1] AS top, count(*) AS n FROM d_answers a JOIN d_nodes n "
+            "USING (tree_version, node_id) WHERE a.source IS NOT NULL AND " + pred + " GROUP BY ALL", params
+        ).df()
+        got = data_quality.source_divergence(con, f).set_index("source")
+        if top.empty:
+            assert got.empty
+        else:
+            table = top.pivot_table(index="source", columns="top", values="n", aggfunc="sum", fill_value=0)
+            assert got["answers"].to_dict() == table.sum(axis=1).to_dict(), f
+            overall = table.sum(axis=0).to_numpy(dtype=float)
+            for source in table.index:
+                want_js = jensenshannon(table.loc[source].to_numpy(dtype=float), overall, base=2)
+                assert got.loc[source, "js_distance"] == (0.0 if np.isnan(want_js) else want_js), f
+
+        scope, scope_params = soft_labels.scoped("d.item_idx", f)
+        ids = {r[0] for r in con.execute(
+            "SELECT x.item_id FROM d_item_index x WHERE x.item_idx IN (SELECT d.item_idx FROM d_items d WHERE "
+            + scope + ")", scope_params
+        ).fetchall()}
+        every = data_quality.cross_split_duplicates(con, ALL)
+        kept = every[[bool(ids.intersection(items)) for items in every["items"]]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(data_quality.cross_split_duplicates(con, f), kept, check_dtype=False)
+
+        counts = data_quality.check_counts(con, f).set_index("check")["count"]
+        assert counts["too_fast_annotators"] == len(want)
+        assert counts["ids_in_several_splits"] == int((kept["kind"] == "id").sum())
+        assert counts["annotations_without_cost"] == row[2] and counts["items_without_split"] == items[3]
+
+
+@pytest.mark.parametrize("margin", [1e-3, 1.0, 1e3])
+def test_too_fast_is_exact_whatever_the_first_bound(refreshed, monkeypatch, margin: float) -> None:
+    """A bound below the bar takes a second pass; one far above it lists more durations; both are exact."""
+    monkeypatch.setattr(data_quality, "BOUND_MARGIN", margin)
+    for f in filter_kinds(refreshed)[:4]:
+        got = data_quality.too_fast_annotators(refreshed, f).set_index("annotator_id").sort_index()
+        want = reference_too_fast(refreshed, f)
+        assert got["median_duration_s"].tolist() == want["median_duration_s"].tolist()
+
+
+def test_median_of_counts_matches_duckdb() -> None:
+    con = memory()
+    rng = np.random.default_rng(5)
+    for n in range(1, 40):
+        values = np.round(rng.gamma(2.0, 5.0, n), int(rng.integers(0, 3)))
+        uniq, counts = np.unique(values, return_counts=True)
+        want = con.execute("SELECT median(v) FROM (SELECT unnest(?::DOUBLE[]) AS v)", [values.tolist()]).fetchone()[0]
+        assert data_quality._median_of_counts(uniq, counts) == want
+    assert data_quality._median_of_counts(np.array([]), np.array([], dtype=np.int64)) is None

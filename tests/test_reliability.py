@@ -288,3 +288,41 @@ def test_demo_medium_recovers_planted_accuracy(medium_demo: pd.DataFrame) -> Non
     assert len(busy) > 500
     assert (error <= 0.03).mean() >= 0.9
     assert error.max() <= 0.1
+
+
+STRAIGHTFORWARD = """
+SELECT a.annotator_id, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, count(*) AS answers,
+       count(g.node_id) AS gold_answers, count(*) FILTER (WHERE a.node_id = g.node_id) AS gold_correct,
+       gold_correct / nullif(gold_answers, 0) AS gold_accuracy, any_value(s.ds_accuracy) AS ds_accuracy,
+       any_value(s.estimate_used) AS estimate_used, any_value(s.spammer_score) AS spammer_score,
+       median(a.duration_s) AS median_duration_s, sum(a.cost) AS total_cost, avg(a.cost) AS cost_per_answer
+FROM d_answers a LEFT JOIN d_gold g USING (item_id, tree_version) LEFT JOIN d_ds_annotators s USING (annotator_id)
+WHERE {where} GROUP BY a.annotator_id ORDER BY a.annotator_id
+"""
+
+
+def test_annotator_table_equals_the_straightforward_join_under_every_filter(warehouse) -> None:
+    """Integer joins, the branch as a join and tier filters read from the stored rows change no number."""
+    con = warehouse[0]
+    week = con.execute("SELECT min(week)::DATE FROM d_answers").fetchone()[0]
+    branch = con.execute(
+        "SELECT consensus_lineage[1] FROM d_items GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()
+    tier = con.execute("SELECT tier FROM d_answers WHERE tier IS NOT NULL LIMIT 1").fetchone()
+    kinds = [
+        Filters(start=week, end=week + pd.Timedelta(days=6)),
+        Filters(branch=branch[0]),
+        Filters(stages=("initial",)),
+        Filters(annotators=("good1", "late")),
+        Filters(tree_version=1),
+        Filters(branch=branch[0], annotators=("good2",)),
+    ]
+    if tier is not None:
+        kinds += [Filters(tiers=(tier[0],)), Filters(tiers=(tier[0],), branch=branch[0])]
+    for f in kinds:
+        where, params = f.where("a")
+        want = reliability._with_wilson(con.execute(STRAIGHTFORWARD.replace("{where}", where), params).df())
+        got = reliability.annotator_table(con, f)
+        pd.testing.assert_frame_equal(
+            got.reset_index(drop=True), want[reliability.ANNOTATOR_COLUMNS].reset_index(drop=True), check_dtype=False
+        )
