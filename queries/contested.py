@@ -9,6 +9,7 @@ model predictions and escalations, so the page stays fast on millions of items.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
@@ -28,11 +29,13 @@ CONTESTED_COLUMNS = [
     "ds_node", "ds_p", "gold_node", "model_node", "escalated",
 ]
 # Most contested first; ties go to items with more answers at the leaf cut (more evidence of a real
-# split), then by item.
+# split), then by item. Entropy is a sum whose last bits depend on the order DuckDB adds an item's terms in,
+# so it is compared at nine decimals: equal splits then tie as intended instead of by rounding noise, and a
+# ranking over some of the items agrees with the ranking over all of them.
 ORDER_BY = {
-    "entropy": "entropy DESC, reach DESC, item_idx",
+    "entropy": "round(entropy, 9) DESC, reach DESC, item_idx",
     "gap": "gap ASC, reach DESC, item_idx",
-    "posterior": "rank_p ASC NULLS LAST, entropy DESC, item_idx",
+    "posterior": "rank_p ASC NULLS LAST, round(entropy, 9) DESC, item_idx",
 }
 # Only the posterior ranking needs Dawid-Skene before the cut to ``limit`` rows.
 NO_RANK = "(SELECT CAST(NULL AS INTEGER) AS item_idx, CAST(NULL AS DOUBLE) AS rank_p WHERE FALSE)"
@@ -55,23 +58,46 @@ MODEL_NODE = (
     "coalesce(map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))], "
     "node_id)"
 )
+# Read for the picked items only: DuckDB does not push the item filter into DISTINCT ON, and the argmax over
+# every prediction of the warehouse was most of a filtered page's time.
 MODEL = (
     "(SELECT DISTINCT ON (item_id) item_id, " + MODEL_NODE + " AS model_node FROM predictions "  # noqa: S608 - fixed
-    "ORDER BY item_id, created_at DESC NULLS LAST, model_version DESC)"
+    "WHERE item_id IN (SELECT item_id FROM picked) ORDER BY item_id, created_at DESC NULLS LAST, model_version DESC)"
 )
 
 
 # The unfiltered explorer is the page everyone opens first: refresh keeps its first TOP_N rows per sort.
 TOP = "d_contested_top"
 TOP_N = 1000
+# Per item, how many different nodes its answers reach on the finest cut. A filter keeps a subset of an
+# item's answers, so log2 of that count bounds the item's entropy under any filter: an entropy ranking under
+# an answer filter (tier, dates, annotators) computes exactly only the items of widest spread, and stops once
+# the last of its ``limit`` winners beats the bound of every item left out. Kept at refresh from the stored
+# mass, widest first.
+SPREAD = "d_contested_spread"
+SPREAD_SQL = (
+    "CREATE OR REPLACE TABLE " + SPREAD + " AS SELECT item_idx, CAST(count(*) AS INTEGER) AS nodes "
+    "FROM d_soft_mass WHERE source = 'annotations' AND depth = ? GROUP BY item_idx ORDER BY nodes DESC, item_idx"
+)
+SPREAD_COUNTS = (
+    "SELECT nodes, sum(count(*)) OVER (ORDER BY nodes DESC) AS items FROM " + SPREAD + " "  # noqa: S608 - fixed
+    "WHERE nodes > 1 GROUP BY nodes ORDER BY nodes DESC"
+)
+IN_SPREAD = "a.item_idx IN (SELECT item_idx FROM " + SPREAD + " WHERE nodes >= ?)"  # noqa: S608 - fixed
+# The first try takes the widest spreads that hold this many times ``limit`` items: a filter usually drops
+# some of an item's different answers, so the few widest items alone rarely hold the winners.
+SPREAD_START = 8
+# Far above the rounding of the ranking's entropy key (see ORDER_BY), far below a real difference in entropy.
+BOUND_MARGIN = 1e-6
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Rank the unfiltered list once per sort; a global ranking, so always in full.
 
-    The label-tree page's stored children confusion (where answers on one item split) is written here too:
-    the tree view has no step of its own."""
+    The spread bound of every item is kept for filtered rankings; the label-tree page's stored cells (volumes
+    and where answers on one item split) are written here too: the tree view has no step of its own."""
     con.execute("DROP TABLE IF EXISTS " + TOP)
+    con.execute(SPREAD_SQL, [soft_labels.max_depth(con)])
     has_ds = soft_labels.table_exists(con, "d_ds_items")
     frames = [
         _ranked(con, Filters(), TOP_N, sort, has_ds).assign(sort=sort).reset_index(names="rank")
@@ -104,8 +130,34 @@ def contested_items(
 
 
 def _ranked(con: duckdb.DuckDBPyConnection, f: Filters, limit: int, sort: str, has_ds: bool) -> pd.DataFrame:
+    """The ranking; by entropy under an answer filter, over the widest-spread items first (see SPREAD).
+
+    Items outside a try have at most ``spread - 1`` different nodes, so entropy at most log2(spread - 1):
+    when the ``limit``-th winner of the try is above that, no item outside can enter or tie, and the try's
+    list is the list over every item. Otherwise the next try widens by one node.
+    """
+    if sort == "entropy" and not soft_labels.precomputed(con, f) and soft_labels.table_exists(con, SPREAD):
+        counts = con.execute(SPREAD_COUNTS).fetchall()
+        start = next((i for i, (_, items) in enumerate(counts) if items >= SPREAD_START * limit), len(counts))
+        for spread, _ in counts[start:]:
+            frame = _ranking(con, f, limit, sort, has_ds, int(spread))
+            if len(frame) == limit and frame["entropy"].iloc[-1] > math.log2(spread - 1) + BOUND_MARGIN:
+                return frame
+    return _ranking(con, f, limit, sort, has_ds, None)
+
+
+def _ranking(
+    con: duckdb.DuckDBPyConnection, f: Filters, limit: int, sort: str, has_ds: bool, spread: int | None
+) -> pd.DataFrame:
+    """The first ``limit`` items in the sort's order with their details; only over the items whose answers
+    reach at least ``spread`` nodes when given (an answer filter's levels, as soft_labels builds them)."""
     depth = soft_labels.max_depth(con)
-    rel = soft_labels.levels_relation(con, f, "annotations")
+    if spread is None:
+        rel = soft_labels.levels_relation(con, f, "annotations")
+    else:
+        pred, params = f.where("a")
+        weights = soft_labels._answer_weights(pred + " AND " + IN_SPREAD)
+        rel = soft_labels._levels_sql(soft_labels._mass_sql(weights)), [*params, spread]
     if rel is None or depth == 0:
         return soft_labels.empty_frame(CONTESTED_COLUMNS)
     levels, params = rel
@@ -127,7 +179,7 @@ def _ranked(con: duckdb.DuckDBPyConnection, f: Filters, limit: int, sort: str, h
         "USING (item_idx) "
         "LEFT JOIN (SELECT * FROM " + ds + " WHERE item_idx IN (SELECT item_idx FROM picked)) ds USING (item_idx) "
         "LEFT JOIN (SELECT * FROM " + GOLD + " WHERE item_id IN (SELECT item_id FROM picked)) g USING (item_id) "
-        "LEFT JOIN (SELECT * FROM " + MODEL + " WHERE item_id IN (SELECT item_id FROM picked)) m USING (item_id) "
+        "LEFT JOIN " + MODEL + " m USING (item_id) "
         "ORDER BY " + ORDER_BY[sort],
         [*params, depth, int(limit)],
     ).df()[CONTESTED_COLUMNS]

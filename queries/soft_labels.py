@@ -20,8 +20,9 @@ reaching the branch's depth chose this branch but at least two different leaves 
 (``agree_branch_not_leaf``), or the answers split between this branch and another (``disagree_branch``).
 
 Refresh materialises ``d_soft_mass``, ``d_soft_levels`` and ``d_soft_branches``; per-item maths, so only
-items with new answers are recomputed. Pages read them for item-level filters (branch, source, segment,
-which only choose items) and recompute from ``d_answers`` when a filter changes which answers count.
+items with new answers are recomputed. Pages read them (or sums of them) for item-level filters (branch,
+source, segment, which only choose items), read per-tier sums for a filter on one annotator tier, and
+otherwise recompute the answers' soft labels from ``d_answers`` with the refresh's array maths.
 """
 
 from __future__ import annotations
@@ -164,11 +165,11 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
 # through in textual order. The relations are fixed fragments of this module or Filters predicates.
 
 
-def _answer_weights(pred: str) -> str:
-    """Answers per item and node for the answers the predicate keeps."""
+def _answer_weights(pred: str, by_tier: bool = False) -> str:
+    """Answers per item and node (and annotator tier) for the answers the predicate keeps."""
     return (
-        "SELECT a.item_idx, a.tree_version, a.node_id, CAST(count(*) AS DOUBLE) AS w, count(*) AS answers "
-        "FROM d_answers a WHERE " + pred + " GROUP BY a.item_idx, a.tree_version, a.node_id"
+        "SELECT a.item_idx, a.tree_version, a.node_id, " + ("a.tier, " if by_tier else "") +  # noqa: S608 - fixed SQL fragments
+        "CAST(count(*) AS DOUBLE) AS w, count(*) AS answers FROM d_answers a WHERE " + pred + " GROUP BY ALL"
     )
 
 
@@ -220,35 +221,12 @@ def _levels_sql(mass: str) -> str:
     )
 
 
-def _branches_sql(mass: str) -> str:
-    """Per item and internal node: its mass, the split among its children, and what the flags need.
-
-    ``leaves`` is the number of different leaves the item received. When every answer reaching the
-    branch's depth is on the branch (mass 1), every leaf answer is under it too, so "mass 1 and at
-    least two leaves" is exactly "agree on the branch but not on the leaf".
-    """
-    return (
-        "WITH mm AS (SELECT m.item_idx, m.node_id, m.depth, m.mass, m.answers, n.parent_id, "  # noqa: S608 - fixed SQL fragments
-        "n.is_leaf, n.depth AS node_depth FROM (" + mass + ") m JOIN " + NODES + " n USING (node_id)), "
-        "lvl AS (SELECT item_idx, depth, sum(answers) AS level_answers, count(*) AS nodes FROM mm GROUP BY ALL), "
-        "kids AS (SELECT item_idx, parent_id AS node_id, sum(answers) AS child_answers, "
-        "greatest(0.0, log2(sum(mass)) - sum(mass * log2(mass)) / sum(mass)) AS child_entropy, "
-        "max(mass) / sum(mass) AS child_top_share, "
-        "(max(mass) - coalesce(max(mass, 2)[2], 0.0)) / sum(mass) AS child_gap "
-        "FROM mm WHERE node_depth = depth AND parent_id IS NOT NULL GROUP BY ALL) "
-        "SELECT b.item_idx, b.node_id, b.depth, b.mass, b.answers, l.level_answers, k.child_answers, "
-        "k.child_entropy, k.child_top_share, k.child_gap, coalesce(f.nodes, 0) AS leaves "
-        "FROM mm b JOIN lvl l USING (item_idx, depth) LEFT JOIN kids k USING (item_idx, node_id) "
-        "LEFT JOIN (SELECT item_idx, nodes FROM lvl WHERE depth = " + MAX_DEPTH + ") f USING (item_idx) "
-        "WHERE NOT b.is_leaf AND b.node_depth = b.depth"
-    )
-
-
 # --- refresh ----------------------------------------------------------------------------------------
 # The refresh computes the three tables in numpy from (item, node, weight) rows: the cut expansion, the
 # normalisation and the per-item statistics are array indexing and sorted-group reductions, which at ten
 # million answers cost a fraction of the equivalent SQL joins and window over string keys. The page
-# queries keep the SQL above for filtered views; the tests hold the two to the same numbers.
+# statistics under answer filters use the same arrays; the per-item views (item_levels, item_node_mass)
+# keep the SQL above, and the tests hold the two to the same numbers.
 
 TABLES = ("d_soft_mass", "d_soft_levels", "d_soft_branches")
 # meta keys: the newest tree version the soft-label tables were built under, and a fingerprint of the
@@ -312,6 +290,21 @@ def _tree(con: duckdb.DuckDBPyConnection) -> Tree:
 FLOAT = pa.float64()
 
 
+def sort_order(key: np.ndarray) -> np.ndarray:
+    """The stable sorting permutation of non-negative integer keys.
+
+    Packs each key with its row number into one int64 and sorts the values: numpy's value sort is a
+    vectorised radix-like sort, about ten times faster than its stable argsort (a merge sort) on the
+    millions of keys per chunk. Keys too wide to share 63 bits with the row number take the argsort.
+    """
+    n = key.size
+    bits = max(int(n - 1).bit_length(), 1)
+    if not n or key.min() < 0 or int(key.max()) >= 1 << (63 - bits):
+        return np.argsort(key, kind="stable")
+    packed = np.sort((key.astype(np.int64) << bits) | np.arange(n, dtype=np.int64))
+    return packed & ((1 << bits) - 1)
+
+
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start of every run of equal values in a sorted key, and each row's run index."""
     new = np.ones(key.size, dtype=bool)
@@ -340,16 +333,27 @@ def _entropy_sum(mass: np.ndarray) -> np.ndarray:
         return np.where(mass > 0, mass * np.log2(np.where(mass > 0, mass, 1.0)), 0.0)
 
 
-def _soft_arrays(
-    con: duckdb.DuckDBPyConnection, tree: Tree, weights: str, params: list[Any], counted: bool
-) -> Iterator[tuple[str, pa.Table]]:
-    """The mass, level and (for answer counts) branch rows of the items in ``weights``, in item order, one
-    table at a time so that each can be written and freed before the next is built (peak memory)."""
+Rows = dict[str, np.ndarray]
+
+
+def _weight_rows(
+    con: duckdb.DuckDBPyConnection, weights: str, params: list[Any], tiers: Sequence[str] | None = None
+) -> Rows:
+    """The weights as arrays (item_idx, place, w, answers). Weights split by tier (``_answer_weights(...,
+    by_tier=True)``) also get ``tier``, the 1-based position of the answer's tier in ``tiers``, 0 for none."""
+    tier = "" if tiers is None else ", coalesce(list_position(CAST(? AS VARCHAR[]), w.tier), 0) AS tier"
     raw = con.execute(
-        "SELECT w.item_idx, p.place, w.w, w.answers FROM (" + weights + ") w "  # noqa: S608 - fixed SQL fragments
+        "SELECT w.item_idx, p.place, w.w, w.answers" + tier + " FROM (" + weights + ") w "  # noqa: S608 - fixed SQL fragments
         "JOIN " + PLACES + " p USING (tree_version, node_id)",
-        params,
+        params if tiers is None else [list(tiers), *params],
     ).fetchnumpy()
+    return {name: np.asarray(values) for name, values in raw.items()}
+
+
+def _soft_arrays(tree: Tree, raw: Rows, counted: bool) -> Iterator[tuple[str, pa.Table]]:
+    """The mass, level and (for answer counts) branch rows of the items in ``raw``, in item order, one
+    table at a time so that each can be written and freed before the next is built (peak memory). Rows of
+    one (item, place) may come split (by tier): the cut expansion below adds them up."""
     item = np.asarray(raw["item_idx"], dtype=np.int64)
     place = np.asarray(raw["place"], dtype=np.int64)
     w = np.asarray(raw["w"], dtype=np.float64)
@@ -360,7 +364,7 @@ def _soft_arrays(
     depth_of, source = np.nonzero(cut > 0)  # (depth - 1, weight row) of every reached cut
     key = (item[source] * depths + depth_of) * k + cut[depth_of, source]
     del cut, depth_of, item, place
-    order = np.argsort(key, kind="stable")
+    order = sort_order(key)
     key, source = key[order], source[order]
     del order
     starts, _ = _groups(key)
@@ -409,7 +413,7 @@ def _branches(
     # Children: nodes on their own cut, grouped under the parent's (item, depth, node) key.
     kid = np.flatnonzero(own & (tree.parent[node] > 0))
     kid_key = (item[kid] * depths + depth[kid] - 2) * k + tree.parent[node[kid]]
-    kid_order = np.argsort(kid_key, kind="stable")
+    kid_order = sort_order(kid_key)
     kid, kid_key = kid[kid_order], kid_key[kid_order]
     k_starts, k_of = _groups(kid_key)
     k_mass = mass[kid]
@@ -517,7 +521,7 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
 
 # Items per pass of the array maths: memory stays bounded by a chunk's rows rather than the warehouse's,
 # at the price of one more narrow scan of d_answers per chunk.
-CHUNK_ITEMS = 250_000
+CHUNK_ITEMS = 125_000
 
 
 def _item_chunks(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
@@ -539,7 +543,9 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     tree = row[0] if row else "0"
     posterior = _posterior_fingerprint(con)
     incremental = (
-        not ctx.full and _meta(con, TREE_KEY) == tree and all(table_exists(con, t) for t in (*TABLES, *SUMMARIES))
+        not ctx.full
+        and _meta(con, TREE_KEY) == tree
+        and all(table_exists(con, t) for t in (*TABLES, *SUMMARIES, *TIER_PARTS))
     )
     if incremental:
         con.execute(
@@ -563,17 +569,26 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         redo_posterior = True
         scope = "TRUE"
     nodes = _tree(con)
+    tiers = _tiers(con)
+    in_chunk = "a.item_idx >= ? AND a.item_idx < ?"
     for n, (low, high) in enumerate(_item_chunks(con)):
         chunk = [low, high]
-        answers = _answer_weights(scope + " AND a.item_idx >= ? AND a.item_idx < ?")
-        for table, rows in _soft_arrays(con, nodes, answers, chunk, counted=True):
+        # One fetch split by tier serves both passes; the all-tier pass adds the tiers up.
+        answers = _weight_rows(con, _answer_weights(scope + " AND " + in_chunk, by_tier=True), chunk, tiers)
+        for table, rows in _soft_arrays(nodes, answers, counted=True):
             _write(con, not incremental and n == 0, table, rows)
             del rows  # freed before the next table is built
         if redo_posterior and table_exists(con, "d_posterior"):
-            posterior_rows = _posterior_weights("p.item_idx >= ? AND p.item_idx < ?")
-            for table, extra in _soft_arrays(con, nodes, posterior_rows, chunk, counted=False):
+            posterior_rows = _weight_rows(con, _posterior_weights("p.item_idx >= ? AND p.item_idx < ?"), chunk)
+            for table, extra in _soft_arrays(nodes, posterior_rows, counted=False):
                 _write(con, False, table, extra)
                 del extra
+        # Tier parts are per chunk: one with touched items (or a changed posterior) is redone whole.
+        if not incremental or redo_posterior or answers["item_idx"].size:
+            if incremental:
+                answers = _weight_rows(con, _answer_weights(in_chunk, by_tier=True), chunk, tiers)
+            _write_tier_parts(con, nodes, answers, tiers, not incremental and n == 0, chunk)
+        del answers
     for key, value in ((TREE_KEY, tree), (POSTERIOR_KEY, posterior)):
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
     _write_summaries(con)
@@ -589,36 +604,110 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 # per group of items that every item-level filter treats alike (same consensus node, item source and
 # segment). Each group carries one of its items as ``item_idx``, so ``Filters.where("x")`` decides for
 # the whole group; the pages then sum a few thousand rows instead of scanning the per-item tables.
+#
+# An annotator tier changes every item's soft label, so the same sums are also kept per tier: each
+# (item, tier) pair is soft-labelled from that tier's answers alone, and the posterior rows count under
+# every tier the item has an answer of (as the filtered pages count them). Tiers are few (three in the
+# demo) and the pass reuses the refresh's fetch; a filter on one tier then sums stored rows as well.
+# The tier sums are written per chunk of items (their ``item_idx`` lies in the chunk) so that an
+# incremental refresh redoes only the chunks with new answers.
 SUMMARIES = ("d_soft_level_parts", "d_soft_branch_parts")
+TIER_PARTS = ("d_soft_tier_level_parts", "d_soft_tier_branch_parts")
 GROUP = "d.consensus_node, d.source, d.segment"
-LEVEL_PARTS = (
-    "SELECT l.source AS soft_source, l.depth, " + GROUP + ", min(l.item_idx) AS item_idx, count(*) AS items, "
-    "sum(l.entropy) AS s_entropy, sum(l.top_share) AS s_top_share, sum(l.gap) AS s_gap, "
-    "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2) AS judged, "
-    "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2 AND " + AMBIGUOUS + ") AS ambiguous "
-    "FROM d_soft_levels l LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
-)
+
+
+def _level_parts(levels: str, keys: str = "") -> str:
+    """Level sums per ``keys`` (columns of ``levels`` with their trailing comma), source, cut and group."""
+    return (
+        "SELECT " + keys + "l.source AS soft_source, l.depth, " + GROUP + ", min(l.item_idx) AS item_idx, "
+        "count(*) AS items, sum(l.entropy) AS s_entropy, sum(l.top_share) AS s_top_share, sum(l.gap) AS s_gap, "
+        "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2) AS judged, "
+        "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2 AND " + AMBIGUOUS + ") AS ambiguous "
+        "FROM " + levels + " l LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+    )
+
+
 CHILD = "b.child_answers >= 2"
 LEVEL = "b.level_answers >= 2"
 NORM = "b.child_answers >= 2 AND c.children >= 2"
-BRANCH_PARTS = (
-    "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
-    "SELECT b.node_id, b.depth, " + GROUP + ", min(b.item_idx) AS item_idx, count(*) AS items, "
-    "sum(b.mass) AS s_mass, count(*) FILTER (WHERE " + CHILD + ") AS n_child, "
-    "sum(b.child_entropy) FILTER (WHERE " + CHILD + ") AS s_child_entropy, "
-    "count(*) FILTER (WHERE " + CHILD + " AND (b.child_top_share < ? OR b.child_gap < ?)) AS n_ambiguous, "
-    "count(*) FILTER (WHERE " + LEVEL + ") AS n_level, "
-    "count(*) FILTER (WHERE " + LEVEL + " AND b.mass = 1 AND b.leaves >= 2) AS n_agree, "
-    "count(*) FILTER (WHERE " + LEVEL + " AND b.mass < 1) AS n_disagree, "
-    "count(*) FILTER (WHERE " + NORM + ") AS n_norm, "
-    "sum(b.child_entropy / log2(c.children)) FILTER (WHERE " + NORM + ") AS s_norm "
-    "FROM d_soft_branches b LEFT JOIN c USING (node_id) LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+
+
+def _branch_parts(branches: str, keys: str = "") -> str:
+    """Branch sums per ``keys`` (columns of ``branches`` with their trailing comma), node and group."""
+    return (
+        "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
+        "SELECT " + keys + "b.node_id, b.depth, " + GROUP + ", min(b.item_idx) AS item_idx, count(*) AS items, "
+        "sum(b.mass) AS s_mass, count(*) FILTER (WHERE " + CHILD + ") AS n_child, "
+        "sum(b.child_entropy) FILTER (WHERE " + CHILD + ") AS s_child_entropy, "
+        "count(*) FILTER (WHERE " + CHILD + " AND (b.child_top_share < ? OR b.child_gap < ?)) AS n_ambiguous, "
+        "count(*) FILTER (WHERE " + LEVEL + ") AS n_level, "
+        "count(*) FILTER (WHERE " + LEVEL + " AND b.mass = 1 AND b.leaves >= 2) AS n_agree, "
+        "count(*) FILTER (WHERE " + LEVEL + " AND b.mass < 1) AS n_disagree, "
+        "count(*) FILTER (WHERE " + NORM + ") AS n_norm, "
+        "sum(b.child_entropy / log2(c.children)) FILTER (WHERE " + NORM + ") AS s_norm "
+        "FROM " + branches + " b LEFT JOIN c USING (node_id) LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+    )
+
+
+# The tier rows of one chunk (``_tier_rows``, an Arrow table read by DuckDB's replacement scan) and, for
+# levels, the chunk's stored posterior rows under each tier its item has answers of.
+TIER_LEVELS = (
+    "(SELECT * FROM _tier_rows UNION ALL BY NAME SELECT p.*, k.tier FROM d_soft_levels p "
+    "JOIN (SELECT DISTINCT item_idx, tier FROM _tier_rows) k USING (item_idx) "
+    "WHERE p.source = 'posterior' AND p.item_idx >= ? AND p.item_idx < ?)"
 )
+PARTS_SQL = {
+    "d_soft_level_parts": _level_parts("d_soft_levels"),
+    "d_soft_branch_parts": _branch_parts("d_soft_branches"),
+    "d_soft_tier_level_parts": _level_parts(TIER_LEVELS, "l.tier, "),
+    "d_soft_tier_branch_parts": _branch_parts("_tier_rows", "b.tier, "),
+}
+TIER_TABLES = {"d_soft_levels": "d_soft_tier_level_parts", "d_soft_branches": "d_soft_tier_branch_parts"}
+
+
+def _tiers(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = con.execute("SELECT DISTINCT tier FROM d_answers WHERE tier IS NOT NULL ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _by_tier(answers: Rows, tiers: int) -> Rows:
+    """The answers with a tier, each (item, tier) pair as an item of its own: item_idx * tiers + tier - 1."""
+    keep = answers["tier"] > 0
+    rows = {name: values[keep] for name, values in answers.items() if name != "tier"}
+    rows["item_idx"] = rows["item_idx"].astype(np.int64) * tiers + answers["tier"][keep] - 1
+    return rows
+
+
+def _write_tier_parts(
+    con: duckdb.DuckDBPyConnection, tree: Tree, answers: Rows, tiers: list[str], create: bool, chunk: list[int]
+) -> None:
+    """Soft-label every (item, tier) pair of one chunk and store the tier sums, replacing the chunk's old ones."""
+    amb = [Ambiguity().top_share_below, Ambiguity().gap_below]
+    if not create:
+        for table in TIER_PARTS:
+            con.execute("DELETE FROM " + table + " WHERE item_idx >= ? AND item_idx < ?", chunk)  # noqa: S608 - allow-listed table name
+    names = pa.array(tiers, pa.string())
+    for table, rows in _soft_arrays(tree, _by_tier(answers, len(tiers)), counted=True):
+        if table not in TIER_TABLES:
+            continue
+        pseudo = rows["item_idx"].to_numpy().astype(np.int64)
+        _tier_rows = rows.set_column(
+            rows.schema.get_field_index("item_idx"), "item_idx", pa.array(pseudo // max(len(tiers), 1), pa.int32())
+        ).append_column(
+            "tier", pa.DictionaryArray.from_arrays(pa.array(pseudo % max(len(tiers), 1), pa.int32()), names)
+        )
+        target = TIER_TABLES[table]
+        head = "CREATE OR REPLACE TABLE " + target + " AS " if create else "INSERT INTO " + target + " BY NAME "
+        params = [*amb, *chunk] if target == "d_soft_tier_level_parts" else amb
+        con.execute(head + PARTS_SQL[target], params)
+        del _tier_rows, rows  # freed before the next table is built
+
+
 LEVEL_FROM_PARTS = (
     "SELECT x.soft_source AS source, x.depth, CAST(sum(x.items) AS BIGINT) AS items, "
     "sum(x.s_entropy) / sum(x.items) AS mean_entropy, sum(x.s_top_share) / sum(x.items) AS mean_top_share, "
     "sum(x.s_gap) / sum(x.items) AS mean_gap, sum(x.ambiguous) / nullif(sum(x.judged), 0) AS ambiguous_share "
-    "FROM d_soft_level_parts x WHERE "
+    "FROM "
 )
 BRANCH_FROM_PARTS = (
     "SELECT x.node_id, any_value(n.title) AS title, x.depth, CAST(sum(x.items) AS BIGINT) AS items, "
@@ -628,37 +717,58 @@ BRANCH_FROM_PARTS = (
     "sum(x.n_agree) / nullif(sum(x.n_level), 0) AS agree_branch_not_leaf, "
     "sum(x.n_disagree) / nullif(sum(x.n_level), 0) AS disagree_branch, "
     "sum(x.s_norm) / nullif(sum(x.n_norm), 0) AS mean_norm_child_entropy "
-    "FROM d_soft_branch_parts x JOIN " + NODES + " n USING (node_id) WHERE "
+    "FROM "
 )
+# Per kind: the stored sums for item-level filters, those for one tier, and how to add them up.
 FROM_PARTS = {
-    "d_soft_level_parts": (LEVEL_FROM_PARTS, " GROUP BY x.soft_source, x.depth ORDER BY x.soft_source, x.depth"),
-    "d_soft_branch_parts": (BRANCH_FROM_PARTS, " GROUP BY x.node_id, x.depth ORDER BY min(n.ordinal)"),
+    "levels": (
+        SUMMARIES[0], TIER_PARTS[0], LEVEL_FROM_PARTS, " x WHERE ",
+        " GROUP BY x.soft_source, x.depth ORDER BY x.soft_source, x.depth",
+    ),
+    "branches": (
+        SUMMARIES[1], TIER_PARTS[1], BRANCH_FROM_PARTS, " x JOIN " + NODES + " n USING (node_id) WHERE ",
+        " GROUP BY x.node_id, x.depth ORDER BY min(n.ordinal)",
+    ),
 }
 
 
-def _summary(con: duckdb.DuckDBPyConnection, table: str, f: Filters, amb: Ambiguity) -> pd.DataFrame | None:
+def _summary(con: duckdb.DuckDBPyConnection, kind: str, f: Filters, amb: Ambiguity) -> pd.DataFrame | None:
     """The page's statistics summed from the stored parts, None when the filters or thresholds need the
-    per-item tables (or refresh has not stored them)."""
-    if table not in FROM_PARTS:
-        raise ValueError(f"table {table!r} is not in the allow-list")
-    if not item_level_only(f) or amb != Ambiguity() or not table_exists(con, table):
+    per-item tables (or refresh has not stored them). Item-level filters read the all-tier sums, a filter
+    on one tier (with or without item-level ones) that tier's; ``Filters.where`` selects in both."""
+    if kind not in FROM_PARTS:
+        raise ValueError(f"kind {kind!r} is not in the allow-list")
+    every_tier, one_tier, head, join, tail = FROM_PARTS[kind]
+    answer_fields = set(f.model_dump(exclude_defaults=True)) - ITEM_LEVEL_FIELDS
+    if not answer_fields:
+        table = every_tier
+    elif answer_fields == {"tiers"} and len(f.tiers) == 1:
+        table = one_tier
+    else:
         return None
-    head, tail = FROM_PARTS[table]
+    if amb != Ambiguity() or not table_exists(con, table):
+        return None
     pred, params = f.where("x")
-    return con.execute(head + pred + tail, params).df()
+    return con.execute(head + table + join + pred + tail, params).df()
 
 
 def _write_summaries(con: duckdb.DuckDBPyConnection) -> None:
     amb = Ambiguity()
-    for table, sql in (("d_soft_level_parts", LEVEL_PARTS), ("d_soft_branch_parts", BRANCH_PARTS)):
+    for table in SUMMARIES:
         con.execute(
-            "CREATE OR REPLACE TABLE " + table + " AS " + sql + " ORDER BY ALL",
+            "CREATE OR REPLACE TABLE " + table + " AS " + PARTS_SQL[table] + " ORDER BY ALL",
             [amb.top_share_below, amb.gap_below],
         )
 
 
 def precomputed(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
-    return item_level_only(f) and all(table_exists(con, t) for t in TABLES)
+    return stored(con, f, "annotations")
+
+
+def stored(con: duckdb.DuckDBPyConnection, f: Filters, source: str) -> bool:
+    """Whether the stored per-item rows answer ``f``: the posterior does not depend on which answers count,
+    so for it any filter only chooses items (those with a matching answer); answers need item-level filters."""
+    return (source == "posterior" or item_level_only(f)) and all(table_exists(con, t) for t in TABLES)
 
 
 def mass_relation(
@@ -672,7 +782,7 @@ def mass_relation(
     if source == "posterior" and not table_exists(con, "d_posterior"):
         return None
     indices = item_indices(con, items)
-    if precomputed(con, f):
+    if stored(con, f, source):
         pred, params = scoped("s.item_idx", f, indices)
         sql = "SELECT s.* FROM d_soft_mass s WHERE s.source = ? AND " + pred  # noqa: S608 - scope predicate
         return sql, [source, *params]
@@ -713,7 +823,7 @@ def levels_relation(
     """(item_idx, depth, answers, entropy, top_node, top_share, gap) per item and cut."""
     if source not in SOURCES:
         raise LabelgovError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-    if precomputed(con, f):
+    if stored(con, f, source):
         if source == "posterior" and not table_exists(con, "d_posterior"):
             return None
         pred, params = scoped("s.item_idx", f, item_indices(con, items))
@@ -748,14 +858,34 @@ def level_stats(con: duckdb.DuckDBPyConnection, f: Filters, ambiguity: Ambiguity
     that can be judged (see ``Ambiguity``).
     """
     amb = ambiguity or Ambiguity()
-    cached = _summary(con, "d_soft_level_parts", f, amb)
+    cached = _summary(con, "levels", f, amb)
     return cached[LEVEL_STATS_COLUMNS] if cached is not None else _level_stats(con, f, amb)
+
+
+def _answer_rows(con: duckdb.DuckDBPyConnection, f: Filters, table: str) -> pa.Table | None:
+    """The per-item rows ``table`` would hold if only the answers the filters keep counted, None without answers.
+
+    Computed like the refresh, in numpy over integer codes: the same maths in SQL over node-id strings
+    took seconds under a week or tier filter. Rows are built up to ``table`` and no further.
+    """
+    if table not in ("d_soft_levels", "d_soft_branches"):
+        raise ValueError(f"table {table!r} is not in the allow-list")
+    if not table_exists(con, "d_answers"):
+        return None
+    pred, params = f.where("a")
+    answers = _weight_rows(con, _answer_weights(pred), params)
+    return next(rows for name, rows in _soft_arrays(_tree(con), answers, counted=True) if name == table)
 
 
 def _level_stats(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
     frames = []
     for source in SOURCES:
-        rel = levels_relation(con, f, source)
+        if not stored(con, f, source):
+            # Read by name below (DuckDB's replacement scan), so the rows need no registration.
+            _soft_rows = _answer_rows(con, f, "d_soft_levels") if source == "annotations" else None
+            rel = None if _soft_rows is None else ("SELECT * FROM _soft_rows", [])
+        else:
+            rel = levels_relation(con, f, source)
         if rel is None:
             continue
         sql, params = rel
@@ -774,27 +904,21 @@ def _level_stats(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> 
     return pd.concat(frames, ignore_index=True)[LEVEL_STATS_COLUMNS]
 
 
-def _branches_relation(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]] | None:
-    if precomputed(con, f):
-        pred, params = scoped("s.item_idx", f)
-        return "SELECT s.* FROM d_soft_branches s WHERE " + pred, params  # noqa: S608 - scope predicate
-    rel = mass_relation(con, f, "annotations")
-    if rel is None:
-        return None
-    return _branches_sql(rel[0]), rel[1]
-
-
 def _branch_frame(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
     """Every branch statistic, plus the normalised child entropy the priorities use."""
-    cached = _summary(con, "d_soft_branch_parts", f, amb)
+    cached = _summary(con, "branches", f, amb)
     return cached if cached is not None else _branch_frame_computed(con, f, amb)
 
 
 def _branch_frame_computed(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
-    rel = _branches_relation(con, f)
-    if rel is None:
-        return empty_frame([*BRANCH_COLUMNS, "mean_norm_child_entropy"])
-    sql, params = rel
+    if precomputed(con, f):
+        sql, params = scoped("s.item_idx", f)
+        sql = "SELECT s.* FROM d_soft_branches s WHERE " + sql  # noqa: S608 - scope predicate
+    else:
+        _soft_rows = _answer_rows(con, f, "d_soft_branches")  # read by name below, as in _level_stats
+        if _soft_rows is None:
+            return empty_frame([*BRANCH_COLUMNS, "mean_norm_child_entropy"])
+        sql, params = "SELECT * FROM _soft_rows", []
     return con.execute(
         "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
         "SELECT b.node_id, any_value(n.title) AS title, b.depth, count(*) AS items, avg(b.mass) AS mean_mass, "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import sparse
+import pyarrow as pa
 
 from queries import frame_writes, soft_labels
 from queries.filters import Filters
@@ -37,13 +37,24 @@ def node_volumes(con: duckdb.DuckDBPyConnection, f: Filters, source: Source = "a
     ``own`` is volume minus the children's volumes (never below 0): answers that stop at an inner node.
     A sunburst drawn with "remainder" branch values then shows every node at its true volume.
     """
-    rel = soft_labels.mass_relation(con, f, source)
-    if rel is None:
-        return soft_labels.empty_frame(NODE_COLUMNS)
-    sql, params = rel
+    cells = cell_where(f) if source == "annotations" and soft_labels.table_exists(con, VOLUME_CELLS) else None
+    if cells is not None:
+        where, params = cells
+        per_node = (
+            "SELECT x.node_id, x.depth, sum(x.volume) AS volume, sum(x.s_ambiguity) / sum(x.items) AS ambiguity, "  # noqa: S608 - predicate from cell_where, fixed table
+            "CAST(sum(x.items) AS BIGINT) AS items FROM " + VOLUME_CELLS + " x WHERE " + where + " GROUP BY ALL"
+        )
+    else:
+        rel = soft_labels.mass_relation(con, f, source)
+        if rel is None:
+            return soft_labels.empty_frame(NODE_COLUMNS)
+        sql, params = rel
+        per_node = (
+            "SELECT node_id, depth, sum(mass) AS volume, avg(1 - mass) AS ambiguity, count(*) AS items "
+            "FROM (" + sql + ") WHERE mass > 0 GROUP BY node_id, depth"
+        )
     frame = con.execute(
-        "WITH m AS (SELECT node_id, depth, sum(mass) AS volume, avg(1 - mass) AS ambiguity, count(*) AS items "  # noqa: S608 - relation from soft_labels, fixed fragments
-        "FROM (" + sql + ") WHERE mass > 0 GROUP BY node_id, depth), "
+        "WITH m AS (" + per_node + "), "  # noqa: S608 - fixed fragments
         "n AS (SELECT n.node_id, n.parent_id, n.title, n.depth, n.is_leaf, n.ordinal, "
         "coalesce(m.volume, 0) AS volume, m.ambiguity, coalesce(m.items, 0) AS items "
         "FROM " + LATEST_NODES + " n LEFT JOIN m USING (node_id, depth)), "
@@ -64,8 +75,8 @@ CONFUSION_TAIL = (
     "LEFT JOIN " + LATEST_NODES + " t2 ON t2.node_id = p.second "
     "WHERE p.pairs > 0 ORDER BY t1.ordinal, t2.ordinal"
 )
-# The unfiltered pairs of every parent (level = the parent's depth, 0 and NULL for the top level), kept at
-# refresh: the live query self-joins every item's answers, seconds at ten million answers.
+# Every parent's pairs per cell (level = the parent's depth, 0 and NULL for the top level), kept at refresh
+# (see "stored cells" below): the live query self-joins every item's answers, seconds at ten million answers.
 CONFUSION_TABLE = "d_tree_confusion"
 
 
@@ -83,11 +94,14 @@ def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str 
         if row is None:
             return soft_labels.empty_frame(CONFUSION_COLUMNS)
         depth = int(row[0])
-    if f.is_empty() and soft_labels.table_exists(con, CONFUSION_TABLE):
+    cells = cell_where(f) if soft_labels.table_exists(con, CONFUSION_TABLE) else None
+    if cells is not None:
+        where, params = cells
         frame = con.execute(
-            "WITH p AS (SELECT first, second, CAST(pairs AS HUGEINT) AS pairs FROM " + CONFUSION_TABLE + " "  # noqa: S608 - fixed
-            "WHERE level = ? AND parent IS NOT DISTINCT FROM ?) " + CONFUSION_TAIL,
-            [depth, node_id],
+            "WITH p AS (SELECT x.first, x.second, CAST(sum(x.pairs) AS HUGEINT) AS pairs "  # noqa: S608 - predicate from cell_where, fixed table
+            "FROM " + CONFUSION_TABLE + " x WHERE x.level = ? AND x.parent IS NOT DISTINCT FROM ? AND " + where + " "
+            "GROUP BY ALL) " + CONFUSION_TAIL,
+            [depth, node_id, *params],
         ).df()
         return frame[CONFUSION_COLUMNS]
     where, params = f.where("a")
@@ -104,79 +118,218 @@ def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str 
     return frame[CONFUSION_COLUMNS]
 
 
-# Every node of every version with a dense code, and the answers per (item, node code).
-NODE_CODES = (
-    "SELECT row_number() OVER (ORDER BY tree_version, node_id) - 1 AS code, tree_version, node_id, lineage "
-    "FROM d_nodes"
+# --- stored cells ------------------------------------------------------------------------------------
+# Volumes and pairs are sums over items of per-item numbers, and an answer filter on one tier changes each
+# item's numbers only through the item's answers of that tier. So refresh keeps, per group of items that
+# every item-level filter treats alike (same consensus node, source and segment, as in soft_labels'
+# summaries) and per tier (or over all tiers), the sums the pages need: a page under any mix of branch,
+# source, segment and one tier adds up a few thousand rows instead of rebuilding every item's mass from ten
+# million answers. Each group carries one of its items as ``item_idx``, so ``Filters.where("x")`` decides
+# for the whole group. A group's source and segment are d_items', what the stored soft-label tables already
+# answer item-level filters with (d_answers copies them from the same item rows).
+VOLUME_CELLS = "d_tree_volume_cells"
+CELL_FIELDS = frozenset({"branch", "sources", "segments", "tiers"})
+# (item, tier code, place, answers): tier code 0 for answers without a tier, else the 1-based position in
+# the sorted tier list bound as the parameter; a place is soft_labels' (tree_version, node_id) index.
+CELL_ROWS = (
+    "SELECT a.item_idx, CAST(coalesce(list_position(?, a.tier), 0) AS INTEGER) AS tier, p.place, "  # noqa: S608 - fixed SQL fragments
+    "count(*) AS n FROM d_answers a JOIN " + soft_labels.PLACES + " p USING (tree_version, node_id) GROUP BY ALL"
 )
-VOTES = (
-    "SELECT v.item_idx, c.code, v.n FROM (SELECT item_idx, tree_version, node_id, count(*) AS n "  # noqa: S608 - fixed
-    "FROM d_answers GROUP BY ALL) v JOIN (" + NODE_CODES + ") c USING (tree_version, node_id)"
+# Each place's depth and its rank in depth-first order (a node's subtree is a run of ranks).
+PLACE_ORDER = (
+    "SELECT p.place, n.depth, row_number() OVER (ORDER BY n.tree_version, n.lineage) AS rank "
+    "FROM " + soft_labels.PLACES + " p JOIN d_nodes n USING (tree_version, node_id)"
+)
+GROUPS = (
+    "SELECT item_idx, CAST(dense_rank() OVER (ORDER BY tree_version, consensus_node, source, segment) AS INTEGER) "
+    "AS g FROM d_items"
+)
+# The volume cells (read as _cells) beside their group's representative item, source and segment.
+VOLUME_ROWS = (
+    "SELECT x.item_idx, d.source, d.segment, x.* EXCLUDE (item_idx) FROM _cells x "
+    "JOIN (SELECT item_idx, source, segment FROM d_items) d USING (item_idx) ORDER BY x.by_tier, x.tier"
+)
+# The pairs likewise, summed over the chunks of items that each hold part of a cell.
+PAIR_CELLS = (
+    "SELECT x.item_idx, d.source, d.segment, x.tier, x.by_tier, x.level, x.parent, x.first, x.second, "
+    "CAST(sum(x.pairs) AS BIGINT) AS pairs FROM _cells x "
+    "JOIN (SELECT item_idx, source, segment FROM d_items) d USING (item_idx) GROUP BY ALL ORDER BY x.level, x.parent"
 )
 
 
-def confusion_pairs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Every parent's children pairs over all answers, (level, parent, first, second, pairs).
+def cell_where(f: Filters) -> tuple[str, list[object]] | None:
+    """A predicate over the stored cells (alias x), None when the filters need the answers.
 
-    For the children of one parent, pairs(x, y) = sum over items of n_x n_y, and n_x (n_x - 1) on the
-    diagonal: the product M'M of the item x child count matrix, minus each child's answer total on the
-    diagonal. One sparse product per depth answers every parent at that depth at once; a column is a
-    (parent, child) pair, so a child never mixes the answers of two parents.
+    Items partition by their attributes, so any set of sources, segments and a branch adds up; an item
+    with answers of two tiers sits in two tier cells, so at most one tier can be asked for. Dates, tree
+    version, annotators and stages are not cell columns.
     """
-    lineages = [list(r[0]) for r in con.execute("SELECT lineage FROM (" + NODE_CODES + ") ORDER BY code").fetchall()]  # noqa: S608 - fixed
-    votes = con.execute(VOTES).fetchnumpy()
-    item = np.asarray(votes["item_idx"], dtype=np.int64)
-    if not lineages or item.size == 0:
-        return pd.DataFrame({"level": [], "parent": [], "first": [], "second": [], "pairs": []})
-    labels = np.array([*sorted({n for lin in lineages for n in lin}), None], dtype=object)
-    root = labels.size - 1
-    index = {name: i for i, name in enumerate(labels[:-1])}
-    path = np.full((len(lineages), max(len(lin) for lin in lineages)), -1, dtype=np.int64)
-    for row, lin in enumerate(lineages):
-        path[row, : len(lin)] = [index[n] for n in lin]
-    node = np.asarray(votes["code"], dtype=np.int64)
-    count = np.asarray(votes["n"], dtype=np.int64)
-    frames = []
-    for level in range(path.shape[1]):
-        keep = path[node, level] >= 0
-        child = path[node[keep], level]
-        parent = path[node[keep], level - 1] if level else np.full(child.size, root)
-        pair = parent * (root + 1) + child
-        present = np.bincount(pair, minlength=(root + 1) ** 2) > 0
-        key = np.flatnonzero(present)
-        column = (np.cumsum(present) - 1)[pair]
-        m = sparse.csr_matrix((count[keep], (item[keep], column)), shape=(int(item.max()) + 1, key.size))
-        gram = (m.T @ m).tocoo()
-        totals = np.asarray(m.sum(axis=0)).ravel().astype(np.int64)
-        first, second = gram.row, gram.col
-        pairs = np.where(first == second, gram.data.astype(np.int64) - totals[first], gram.data.astype(np.int64))
-        same = key[first] // (root + 1) == key[second] // (root + 1)
-        first, second, pairs = key[first[same]], key[second[same]], pairs[same]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "level": level,
-                    "parent": labels[first // (root + 1)],
-                    "first": labels[first % (root + 1)],
-                    "second": labels[second % (root + 1)],
-                    "pairs": pairs,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    if set(f.model_dump(exclude_defaults=True)) - CELL_FIELDS or len(f.tiers) > 1:
+        return None
+    pred, params = f.where("x")
+    return "x.by_tier = ? AND " + pred, [bool(f.tiers), *params]
+
+
+def _runs(key: np.ndarray) -> np.ndarray:
+    """Start of every run of equal values in a sorted key."""
+    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, dtype=np.int64)
+
+
+def _pairs(group: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j) of rows within each run of ``group`` (sorted), with n_i n_j, or n_i (n_i - 1)
+    on the diagonal: Krippendorff's coincidences of one item's answers, without building the item x child
+    matrix."""
+    starts = _runs(group)
+    size = np.diff(np.r_[starts, group.size])
+    square = size * size
+    run = np.repeat(np.arange(starts.size), square)
+    offset = np.arange(int(square.sum())) - np.repeat(np.cumsum(square) - square, square)
+    i = starts[run] + offset // size[run]
+    j = starts[run] + offset % size[run]
+    return i, j, n[i] * n[j] - np.where(i == j, n[i], 0.0)
+
+
+class _Cells:
+    """Additive sums per cell (group x tier code, code 0 = every tier) and node, filled depth by depth."""
+
+    def __init__(self, tree: soft_labels.Tree, cells: int) -> None:
+        self.tree = tree
+        self.bins = cells * tree.size
+        self.volume = np.zeros(self.bins)
+        self.ambiguity = np.zeros(self.bins)
+        self.items = np.zeros(self.bins)
+        self.cells = cells
+        # (level, cell, parent, first, second, pairs) arrays per level, after an empty one.
+        self.pairs = [tuple(np.zeros(0, dtype=np.int64) for _ in range(6))]
+
+    def add_depth(
+        self,
+        depth: int,
+        pseudo: np.ndarray,
+        cell_of: np.ndarray,
+        place: np.ndarray,
+        n: np.ndarray,
+        place_depth: np.ndarray,
+    ) -> None:
+        """One cut: each pseudo-item's (item, or item and tier) mass at its nodes, and the pairs of answers
+        between the children of one parent (level ``depth - 1``), as in node_volumes and children_confusion.
+
+        Rows come sorted by pseudo-item and then by place in depth-first tree order, so the answers under one
+        node of the cut, and the children of one parent, are runs of rows: no sort per cut. d_answers holds
+        one tree version, so a node has one parent and one place per node.
+        """
+        k = self.tree.size
+        cut = self.tree.cut[depth - 1, place]
+        reach = np.flatnonzero(cut > 0)
+        key = pseudo[reach] * k + cut[reach]
+        starts = _runs(key)
+        s = np.add.reduceat(n[reach], starts) if starts.size else np.zeros(0)
+        key, first = key[starts], reach[starts]
+        del reach, starts
+        who, node = key // k, key % k
+        per = _runs(who)
+        mass = s / np.repeat(np.add.reduceat(s, per), np.diff(np.r_[per, who.size])) if s.size else s
+        cell = cell_of[who]
+        # Volumes: a node at its own depth only (a shallow leaf also stands in deeper cuts).
+        own = self.tree.depth[node] == depth
+        at = cell[own] * k + node[own]
+        self.volume += np.bincount(at, mass[own], self.bins)
+        self.ambiguity += np.bincount(at, 1 - mass[own], self.bins)
+        self.items += np.bincount(at, minlength=self.bins)
+        # Pairs: answers at or below this depth, grouped by their parent on the cut above.
+        child = np.flatnonzero(place_depth[place[first]] >= depth)
+        parent = self.tree.cut[depth - 2, place[first[child]]] if depth > 1 else np.zeros(child.size, dtype=np.int64)
+        i, j, pairs = _pairs(who[child] * k + parent, s[child])
+        # Summed into dense bins per cell and sibling pair present here; chunks add up when written.
+        code = node[child[i]] * k + node[child[j]]
+        present = np.bincount(code, minlength=k * k) > 0
+        width = max(int(present.sum()), 1)
+        total = np.bincount(cell[child[i]] * width + (np.cumsum(present) - 1)[code], pairs, self.cells * width)
+        bins = np.flatnonzero(total > 0)
+        codes = np.flatnonzero(present)[bins % width]
+        up = np.zeros(k, dtype=np.int64)
+        up[node[child]] = parent
+        level = np.full(bins.size, depth - 1)
+        self.pairs.append((level, bins // width, up[codes // k], codes // k, codes % k, total[bins]))
+
+
+def _dictionary(codes: np.ndarray, names: list[str | None] | np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """Strings from codes into a short list of names, built by Arrow rather than as Python strings."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.asarray(codes, dtype=np.int32), mask=null), pa.array(list(names), pa.string())
+    )
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Pairs are sums over items, but one new answer changes its item's products: rebuilt in full."""
-    frame = confusion_pairs(con)
-    frame_writes.run_over(
-        con,
-        "_confusion",
-        frame,
-        "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS SELECT CAST(level AS INTEGER) AS level, "  # noqa: S608 - fixed
-        "CAST(parent AS VARCHAR) AS parent, CAST(first AS VARCHAR) AS first, CAST(second AS VARCHAR) AS second, "
-        "CAST(pairs AS BIGINT) AS pairs FROM _confusion ORDER BY level, parent",
-    )
+    """Volumes and pairs are sums over items, but one new answer changes its item's mass and products at
+    every node: rebuilt in full, in one pass over the answers grouped by item, tier and node."""
+    found = con.execute("SELECT DISTINCT tier FROM d_answers WHERE tier IS NOT NULL ORDER BY 1").fetchall()
+    tiers = [r[0] for r in found]
+    width = len(tiers) + 1  # tier codes per group: 0 (every tier) and one per tier
+    tree = soft_labels._tree(con)
+    rows = con.execute(CELL_ROWS, [tiers]).fetchnumpy()
+    item = np.asarray(rows["item_idx"], dtype=np.int64)
+    tier = np.asarray(rows["tier"], dtype=np.int64)
+    place = np.asarray(rows["place"], dtype=np.int64)
+    n = np.asarray(rows["n"], dtype=np.float64)
+    del rows
+    places = con.execute(PLACE_ORDER).fetchnumpy()
+    place_depth = np.zeros(tree.cut.shape[1], dtype=np.int64)
+    place_depth[np.asarray(places["place"], dtype=np.int64)] = np.asarray(places["depth"], dtype=np.int64)
+    place_rank = np.zeros(tree.cut.shape[1], dtype=np.int64)
+    place_rank[np.asarray(places["place"], dtype=np.int64)] = np.asarray(places["rank"], dtype=np.int64)
+    groups = con.execute(GROUPS).fetchnumpy()
+    g_item = np.asarray(groups["item_idx"], dtype=np.int64)
+    g = np.asarray(groups["g"], dtype=np.int64)
+    size = int(max(item.max(initial=-1), g_item.max(initial=-1))) + 1
+    group_of = np.zeros(size, dtype=np.int64)
+    group_of[g_item] = g
+    rep = np.zeros(int(g.max(initial=0)) + 1, dtype=np.int64)
+    order = np.lexsort((g_item, g))
+    firsts = _runs(g[order])
+    rep[g[order][firsts]] = g_item[order][firsts]
+    # A pseudo-item is an item (tier code 0) or an item's answers of one tier; its cell is (group, tier code).
+    cell_of = (group_of[:, None] * width + np.arange(width)).ravel()
+    cells = _Cells(tree, rep.size * width)
+    # Items a chunk at a time bound the arrays' memory; each mode's rows sorted as add_depth reads them.
+    for low in range(0, size, soft_labels.CHUNK_ITEMS):
+        part = np.flatnonzero((item >= low) & (item < low + soft_labels.CHUNK_ITEMS))
+        tiered = part[tier[part] > 0]
+        for rows, pseudo in ((part, item[part] * width), (tiered, item[tiered] * width + tier[tiered])):
+            order = soft_labels.sort_order(pseudo * place_rank.size + place_rank[place[rows]])
+            for depth in range(1, tree.cut.shape[0] + 1):
+                cells.add_depth(depth, pseudo[order], cell_of, place[rows[order]], n[rows[order]], place_depth)
+    del item, tier, place, n
+
+    def keys(cell: np.ndarray) -> dict[str, pa.Array]:
+        code = cell % width
+        return {
+            "item_idx": pa.array(rep[cell // width], pa.int32()),
+            "tier": _dictionary(np.maximum(code - 1, 0), tiers or [None], code == 0),
+            "by_tier": pa.array(code > 0),
+        }
+
+    held = np.flatnonzero(cells.items > 0)
+    node = held % tree.size
+    volumes = pa.table({
+        **keys(held // tree.size),
+        "node_id": _dictionary(node, tree.node_ids),
+        "depth": pa.array(tree.depth[node], pa.int64()),
+        "volume": pa.array(cells.volume[held]),
+        "s_ambiguity": pa.array(cells.ambiguity[held]),
+        "items": pa.array(cells.items[held], pa.int64()),
+    })
+    frame_writes.run_over(con, "_cells", volumes, "CREATE OR REPLACE TABLE " + VOLUME_CELLS + " AS " + VOLUME_ROWS)
+    level, cell, parent, first, second, pairs = (np.concatenate(part) for part in zip(*cells.pairs, strict=True))
+    confusion = pa.table({
+        **keys(cell),
+        "level": pa.array(level, pa.int32()),
+        "parent": _dictionary(parent, tree.node_ids, parent == 0),
+        "first": _dictionary(first, tree.node_ids),
+        "second": _dictionary(second, tree.node_ids),
+        "pairs": pa.array(pairs, pa.int64()),
+    })
+    frame_writes.run_over(con, "_cells", confusion, "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS " + PAIR_CELLS)
     return "full"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -10,7 +12,7 @@ import pytest
 from scipy.stats import entropy
 
 from queries import contested, derived_base, soft_labels
-from queries.connection import memory
+from queries.connection import connect, memory
 from queries.errors import LabelgovError
 from queries.filters import Filters
 from queries.refresh import RefreshContext
@@ -145,3 +147,64 @@ def test_refresh_keeps_the_unfiltered_ranking_per_sort() -> None:
     for (sort, n), expected in live.items():
         assert len(expected) == min(n, len(ANSWERS))
         pd.testing.assert_frame_equal(contested.contested_items(con, ALL, limit=n, sort=sort), expected)
+
+
+@pytest.fixture(scope="module")
+def demo(small_demo: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    with connect(small_demo, read_only=True) as c:
+        yield c
+
+
+def _answer_filters(con: duckdb.DuckDBPyConnection) -> list[Filters]:
+    """One filter of every kind that changes which answers count (the spread bound's case), and mixes."""
+    found = con.execute("SELECT DISTINCT tier FROM d_answers WHERE tier IS NOT NULL ORDER BY 1").fetchall()
+    tiers = [r[0] for r in found]
+    last = con.execute("SELECT max(week)::DATE FROM d_answers").fetchone()[0]
+    busiest = "SELECT annotator_id FROM d_answers GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 3"
+    annotators = con.execute(busiest).fetchall()
+    branch = con.execute("SELECT node_id FROM d_nodes WHERE depth = 1 AND NOT is_leaf ORDER BY ordinal").fetchone()[0]
+    source = con.execute("SELECT source FROM d_items GROUP BY 1 ORDER BY count(*) DESC, 1").fetchone()[0]
+    return [
+        *(Filters(tiers=(t,)) for t in tiers),
+        Filters(tiers=tuple(tiers[:2])),
+        Filters(start=last, end=last + timedelta(days=6)),
+        Filters(start=last - timedelta(days=30), end=last - timedelta(days=3)),
+        Filters(annotators=tuple(r[0] for r in annotators)),
+        Filters(stages=("initial",)),
+        Filters(tree_version=1),
+        Filters(tiers=(tiers[0],), branch=branch, sources=(source,)),
+        Filters(tiers=("no-such-tier",)),
+    ]
+
+
+@pytest.mark.parametrize("start", [contested.SPREAD_START, 1])
+def test_the_spread_bound_ranks_as_every_item_does(
+    demo: duckdb.DuckDBPyConnection, start: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pruned entropy ranking equals the ranking over every item, starting wide or from the widest items."""
+    monkeypatch.setattr(contested, "SPREAD_START", start)
+    assert soft_labels.table_exists(demo, contested.SPREAD)
+    tries: list[int | None] = []
+    ranking = contested._ranking
+
+    def counted(*args: object) -> pd.DataFrame:
+        tries.append(args[-1])  # type: ignore[arg-type]
+        return ranking(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(contested, "_ranking", counted)
+    for f in _answer_filters(demo):
+        for limit in (1, 20, 200):
+            got = contested.contested_items(demo, f, limit=limit)
+            expected = ranking(demo, f, limit, "entropy", True, None)
+            pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12, obj=f"{f!r} {limit}")
+    # Most rankings stop at a bound, some after widening; the fallback over every item stays rare.
+    assert tries.count(None) < len(tries) // 4 and len(set(tries)) > 2
+
+
+def test_spread_counts_each_items_finest_nodes(demo: duckdb.DuckDBPyConnection) -> None:
+    spread = dict(demo.execute("SELECT item_idx, nodes FROM " + contested.SPREAD).fetchall())
+    widest = "SELECT item_id FROM d_items ORDER BY answers DESC, item_id LIMIT 50"
+    items = [r[0] for r in demo.execute(widest).fetchall()]
+    mass = soft_labels.item_node_mass(demo, ALL, items=items)
+    finest = mass[mass["depth"] == soft_labels.max_depth(demo)].groupby("item_idx").size()
+    assert finest.to_dict() == {i: spread[i] for i in finest.index} and finest.max() > 1

@@ -249,6 +249,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, full: bool, since_batch: int) -> str
 def test_incremental_refresh_equals_a_full_one() -> None:
     con = memory()
     load_answers(con, TREE, random_answers(7, items=30))
+    con.execute("UPDATE annotators SET tier = CASE WHEN annotator_id IN ('u0', 'u2') THEN 'expert' ELSE 'crowd' END")
     assert rebuild(con, full=False, since_batch=0) == "full"  # no tables yet
     more = random_answers(8, items=40).assign(annotator_id=lambda x: "v" + x["annotator_id"])
     more = more[more["item_id"] >= "i020"].reset_index(drop=True)
@@ -260,7 +261,10 @@ def test_incremental_refresh_equals_a_full_one() -> None:
     con.execute("INSERT INTO items (item_id) SELECT DISTINCT item_id FROM _more EXCEPT SELECT item_id FROM items")
     con.execute("INSERT INTO annotators (annotator_id) SELECT DISTINCT annotator_id FROM _more")
     assert rebuild(con, full=False, since_batch=1) == "incremental"
-    tables = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TABLES}
+    # The new annotators have no tier: their answers count for every page but no tier's sums.
+    stored = (*soft_labels.TABLES, *soft_labels.TIER_PARTS)
+    tables = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in stored}
+    assert set(tables["d_soft_tier_level_parts"]["tier"]) == {"crowd", "expert"}
     assert rebuild(con, full=True, since_batch=0) == "full"
     for table, before in tables.items():
         after = con.execute("SELECT * FROM " + table + " ORDER BY ALL").df()
@@ -437,3 +441,141 @@ def test_written_rows_stay_in_item_order_and_are_not_held_until_commit(monkeypat
         for table in soft_labels.TABLES:
             stored = con.execute("SELECT item_idx FROM " + table + " ORDER BY rowid").fetchnumpy()["item_idx"]
             assert len(stored) and (np.diff(stored) >= 0).all()
+
+
+# --- every sidebar filter against a straightforward computation -----------------------------------------
+
+
+def reference_level_stats(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """level_stats from the per-item levels (recomputed in SQL for answer filters), averaged in pandas."""
+    frames = []
+    for source in soft_labels.SOURCES:
+        levels = soft_labels.item_levels(con, f, source=source)
+        if levels.empty:
+            continue
+        judged = levels["answers"].isna() | (levels["answers"] >= 2)
+        levels["ambiguous"] = ((levels["top_share"] < 0.7) | (levels["gap"] < 0.34)).astype(float).where(judged)
+        frame = levels.groupby("depth").agg(
+            items=("item_idx", "size"), mean_entropy=("entropy", "mean"), mean_top_share=("top_share", "mean"),
+            mean_gap=("gap", "mean"), ambiguous_share=("ambiguous", "mean"),
+        )
+        frames.append(frame.reset_index().assign(source=source))
+    return pd.concat(frames, ignore_index=True)[soft_labels.LEVEL_STATS_COLUMNS]
+
+
+def reference_branch_stats(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """branch_stats by the module docstring's definitions, in pandas from the per-item node mass."""
+    nodes = con.execute(
+        "SELECT node_id, parent_id, depth AS node_depth, is_leaf, title, ordinal FROM " + soft_labels.NODES
+    ).df()
+    mass = soft_labels.item_node_mass(con, f).merge(nodes, on="node_id")
+    level = mass.groupby(["item_idx", "depth"])["answers"].sum().rename("level_answers").reset_index()
+    leaves = mass[mass["depth"] == mass["depth"].max()].groupby("item_idx").size().rename("leaves").reset_index()
+    own = mass[mass["depth"] == mass["node_depth"]]
+    kids = own[own["parent_id"].notna()].copy()
+    kids["p"] = kids["mass"] / kids.groupby(["item_idx", "parent_id"])["mass"].transform("sum")
+    kids = kids.sort_values(["item_idx", "parent_id", "p"], ascending=[True, True, False])
+    kids["rank"] = kids.groupby(["item_idx", "parent_id"]).cumcount()
+    kids["plogp"] = -kids["p"] * np.log2(kids["p"])
+    split = kids.groupby(["item_idx", "parent_id"]).agg(
+        child_answers=("answers", "sum"), child_entropy=("plogp", "sum"),
+        top=("p", "max"), second=("p", lambda p: p.iloc[1] if len(p) > 1 else 0.0),
+    ).reset_index().rename(columns={"parent_id": "node_id"})
+    branches = (
+        own[~own["is_leaf"]].merge(level, on=["item_idx", "depth"]).merge(split, on=["item_idx", "node_id"], how="left")
+        .merge(leaves, on="item_idx", how="left").fillna({"leaves": 0, "child_answers": 0})
+    )
+    judged_kids, judged_level = branches["child_answers"] >= 2, branches["level_answers"] >= 2
+    branches["child_entropy"] = branches["child_entropy"].where(judged_kids)
+    branches["ambiguous"] = ((branches["top"] < 0.7) | (branches["top"] - branches["second"] < 0.34)).astype(float)
+    branches["ambiguous"] = branches["ambiguous"].where(judged_kids)
+    branches["agree"] = ((branches["mass"] == 1) & (branches["leaves"] >= 2)).astype(float).where(judged_level)
+    branches["disagree"] = (branches["mass"] < 1).astype(float).where(judged_level)
+    out = branches.groupby(["node_id", "depth"]).agg(
+        title=("title", "first"), items=("item_idx", "size"), mean_mass=("mass", "mean"),
+        mean_child_entropy=("child_entropy", "mean"), ambiguous_share=("ambiguous", "mean"),
+        agree_branch_not_leaf=("agree", "mean"), disagree_branch=("disagree", "mean"), ordinal=("ordinal", "min"),
+    )
+    return out.reset_index().sort_values("ordinal")[soft_labels.BRANCH_COLUMNS].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def demo_with_posterior() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A small demo (tiers, stages, weeks, sources and its planted effects) with a random posterior."""
+    con = demo_warehouse(1500)
+    leaves = [r[0] for r in con.execute("SELECT node_id FROM d_nodes WHERE is_leaf ORDER BY ordinal").fetchall()]
+    items = con.execute("SELECT item_id, item_idx FROM d_item_index ORDER BY item_idx").df()
+    p = np.random.default_rng(4).dirichlet(np.full(len(leaves), 0.3), size=len(items))
+    post = pd.DataFrame(
+        {
+            "item_id": np.repeat(items["item_id"], len(leaves)),
+            "item_idx": np.repeat(items["item_idx"], len(leaves)),
+            "node_id": leaves * len(items),
+            "p": p.ravel(),
+        }
+    )
+    con.register("_post", post)
+    con.execute("CREATE TABLE d_posterior AS SELECT * FROM _post")
+    con.unregister("_post")
+    soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+    yield con
+    con.close()
+
+
+def sidebar_filters(con: duckdb.DuckDBPyConnection) -> list[Filters]:
+    """The benchmark's cases (a week, the busiest branch, source and tier) and the combinations around them."""
+    last = con.execute("SELECT max(week) FROM d_answers").fetchone()[0].date()
+    branch = con.execute("SELECT consensus_lineage[1] FROM d_items GROUP BY 1 ORDER BY count(*) DESC, 1").fetchone()[0]
+    tiers = [r[0] for r in con.execute("SELECT DISTINCT tier FROM d_answers ORDER BY 1").fetchall()]
+    first = con.execute("SELECT DISTINCT annotator_id FROM d_answers ORDER BY 1 LIMIT 5").fetchall()
+    people = tuple(r[0] for r in first)
+    return [
+        Filters(start=last, end=last + pd.Timedelta(days=6)),
+        Filters(branch=branch),
+        Filters(sources=("web",)),
+        *(Filters(tiers=(t,)) for t in tiers),
+        Filters(tiers=(tiers[0],), sources=("web", "app"), branch=branch),
+        Filters(tiers=tuple(tiers[:2])),
+        Filters(tiers=(tiers[-1],), start=last - pd.Timedelta(days=60)),
+        Filters(stages=("escalated",)),
+        Filters(annotators=people),
+    ]
+
+
+def test_every_sidebar_filter_matches_a_straightforward_computation(demo_with_posterior) -> None:
+    con = demo_with_posterior
+    assert all(soft_labels.table_exists(con, t) for t in soft_labels.TIER_PARTS)
+    for f in sidebar_filters(con):
+        levels = soft_labels.level_stats(con, f)
+        assert set(levels["source"]) == {"annotations", "posterior"}, f
+        pd.testing.assert_frame_equal(levels, reference_level_stats(con, f), check_dtype=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(
+            soft_labels.branch_stats(con, f), reference_branch_stats(con, f), check_dtype=False, rtol=1e-9
+        )
+
+
+def test_one_tier_reads_the_tier_sums_and_matches_the_live_computation(demo_with_posterior, monkeypatch) -> None:
+    con = demo_with_posterior
+    every_stage = tuple(sorted(STAGES))
+    for f in sidebar_filters(con):
+        if set(f.model_dump(exclude_defaults=True)) - soft_labels.ITEM_LEVEL_FIELDS != {"tiers"} or len(f.tiers) > 1:
+            continue
+        live = f.model_copy(update={"stages": every_stage})  # the same answers, soft-labelled from d_answers
+        for kind in ("levels", "branches"):
+            assert soft_labels._summary(con, kind, f, soft_labels.Ambiguity()) is not None
+        for fn in (soft_labels.level_stats, soft_labels.branch_stats, soft_labels.labelling_priorities):
+            pd.testing.assert_frame_equal(fn(con, f), fn(con, live), check_dtype=False, rtol=1e-9)
+    # Without the stored tier sums the same filter is computed live, with the same result.
+    tier = Filters(tiers=("expert",))
+    stored = soft_labels.branch_stats(con, tier)
+    monkeypatch.setattr(soft_labels, "table_exists", lambda c, name: name not in soft_labels.TIER_PARTS)
+    pd.testing.assert_frame_equal(stored, soft_labels.branch_stats(con, tier), check_dtype=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("high", [50, 2**40, 2**62])
+def test_sort_order_is_the_stable_argsort(high: int) -> None:
+    """Narrow keys take the packed value sort, wide ones the argsort; both must equal numpy's stable order
+    (ties in row order), which the group sums after it rely on."""
+    keys = np.random.default_rng(high % 97).integers(0, high, 20_000)
+    assert np.array_equal(soft_labels.sort_order(keys), np.argsort(keys, kind="stable"))
+    assert soft_labels.sort_order(np.zeros(0, dtype=np.int64)).size == 0
