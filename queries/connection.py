@@ -42,7 +42,7 @@ ENV_DB = "LABELGOV_DB"
 LOCK_WAIT_S = float(os.environ.get("LABELGOV_LOCK_WAIT_S", "60"))
 # Bulk rebuilds spill to disk past this much buffer memory instead of growing with the warehouse, so a
 # refresh of ten million answers fits a small machine; pandas frames handed to numpy come on top.
-BULK_MEMORY_LIMIT = "1GB"
+BULK_MEMORY_LIMIT = "768MB"
 
 
 def resolve_db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
