@@ -56,10 +56,12 @@ class Check:
 
 
 def _text(expr: str) -> str:
-    # trim() copies every string; only the rare padded value needs it.
+    # trim() copies every string; only the rare padded value needs it. Only ASCII spaces are trimmed: a bare
+    # trim() also strips Unicode spaces, but only from values that happen to start or end with an ASCII
+    # one, so ' \u00a0x' and '\u00a0x' would have been stored differently.
     return (
         "CASE WHEN starts_with(" + expr + ", ' ') OR ends_with(" + expr + ", ' ') THEN NULLIF(trim(" + expr
-        + "), '') ELSE NULLIF(" + expr + ", '') END"
+        + ", ' '), '') ELSE NULLIF(" + expr + ", '') END"
     )
 
 
