@@ -27,6 +27,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel
 from scipy.optimize import minimize_scalar
 
@@ -63,54 +64,41 @@ FROM entries e JOIN d_item_index x USING (item_id)
 WHERE e.p > 0
 """
 
-# Probability mass per item, model, level and node on the level's cut.
-PRED_MASS = """
-CREATE OR REPLACE TEMP TABLE _pred_mass AS
-SELECT l.item_idx, l.model, d.level, n.lineage[least(d.level, len(n.lineage))] AS node_id, sum(l.p) AS p
-FROM d_pred_leaf l JOIN {nodes} n USING (node_id)
-CROSS JOIN (SELECT unnest(range(1, (SELECT max(depth) FROM d_nodes) + 1)) AS level) d
-GROUP BY ALL
+# d_pred_level is computed in numpy on integer node codes, a chunk of items at a time: DuckDB's GROUP BY over
+# every (item, model, level, node) row, keyed on strings and with two arg_max, took most of the step.
+# Codes number every node and every id on a lineage in id order, so a tie for the top node goes to the
+# smallest id; ``member`` marks the nodes (a prediction's leaf counts only when it is one).
+NODE_CODES = """
+SELECT c.node_id, n.node_id IS NOT NULL AS member, coalesce(n.is_leaf, false) AS is_leaf, n.lineage
+FROM (SELECT node_id FROM {nodes} n UNION SELECT unnest(lineage) FROM {nodes} n) c
+LEFT JOIN {nodes} n USING (node_id)
+ORDER BY c.node_id
 """
-
-SOFT_FROM_MASS = """
-CREATE OR REPLACE TEMP TABLE _soft AS
-SELECT item_idx, depth AS level, node_id, mass AS q FROM d_soft_mass WHERE source = 'annotations'
+# A code list, bound as two parameters: the ids and their codes.
+CODE_LIST = "(SELECT unnest(?::VARCHAR[]) AS node_id, unnest(?::INTEGER[]) AS code)"
+LEAF_ROWS = """
+SELECT l.item_idx, m.code AS model, c.code AS node, l.p
+FROM d_pred_leaf l
+JOIN (SELECT model, (row_number() OVER (ORDER BY model) - 1)::INTEGER AS code FROM d_pred_models) m USING (model)
+JOIN {codes} c USING (node_id)
+ORDER BY l.item_idx
 """
-SOFT_EMPTY = "CREATE OR REPLACE TEMP TABLE _soft (item_idx INTEGER, level BIGINT, node_id VARCHAR, q DOUBLE)"
-
-# One pass over the probability mass: each (item, model, level, node) row meets the item's gold and soft
-# label on that node by a left join, and a single GROUP BY yields the top node, its confidence and soft
-# share (arg_max over the same rows and order picks the same node for both), and the sums that make the
-# two Brier scores. Only the per-item sum of squared soft shares is aggregated apart.
-D_PRED_LEVEL = """
+GOLD_ROWS = "SELECT o.item_idx, c.code AS node FROM d_item_outcomes o JOIN {codes} c ON c.node_id = o.gold_node"
+# Soft shares on ids that are no node's cut still count in the item's sum of squared shares.
+SOFT_ROWS = """
+SELECT s.item_idx, s.depth::INTEGER AS level, coalesce(c.code, -1) AS node, s.mass AS q
+FROM d_soft_mass s LEFT JOIN {codes} c USING (node_id)
+WHERE s.source = 'annotations' AND s.depth BETWEEN 1 AND ?
+ORDER BY s.item_idx
+"""
+WRITE_PRED_LEVEL = """
 CREATE OR REPLACE TABLE d_pred_level AS
-WITH gold AS (
-    SELECT o.item_idx, d.level,
-           CASE WHEN len(n.lineage) >= d.level THEN n.lineage[d.level]
-                WHEN n.is_leaf THEN n.lineage[len(n.lineage)] END AS gold_node
-    FROM d_item_outcomes o JOIN {nodes} n ON n.node_id = o.gold_node
-    CROSS JOIN (SELECT unnest(range(1, (SELECT max(depth) FROM d_nodes) + 1)) AS level) d
-), soft_sq AS (
-    SELECT item_idx, level, sum(q * q) AS q_sq FROM _soft GROUP BY ALL
-), scored AS (
-    SELECT m.item_idx, m.model, m.level, arg_max(m.node_id, m.p) AS top_node, max(m.p) AS conf,
-           arg_max(coalesce(s.q, 0), m.p) AS top_q, sum(m.p * m.p) AS sum_sq,
-           coalesce(sum(m.p) FILTER (WHERE m.node_id = g.gold_node), 0) AS gold_p,
-           coalesce(sum(m.p * s.q), 0) AS pq, any_value(g.gold_node) AS gold_node
-    FROM _pred_mass m
-    LEFT JOIN gold g USING (item_idx, level)
-    LEFT JOIN _soft s USING (item_idx, level, node_id)
-    GROUP BY m.item_idx, m.model, m.level
-)
-SELECT t.item_idx, t.model, t.level, t.top_node, t.conf,
-       t.gold_node,
-       CASE WHEN t.gold_node IS NOT NULL THEN (t.top_node = t.gold_node)::DOUBLE END AS gold_hit,
-       CASE WHEN t.gold_node IS NOT NULL THEN t.sum_sq - 2 * t.gold_p + 1 END AS gold_brier,
-       CASE WHEN sq.item_idx IS NOT NULL THEN t.top_q END AS soft_hit,
-       CASE WHEN sq.item_idx IS NOT NULL THEN t.sum_sq - 2 * t.pq + sq.q_sq END AS soft_brier
-FROM scored t
-LEFT JOIN soft_sq sq USING (item_idx, level)
+SELECT item_idx, CAST(model AS VARCHAR) AS model, level, CAST(top_node AS VARCHAR) AS top_node, conf,
+       CAST(gold_node AS VARCHAR) AS gold_node, gold_hit, gold_brier, soft_hit, soft_brier
+FROM _pred_level_frame
 """
+# Cells (rows x cut nodes) of one chunk's widest matrix, 32 MB of doubles: bounds the step's numpy memory.
+CHUNK_CELLS = 1 << 22
 
 TABLE_COLUMNS = [
     "model",
@@ -223,19 +211,19 @@ def default_model(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldMatrix | None:
     """Dense probabilities of the gold items in scope; the gold on each cut comes from ``d_pred_level``."""
-    scope, params = item_scope(f)
+    scope = item_scope(con, f, gold_only=True)
     rows = con.execute(
         "SELECT l.item_idx, l.node_id, l.p FROM d_pred_leaf l JOIN d_item_outcomes o USING (item_idx) "  # noqa: S608 - scope from item_scope
-        "WHERE l.model = ? AND o.gold_node IS NOT NULL AND " + scope,
-        [model, *params],
+        "WHERE l.model = ? AND o.gold_node IS NOT NULL AND " + scope.sql,
+        [model, *scope.params],
     ).df()
     if rows.empty:
         return None
     gold = con.execute(
         "SELECT p.item_idx, p.level, p.gold_node, o.gold_node AS gold_leaf, coalesce(o.branch, 'none') AS branch "
         "FROM d_pred_level p JOIN d_item_outcomes o USING (item_idx) "
-        "WHERE p.model = ? AND o.gold_node IS NOT NULL AND " + scope + " ORDER BY p.item_idx, p.level",
-        [model, *params],
+        "WHERE p.model = ? AND o.gold_node IS NOT NULL AND " + scope.sql + " ORDER BY p.item_idx, p.level",
+        [model, *scope.params],
     ).df()
     leaves = con.execute("SELECT node_id, lineage FROM " + NODES + " n WHERE is_leaf ORDER BY node_id").df()  # noqa: S608 - fixed text
     leaf_col = pd.Series(np.arange(len(leaves)), index=leaves["node_id"])
@@ -266,10 +254,17 @@ def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldM
 
 
 def level_probabilities(prob: FloatArray, cut: npt.NDArray[np.int64]) -> FloatArray:
-    """Sum leaf columns into their cut nodes: the model's probability of each node at that level."""
-    onehot = np.zeros((cut.size, int(cut.max()) + 1))
-    onehot[np.arange(cut.size), cut] = 1.0
-    return prob @ onehot
+    """Sum leaf columns into their cut nodes: the model's probability of each node at that level.
+
+    Columns are grouped by node and added with ``reduceat`` rather than multiplied by a one-hot matrix:
+    the matrix product goes to a multithreaded BLAS whose spinning threads doubled the CPU time of a
+    filtered calibration table.
+    """
+    order = np.argsort(cut, kind="stable")
+    nodes, starts = np.unique(cut[order], return_index=True)
+    out = np.zeros((prob.shape[0], int(cut.max()) + 1))
+    out[:, nodes] = np.add.reduceat(prob[:, order], starts, axis=1)
+    return out
 
 
 def _scores(prob: FloatArray, target: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -350,6 +345,168 @@ def _models(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute("SELECT model FROM d_pred_models ORDER BY model").fetchall()]
 
 
+class NodeCodes(BaseModel):
+    """Node ids by code and, per level (row 0 is level 1), the level's cut as matrix columns; -1 for none.
+
+    A level's matrices have a column per node on its cut only, in code order, not one per code: the
+    reductions over them are most of the work.
+    """
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    names: list[str]
+    member: npt.NDArray[np.bool_]
+    cut: npt.NDArray[np.int64]  # levels x codes: the column a leaf's probability goes to
+    gold: npt.NDArray[np.int64]  # levels x codes: the gold node's code at the level when this node is gold
+    place: npt.NDArray[np.int64]  # levels x codes: the code's column, -1 when it is not on the cut
+    columns: list[npt.NDArray[np.int64]]  # per level: the code of each column
+
+
+def node_codes(con: duckdb.DuckDBPyConnection, levels: int) -> NodeCodes:
+    """The codes and, from the lineages, d_pred_level's cut and gold rules as lookup tables.
+
+    On the cut a leaf ending above the level stands for itself; as gold only a leaf does, so an inner
+    gold node has no gold at levels below it.
+    """
+    rows = con.execute(NODE_CODES.replace("{nodes}", NODES)).fetchall()
+    code = {row[0]: i for i, row in enumerate(rows)}
+    member = np.array([row[1] for row in rows], dtype=bool)
+    on_cut = np.full((levels, len(rows)), -1, dtype=np.int64)
+    gold = np.full((levels, len(rows)), -1, dtype=np.int64)
+    for i, (_, is_member, is_leaf, lineage) in enumerate(rows):
+        if not is_member:
+            continue
+        for lv in range(levels):
+            on_cut[lv, i] = code[lineage[min(lv + 1, len(lineage)) - 1]]
+            if len(lineage) > lv:
+                gold[lv, i] = code[lineage[lv]]
+            elif is_leaf:
+                gold[lv, i] = code[lineage[-1]]
+    place = np.full((levels, len(rows)), -1, dtype=np.int64)
+    columns = [np.unique(on_cut[lv, member]) for lv in range(levels)]
+    for lv, used in enumerate(columns):
+        place[lv, used] = np.arange(used.size)
+    cut = np.where(member, np.take_along_axis(place, np.maximum(on_cut, 0), axis=1), -1)
+    return NodeCodes(names=[row[0] for row in rows], member=member, cut=cut, gold=gold, place=place, columns=columns)
+
+
+Arrays = dict[str, npt.NDArray[np.generic]]
+
+PRED_LEVEL_SCHEMA = pa.schema(
+    [
+        ("item_idx", pa.int32()),
+        ("model", pa.dictionary(pa.int32(), pa.string())),
+        ("level", pa.int64()),
+        ("top_node", pa.dictionary(pa.int32(), pa.string())),
+        ("conf", pa.float64()),
+        ("gold_node", pa.dictionary(pa.int32(), pa.string())),
+        ("gold_hit", pa.float64()),
+        ("gold_brier", pa.float64()),
+        ("soft_hit", pa.float64()),
+        ("soft_brier", pa.float64()),
+    ]
+)
+
+
+def _arrays(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> Arrays:
+    """A query's columns as plain arrays: the queries here return no NULLs, so no masked arrays."""
+    return {name: np.asarray(values) for name, values in con.execute(sql, params).fetchnumpy().items()}
+
+
+def _bounds(item_idx: npt.NDArray[np.int32], items: range) -> tuple[int, int]:
+    """The slice of sorted ``item_idx`` inside ``items``; the bounds take the array's type, so that numpy
+    does not convert the whole array to compare it with Python ints."""
+    lo, hi = np.searchsorted(item_idx, np.array([items.start, items.stop], dtype=item_idx.dtype))
+    return int(lo), int(hi)
+
+
+def _level_chunk(
+    leaf: Arrays, soft: Arrays, gold_of: npt.NDArray[np.int64], codes: NodeCodes, models: pa.Array, items: range
+) -> list[pa.Table]:
+    """d_pred_level's rows for the items in ``items`` (leaf and soft rows sorted by item), one table per level.
+
+    Rows are the (item, model) pairs with a prediction; the level's probabilities and the soft shares are
+    dense rows x cut matrices, so top node, confidence and both Brier scores are row reductions. A gold or
+    soft node off the cut meets no probability, as in a join on the node.
+    """
+    lo, hi = _bounds(leaf["item_idx"], items)
+    pair = (leaf["item_idx"][lo:hi].astype(np.int64) - items.start) * len(models) + leaf["model"][lo:hi]
+    present = np.zeros(len(items) * len(models), dtype=bool)
+    present[pair] = True
+    row = (np.cumsum(present) - 1)[pair]
+    kept = np.flatnonzero(present)
+    local = kept // len(models)
+    n = kept.size
+    node, p = leaf["node"][lo:hi], leaf["p"][lo:hi]
+    s_lo, s_hi = _bounds(soft["item_idx"], items)
+    s_item = soft["item_idx"][s_lo:s_hi].astype(np.int64) - items.start
+    s_level, s_node, s_q = soft["level"][s_lo:s_hi], soft["node"][s_lo:s_hi], soft["q"][s_lo:s_hi]
+    gold_item = gold_of[items.start + local]
+    every = np.arange(n)
+    names = pa.array(codes.names, pa.string())
+    tables = []
+    for lv, column_code in enumerate(codes.columns):
+        k = column_code.size
+        prob = np.bincount(row * k + codes.cut[lv, node], weights=p, minlength=n * k).reshape(n, k)
+        top = prob.argmax(axis=1)  # the first largest: columns are in code order, so the smallest id of a tie
+        top_code = column_code[top]
+        sum_sq = np.einsum("ij,ij->i", prob, prob)
+        gold = np.where(gold_item >= 0, codes.gold[lv, np.maximum(gold_item, 0)], -1)
+        gold_column = np.where(gold >= 0, codes.place[lv, np.maximum(gold, 0)], -1)
+        gold_p = np.where(gold_column >= 0, prob[every, np.maximum(gold_column, 0)], 0.0)
+        no_gold = gold < 0
+        on = s_level == lv + 1
+        s_column = np.where(s_node >= 0, codes.place[lv, np.maximum(s_node, 0)], -1)
+        known = on & (s_column >= 0)
+        share = np.bincount(s_item[known] * k + s_column[known], weights=s_q[known], minlength=len(items) * k)
+        share = share.reshape(len(items), k)[local]
+        q_sq = np.bincount(s_item[on], weights=s_q[on] ** 2, minlength=len(items))[local]
+        no_soft = (np.bincount(s_item[on], minlength=len(items)) == 0)[local]
+        columns = [
+            pa.array((items.start + local).astype(np.int32)),
+            pa.DictionaryArray.from_arrays(pa.array((kept % len(models)).astype(np.int32)), models),
+            pa.array(np.full(n, lv + 1, dtype=np.int64)),
+            pa.DictionaryArray.from_arrays(pa.array(top_code.astype(np.int32)), names),
+            pa.array(prob[every, top]),
+            pa.DictionaryArray.from_arrays(pa.array(gold.astype(np.int32), mask=no_gold), names),
+            pa.array((top_code == gold).astype(np.float64), mask=no_gold),
+            pa.array(sum_sq - 2 * gold_p + 1, mask=no_gold),
+            pa.array(share[every, top], mask=no_soft),
+            pa.array(sum_sq - 2 * np.einsum("ij,ij->i", prob, share) + q_sq, mask=no_soft),
+        ]
+        tables.append(pa.Table.from_arrays(columns, schema=PRED_LEVEL_SCHEMA))
+    return tables
+
+
+def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """d_pred_level from d_pred_leaf, the gold and the soft labels, in chunks of items that bound memory."""
+    depth = con.execute("SELECT max(depth) FROM d_nodes").fetchone()
+    levels = int(depth[0]) if depth and depth[0] is not None else 0
+    codes = node_codes(con, levels)
+    models = pa.array(_models(con), pa.string())
+    member_codes = np.flatnonzero(codes.member)
+    members: list[object] = [[codes.names[c] for c in member_codes], member_codes.tolist()]
+    leaf = _arrays(con, LEAF_ROWS.replace("{codes}", CODE_LIST), members)
+    gold = _arrays(con, GOLD_ROWS.replace("{codes}", CODE_LIST), members)
+    if _table_exists(con, "d_soft_mass"):
+        every_code = [codes.names, list(range(len(codes.names))), levels]
+        soft = _arrays(con, SOFT_ROWS.replace("{codes}", CODE_LIST), every_code)
+    else:
+        soft = {name: np.zeros(0, np.int32) for name in ("item_idx", "level", "node")} | {"q": np.zeros(0)}
+    n_items = int(leaf["item_idx"].max()) + 1 if leaf["item_idx"].size else 0
+    gold_of = np.full(n_items, -1, dtype=np.int64)
+    mine = gold["item_idx"] < n_items
+    gold_of[gold["item_idx"][mine]] = gold["node"][mine]
+    widest = max((column_code.size for column_code in codes.columns), default=1)
+    span = max(1, CHUNK_CELLS // max(widest * len(models), 1))
+    tables = [
+        table
+        for start in range(0, n_items, span)
+        for table in _level_chunk(leaf, soft, gold_of, codes, models, range(start, min(start + span, n_items)))
+    ]
+    return pa.concat_tables(tables) if tables else PRED_LEVEL_SCHEMA.empty_table()
+
+
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Full: the newest prediction per item can change with any batch and T is fitted on all gold items."""
     con.execute(D_PRED_LEAF)
@@ -357,11 +514,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         "CREATE OR REPLACE TABLE d_pred_models AS SELECT model, count(DISTINCT item_idx) AS items FROM d_pred_leaf "
         "GROUP BY model"
     )
-    con.execute(PRED_MASS.replace("{nodes}", NODES))
-    con.execute(SOFT_FROM_MASS if _table_exists(con, "d_soft_mass") else SOFT_EMPTY)
-    con.execute(D_PRED_LEVEL.replace("{nodes}", NODES))
-    con.execute("DROP TABLE _pred_mass")
-    con.execute("DROP TABLE _soft")
+    frame_writes.run_over(con, "_pred_level_frame", _pred_level_table(con), WRITE_PRED_LEVEL)
     rows: list[dict[str, object]] = []
     fits: list[dict[str, object]] = []
     for model in _models(con):
@@ -466,7 +619,7 @@ def reliability_bins(
     depth_row = con.execute("SELECT max(depth) FROM d_nodes").fetchone()
     lv = int(depth_row[0]) if level is None and depth_row and depth_row[0] is not None else level
     hit = AGAINST[against][0]
-    scope, params = scoped_items(f, "p.item_idx")
+    scope, params = scoped_items(item_scope(con, f), "p.item_idx")
     return con.execute(
         "SELECT " + _bin_sql("p.conf") + " AS bin, avg(p.conf) AS mean_confidence, avg(p." + hit + ") AS accuracy, "  # noqa: S608 - columns from allow-lists
         "count(*) AS n, any_value(p.level) AS level FROM d_pred_level p "

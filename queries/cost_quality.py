@@ -20,7 +20,7 @@ import pandas as pd
 
 from queries import frame_writes
 from queries.dawid_skene import dawid_skene
-from queries.escalation import item_scope, scoped_items, threshold_whatif
+from queries.escalation import ItemScope, item_scope, scoped_items, whatif_in_scope
 from queries.filters import Filters
 
 if TYPE_CHECKING:
@@ -184,12 +184,19 @@ def redundancy_curve(
     Skene is fitted on every gold item, as it would be in operation. The default sample is stored at
     refresh; another seed or K replays on the spot.
     """
+    return _curve(con, item_scope(con, f, gold_only=True), methods, max_k, seed)
+
+
+def _curve(
+    con: duckdb.DuckDBPyConnection, scope: ItemScope, methods: Sequence[str], max_k: int, seed: int
+) -> pd.DataFrame:
+    """redundancy_curve over items already scoped (only gold items are scored, so a gold-only scope will do)."""
     source = "d_cost_quality_items"
     if max_k != MAX_K or seed != SEED:
         source = "_replay"
         _store_replay(con, replay(con, methods=methods, max_k=max_k, seed=seed), source)
-    scope, params = scoped_items(f, "c.item_idx")
-    sql = CURVE_SQL.replace("{source}", source).replace("{scope}", scope)
+    where, params = scoped_items(scope, "c.item_idx")
+    sql = CURVE_SQL.replace("{source}", source).replace("{scope}", where)
     frame = con.execute(sql, [list(methods), *params]).df()
     if source == "_replay":
         con.execute("DROP TABLE _replay")
@@ -230,11 +237,15 @@ def recommended_k(con: duckdb.DuckDBPyConnection, f: Filters, tolerance: float =
 
 def current_point(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[float, float]:
     """Today's mean spend per item (every stage) and the accuracy on gold of today's final labels."""
-    scope, params = item_scope(f)
+    return _current_point(con, item_scope(con, f))
+
+
+def _current_point(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> tuple[float, float]:
+    """current_point over items already scoped."""
     row = con.execute(
         "SELECT avg(o.total_cost), avg((o.final_node = o.gold_node)::INT) FILTER (WHERE o.gold_node IS NOT NULL) "
-        "FROM d_item_outcomes o WHERE " + scope,
-        params,
+        "FROM d_item_outcomes o WHERE " + scope.sql,
+        scope.params,
     ).fetchone()
     return (
         (float("nan"), float("nan"))
@@ -252,11 +263,16 @@ def non_dominated(cost: npt.ArrayLike, accuracy: npt.ArrayLike) -> npt.NDArray[n
 
 
 def pareto_frontier(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
-    """Every strategy's operating points with the efficient ones marked, and today's point among them."""
-    curve = redundancy_curve(con, f)
+    """Every strategy's operating points with the efficient ones marked, and today's point among them.
+
+    The three parts share one scope: under a filter on who answered, finding the items costs a scan of
+    every answer, which is done once.
+    """
+    scope = item_scope(con, f)
+    curve = _curve(con, scope, METHODS, MAX_K, SEED)
     overall = curve[curve["branch"] == "all"]
-    whatif = threshold_whatif(con, f)
-    cost, accuracy = current_point(con, f)
+    whatif = whatif_in_scope(con, scope)
+    cost, accuracy = _current_point(con, scope)
     points = pd.concat(
         [
             pd.DataFrame(

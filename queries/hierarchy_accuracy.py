@@ -57,6 +57,8 @@ TABLES = {"d_hier_gold": GOLD_SQL, "d_hier_models": MODELS_SQL}
 # Every method's prediction beside gold for all items, kept at refresh: item-level filters (branch,
 # source, segment) then only choose rows of it instead of rebuilding the pairs from four tables.
 PAIRS = "d_hier_pairs"
+# The pairs in scope of one page call, scored by two statements.
+SCORED = "_hier_scored"
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
@@ -74,39 +76,57 @@ def _relation(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return table if soft_labels.table_exists(con, table) else "(" + TABLES[table] + ")"
 
 
-def _majority_from_answers(pred: str, gold: str) -> str:
-    """Plurality node of the answers the predicate keeps, ties to the node first in tree order."""
+def _kept_votes(pred: str, gold: str) -> str:
+    """Votes per gold item and node among the answers the predicate keeps."""
     return (
-        "SELECT 'majority' AS method, item_idx, arg_max(node_id, [n, -ordinal]) AS node_id FROM ("  # noqa: S608 - fixed
-        "SELECT a.item_idx, a.node_id, count(*) AS n FROM d_answers a WHERE " + pred + " "
-        "AND a.item_idx IN (SELECT item_idx FROM " + gold + ") GROUP BY ALL) "
-        "JOIN " + soft_labels.NODES + " USING (node_id) GROUP BY item_idx"
+        "SELECT a.item_idx, a.node_id, count(*) AS n FROM d_answers a WHERE " + pred + " "  # noqa: S608 - fixed
+        "AND a.item_idx IN (SELECT item_idx FROM " + gold + ") GROUP BY ALL"
     )
+
+
+# Plurality node of the kept votes, ties to the node first in tree order.
+MAJORITY_FROM_KEPT = (
+    "SELECT 'majority' AS method, item_idx, arg_max(node_id, [n, -ordinal]) AS node_id FROM kept "  # noqa: S608 - fixed
+    "JOIN " + soft_labels.NODES + " USING (node_id) GROUP BY item_idx"
+)
 
 
 def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple[str, list[Any]]:
     """(method, item_idx, node_id) for every method that has results, restricted to the filtered items."""
     params: list[Any] = []
     if soft_labels.item_level_only(f):
+        head = ""
         parts = ["SELECT 'majority' AS method, d.item_idx, d.consensus_node AS node_id FROM d_items d "  # noqa: S608
                  "WHERE d.item_idx IN (SELECT item_idx FROM " + gold + ")"]
+        scope, scope_params = soft_labels.scoped("s.item_idx", f)
     else:
+        # Every row is a gold item's, so the items with a kept answer are the scope: the same scan that
+        # counts the votes selects them, instead of a DISTINCT over every matching answer.
         pred, params = f.where("a")
-        parts = [_majority_from_answers(pred, gold)]
+        head = "WITH kept AS (" + _kept_votes(pred, gold) + ") "
+        parts = [MAJORITY_FROM_KEPT]
+        scope, scope_params = "s.item_idx IN (SELECT item_idx FROM kept)", []
     if soft_labels.table_exists(con, "d_ds_items"):
         parts.append(
             "SELECT 'dawid_skene' AS method, d.item_idx, d.ds_node AS node_id FROM d_ds_items d "  # noqa: S608
             "WHERE d.item_idx IN (SELECT item_idx FROM " + gold + ")"
         )
     parts.append("SELECT * FROM " + _relation(con, "d_hier_models"))  # noqa: S608 - fixed
-    scope, scope_params = soft_labels.scoped("s.item_idx", f)
     union = " UNION ALL ".join(parts)
-    return "SELECT s.* FROM (" + union + ") s WHERE s.node_id IS NOT NULL AND " + scope, [*params, *scope_params]  # noqa: S608 - fixed
+    return (
+        head + "SELECT s.* FROM (" + union + ") s WHERE s.node_id IS NOT NULL AND " + scope,  # noqa: S608 - fixed
+        [*params, *scope_params],
+    )
+
+
+def _stored(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:
+    """Whether the pairs in scope are a selection of the stored ones (else they are computed from the answers)."""
+    return soft_labels.item_level_only(f) and soft_labels.table_exists(con, PAIRS)
 
 
 def _pairs(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]]:
     """(method, item_idx, pred lineage and leaf flag, gold lineage and leaf flag) for items with gold."""
-    if soft_labels.item_level_only(f) and soft_labels.table_exists(con, PAIRS):
+    if _stored(con, f):
         scope, scope_params = soft_labels.scoped("g.item_idx", f)
         return "SELECT g.* FROM " + PAIRS + " g WHERE " + scope, scope_params  # noqa: S608 - fixed table name
     gold = _relation(con, "d_hier_gold")
@@ -125,6 +145,21 @@ def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Data
     if depth == 0 or not soft_labels.table_exists(con, "d_items"):
         return soft_labels.empty_frame(columns)
     pairs, params = _pairs(con, f)
+    if _stored(con, f):
+        return _scores(con, pairs, params, depth, columns)
+    # Both statements of _scores read the pairs: computed from the answers, they are kept once in a
+    # temporary table rather than recomputed twice.
+    con.execute("CREATE OR REPLACE TEMP TABLE " + SCORED + " AS " + pairs, params)
+    try:
+        return _scores(con, "SELECT * FROM " + SCORED, [], depth, columns)  # noqa: S608 - fixed name
+    finally:
+        con.execute("DROP TABLE IF EXISTS " + SCORED)
+
+
+def _scores(
+    con: duckdb.DuckDBPyConnection, pairs: str, params: list[Any], depth: int, columns: list[str]
+) -> pd.DataFrame:
+    """hierarchical_accuracy's table from the pairs query ``pairs`` (from _pairs, or a read of ``SCORED``)."""
     scores = con.execute(
         "WITH q AS (" + pairs + ") SELECT method, count(*) AS n, "
         "avg(CAST(pred_node = gold_node AS DOUBLE)) AS exact, "
