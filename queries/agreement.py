@@ -79,6 +79,7 @@ STORED = {by: "d_agreement_" + by for by in GROUPINGS}
 STORED_PAIRS = "d_agreement_pairs"
 STORED_TOP = 15
 BRANCH_WEEK_STRIDE = 1_000_000  # days since 1970 stay far below this
+DAYLESS = ("overall", "level")  # groupings that never read an answer's day: the scan skips the column
 
 # Node ids in a fixed order: values are indexed by it in SQL (list_position) and in numpy.
 # Each node's path in the version the answers are mapped to (the as-of version), else its newest one.
@@ -167,7 +168,8 @@ def value_space(con: duckdb.DuckDBPyConnection) -> ValueSpace:
 
 @dataclass
 class Answers:
-    """The filtered answers as arrays sorted by item: value index and (when asked for) window start day.
+    """The filtered answers as arrays, sorted by item (see scan): value index and (when asked for) window
+    start day.
 
     One scan serves every grouping of a question (and every table of a refresh), since the groupings are
     only different indexings of the same three arrays."""
@@ -180,62 +182,97 @@ class Answers:
         return Answers(self.item[keep], self.value[keep], None if self.day is None else self.day[keep])
 
 
-def scan(con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, window: str | None = "week") -> Answers:
-    """The answers matching ``f`` that can be placed in the tree; ``window`` None skips the day column."""
+def scan(
+    con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, window: str | None = "week", ordered: bool = True
+) -> Answers:
+    """The answers matching ``f`` that can be placed in the tree (a node missing from d_nodes cannot), sorted by
+    item unless ``ordered`` is False (the weekly grouping sorts by week and item itself); ``window`` None skips
+    the day column. Rows of one item come out ordered by day and value instead of scan order, which no
+    statistic depends on (a unit is a multiset of values)."""
     clause, params = f.where("a")
     day = "" if window is None else RAW_DAY.replace("{W}", WINDOW_DAYS[window])
     sql = RAW_VALUES + day + RAW_FROM.replace("{P}", clause)
     raw = con.execute(sql, [space.node_ids, *params]).fetchnumpy()
-    # int32 codes: the answers are the largest arrays of a refresh, and every derived code that could outgrow
-    # int32 (group codes, pattern keys) is computed in int64 from them.
-    item = np.asarray(raw["item_idx"], dtype=np.int32)
-    answers = Answers(
-        item,
-        np.asarray(raw["v"], dtype=np.int32),
-        None if window is None else np.asarray(raw["day"], dtype=np.int32),
+    item, value = np.asarray(raw["item_idx"]), np.asarray(raw["v"])
+    days = None if window is None else np.asarray(raw["day"])
+    known = value >= 0
+    if not known.all():
+        item, value, days = item[known], value[known], None if days is None else days[known]
+    if not ordered:
+        return Answers(
+            item.astype(np.int32, copy=False),
+            value.astype(np.int32),
+            None if days is None else days.astype(np.int32, copy=False),
+        )
+    item, days, value = packed_sort(item, days, value)
+    return Answers(item, value, days)
+
+
+def packed_sort(
+    major: np.ndarray, middle: np.ndarray | None, minor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Integer columns (``minor`` non-negative) sorted together by major, middle, minor, as int32 arrays: the
+    answers are the largest arrays of a refresh, and every derived code that could outgrow int32 (group codes,
+    pattern keys) is computed in int64 from them.
+
+    Each row is packed into one int64 and the keys are sorted in place: numpy's vectorised sort of plain int64
+    takes a fraction of the time of a stable argsort followed by a gather of every column in random order,
+    and rows with equal keys are equal, so stability does not matter."""
+    major_base, major_bits = _span(major)
+    mid_base, mid_bits = (0, 0) if middle is None else _span(middle)
+    low_bits = int(np.max(minor, initial=0)).bit_length()
+    # Item spans (a million items: 20 bits), values (7) and week starts (16 bits would be 180 years) fit easily.
+    if major_bits + mid_bits + low_bits > 63:
+        raise LabelgovError("the answers are too wide to be sorted as packed keys")
+    # In-place arithmetic throughout: at millions of rows every temporary costs as much as the sort.
+    key = np.subtract(major, major_base, dtype=np.int64)
+    if middle is not None:
+        key <<= mid_bits
+        key += middle
+        key -= mid_base
+    key <<= low_bits
+    key |= minor
+    key.sort()
+    return (
+        ((key >> (mid_bits + low_bits)) + major_base).astype(np.int32),
+        None if middle is None else (((key >> low_bits) & ((1 << mid_bits) - 1)) + mid_base).astype(np.int32),
+        (key & ((1 << low_bits) - 1)).astype(np.int32),
     )
-    if item.size > 1 and bool((item[1:] < item[:-1]).any()):
-        answers = answers.where(item_order(item))
-    known = answers.value >= 0  # a node missing from d_nodes cannot be placed in the tree
-    return answers if known.all() else answers.where(known)
 
 
-def item_order(item: np.ndarray) -> np.ndarray:
-    """The stable sorting permutation of non-negative int32 item indices, as two passes of numpy's radix sort
-    over the 16-bit halves (low half first): numpy sorts wider integers with timsort, which takes about
-    twice as long on the millions of answers a filtered page scans."""
-    order = np.argsort((item & 0xFFFF).astype(np.uint16), kind="stable")
-    if int(item.max()) < 1 << 16:
-        return order
-    return order[np.argsort((item[order] >> 16).astype(np.uint16), kind="stable")]
+def _span(column: np.ndarray) -> tuple[int, int]:
+    """A column's minimum and the bits its values need once the minimum is subtracted."""
+    if not np.size(column):
+        return 0, 0
+    low = int(np.min(column))
+    return low, (int(np.max(column)) - low).bit_length()
 
 
 def _rows(
-    con: duckdb.DuckDBPyConnection, answers: Answers, space: ValueSpace, grouping: str, level: int | None = None
+    con: duckdb.DuckDBPyConnection, answers: Answers, space: ValueSpace, grouping: str
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Blocks of rows (g, item_idx, v, n) for a grouping, each unit's rows contiguous; g is an integer group
-    code and no group spans two blocks, so each block is summarised on its own and peak memory stays at
-    one copy of the answers rather than one per level or depth.
+    """Blocks of rows (g, item_idx, v) for any grouping but level (see _level_units), each unit's rows
+    contiguous; g is an integer group code and no group spans two blocks, so each block is summarised on its
+    own and peak memory stays at one copy of the answers rather than one per depth.
 
-    Answers arrive sorted by item. Level and branch groupings are blocks (one per level or depth) that keep
-    that order; weekly groupings sort each block by week with a stable radix sort, so items stay sorted
-    within a week.
+    Answers arrive sorted by item, except for the week grouping, which sorts them by week and item itself in
+    one packed sort. Branch groupings are blocks (one per depth) that keep the item order; the other weekly
+    groupings sort each block by week with a stable radix sort, so items stay sorted within a week.
     """
     item, value = answers.item, answers.value
     if grouping == "overall":
         yield _block(np.zeros(item.size, dtype=np.int8), item, value)
         return
     depths = space.ancestors.shape[0]
-    if grouping == "level":
-        levels = range(1, depths + 1) if level is None else [level] if level <= depths else []
-        for lv in levels:
-            yield _block(np.full(item.size, lv, dtype=np.int8), item, space.ancestors[lv - 1, value])
-        return
     if answers.day is None:
         raise ValueError("grouping " + grouping + " needs the answers' days")
     day = answers.day
     if grouping == "week":
-        yield from _in_blocks(day, item, value, day)
+        # One packed sort by (week, item) gives the blocks as slices (the answers all have a value here).
+        day, item, value = packed_sort(day, item, value)
+        cuts = _cuts(day)
+        for low, high in itertools.pairwise(cuts):
+            yield {"g": day[low:high], "item_idx": item[low:high], "v": value[low:high]}
         return
     names = space.node_ids
     consensus = _consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
@@ -255,6 +292,30 @@ def _rows(
         else:
             yield from _in_blocks(code, item, mapped, branch)
         del code, branch, mapped
+
+
+def _level_units(answers: Answers, space: ValueSpace, level: int | None) -> Iterator[Units]:
+    """Units per tree level (one level, or every level when ``level`` is None), from the answers collapsed once.
+
+    A unit's counts at a level are its own values' counts mapped to their ancestors, so units with the same
+    own values have the same pattern at every level: the answers are collapsed into own-value patterns once,
+    and each level collapses those patterns (a small fraction of the answers), each weighted by its units,
+    instead of every answer again. The level patterns, their order and their unit counts are the ones the
+    answers would give directly, because a pattern key is a sum over the unit's answers."""
+    depths = space.ancestors.shape[0]
+    levels = range(1, depths + 1) if level is None else [level] if level <= depths else []
+    if not levels:
+        return
+    rows = _block(np.zeros(answers.item.size, dtype=np.int8), answers.item, answers.value)
+    _, _, multiplicity, own = _patterns(rows, space, None)
+    del rows
+    cells = own.tocoo()  # one group: a cell's row is its value, its column its pattern
+    count = cells.data.astype(np.int64)
+    for lv in levels:
+        mapped = space.ancestors[lv - 1, cells.row]
+        keep = mapped >= 0
+        rows = {"g": np.full(int(keep.sum()), lv, dtype=np.int8), "item_idx": cells.col[keep], "v": mapped[keep]}
+        yield build_units({**rows, "n": count[keep]}, space, multiplicity)
 
 
 def _consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
@@ -278,6 +339,18 @@ def _block(code: np.ndarray, item: np.ndarray, value: np.ndarray) -> dict[str, n
 BLOCK_ROWS = 2_000_000
 
 
+def _cuts(sorted_key: np.ndarray) -> list[int]:
+    """Block boundaries in rows sorted by key: a block closes at the first key change after BLOCK_ROWS rows,
+    so no key spans two blocks."""
+    key_starts = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
+    cuts = [0]
+    for start in key_starts.tolist():
+        if start - cuts[-1] >= BLOCK_ROWS:
+            cuts.append(start)
+    cuts.append(sorted_key.size)
+    return cuts
+
+
 def _in_blocks(
     code: np.ndarray, item: np.ndarray, value: np.ndarray, key: np.ndarray
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -290,15 +363,7 @@ def _in_blocks(
     span = key[kept] - key[kept].min()
     order = kept[np.argsort(span.astype(np.int16 if span.max() < 2**15 else np.int32), kind="stable")]
     del span, kept
-    sorted_key = key[order]
-    key_starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    del sorted_key
-    cuts = [0]
-    for start in key_starts[1:].tolist():
-        if start - cuts[-1] >= BLOCK_ROWS:
-            cuts.append(start)
-    cuts.append(order.size)
-    for low, high in itertools.pairwise(cuts):
+    for low, high in itertools.pairwise(_cuts(key[order])):
         rows = order[low:high]
         yield {"g": code[rows], "item_idx": item[rows], "v": value[rows]}
 
@@ -314,10 +379,11 @@ def _summarised(
 ) -> pd.DataFrame:
     """Every statistic per group code, block by block (see _rows)."""
     empty = _block(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    tables = [
-        _table(build_units(rows, space), space, replicates, metric)
-        for rows in _rows(con, answers, space, grouping, level)
-    ]
+    if grouping == "level":
+        units: Iterator[Units] = _level_units(answers, space, level)
+    else:
+        units = (build_units(rows, space) for rows in _rows(con, answers, space, grouping))
+    tables = [_table(block, space, replicates, metric) for block in units]
     if not tables:
         return _table(build_units(empty, space), space, 0, metric)
     table = pd.concat(tables, ignore_index=True)
@@ -347,41 +413,16 @@ def _salt(size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 2**63, size=max(size, 1), dtype=np.uint64)
 
 
-def build_units(arrays: dict[str, np.ndarray], space: ValueSpace) -> Units:
-    """Rows (g, item_idx, v), one answer each, every unit's rows contiguous; values may repeat within a unit.
+def build_units(arrays: dict[str, np.ndarray], space: ValueSpace, unit_weight: np.ndarray | None = None) -> Units:
+    """Rows (g, item_idx, v), every unit's rows contiguous; values may repeat within a unit. A row is one
+    answer, or ``n`` answers when the rows carry that count; ``unit_weight`` (by item_idx) is how many units
+    each unit stands for, 1 when not given (both serve _level_units, whose units are collapsed patterns).
 
     Units with a single answer are skipped by index rather than copied out, so the only arrays as long as
     the answers are the unit boundaries and the pattern hashes (peak memory at ten million answers)."""
-    g, item, value = (np.asarray(arrays[k]) for k in ("g", "item_idx", "v"))  # any integer type: no copies
+    groups, pattern_group, multiplicity, cells = _patterns(arrays, space, unit_weight)
     n_values = len(space.node_ids)
-    new = np.ones(g.size, dtype=bool)
-    new[1:] = (g[1:] != g[:-1]) | (item[1:] != item[:-1])
-    all_starts = np.flatnonzero(new)
-    del new
-    all_lengths = np.diff(np.append(all_starts, g.size))
-    # A unit's pattern is identified by a random-coefficient sum of its value counts plus a group salt;
-    # two different patterns collide with probability about 2^-60.
-    summed = np.add.reduceat(_salt(n_values, 1)[value], all_starts) if g.size else np.zeros(0, dtype=np.uint64)
-    pairable = all_lengths >= 2
-    starts, unit_lengths, summed = all_starts[pairable], all_lengths[pairable], summed[pairable]
-    del all_starts, all_lengths, pairable
-    unit_code = g[starts]
-    with np.errstate(over="ignore"):
-        key = summed + unit_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    _, first, multiplicity = np.unique(key, return_index=True, return_counts=True)
-    lengths = unit_lengths[first]
-    pattern = np.repeat(np.arange(first.size), lengths)
-    offsets = np.arange(pattern.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    rows = starts[first][pattern] + offsets
-    groups, pattern_group = np.unique(unit_code[first], return_inverse=True)
-    n_patterns = first.size
-    # Building the sparse matrix sums a pattern's repeated values in linear time (a counting sort by
-    # pattern), cheaper than sorting the rows to find the distinct (pattern, value) cells.
-    cells = sparse.csc_matrix(
-        (np.ones(rows.size), (pattern_group[pattern] * n_values + value[rows], pattern)),
-        shape=(groups.size * n_values, n_patterns),
-    )
-    cells.sum_duplicates()
+    n_patterns = multiplicity.size
     cell_pattern = np.repeat(np.arange(n_patterns), np.diff(cells.indptr))
     cell_value = cells.indices.astype(np.int64) % n_values
     cell_count = cells.data
@@ -396,6 +437,69 @@ def build_units(arrays: dict[str, np.ndarray], space: ValueSpace) -> Units:
         cells=cells,
         n_values=n_values,
     )
+
+
+def _patterns(
+    arrays: dict[str, np.ndarray], space: ValueSpace, unit_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, sparse.csc_matrix]:
+    """The patterns of build_units' rows without their statistics: group codes, each pattern's group index,
+    units per pattern and the (group * C + value) x pattern cells. _level_units needs only these for the
+    answers' own values."""
+    g, item, value = (np.asarray(arrays[k]) for k in ("g", "item_idx", "v"))  # any integer type: no copies
+    n_values = len(space.node_ids)
+    new = np.ones(g.size, dtype=bool)
+    new[1:] = (g[1:] != g[:-1]) | (item[1:] != item[:-1])
+    all_starts = np.flatnonzero(new)
+    del new
+    all_lengths = np.diff(np.append(all_starts, g.size))
+    # A unit's pattern is identified by a random-coefficient sum of its value counts plus a group salt;
+    # two different patterns collide with probability about 2^-60.
+    salt = _salt(n_values, 1)[value]
+    answers = all_lengths
+    if "n" in arrays:
+        with np.errstate(over="ignore"):
+            salt *= np.asarray(arrays["n"]).astype(np.uint64)
+        answers = np.add.reduceat(arrays["n"], all_starts)
+    summed = np.add.reduceat(salt, all_starts) if g.size else np.zeros(0, dtype=np.uint64)
+    del salt
+    pairable = answers >= 2
+    starts, unit_lengths, summed = all_starts[pairable], all_lengths[pairable], summed[pairable]
+    del all_starts, all_lengths, answers, pairable
+    unit_code = g[starts]
+    with np.errstate(over="ignore"):
+        key = summed + unit_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    # Distinct keys in ascending order (the pattern order every statistic and bootstrap draw follows) with
+    # one unit standing for each: any unit of a pattern has the same cells, so an unstable argsort (numpy's
+    # vectorised one) serves, several times faster than np.unique's stable sort.
+    by_key = np.argsort(key)
+    sorted_key = key[by_key]
+    new_key = np.ones(key.size, dtype=bool)
+    new_key[1:] = sorted_key[1:] != sorted_key[:-1]
+    key_starts = np.flatnonzero(new_key)
+    del sorted_key, new_key
+    first = by_key[key_starts]
+    if unit_weight is None:
+        multiplicity = np.diff(np.append(key_starts, key.size))
+    else:
+        multiplicity = np.add.reduceat(unit_weight[item[starts[by_key]]], key_starts)
+    del by_key, key_starts
+    lengths = unit_lengths[first]
+    pattern = np.repeat(np.arange(first.size), lengths)
+    offsets = np.arange(pattern.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows = starts[first][pattern] + offsets
+    groups, pattern_group = np.unique(unit_code[first], return_inverse=True)
+    n_patterns = first.size
+    # Building the sparse matrix sums a pattern's repeated values in linear time (a counting sort by
+    # pattern), cheaper than sorting the rows to find the distinct (pattern, value) cells.
+    cells = sparse.csc_matrix(
+        (
+            np.asarray(arrays["n"], dtype=np.float64)[rows] if "n" in arrays else np.ones(rows.size),
+            (pattern_group[pattern] * n_values + value[rows], pattern),
+        ),
+        shape=(groups.size * n_values, n_patterns),
+    )
+    cells.sum_duplicates()
+    return groups, pattern_group, multiplicity, cells
 
 
 def _alphas(units: Units, weights: np.ndarray, delta2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -542,7 +646,9 @@ def grouped(
     """The agreement table for any grouping; for drift also ``subtree`` (answers at full depth among the items
     of each branch's subtree) and the per-week ``branch_week`` and ``subtree_week`` (columns branch, week)."""
     space = value_space(con)
-    return grouped_answers(con, scan(con, f, space), space, grouping, replicates, metric)
+    window = None if grouping in DAYLESS else "week"
+    answers = scan(con, f, space, window, ordered=grouping != "week")
+    return grouped_answers(con, answers, space, grouping, replicates, metric)
 
 
 def grouped_answers(

@@ -70,16 +70,35 @@ def period_of(con: duckdb.DuckDBPyConnection, f: Filters) -> Period | None:
     if f.start is not None and f.end is not None:
         start, end = f.start, f.end
     else:
-        where, params = f.where("a")
-        row = first_row(con.execute("SELECT max(a.created_at)::DATE FROM d_answers a WHERE " + where, params))  # noqa: S608 - predicate from Filters.where
-        if row is None or row[0] is None:
+        newest = _newest_day(con, f)
+        if newest is None:
             return None
-        end = f.end or row[0]
+        end = f.end or newest
         start = f.start or end - timedelta(days=DEFAULT_DAYS - 1)
     length = (end - start).days + 1
     previous_end = start - timedelta(days=1)
     previous_start = previous_end - timedelta(days=length - 1)
     return Period(start=start, end=end, previous_start=previous_start, previous_end=previous_end)
+
+
+def _newest_day(con: duckdb.DuckDBPyConnection, f: Filters) -> date | None:
+    """The day of the newest answer in scope.
+
+    Under a filter the stored cells can express (Filters.cell_where), the newest week with a cell in scope
+    is read from them first and only the answers from that week on are scanned: the newest answer in scope
+    lies in that week, and the answers are stored in time order, so the scan skips all but the last row
+    groups instead of testing a branch, source or tier on every answer.
+    """
+    where, params = f.where("a")
+    cells = f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
+    if cells is not None:
+        cell_where, cell_params = cells
+        week = first_row(con.execute("SELECT max(c.week) FROM " + CELLS_TABLE + " c WHERE " + cell_where, cell_params))  # noqa: S608 - predicate from Filters.cell_where, fixed table
+        if week is None or week[0] is None:
+            return None
+        where, params = where + " AND a.created_at >= ?", [*params, week[0]]
+    row = first_row(con.execute("SELECT max(a.created_at)::DATE FROM d_answers a WHERE " + where, params))  # noqa: S608 - predicate from Filters.where
+    return None if row is None else row[0]
 
 
 def _within(f: Filters, start: date, end: date) -> Filters:
@@ -100,22 +119,31 @@ def _outcomes(con: duckdb.DuckDBPyConnection) -> str:
     return "(SELECT 0 AS item_idx, NULL::BOOLEAN AS escalated WHERE FALSE)"
 
 
-def _volume(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[int, int, float | None, float | None, int, int]:
+Volume = tuple[int, int, float | None, float | None, int, int]
+NO_VOLUME: Volume = (0, 0, None, None, 0, 0)
+
+
+def _volumes(con: duckdb.DuckDBPyConnection, f: Filters, period: Period) -> tuple[Volume, Volume]:
     """Items, answers, spend per item, the mean Dawid-Skene confidence of the items' labels, and the items
-    with an escalation outcome and the escalated ones among them, in one pass over the answers."""
-    where, params = f.where("a")
-    row = first_row(con.execute(
-        "WITH s AS (SELECT a.item_idx, count(*) AS n, sum(a.cost) AS cost FROM d_answers a WHERE "  # noqa: S608 - predicate from Filters.where, fixed relations
-        + where + " GROUP BY a.item_idx) "
-        "SELECT count(*), coalesce(sum(s.n), 0), sum(s.cost) / nullif(count(*), 0), avg(d.ds_p), "
+    with an escalation outcome and the escalated ones among them, for the period and for the one before.
+
+    One pass over both periods' answers, split by the period's first day: the filter's semi-joins (a branch
+    is a lookup in every item's lineage) and the joins to the per-item tables are built once, not per period.
+    """
+    where, params = _within(f, period.previous_start, period.end).where("a")
+    rows = con.execute(
+        "WITH s AS (SELECT a.item_idx, a.created_at >= ? AS current, count(*) AS n, sum(a.cost) AS cost "
+        "FROM d_answers a WHERE " + where + " GROUP BY ALL) "
+        "SELECT s.current, count(*), coalesce(sum(s.n), 0), sum(s.cost) / nullif(count(*), 0), avg(d.ds_p), "
         "count(o.item_idx), count(*) FILTER (WHERE o.escalated) "
         "FROM s LEFT JOIN " + _ds_items(con) + " d USING (item_idx) "
-        "LEFT JOIN " + _outcomes(con) + " o USING (item_idx)",
-        params,
-    ))
-    if row is None:
-        return 0, 0, None, None, 0, 0
-    return int(row[0]), int(row[1]), _clean(row[2]), _clean(row[3]), int(row[4]), int(row[5])
+        "LEFT JOIN " + _outcomes(con) + " o USING (item_idx) GROUP BY s.current",
+        [period.start, *params],
+    ).fetchall()
+    found = {
+        bool(r[0]): (int(r[1]), int(r[2]), _clean(r[3]), _clean(r[4]), int(r[5]), int(r[6])) for r in rows
+    }
+    return found.get(True, NO_VOLUME), found.get(False, NO_VOLUME)
 
 
 def open_proposals(con: duckdb.DuckDBPyConnection) -> int:
@@ -126,8 +154,9 @@ def open_proposals(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def _numbers(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, float | None]:
-    items, answers, cost, accuracy, outcomes, escalated = _volume(con, f)
+def _numbers(con: duckdb.DuckDBPyConnection, f: Filters, volume: Volume) -> dict[str, float | None]:
+    """The tiles' numbers for one period: ``f`` is the filter narrowed to it, ``volume`` its _volumes part."""
+    items, answers, cost, accuracy, outcomes, escalated = volume
     if items == 0:
         return {"items": 0, "annotations": 0, "alpha": None, "estimated_accuracy": None,
                 "escalation_rate": None, "cost_per_item": None}
@@ -173,8 +202,9 @@ def _tiles(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
     if period is None:
         empty = [Tile(key=k, label=lbl, value=None, previous=None, kind=kind, help=h) for k, lbl, kind, h in TILES]
         return Overview(period=None, tiles=empty)
-    now = _numbers(con, _within(f, period.start, period.end))
-    before = _numbers(con, _within(f, period.previous_start, period.previous_end))
+    current, previous = _volumes(con, f, period)
+    now = _numbers(con, _within(f, period.start, period.end), current)
+    before = _numbers(con, _within(f, period.previous_start, period.previous_end), previous)
     had_data = before["items"] not in (0, None)
     tiles = [
         Tile(key=k, label=lbl, value=now[k], previous=before[k] if had_data else None, kind=kind, help=h)
@@ -213,7 +243,9 @@ CELLS = (
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Global numbers (the period ends at the newest answer), so always in full; reads the Dawid-Skene and
-    escalation outcome tables, so it runs after their steps."""
+    escalation outcome tables, so it runs after their steps. The cells are written first: the tiles' period
+    is found through them."""
+    con.execute(CELLS.replace("{DS}", _ds_items(con)))
     result = _tiles(con, Filters())
     period = result.period.model_dump() if result.period is not None else dict.fromkeys(PERIOD_FIELDS)
     tiles = pd.DataFrame(
@@ -225,7 +257,6 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         }
     )
     frame_writes.store(con, TILES_TABLE, tiles if result.period is not None else tiles.iloc[:0])
-    con.execute(CELLS.replace("{DS}", _ds_items(con)))
     return "full"
 
 

@@ -309,6 +309,40 @@ def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
     pd.testing.assert_frame_equal(agreement.grouped_answers(con, answers, space, grouping), whole)
 
 
+def test_levels_from_collapsed_patterns_equal_levels_from_every_answer(con) -> None:
+    """_level_units collapses the answers once and then the patterns per level: the same patterns, order, unit
+    counts and so the same bootstrap intervals as building each level from every answer."""
+    space = agreement.value_space(con)
+    answers = agreement.scan(con, Filters(), space, None)
+    levels = list(agreement._level_units(answers, space, None))
+    assert len(levels) == space.ancestors.shape[0]
+    for lv, units in enumerate(levels, start=1):
+        mapped = space.ancestors[lv - 1, answers.value]
+        code = np.full(answers.item.size, lv, dtype=np.int8)
+        direct = agreement.build_units(agreement._block(code, answers.item, mapped), space)
+        assert np.array_equal(units.multiplicity, direct.multiplicity)
+        pd.testing.assert_frame_equal(agreement._table(units, space, 40), agreement._table(direct, space, 40))
+
+
+def test_packed_sort_orders_rows_like_a_lexsort() -> None:
+    rng = np.random.default_rng(5)
+    major, middle, minor = rng.integers(-5, 50, 2000), rng.integers(20_000, 20_400, 2000), rng.integers(0, 70, 2000)
+    order = np.lexsort((minor, middle, major))
+    got = agreement.packed_sort(major, middle, minor)
+    for column, expected in zip(got, (major, middle, minor), strict=True):
+        assert column is not None
+        assert column.dtype == np.int32
+        assert np.array_equal(column, expected[order])
+
+
+def test_week_table_does_not_depend_on_the_answers_order(con) -> None:
+    space = agreement.value_space(con)
+    ordered = agreement.grouped_answers(con, agreement.scan(con, Filters(), space), space, "week", 20)
+    unordered = agreement.scan(con, Filters(), space, ordered=False)
+    shuffled = unordered.where(np.random.default_rng(0).permutation(unordered.item.size))
+    pd.testing.assert_frame_equal(agreement.grouped_answers(con, shuffled, space, "week", 20), ordered)
+
+
 def test_refresh_stores_the_unfiltered_tables(con) -> None:
     stored = agreement.agreement_table(con, Filters(), by="week")
     assert list(stored.columns) == agreement.TABLE_COLUMNS

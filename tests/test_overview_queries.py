@@ -167,7 +167,7 @@ def test_stored_page_results_equal_the_live_computation(small_demo: Path, tmp_pa
     assert not stored["confusion:top"].empty and any(not stored["confusion:" + n].empty for n in inner)
 
 
-def test_weekly_trends_from_the_stored_cells_equal_the_live_computation(small_demo: Path, tmp_path: Path) -> None:
+def test_trends_and_tiles_from_the_stored_cells_equal_the_live_computation(small_demo: Path, tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     shutil.copy(small_demo, db)
     with connect(db) as con:
@@ -191,9 +191,15 @@ def test_weekly_trends_from_the_stored_cells_equal_the_live_computation(small_de
         live_only = [Filters(start=last + timedelta(days=1)), Filters(tiers=(tier, "expert")), Filters(tree_version=1)]
         assert all(f.cell_where() is not None for f in answered)
         assert all(f.cell_where() is None for f in live_only)
+        # The overview finds its period's newest answer through the cells too, under an open end or an end.
+        tiles = [*answered, Filters(end=last + timedelta(days=6), branch=branch), Filters(sources=("no-such-source",))]
         stored = [overview.weekly_trends(con, f) for f in [*answered, *live_only]]
+        stored_tiles = [overview.overview(con, f).model_dump() for f in tiles]
         con.execute("DROP TABLE " + overview.CELLS_TABLE)
         live = [overview.weekly_trends(con, f) for f in [*answered, *live_only]]
+        live_tiles = [overview.overview(con, f).model_dump() for f in tiles]
     for f, got, expected in zip([*answered, *live_only], stored, live, strict=True):
         assert not expected.empty, f
         pd.testing.assert_frame_equal(got, expected, obj=str(f.to_query_params()))
+    assert [_rounded(t) for t in stored_tiles] == [_rounded(t) for t in live_tiles]
+    assert all(t["period"] is not None for t in stored_tiles[:-1]) and stored_tiles[-1]["period"] is None
