@@ -305,11 +305,17 @@ def sort_order(key: np.ndarray) -> np.ndarray:
     return packed & ((1 << bits) - 1)
 
 
+def run_starts(key: np.ndarray) -> np.ndarray:
+    """Start of every run of equal values in a sorted key."""
+    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, dtype=np.int64)
+
+
 def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start of every run of equal values in a sorted key, and each row's run index."""
-    new = np.ones(key.size, dtype=bool)
-    new[1:] = key[1:] != key[:-1]
-    return np.flatnonzero(new), np.cumsum(new) - 1
+    starts = run_starts(key)
+    first = np.zeros(key.size, dtype=np.int64)
+    first[starts[1:]] = 1
+    return starts, np.cumsum(first)
 
 
 def _top_two(group: np.ndarray, starts: np.ndarray, value: np.ndarray, tie: np.ndarray) -> tuple[np.ndarray, ...]:

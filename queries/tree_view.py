@@ -170,16 +170,11 @@ def cell_where(f: Filters) -> tuple[str, list[object]] | None:
     return "x.by_tier = ? AND " + pred, [bool(f.tiers), *params]
 
 
-def _runs(key: np.ndarray) -> np.ndarray:
-    """Start of every run of equal values in a sorted key."""
-    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, dtype=np.int64)
-
-
 def _pairs(group: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every ordered pair (i, j) of rows within each run of ``group`` (sorted), with n_i n_j, or n_i (n_i - 1)
     on the diagonal: Krippendorff's coincidences of one item's answers, without building the item x child
     matrix."""
-    starts = _runs(group)
+    starts = soft_labels.run_starts(group)
     size = np.diff(np.r_[starts, group.size])
     square = size * size
     run = np.repeat(np.arange(starts.size), square)
@@ -222,12 +217,12 @@ class _Cells:
         cut = self.tree.cut[depth - 1, place]
         reach = np.flatnonzero(cut > 0)
         key = pseudo[reach] * k + cut[reach]
-        starts = _runs(key)
+        starts = soft_labels.run_starts(key)
         s = np.add.reduceat(n[reach], starts) if starts.size else np.zeros(0)
         key, first = key[starts], reach[starts]
         del reach, starts
         who, node = key // k, key % k
-        per = _runs(who)
+        per = soft_labels.run_starts(who)
         mass = s / np.repeat(np.add.reduceat(s, per), np.diff(np.r_[per, who.size])) if s.size else s
         cell = cell_of[who]
         # Volumes: a node at its own depth only (a shallow leaf also stands in deeper cuts).
@@ -286,7 +281,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     group_of[g_item] = g
     rep = np.zeros(int(g.max(initial=0)) + 1, dtype=np.int64)
     order = np.lexsort((g_item, g))
-    firsts = _runs(g[order])
+    firsts = soft_labels.run_starts(g[order])
     rep[g[order][firsts]] = g_item[order][firsts]
     # A pseudo-item is an item (tier code 0) or an item's answers of one tier; its cell is (group, tier code).
     cell_of = (group_of[:, None] * width + np.arange(width)).ravel()

@@ -299,13 +299,13 @@ def test_refresh_runs_the_step() -> None:
     assert len(soft_labels.item_levels(con, ALL)) == stored == 30  # ten items, three cuts
 
 
-def test_posterior_rolls_up_exactly_and_is_skipped_when_absent(con) -> None:
-    assert soft_labels.item_node_mass(con, ALL, source="posterior").empty
-    assert set(soft_labels.level_stats(con, ALL)["source"]) == {"annotations"}
-    leaves = sorted(LEAVES)
-    rng = np.random.default_rng(2)
+def plant_posterior(
+    con: duckdb.DuckDBPyConnection, leaves: list[str], seed: int, concentration: float
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A random Dirichlet posterior over ``leaves`` for every item, as d_posterior, the table Dawid-Skene writes;
+    returns the items in index order and their leaf probabilities."""
     items = con.execute("SELECT item_id, item_idx FROM d_item_index ORDER BY item_idx").df()
-    p = rng.dirichlet(np.full(len(leaves), 0.5), size=len(items))
+    p = np.random.default_rng(seed).dirichlet(np.full(len(leaves), concentration), size=len(items))
     post = pd.DataFrame(
         {
             "item_id": np.repeat(items["item_id"], len(leaves)),
@@ -317,6 +317,14 @@ def test_posterior_rolls_up_exactly_and_is_skipped_when_absent(con) -> None:
     con.register("_post", post)
     con.execute("CREATE TABLE d_posterior AS SELECT * FROM _post")
     con.unregister("_post")
+    return items, p
+
+
+def test_posterior_rolls_up_exactly_and_is_skipped_when_absent(con) -> None:
+    assert soft_labels.item_node_mass(con, ALL, source="posterior").empty
+    assert set(soft_labels.level_stats(con, ALL)["source"]) == {"annotations"}
+    leaves = sorted(LEAVES)
+    items, p = plant_posterior(con, leaves, seed=2, concentration=0.5)
     try:
         soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
         mass = soft_labels.item_node_mass(con, ALL, source="posterior")
@@ -504,19 +512,7 @@ def demo_with_posterior() -> Iterator[duckdb.DuckDBPyConnection]:
     """A small demo (tiers, stages, weeks, sources and its planted effects) with a random posterior."""
     con = demo_warehouse(1500)
     leaves = [r[0] for r in con.execute("SELECT node_id FROM d_nodes WHERE is_leaf ORDER BY ordinal").fetchall()]
-    items = con.execute("SELECT item_id, item_idx FROM d_item_index ORDER BY item_idx").df()
-    p = np.random.default_rng(4).dirichlet(np.full(len(leaves), 0.3), size=len(items))
-    post = pd.DataFrame(
-        {
-            "item_id": np.repeat(items["item_id"], len(leaves)),
-            "item_idx": np.repeat(items["item_idx"], len(leaves)),
-            "node_id": leaves * len(items),
-            "p": p.ravel(),
-        }
-    )
-    con.register("_post", post)
-    con.execute("CREATE TABLE d_posterior AS SELECT * FROM _post")
-    con.unregister("_post")
+    plant_posterior(con, leaves, seed=4, concentration=0.3)
     soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
     yield con
     con.close()
