@@ -41,7 +41,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -55,6 +54,7 @@ from queries import frame_writes
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -92,6 +92,7 @@ LINEAGES = (
 # more memory than the numpy argsort), so every grouping is array indexing in numpy. ``{W}`` is a window
 # expression from a fixed allow-list (WINDOW_DAYS); day is its start in days since 1970.
 RAW_VALUES = "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v"
+RAW_ANNOTATOR = ", a.annotator_idx"
 RAW_DAY = ", CAST(date_diff('day', DATE '1970-01-01', {W}) AS INTEGER) AS day"
 RAW_FROM = " FROM d_answers a WHERE {P}"
 WINDOW_DAYS = {"week": "a.week", "month": "date_trunc('month', a.created_at)"}
@@ -189,23 +190,56 @@ def scan(
     item unless ``ordered`` is False (the weekly grouping sorts by week and item itself); ``window`` None skips
     the day column. Rows of one item come out ordered by day and value instead of scan order, which no
     statistic depends on (a unit is a multiset of values)."""
+    raw = fetch(con, f, space, window)
+    return raw.sorted() if ordered else raw.answers
+
+
+@dataclass
+class Fetched:
+    """Answers as fetched, in scan order, with each answer's annotator index when asked for: statistics over
+    annotators are counted before the item sort, which does not carry them."""
+
+    item: np.ndarray
+    value: np.ndarray
+    day: np.ndarray | None
+    annotator: np.ndarray | None
+
+    @property
+    def answers(self) -> Answers:
+        """In scan order, as int32 arrays."""
+        return Answers(
+            self.item.astype(np.int32, copy=False),
+            self.value.astype(np.int32),
+            None if self.day is None else self.day.astype(np.int32, copy=False),
+        )
+
+    def sorted(self) -> Answers:
+        item, days, value = packed_sort(self.item, self.day, self.value)
+        return Answers(item, value, days)
+
+
+def fetch(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    space: ValueSpace,
+    window: str | None = "week",
+    annotator: bool = False,
+) -> Fetched:
+    """The answers of scan, unsorted, and each answer's annotator index when ``annotator``."""
     clause, params = f.where("a")
     day = "" if window is None else RAW_DAY.replace("{W}", WINDOW_DAYS[window])
-    sql = RAW_VALUES + day + RAW_FROM.replace("{P}", clause)
+    sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause)
     raw = con.execute(sql, [space.node_ids, *params]).fetchnumpy()
-    item, value = np.asarray(raw["item_idx"]), np.asarray(raw["v"])
-    days = None if window is None else np.asarray(raw["day"])
-    known = value >= 0
+    columns = [
+        np.asarray(raw["item_idx"]),
+        np.asarray(raw["v"]),
+        np.asarray(raw["day"]) if window is not None else None,
+        np.asarray(raw["annotator_idx"]) if annotator else None,
+    ]
+    known = columns[1] >= 0
     if not known.all():
-        item, value, days = item[known], value[known], None if days is None else days[known]
-    if not ordered:
-        return Answers(
-            item.astype(np.int32, copy=False),
-            value.astype(np.int32),
-            None if days is None else days.astype(np.int32, copy=False),
-        )
-    item, days, value = packed_sort(item, days, value)
-    return Answers(item, value, days)
+        columns = [None if c is None else c[known] for c in columns]
+    return Fetched(*columns)
 
 
 def packed_sort(
@@ -275,7 +309,7 @@ def _rows(
             yield {"g": day[low:high], "item_idx": item[low:high], "v": value[low:high]}
         return
     names = space.node_ids
-    consensus = _consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
+    consensus = consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
     seen = space.coarsened() if grouping.startswith("branch") else np.tile(np.arange(len(names)), (len(names), 1))
     seen = seen.astype(np.int32)  # per-answer arrays below stay int32; group codes are widened to int64
     for d in range(depths):
@@ -318,7 +352,7 @@ def _level_units(answers: Answers, space: ValueSpace, level: int | None) -> Iter
         yield build_units({**rows, "n": count[keep]}, space, multiplicity)
 
 
-def _consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
+def consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
     """Each item's consensus value index (-1 unknown), looked up per answer by array indexing: cheaper than
     carrying the item's lineage through the answer scan."""
     rows = con.execute(CONSENSUS, [names]).fetchnumpy()
@@ -636,8 +670,8 @@ def _table(units: Units, space: ValueSpace, replicates: int, metric: str = "nomi
 
 
 def day_label(days: np.ndarray) -> list[str]:
-    epoch = date(1970, 1, 1)
-    return [(epoch + timedelta(days=int(d))).isoformat() for d in days]
+    """ISO dates of days since 1970, vectorised: a weekly table can have tens of thousands of rows."""
+    return np.datetime_as_string(np.asarray(days, dtype=np.int64).astype("datetime64[D]"), unit="D").tolist()
 
 
 def grouped(
@@ -713,7 +747,7 @@ def alpha(
 
 
 def is_stored(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
+    row = first_row(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]))
     return bool(row and row[0])
 
 

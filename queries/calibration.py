@@ -35,6 +35,7 @@ from queries import frame_writes
 from queries.errors import LabelgovError
 from queries.escalation import item_scope, scoped_items
 from queries.filters import Filters
+from queries.results import first_row
 from queries.soft_labels import table_exists as _table_exists
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def default_model(con: duckdb.DuckDBPyConnection) -> str | None:
     """The model that scored the most items (ties by name): what the pages show unless told otherwise."""
     if not _table_exists(con, "d_pred_models"):
         return None
-    row = con.execute("SELECT model FROM d_pred_models ORDER BY items DESC, model LIMIT 1").fetchone()
+    row = first_row(con.execute("SELECT model FROM d_pred_models ORDER BY items DESC, model LIMIT 1"))
     return row[0] if row else None
 
 
@@ -480,7 +481,7 @@ def _level_chunk(
 
 def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """d_pred_level from d_pred_leaf, the gold and the soft labels, in chunks of items that bound memory."""
-    depth = con.execute("SELECT max(depth) FROM d_nodes").fetchone()
+    depth = first_row(con.execute("SELECT max(depth) FROM d_nodes"))
     levels = int(depth[0]) if depth and depth[0] is not None else 0
     codes = node_codes(con, levels)
     models = pa.array(_models(con), pa.string())
@@ -545,7 +546,7 @@ def _stored_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, str]
     if f.is_empty():
         return "overall", "all"
     if f == Filters(branch=f.branch):
-        top = con.execute("SELECT count(*) FROM d_nodes WHERE node_id = ? AND depth = 1", [f.branch]).fetchone()
+        top = first_row(con.execute("SELECT count(*) FROM d_nodes WHERE node_id = ? AND depth = 1", [f.branch]))
         if top and top[0]:
             return "branch", str(f.branch)
     return None
@@ -566,11 +567,11 @@ def fit_temperature(con: duckdb.DuckDBPyConnection, f: Filters, model: str | Non
         return None
     stored = _stored_scope(con, f)
     if stored is not None:
-        row = con.execute(
+        row = first_row(con.execute(
             "SELECT model, temperature, nll_before, nll_after, n FROM d_temperature "
             "WHERE model = ? AND scope = ? AND name = ?",
             [name, *stored],
-        ).fetchone()
+        ))
         if row is None:
             return None
         return TemperatureFit(model=row[0], temperature=row[1], nll_before=row[2], nll_after=row[3], n=row[4])
@@ -616,7 +617,7 @@ def reliability_bins(
     name = _resolve_model(con, model)
     if name is None:
         return pd.DataFrame(columns=BIN_COLUMNS)
-    depth_row = con.execute("SELECT max(depth) FROM d_nodes").fetchone()
+    depth_row = first_row(con.execute("SELECT max(depth) FROM d_nodes"))
     lv = int(depth_row[0]) if level is None and depth_row and depth_row[0] is not None else level
     hit = AGAINST[against][0]
     scope, params = scoped_items(item_scope(con, f), "p.item_idx")

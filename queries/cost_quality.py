@@ -22,6 +22,7 @@ from queries import frame_writes
 from queries.dawid_skene import dawid_skene
 from queries.escalation import ItemScope, item_scope, scoped_items, whatif_in_scope
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -242,11 +243,11 @@ def current_point(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[float, fl
 
 def _current_point(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> tuple[float, float]:
     """current_point over items already scoped."""
-    row = con.execute(
+    row = first_row(con.execute(
         "SELECT avg(o.total_cost), avg((o.final_node = o.gold_node)::INT) FILTER (WHERE o.gold_node IS NOT NULL) "
         "FROM d_item_outcomes o WHERE " + scope.sql,
         scope.params,
-    ).fetchone()
+    ))
     return (
         (float("nan"), float("nan"))
         if row is None
@@ -254,12 +255,24 @@ def _current_point(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> tuple[fl
     )
 
 
+# Differences smaller than this share of an axis's largest value are ties: two strategies' costs are sums
+# of the same numbers in different orders (DuckDB's parallel aggregates), which differ in the last bits and
+# would otherwise make a point flip on and off the frontier between runs.
+TIE = 1e-9
+
+
 def non_dominated(cost: npt.ArrayLike, accuracy: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """True where no other point costs no more and is at least as accurate, and better in one of the two."""
+    """True where no other point costs no more and is at least as accurate, and better in one of the two
+    (by more than the rounding noise TIE)."""
     c = np.asarray(cost, dtype=float)[:, None]
     a = np.asarray(accuracy, dtype=float)[:, None]
-    dominated = ((c >= c.T) & (a <= a.T) & ((c > c.T) | (a < a.T))).any(axis=1)
-    return ~dominated & np.isfinite(c[:, 0]) & np.isfinite(a[:, 0])
+    finite = np.isfinite(c[:, 0]) & np.isfinite(a[:, 0])
+    eps_c = TIE * max(1.0, float(np.max(np.abs(c[finite]), initial=0.0)))
+    eps_a = TIE * max(1.0, float(np.max(np.abs(a[finite]), initial=0.0)))
+    other_c, other_a = c.T, a.T  # row i compares point i with every other point j (columns)
+    no_worse = (other_c <= c + eps_c) & (other_a >= a - eps_a)
+    better = (other_c < c - eps_c) | (other_a > a + eps_a)
+    return ~(no_worse & better).any(axis=1) & finite
 
 
 def pareto_frontier(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:

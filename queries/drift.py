@@ -39,6 +39,7 @@ Definitions:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -49,6 +50,7 @@ from scipy import stats
 from queries import agreement, frame_writes, soft_labels
 from queries.errors import LabelgovError
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -91,7 +93,7 @@ def _reference_end(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: 
     if reference_weeks < 1:
         raise LabelgovError(f"the reference window needs at least one week, got {reference_weeks}")
     clause, params = f.where("a")
-    row = con.execute(FIRST_WEEK.replace("{P}", clause), params).fetchone()
+    row = first_row(con.execute(FIRST_WEEK.replace("{P}", clause), params))
     if not row or row[0] is None:
         return None
     return pd.Timestamp(row[0]) + pd.Timedelta(weeks=reference_weeks)
@@ -112,6 +114,12 @@ def bh_adjust(p: np.ndarray) -> np.ndarray:
 
 def _label(value: Any) -> str:
     return pd.Timestamp(value).date().isoformat()
+
+
+def _labels(values: Any) -> list[str]:
+    """_label of every value of a column at once."""
+    days = pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[D]").astype(np.int64)
+    return agreement.day_label(days)
 
 
 def distribution_tests(current: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
@@ -153,12 +161,18 @@ def drift_matrix(
     if window not in WINDOWS:
         raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
     if window != "week":
-        return _matrix(con, f, window, reference_weeks).sort_values(metric, ascending=False, ignore_index=True)
+        return by_metric(_matrix(con, f, window, reference_weeks), metric)
     if _no_window_after_reference(f, reference_weeks):
         frame = _matrix_from(None, None)
     else:
         frame = _stored_or_live(con, f, reference_weeks, "matrix", lambda: _matrix(con, f, window, reference_weeks))
-    return frame.sort_values(metric, ascending=False, ignore_index=True)
+    return by_metric(frame, metric)
+
+
+def by_metric(matrix: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Largest ``metric`` first; ties (common: a measure is 0 wherever nothing moved) by branch and week, so
+    that the order does not depend on the order the rows were computed in."""
+    return matrix.sort_values([metric, "branch", "week"], ascending=[False, True, True], ignore_index=True)
 
 
 def _no_window_after_reference(f: Filters, reference_weeks: int) -> bool:
@@ -277,7 +291,7 @@ def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.Da
     frame = pd.DataFrame(
         {
             "branch": branches,
-            "week": [_label(w) for w in current.index.get_level_values("week")],
+            "week": _labels(current.index.get_level_values("week")),
             **result,
             "n": later.groupby(["branch", "week"])["n"].sum().reindex(current.index).to_numpy().astype(np.int64),
         }
@@ -309,7 +323,7 @@ def _compare_rates(
     out = pd.DataFrame(
         {
             key: later[key].to_numpy(),
-            "week": [_label(w) for w in later["week"]],
+            "week": _labels(later["week"]),
             "rate": rate.to_numpy(),
             "reference_rate": ref_rate.to_numpy(),
             "change": (rate - ref_rate).to_numpy(),
@@ -444,10 +458,13 @@ def confidence_drift(
 
 
 def _confidence(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
+    empty = pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
+    if end is None:
+        return empty
     clause, params = f.where("a")
     frame = con.execute(CONFIDENCE.replace("{P}", clause), params).df()
-    if end is None or frame.empty:
-        return pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
+    if frame.empty:
+        return empty
     early = frame["week"] < end
     ref = _pool_moments(frame[early]).set_index("branch")
     later = frame[~early].merge(ref, left_on="branch", right_index=True, suffixes=("", "_ref"))
@@ -464,7 +481,7 @@ def _confidence(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | 
     out = pd.DataFrame(
         {
             "branch": later["branch"].to_numpy(),
-            "week": [_label(w) for w in later["week"]],
+            "week": _labels(later["week"]),
             "mean": later["mean"].to_numpy(),
             "reference_mean": later["mean_ref"].to_numpy(),
             "change": (later["mean"] - later["mean_ref"]).to_numpy(),
@@ -488,23 +505,22 @@ def _pool_moments(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-# The items in scope are matched by their integer index ({S}: soft_labels.item_scope, which reads item-level
-# filters from d_items alone): a semi-join on the answers' item ids (strings) cost most of the query.
-MODEL = """
-WITH i AS (
-    SELECT item_id, consensus_node, consensus_lineage FROM d_items WHERE {S}
-), p AS (
+# Every dated prediction with its item's consensus: written at refresh (d_drift_predictions, half a million rows
+# at demo scale), so that a filtered view only picks the rows of its items instead of taking the argmax of
+# every probability map and joining on item ids again.
+PREDICTION_ROWS = """
+WITH p AS (
     SELECT item_id, date_trunc('week', created_at) AS week,
            map_keys(probabilities)[list_position(map_values(probabilities), list_max(map_values(probabilities)))]
                AS predicted
     FROM predictions
-    WHERE created_at IS NOT NULL AND item_id IN (SELECT item_id FROM i)
+    WHERE created_at IS NOT NULL
 )
-SELECT i.consensus_lineage[1] AS branch, p.week, count(*) AS n,
-       sum(CAST(p.predicted <> i.consensus_node AS INTEGER)) AS disagree
-FROM p JOIN i USING (item_id)
-GROUP BY ALL
+SELECT i.item_idx, CAST(date_diff('day', DATE '1970-01-01', p.week) AS INTEGER) AS day,
+       i.consensus_lineage[1] AS branch, CAST(p.predicted <> i.consensus_node AS INTEGER) AS disagree
+FROM p JOIN d_items i USING (item_id)
 """
+PREDICTIONS_TABLE = "d_drift_predictions"
 RATE_COLUMNS = ["week", "rate", "reference_rate", "change", "p_value", "p_adjusted", "n"]
 
 
@@ -518,22 +534,68 @@ def model_disagreement_drift(
     )
 
 
-def _model(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
+def _in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> np.ndarray | None:
+    """Which item indices the filters keep, as a boolean mask (None: every item)."""
     scope, params = soft_labels.item_scope(f)
-    in_scope = "TRUE" if scope is None else "item_idx IN (" + scope + ")"
-    frame = con.execute(MODEL.replace("{S}", in_scope), params).df()
-    if end is None or frame.empty:
-        return pd.DataFrame({c: [] for c in ["branch", *RATE_COLUMNS]})
+    if scope is None:
+        return None
+    items = np.asarray(con.execute("SELECT item_idx FROM (" + scope + ")", params).fetchnumpy()["item_idx"])  # noqa: S608 - scope from item_scope
+    return _mask(items)
+
+
+def _mask(items: np.ndarray) -> np.ndarray:
+    """A boolean array indexed by item index, True for ``items``: O(n), where np.unique would sort."""
+    out = np.zeros(int(items.max()) + 1 if items.size else 0, dtype=bool)
+    out[items] = True
+    return out
+
+
+def _model(
+    con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None, in_scope: np.ndarray | None = None
+) -> pd.DataFrame:
+    """``in_scope``: the mask of the filters' items when the caller already has their answers."""
+    empty = pd.DataFrame({c: [] for c in ["branch", *RATE_COLUMNS]})
+    if end is None:
+        return empty
+    if agreement.is_stored(con, PREDICTIONS_TABLE):
+        rows = con.execute("SELECT * FROM " + PREDICTIONS_TABLE).fetchnumpy()  # noqa: S608 - fixed name
+    else:
+        rows = con.execute(PREDICTION_ROWS).fetchnumpy()
+    item = np.asarray(rows["item_idx"], dtype=np.int64)
+    mask = in_scope if in_scope is not None else _in_scope(con, f)
+    keep = np.ones(item.size, dtype=bool) if mask is None else item < mask.size
+    if mask is not None:
+        keep[keep] = mask[item[keep]]
+    branch, names = pd.factorize(np.asarray(rows["branch"], dtype=object)[keep])
+    day, disagree = np.asarray(rows["day"])[keep], np.asarray(rows["disagree"])[keep]
+    frame = _counts_by_week(branch, day, disagree, np.asarray(names))
+    if frame.empty:
+        return empty
+    frame = frame.rename(columns={"key": "branch", "hits": "disagree"})
     return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
 
 
-# Joined on the integer item index, not the item id: a string join over millions of answers costs more.
-ANNOTATOR = """
-SELECT a.annotator_id, a.week, count(*) AS n,
-       sum(CAST(a.node_id = i.consensus_node AS INTEGER)) AS agree
-FROM d_answers a JOIN (SELECT item_idx, consensus_node FROM d_items) i USING (item_idx)
-WHERE {P} GROUP BY ALL
-"""
+def _counts_by_week(key: np.ndarray, day: np.ndarray, hit: np.ndarray, names: np.ndarray) -> pd.DataFrame:
+    """Rows and hits per (key, week) from integer keys (indices into ``names``) and week-start days, by one
+    bincount over a packed code: the frame a GROUP BY (key, week) would give, without a hash table."""
+    if key.size == 0:
+        return pd.DataFrame({"key": [], "week": [], "n": [], "hits": []})
+    day = day.astype(np.int64)
+    first = int(day.min())
+    present = np.bincount(day - first) > 0
+    days = np.flatnonzero(present) + first
+    code = key.astype(np.int64) * days.size + (np.cumsum(present) - 1)[day - first]
+    n = np.bincount(code)
+    hits = np.bincount(code, weights=hit, minlength=n.size)
+    used = np.flatnonzero(n)
+    return pd.DataFrame(
+        {
+            "key": names[used // days.size],
+            "week": pd.to_datetime(days[used % days.size], unit="D"),
+            "n": n[used],
+            "hits": hits[used].astype(np.int64),
+        }
+    )
 
 
 def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> pd.DataFrame:
@@ -544,11 +606,32 @@ def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks:
     )
 
 
-def _annotators(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
-    clause, params = f.where("a")
-    frame = con.execute(ANNOTATOR.replace("{P}", clause), params).df()
-    if end is None or frame.empty:
-        return pd.DataFrame({c: [] for c in ["annotator_id", *RATE_COLUMNS]})
+def _annotators(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    end: pd.Timestamp | None,
+    fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None,
+) -> pd.DataFrame:
+    """Counted from the answers' arrays (``fetched``: with annotators, when the caller has them): the
+    consensus is looked up per item by indexing, where SQL would join every answer to its item."""
+    empty = pd.DataFrame({c: [] for c in ["annotator_id", *RATE_COLUMNS]})
+    if end is None:
+        return empty
+    if fetched is None:
+        space = agreement.value_space(con)
+        fetched = (agreement.fetch(con, f, space, annotator=True), space)
+    answers, space = fetched
+    if answers.item.size == 0 or answers.annotator is None or answers.day is None:
+        return empty
+    consensus = agreement.consensus_by_item(con, space.node_ids, int(answers.item.max()) + 1)
+    index = con.execute("SELECT annotator_idx, annotator_id FROM d_annotator_index").fetchnumpy()
+    names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
+    names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
+    agree = consensus[answers.item] == answers.value
+    frame = _counts_by_week(answers.annotator, answers.day, agree, names)
+    if frame.empty:
+        return empty
+    frame = frame.rename(columns={"key": "annotator_id", "hits": "agree"})
     return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
 
 
@@ -564,7 +647,7 @@ def tree_version_changes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Weeks in which a new tree version came into use (first answer under it, else its creation week),
     for marking charts; the first version is the baseline and is not a change."""
     frame = con.execute(TREE_CHANGES).df().iloc[1:]
-    frame["week"] = [_label(w) for w in frame["week"]]
+    frame["week"] = _labels(frame["week"])
     return frame.reset_index(drop=True)[["tree_version", "week", "label"]]
 
 
@@ -624,25 +707,65 @@ def drift_alerts(
     return alerts[ALERT_COLUMNS].head(limit).reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class DriftReport:
+    """Every drift analysis of one filter, as the page functions above return them.
+
+    A filtered view computes all of them from one scan of the answers (the alerts need every other frame
+    anyway), so a page showing several of them, or two pages showing the alerts, pay for that scan once.
+    """
+
+    matrix: pd.DataFrame
+    shares: pd.DataFrame
+    agreement: pd.DataFrame
+    confidence: pd.DataFrame
+    model: pd.DataFrame
+    annotators: pd.DataFrame
+    alerts: pd.DataFrame
+
+    def matrix_by(self, metric: str) -> pd.DataFrame:
+        """drift_matrix(con, f, metric) of the same filter."""
+        if metric not in METRICS:
+            raise LabelgovError(f"unknown drift metric {metric!r}; use one of {', '.join(METRICS)}")
+        return by_metric(self.matrix, metric)
+
+    def top_alerts(self, limit: int = 20) -> pd.DataFrame:
+        """drift_alerts(con, f, limit) of the same filter."""
+        return self.alerts[ALERT_COLUMNS].head(limit).reset_index(drop=True)
+
+
+def drift_report(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> DriftReport:
+    """All drift frames of ``f``: the refreshed tables for the unfiltered default question, else live."""
+    stored = all(agreement.is_stored(con, table) for table in STORED.values())
+    if f.is_empty() and reference_weeks == REFERENCE_WEEKS and stored:
+        return DriftReport(**{key: con.execute("SELECT * FROM " + table).df() for key, table in STORED.items()})  # noqa: S608 - table names from STORED
+    frames = _frames(con, f, reference_weeks)
+    return DriftReport(**frames, alerts=_alerts(con, frames))
+
+
 def _frames(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> dict[str, pd.DataFrame]:
     """Every analysis the alerts read, computed live from one reference window and one scan of the answers:
     the label views and agreement drift are different groupings of the same arrays, so asking each page
     function in turn would find the reference and scan the answers three times over."""
-    end = _reference_end(con, f, reference_weeks)
+    end = None if _no_window_after_reference(f, reference_weeks) else _reference_end(con, f, reference_weeks)
     scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None
-    counts = None
+    fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None
+    counts, in_scope = None, None
     if end is not None:
         space = agreement.value_space(con)
-        scanned = (agreement.scan(con, f, space), space)
+        fetched = (agreement.fetch(con, f, space, annotator=True), space)
+        # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
+        in_scope = None if f.is_empty() else _mask(fetched[0].item)
+        scanned = (fetched[0].sorted(), space)
         counts = label_counts(*scanned)
     return {
         # Ordered as drift_matrix returns it: alert ties keep the order of their rows.
-        "matrix": _matrix_from(counts, end).sort_values("js", ascending=False, ignore_index=True),
+        "matrix": by_metric(_matrix_from(counts, end), "js"),
         "shares": _shares_from(counts, end),
         "agreement": _agreement_drift(con, f, end, 0, scanned),
         "confidence": _confidence(con, f, end),
-        "model": _model(con, f, end),
-        "annotators": _annotators(con, f, end),
+        "model": _model(con, f, end, in_scope),
+        "annotators": _annotators(con, f, end, fetched),
     }
 
 
@@ -673,6 +796,7 @@ def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Drift compares every week with a global reference, so it is recomputed in full; the label views and
     agreement drift share one scan of the answers."""
+    con.execute("CREATE OR REPLACE TABLE " + PREDICTIONS_TABLE + " AS " + PREDICTION_ROWS)
     frames = _frames(con, Filters(), REFERENCE_WEEKS)
     frames["alerts"] = _alerts(con, frames)
     for key, frame in frames.items():

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from queries import frame_writes, soft_labels
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -250,7 +251,7 @@ def _num(value: object) -> float | None:
 
 def escalation_summary(con: duckdb.DuckDBPyConnection, f: Filters, sla_hours: float = 48.0) -> EscalationSummary:
     scope = item_scope(con, f)
-    row = con.execute("SELECT count(*) FROM d_item_outcomes o WHERE " + scope.sql, scope.params).fetchone()  # noqa: S608 - scope from item_scope
+    row = first_row(con.execute("SELECT count(*) FROM d_item_outcomes o WHERE " + scope.sql, scope.params))  # noqa: S608 - scope from item_scope
     items = int(row[0]) if row else 0
     gains = _gains(con, scope, "all")
     times = _time_to_label(con, scope, sla_hours)
@@ -340,23 +341,23 @@ def expert_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> ExpertAccurac
 
 def _expert_accuracy(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> ExpertAccuracy:
     """expert_accuracy over items already scoped."""
-    row = con.execute(
+    row = first_row(con.execute(
         "SELECT count(*), avg((o.after_node = o.gold_node)::INT) FROM d_item_outcomes o "  # noqa: S608 - scope from item_scope
         "WHERE o.after_node IS NOT NULL AND o.gold_node IS NOT NULL AND " + scope.sql,
         scope.params,
-    ).fetchone()
+    ))
     n, measured = (int(row[0]), row[1]) if row else (0, None)
     if n >= MIN_GOLD_FOR_EXPERT_ACCURACY:
         return ExpertAccuracy(value=float(measured), n=n, source="gold")
     if soft_labels.table_exists(con, "d_ds_annotators"):
-        ds = con.execute(
+        ds = first_row(con.execute(
             """
             SELECT sum(d.ds_accuracy * x.answers) / sum(x.answers), sum(x.answers)
             FROM (SELECT annotator_id, avg(ds_accuracy) AS ds_accuracy FROM d_ds_annotators GROUP BY ALL) d
             JOIN (SELECT annotator_id, count(*) AS answers FROM d_answers
                   WHERE stage IN ('escalated', 'adjudication') GROUP BY ALL) x USING (annotator_id)
             """
-        ).fetchone()
+        ))
         if ds and ds[0] is not None:
             return ExpertAccuracy(value=float(ds[0]), n=int(ds[1]), source="dawid_skene")
     if n:
@@ -395,10 +396,10 @@ def whatif_in_scope(
     ).df()
     if levels.empty:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in WHATIF_COLUMNS})
-    cost_row = con.execute(
+    cost_row = first_row(con.execute(
         "SELECT median(o.expert_cost) FROM d_item_outcomes o WHERE o.after_node IS NOT NULL AND " + scope.sql,  # noqa: S608 - scope from item_scope
         scope.params,
-    ).fetchone()
+    ))
     expert_cost = float(cost_row[0]) if cost_row and cost_row[0] is not None else float("nan")
     p_expert = _expert_accuracy(con, scope).value
     share = levels["share"].to_numpy(float)

@@ -36,6 +36,7 @@ from queries.ingest_report import IngestReport
 from queries.ingest_rules import STAGED, prepare_labels, staging_sql
 from queries.ingest_writes import attach_originals, find_duplicates, prepare_new_entities, write_batch
 from queries.label_studio import open_label_studio
+from queries.results import first_row
 from queries.taxonomy import latest_version
 
 LARGE_FILE_BYTES = 25_000_000  # about a million rows in any of the formats
@@ -59,16 +60,16 @@ def _tree_version(con: duckdb.DuckDBPyConnection, requested: int | None) -> int:
         if version is None:
             raise LabelgovError("the warehouse has no label tree yet: run `labelgov tree import FILE` first")
         return version
-    row = con.execute("SELECT count(*) FROM tree_versions WHERE tree_version = ?", [requested]).fetchone()
+    row = first_row(con.execute("SELECT count(*) FROM tree_versions WHERE tree_version = ?", [requested]))
     if not row or row[0] == 0:
         raise LabelgovError(f"--tree-version {requested} does not exist; see `labelgov info` for the versions")
     return requested
 
 
 def _previous_batch(con: duckdb.DuckDBPyConnection, sha256: str, kind: str) -> int | None:
-    row = con.execute(
+    row = first_row(con.execute(
         "SELECT min(batch_id) FROM ingest_batches WHERE sha256 = ? AND kind = ?", [sha256, kind]
-    ).fetchone()
+    ))
     return int(row[0]) if row and row[0] is not None else None
 
 

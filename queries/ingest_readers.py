@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from queries.errors import LabelgovError
 from queries.ingest_fields import KIND_FIELDS, REQUIRED, Kind, column_for
+from queries.results import first_row
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "labelstudio")
 EXTENSIONS = {
@@ -239,7 +240,7 @@ def _execute(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, sql: str, par
 
 
 def _row_count(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT count(*) FROM " + RAW_TABLE).fetchone()  # noqa: S608 - fixed table name
+    row = first_row(con.execute("SELECT count(*) FROM " + RAW_TABLE))  # noqa: S608 - fixed table name
     return int(row[0]) if row else 0
 
 
@@ -254,9 +255,9 @@ def _malformed_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     DuckDB numbers rejected records by line (the header is line 1). For each rejected row we keep how many
     good rows precede it (``before``), which is what turns a good row's rowid back into its place in the file.
     """
-    encoding = con.execute(
+    encoding = first_row(con.execute(
         "SELECT count(*) FROM " + REJECTS + " WHERE error_type IN ('INVALID ENCODING', 'INVALID UNICODE')"  # noqa: S608 - fixed table name
-    ).fetchone()
+    ))
     if encoding and encoding[0]:
         raise LabelgovError(f"{path}: is not UTF-8 text; save it as UTF-8")
     con.execute(
@@ -264,7 +265,7 @@ def _malformed_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         "arg_max(error_message, byte_position) AS message, "
         "line - 1 - row_number() OVER (ORDER BY line) AS before FROM " + REJECTS + " GROUP BY line"
     )
-    row = con.execute("SELECT count(*) FROM " + REJECT_ROWS).fetchone()  # noqa: S608 - fixed table name
+    row = first_row(con.execute("SELECT count(*) FROM " + REJECT_ROWS))  # noqa: S608 - fixed table name
     return int(row[0]) if row else 0
 
 
@@ -340,7 +341,7 @@ def open_parquet(
         raise LabelgovError(f"{path}: has two columns named {twice!r}; rename one of them")
     try:
         described = con.execute("SELECT * FROM read_parquet($path) LIMIT 0", {"path": str(path)}).description
-        rows = con.execute("SELECT count(*) FROM read_parquet($path)", {"path": str(path)}).fetchone()
+        rows = first_row(con.execute("SELECT count(*) FROM read_parquet($path)", {"path": str(path)}))
     except duckdb.Error as exc:
         raise duckdb_failure(path, "parquet", exc) from exc
     if not rows or rows[0] == 0:

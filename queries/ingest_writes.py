@@ -16,6 +16,7 @@ from queries.ingest_fields import Kind
 from queries.ingest_readers import Source, used_params
 from queries.ingest_report import IngestReport
 from queries.ingest_rules import STAGED
+from queries.results import first_row
 
 NEW_ITEMS = "_ingest_new_items"
 NEW_ANNOTATORS = "_ingest_new_annotators"
@@ -86,9 +87,9 @@ def find_duplicates(con: duckdb.DuckDBPyConnection, kind: Kind) -> None:
 
 def attach_originals(con: duckdb.DuckDBPyConnection, source: Source) -> None:
     """Copy duplicates' rows as written in the file (other quarantined rows got theirs while staging)."""
-    pending = con.execute(
+    pending = first_row(con.execute(
         "SELECT count(*) FROM " + STAGED + " WHERE reason IS NOT NULL AND original IS NULL"  # noqa: S608 - fixed table
-    ).fetchone()
+    ))
     if not pending or pending[0] == 0:
         return
     carried = ", ".join(expr + " AS c" + str(i) for i, expr in enumerate(source.original_columns))
@@ -107,14 +108,14 @@ def prepare_new_entities(con: duckdb.DuckDBPyConnection, kind: Kind) -> tuple[in
         "CREATE OR REPLACE TEMP TABLE " + NEW_ITEMS + " AS SELECT DISTINCT item FROM " + STAGED + " s "  # noqa: S608 - fixed tables
         "WHERE s.reason IS NULL AND NOT EXISTS (SELECT 1 FROM items w WHERE w.item_id = s.item)"
     )
-    items = con.execute("SELECT count(*) FROM " + NEW_ITEMS).fetchone()  # noqa: S608 - fixed table
+    items = first_row(con.execute("SELECT count(*) FROM " + NEW_ITEMS))  # noqa: S608 - fixed table
     if kind != "annotations":
         return int(items[0]) if items else 0, 0
     con.execute(
         "CREATE OR REPLACE TEMP TABLE " + NEW_ANNOTATORS + " AS SELECT DISTINCT annotator FROM " + STAGED + " s "  # noqa: S608 - fixed tables
         "WHERE s.reason IS NULL AND NOT EXISTS (SELECT 1 FROM annotators w WHERE w.annotator_id = s.annotator)"
     )
-    annotators = con.execute("SELECT count(*) FROM " + NEW_ANNOTATORS).fetchone()  # noqa: S608 - fixed table
+    annotators = first_row(con.execute("SELECT count(*) FROM " + NEW_ANNOTATORS))  # noqa: S608 - fixed table
     return int(items[0]) if items else 0, int(annotators[0]) if annotators else 0
 
 
@@ -159,14 +160,14 @@ def write_record(con: duckdb.DuckDBPyConnection, report: IngestReport, batch_id:
 
 def write_batch(con: duckdb.DuckDBPyConnection, kind: Kind, report: IngestReport, actor: str) -> int:
     """All writes of one batch; the caller holds the transaction. Returns the new batch id."""
-    again = con.execute(
+    again = first_row(con.execute(
         "SELECT min(batch_id) FROM ingest_batches WHERE sha256 = ? AND kind = ?", [report.sha256, kind]
-    ).fetchone()
+    ))
     if again and again[0] is not None:
         raise LabelgovError(
             f"{report.file_name} was ingested as batch {again[0]} while this ingest ran; nothing written"
         )
-    row = con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM ingest_batches").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM ingest_batches"))
     batch_id = int(row[0]) if row else 1
     write_rows(con, kind, batch_id, report.tree_version)
     write_quarantine(con, batch_id)

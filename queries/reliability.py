@@ -29,6 +29,7 @@ import pandas as pd
 from queries import data_quality, frame_writes
 from queries.dawid_skene import DSResult, dawid_skene
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -113,7 +114,7 @@ CREATE OR REPLACE TABLE d_ds_items (item_id VARCHAR, item_idx INTEGER, ds_node V
 
 def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
     con.execute(LABELS, [version])
-    row = con.execute("SELECT count(*) FILTER (WHERE is_leaf), count(*) FROM _ds_labels").fetchone()
+    row = first_row(con.execute("SELECT count(*) FILTER (WHERE is_leaf), count(*) FROM _ds_labels"))
     n_classes, n_labels = (int(row[0]), int(row[1])) if row else (0, 0)
     answers = con.execute(ANSWERS, [version]).fetchnumpy()
     if n_classes == 0 or answers["item_idx"].size == 0:
@@ -218,7 +219,7 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Refit the global model on the newest tree version's answers; always a full recomputation."""
-    row = con.execute("SELECT max(tree_version) FROM d_answers").fetchone()
+    row = first_row(con.execute("SELECT max(tree_version) FROM d_answers"))
     res = _fit(con, int(row[0])) if row and row[0] is not None else None
     if res is None:
         con.execute(EMPTY_TABLES)

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from queries.errors import LabelgovError
 from queries.filters import Filters
+from queries.results import first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -88,7 +89,7 @@ class Ambiguity(BaseModel):
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()
+    row = first_row(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
     return bool(row and row[0])
 
 
@@ -96,7 +97,7 @@ def max_depth(con: duckdb.DuckDBPyConnection) -> int:
     """Depth of the deepest node over all tree versions, 0 before the first refresh."""
     if not table_exists(con, "d_nodes"):
         return 0
-    row = con.execute("SELECT coalesce(max(depth), 0) FROM d_nodes").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(depth), 0) FROM d_nodes"))
     return int(row[0]) if row else 0
 
 
@@ -514,14 +515,14 @@ def _posterior_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     when nothing new arrived, and then the posterior part need not be rebuilt."""
     if not table_exists(con, "d_posterior"):
         return "none"
-    row = con.execute(
+    row = first_row(con.execute(
         "SELECT count(*) || ':' || coalesce(bit_xor(hash(item_idx, node_id, p)), 0) FROM d_posterior"
-    ).fetchone()
+    ))
     return str(row[0]) if row else "none"
 
 
 def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
-    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [key]))
     return str(row[0]) if row else None
 
 
@@ -532,7 +533,7 @@ CHUNK_ITEMS = 125_000
 
 def _item_chunks(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
     """Item index ranges [low, high) covering every item, in order, so each table is written in item order."""
-    row = con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index").fetchone()
+    row = first_row(con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index"))
     top = int(row[0]) if row else 0
     return [(low, low + CHUNK_ITEMS) for low in range(0, max(top, 1), CHUNK_ITEMS)]
 
@@ -545,7 +546,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     version can move nodes (and so change parents and tie-break order) for old items too, so it forces
     a full rebuild.
     """
-    row = con.execute("SELECT CAST(coalesce(max(tree_version), 0) AS VARCHAR) FROM tree_versions").fetchone()
+    row = first_row(con.execute("SELECT CAST(coalesce(max(tree_version), 0) AS VARCHAR) FROM tree_versions"))
     tree = row[0] if row else "0"
     posterior = _posterior_fingerprint(con)
     incremental = (
@@ -559,7 +560,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
             "JOIN d_item_index x USING (item_id) WHERE a.batch_id > ?",
             [ctx.since_batch],
         )
-        touched = con.execute("SELECT count(*) FROM _soft_touched").fetchone()
+        touched = first_row(con.execute("SELECT count(*) FROM _soft_touched"))
         redo_posterior = _meta(con, POSTERIOR_KEY) != posterior
         if not (touched and touched[0]) and not redo_posterior:
             con.execute("DROP TABLE _soft_touched")

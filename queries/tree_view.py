@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from queries import frame_writes, soft_labels
 from queries.filters import Filters
+from queries.results import first_row
 from queries.soft_labels import Source
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str 
         return soft_labels.empty_frame(CONFUSION_COLUMNS)
     depth = 0
     if node_id is not None:
-        row = con.execute("SELECT depth FROM " + LATEST_NODES + " WHERE node_id = ?", [node_id]).fetchone()  # noqa: S608 - fixed relation
+        row = first_row(con.execute("SELECT depth FROM " + LATEST_NODES + " WHERE node_id = ?", [node_id]))  # noqa: S608 - fixed relation
         if row is None:
             return soft_labels.empty_frame(CONFUSION_COLUMNS)
         depth = int(row[0])
@@ -340,7 +341,7 @@ def weekly_shares(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         return soft_labels.empty_frame(SHARE_COLUMNS)
     depth = 0
     if f.branch is not None:
-        row = con.execute("SELECT depth FROM " + LATEST_NODES + " WHERE node_id = ?", [f.branch]).fetchone()  # noqa: S608 - fixed relation
+        row = first_row(con.execute("SELECT depth FROM " + LATEST_NODES + " WHERE node_id = ?", [f.branch]))  # noqa: S608 - fixed relation
         depth = int(row[0]) if row else 0
     where, params = f.where("a")
     under = "TRUE" if depth == 0 else "n.lineage[?] = ?"

@@ -77,6 +77,17 @@ def test_non_dominated_against_brute_force() -> None:
         assert flags[i] == (not beaten)
 
 
+def test_non_dominated_treats_rounding_noise_as_a_tie() -> None:
+    """Two strategies whose costs differ only by summation order are tied, in either order; a real
+    difference (a millionth) still dominates."""
+    noisy = 0.1 + 0.2  # 0.30000000000000004
+    for cost in ([0.3, noisy], [noisy, 0.3]):
+        assert non_dominated(cost, [0.9, 0.9]).tolist() == [True, True]
+    assert non_dominated([0.3, 0.300001], [0.9, 0.9]).tolist() == [True, False]
+    assert non_dominated([0.3, 0.3], [0.9, 0.9 - 1e-6]).tolist() == [True, False]
+    assert non_dominated([0.3, np.nan], [0.9, 0.95]).tolist() == [True, False]
+
+
 def test_pareto_frontier_marks_current_and_undominated_points(planted: Planted) -> None:
     points = pareto_frontier(planted.con, Filters())
     assert points["is_current"].sum() == 1

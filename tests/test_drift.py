@@ -295,9 +295,14 @@ def test_refresh_step_stores_what_the_pages_read() -> None:
     }
     live = {name: page(con, everything) for name, page in pages.items()}
     assert drift.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0)) == "full"
+    stored = drift.drift_report(con, Filters())
     for name, page in pages.items():
         assert agreement.is_stored(con, drift.STORED[name])
         pd.testing.assert_frame_equal(page(con, Filters()), live[name], check_dtype=False)
+        if name not in ("matrix", "alerts"):
+            pd.testing.assert_frame_equal(getattr(stored, name), live[name], check_dtype=False)
+    pd.testing.assert_frame_equal(stored.matrix_by("js"), live["matrix"], check_dtype=False)
+    pd.testing.assert_frame_equal(stored.top_alerts(), live["alerts"], check_dtype=False)
     assert not live["alerts"].empty
 
 
@@ -360,9 +365,13 @@ def test_short_date_ranges_skip_the_scan_with_the_same_empty_answer(small_demo) 
             )
             live_matrix = drift._matrix(con, f, "week", drift.REFERENCE_WEEKS)
             pd.testing.assert_frame_equal(
-                drift.drift_matrix(con, f), live_matrix.sort_values("js", ascending=False, ignore_index=True)
+                drift.drift_matrix(con, f), drift.by_metric(live_matrix, "js")
             )
             assert drift.drift_matrix(con, f).empty == short
+            report = drift.drift_report(con, f)
+            pd.testing.assert_frame_equal(report.top_alerts(), drift.drift_alerts(con, f))
+            pd.testing.assert_frame_equal(report.matrix_by("js"), drift.drift_matrix(con, f))
+            assert report.agreement.empty == report.confidence.empty == report.annotators.empty == short
 
 
 # The live model and annotator queries as they were written before they matched items by index: the
@@ -420,10 +429,17 @@ def test_filtered_alerts_from_one_scan_equal_each_page_computed_on_its_own(small
         for f in cases:
             frames = drift._frames(con, f, drift.REFERENCE_WEEKS)
             each = {name: page(con, f) for name, page in pages.items()}
+            report = drift.drift_report(con, f)
             for name, frame in each.items():
                 pd.testing.assert_frame_equal(frames[name], frame, check_dtype=False)
+                if name != "matrix":
+                    pd.testing.assert_frame_equal(getattr(report, name), frame, check_dtype=False)
+            for metric in drift.METRICS:
+                pd.testing.assert_frame_equal(report.matrix_by(metric), drift.drift_matrix(con, f, metric))
             expected = drift._alerts(con, each)[drift.ALERT_COLUMNS].head(20).reset_index(drop=True)
             pd.testing.assert_frame_equal(drift.drift_alerts(con, f), expected)
+            pd.testing.assert_frame_equal(report.top_alerts(), expected)
+            pd.testing.assert_frame_equal(report.top_alerts(3), expected.head(3))
             clause, params = f.where("a")
             end = drift._reference_end(con, f, drift.REFERENCE_WEEKS)
             for query, key, counted, frame in (

@@ -17,10 +17,10 @@ def _version_weeks() -> list[str]:
     return [] if changes.empty else changes["week"].dropna().astype(str).str[:10].tolist()
 
 
-def _matrix(filters: Filters, marks: list[str]) -> None:
+def _matrix(filters: Filters, report: drift.DriftReport, marks: list[str]) -> None:
     label = st.radio("Measure", list(METRICS), horizontal=True, key="drift_metric")
     metric = METRICS[label]
-    matrix = access.query(drift.drift_matrix, filters, metric=metric)
+    matrix = report.matrix_by(metric)
     if matrix.empty:
         empty_state("Not enough dated answers to compare weeks.",
                     "Drift needs annotations with created_at spanning several weeks; ingest them with timestamps.")
@@ -31,9 +31,9 @@ def _matrix(filters: Filters, marks: list[str]) -> None:
     table(matrix, "drift_matrix", filters, key="drift_matrix_table")
 
 
-def _alerts(filters: Filters) -> None:
+def _alerts(filters: Filters, report: drift.DriftReport) -> None:
     st.subheader("Alerts")
-    alerts = access.query(drift.drift_alerts, filters)
+    alerts = report.top_alerts()
     if alerts.empty:
         st.success("No drift alerts for these filters.")
         return
@@ -54,15 +54,15 @@ def _distribution(filters: Filters, marks: list[str]) -> None:
     table(shares, "weekly_label_shares", filters, key="drift_shares_table")
 
 
-def _over_time(filters: Filters, marks: list[str]) -> None:
+def _over_time(filters: Filters, report: drift.DriftReport, marks: list[str]) -> None:
     st.subheader("Agreement and confidence over time")
     left, right = st.columns(2)
     with left:
-        agree = access.query(drift.agreement_drift, filters)
+        agree = report.agreement
         fig = charts.trend(agree, "week", "alpha", "Agreement (alpha) per week and branch", "Alpha", series="branch")
         chart(charts.mark_weeks(fig, marks, "tree changed"), "drift_agreement", filters, "week")
     with right:
-        confidence = access.query(drift.confidence_drift, filters)
+        confidence = report.confidence
         fig = charts.trend(confidence, "week", "mean", "Mean annotator confidence per week and branch", "Confidence",
                            series="branch")
         chart(charts.mark_weeks(fig, marks, "tree changed"), "drift_confidence", filters, "week")
@@ -75,11 +75,17 @@ def render(filters: Filters) -> None:
     marks: list[str] = []
     with guarded("Finding tree version changes…"):
         marks = _version_weeks()
+    report: drift.DriftReport | None = None
     with guarded("Comparing each week with its reference…"):
-        _matrix(filters, marks)
+        # One computation for every drift view of these filters, shared with the overview's alerts.
+        report = access.query(drift.drift_report, filters)
+    if report is None:
+        return
+    with guarded("Drawing the drift matrix…"):
+        _matrix(filters, report, marks)
     with guarded("Listing alerts…"):
-        _alerts(filters)
+        _alerts(filters, report)
     with guarded("Following the label distribution…"):
         _distribution(filters, marks)
     with guarded("Following agreement and confidence…"):
-        _over_time(filters, marks)
+        _over_time(filters, report, marks)

@@ -64,7 +64,8 @@ def _alerts(filters: Filters) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Top drift alerts")
-        alerts = access.query(drift.drift_alerts, filters, limit=5)
+        # The drift page's report of the same filters: computed once for both pages.
+        alerts = access.query(drift.drift_report, filters).top_alerts(5)
         if alerts.empty:
             st.success("No drift alerts for these filters.")
         else:
