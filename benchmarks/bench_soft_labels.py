@@ -128,7 +128,9 @@ def main() -> None:
         # A two-week window: a filter on answers, so the pages recompute from d_answers (~1M answers here).
         first = con.execute("SELECT min(week) FROM d_answers").fetchone()[0]
         window = Filters(start=first.date(), end=(first + timedelta(days=13)).date())
-        item = con.execute("SELECT item_id FROM d_items LIMIT 1 OFFSET 12345").fetchone()[0]
+        # An item from the middle of the table, whatever the warehouse's size.
+        middle = "SELECT item_id FROM d_items LIMIT 1 OFFSET (SELECT count(*) // 2 FROM d_items)"
+        item = con.execute(middle).fetchone()[0]
         everything = Filters()
         cases: list[tuple[str, Callable[[], object]]] = [
             ("level_stats", lambda: soft_labels.level_stats(con, everything)),
