@@ -191,9 +191,18 @@ def _stored_or_live(
     con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, key: str, compute: Callable[[], pd.DataFrame]
 ) -> pd.DataFrame:
     """The refreshed table for the unfiltered default question, otherwise computed from the answers."""
-    if f.is_empty() and reference_weeks == REFERENCE_WEEKS and agreement.is_stored(con, STORED[key]):
+    if _refreshed_answer(con, f, reference_weeks, key):
         return con.execute("SELECT * FROM " + STORED[key]).df()  # noqa: S608 - table name from STORED
     return compute()
+
+
+def _refreshed_answer(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, *keys: str) -> bool:
+    """Whether refresh stored the frames ``keys`` for this question (no filters, the default reference)."""
+    return (
+        f.is_empty()
+        and reference_weeks == REFERENCE_WEEKS
+        and all(agreement.is_stored(con, STORED[key]) for key in keys)
+    )
 
 
 def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd.DataFrame:
@@ -739,8 +748,7 @@ class DriftReport:
 
 def drift_report(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> DriftReport:
     """All drift frames of ``f``: the refreshed tables for the unfiltered default question, else live."""
-    stored = all(agreement.is_stored(con, table) for table in STORED.values())
-    if f.is_empty() and reference_weeks == REFERENCE_WEEKS and stored:
+    if _refreshed_answer(con, f, reference_weeks, *STORED):
         return DriftReport(**{key: con.execute("SELECT * FROM " + table).df() for key, table in STORED.items()})  # noqa: S608 - table names from STORED
     frames = _frames(con, f, reference_weeks, parallel=True)
     return DriftReport(**frames, alerts=_alerts(con, frames))
@@ -760,7 +768,7 @@ def _frames(
     end = None if _no_window_after_reference(f, reference_weeks) else _reference_end(con, f, reference_weeks)
     scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None
     fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None
-    counts, in_scope = None, None
+    in_scope = None
     if end is not None:
         space = agreement.value_space(con)
         fetched = (agreement.fetch(con, f, space, annotator=True), space)
@@ -771,10 +779,9 @@ def _frames(
     def agreement_on(cursor: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         return _agreement_drift(cursor, f, end, 0, scanned)
 
-    with ThreadPoolExecutor(max_workers=1) as pool, con.cursor() as cursor:
-        pending = pool.submit(agreement_on, cursor) if parallel and end is not None else None
+    def the_others() -> dict[str, pd.DataFrame]:
         counts = label_counts(*scanned) if scanned is not None else None
-        frames = {
+        return {
             # Ordered as drift_matrix returns it: alert ties keep the order of their rows.
             "matrix": by_metric(_matrix_from(counts, end), "js"),
             "shares": _shares_from(counts, end),
@@ -782,8 +789,12 @@ def _frames(
             "model": _model(con, f, end, in_scope),
             "annotators": _annotators(con, f, end, fetched),
         }
-        frames["agreement"] = pending.result() if pending is not None else agreement_on(con)
-    return frames
+
+    if not parallel or end is None:
+        return {**the_others(), "agreement": agreement_on(con)}
+    with ThreadPoolExecutor(max_workers=1) as pool, con.cursor() as cursor:
+        pending = pool.submit(agreement_on, cursor)
+        return {**the_others(), "agreement": pending.result()}
 
 
 def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
