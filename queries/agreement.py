@@ -54,7 +54,7 @@ from queries import frame_writes
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -81,7 +81,7 @@ STORED_TOP = 15
 BRANCH_WEEK_STRIDE = 1_000_000  # days since 1970 stay far below this
 DAYLESS = ("overall", "level")  # groupings that never read an answer's day: the scan skips the column
 
-# Node ids in a fixed order: values are indexed by it in SQL (list_position) and in numpy.
+# Node ids in a fixed order: values are indexed by it in SQL (d_nodes.value_idx, list_position) and in numpy.
 # Each node's path in the version the answers are mapped to (the as-of version), else its newest one.
 LINEAGES = (
     "SELECT node_id, arg_max(lineage, [CAST(tree_version = (SELECT max(tree_version) FROM d_answers) AS INTEGER), "
@@ -91,11 +91,13 @@ LINEAGES = (
 # written unordered; a DuckDB ORDER BY here holds the sorted rows and the fetched copy at once, which costs
 # more memory than the numpy argsort), so every grouping is array indexing in numpy. ``{W}`` is a window
 # expression from a fixed allow-list (WINDOW_DAYS); day is its start in days since 1970.
-RAW_VALUES = "SELECT a.item_idx, CAST(coalesce(list_position(?, a.node_id), 0) - 1 AS SMALLINT) AS v"
+RAW_VALUES = "SELECT a.item_idx, a.value_idx AS v"
 RAW_ANNOTATOR = ", a.annotator_idx"
-RAW_DAY = ", CAST(date_diff('day', DATE '1970-01-01', {W}) AS INTEGER) AS day"
 RAW_FROM = " FROM d_answers a WHERE {P}"
-WINDOW_DAYS = {"week": "a.week", "month": "date_trunc('month', a.created_at)"}
+WINDOW_DAYS = {
+    "week": ", a.day",
+    "month": ", CAST(date_diff('day', DATE '1970-01-01', date_trunc('month', a.created_at)) AS INTEGER) AS day",
+}
 CONSENSUS = "SELECT item_idx, CAST(coalesce(list_position(?, consensus_node), 0) - 1 AS SMALLINT) AS c FROM d_items"
 
 
@@ -183,14 +185,12 @@ class Answers:
         return Answers(self.item[keep], self.value[keep], None if self.day is None else self.day[keep])
 
 
-def scan(
-    con: duckdb.DuckDBPyConnection, f: Filters, space: ValueSpace, window: str | None = "week", ordered: bool = True
-) -> Answers:
-    """The answers matching ``f`` that can be placed in the tree (a node missing from d_nodes cannot), sorted by
+def scan(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week", ordered: bool = True) -> Answers:
+    """The answers matching ``f``, values indexed as in value_space (d_answers carries the index), sorted by
     item unless ``ordered`` is False (the weekly grouping sorts by week and item itself); ``window`` None skips
     the day column. Rows of one item come out ordered by day and value instead of scan order, which no
     statistic depends on (a unit is a multiset of values)."""
-    raw = fetch(con, f, space, window)
+    raw = fetch(con, f, window)
     return raw.sorted() if ordered else raw.answers
 
 
@@ -219,27 +219,19 @@ class Fetched:
 
 
 def fetch(
-    con: duckdb.DuckDBPyConnection,
-    f: Filters,
-    space: ValueSpace,
-    window: str | None = "week",
-    annotator: bool = False,
+    con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week", annotator: bool = False
 ) -> Fetched:
     """The answers of scan, unsorted, and each answer's annotator index when ``annotator``."""
     clause, params = f.where("a")
-    day = "" if window is None else RAW_DAY.replace("{W}", WINDOW_DAYS[window])
+    day = "" if window is None else WINDOW_DAYS[window]
     sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause)
-    raw = con.execute(sql, [space.node_ids, *params]).fetchnumpy()
-    columns = [
+    raw = arrays(con, sql, params)
+    return Fetched(
         np.asarray(raw["item_idx"]),
         np.asarray(raw["v"]),
         np.asarray(raw["day"]) if window is not None else None,
         np.asarray(raw["annotator_idx"]) if annotator else None,
-    ]
-    known = columns[1] >= 0
-    if not known.all():
-        columns = [None if c is None else c[known] for c in columns]
-    return Fetched(*columns)
+    )
 
 
 def packed_sort(
@@ -355,7 +347,7 @@ def _level_units(answers: Answers, space: ValueSpace, level: int | None) -> Iter
 def consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
     """Each item's consensus value index (-1 unknown), looked up per answer by array indexing: cheaper than
     carrying the item's lineage through the answer scan."""
-    rows = con.execute(CONSENSUS, [names]).fetchnumpy()
+    rows = arrays(con, CONSENSUS, [names])
     item = np.asarray(rows["item_idx"], dtype=np.int64)
     out = np.full(max(size, int(item.max()) + 1 if item.size else 0), -1, dtype=np.int64)
     out[item] = np.asarray(rows["c"], dtype=np.int64)
@@ -681,7 +673,7 @@ def grouped(
     of each branch's subtree) and the per-week ``branch_week`` and ``subtree_week`` (columns branch, week)."""
     space = value_space(con)
     window = None if grouping in DAYLESS else "week"
-    answers = scan(con, f, space, window, ordered=grouping != "week")
+    answers = scan(con, f, window, ordered=grouping != "week")
     return grouped_answers(con, answers, space, grouping, replicates, metric)
 
 
@@ -731,7 +723,7 @@ def alpha(
     if level is not None and level < 1:
         raise LabelgovError(f"level must be 1 (top level) or deeper, got {level}")
     space = value_space(con)
-    answers = scan(con, f, space, None)
+    answers = scan(con, f, None)
     table = _summarised(con, answers, space, "overall" if level is None else "level", bootstrap, metric, level)
     if table.empty:
         return AgreementResult(metric=metric, value=np.nan, ci_low=np.nan, ci_high=np.nan, n_items=0, n_answers=0)
@@ -812,7 +804,7 @@ def _pairs(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> pd.DataFrame
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Alpha is a global ratio over all items, so every table is recomputed in full, from one scan."""
     space = value_space(con)
-    answers = scan(con, Filters(), space)
+    answers = scan(con, Filters())
     frames = {table: grouped_answers(con, answers, space, by)[TABLE_COLUMNS] for by, table in STORED.items()}
     frames[STORED_PAIRS] = _pairs(con, Filters(), STORED_TOP)
     for table, frame in frames.items():

@@ -35,7 +35,7 @@ from queries import frame_writes
 from queries.errors import LabelgovError
 from queries.escalation import item_scope, scoped_items
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 from queries.soft_labels import table_exists as _table_exists
 
 if TYPE_CHECKING:
@@ -409,11 +409,6 @@ PRED_LEVEL_SCHEMA = pa.schema(
 )
 
 
-def _arrays(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> Arrays:
-    """A query's columns as plain arrays: the queries here return no NULLs, so no masked arrays."""
-    return {name: np.asarray(values) for name, values in con.execute(sql, params).fetchnumpy().items()}
-
-
 def _bounds(item_idx: npt.NDArray[np.int32], items: range) -> tuple[int, int]:
     """The slice of sorted ``item_idx`` inside ``items``; the bounds take the array's type, so that numpy
     does not convert the whole array to compare it with Python ints."""
@@ -487,11 +482,11 @@ def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     models = pa.array(_models(con), pa.string())
     member_codes = np.flatnonzero(codes.member)
     members: list[object] = [[codes.names[c] for c in member_codes], member_codes.tolist()]
-    leaf = _arrays(con, LEAF_ROWS.replace("{codes}", CODE_LIST), members)
-    gold = _arrays(con, GOLD_ROWS.replace("{codes}", CODE_LIST), members)
+    leaf = arrays(con, LEAF_ROWS.replace("{codes}", CODE_LIST), members)
+    gold = arrays(con, GOLD_ROWS.replace("{codes}", CODE_LIST), members)
     if _table_exists(con, "d_soft_mass"):
         every_code = [codes.names, list(range(len(codes.names))), levels]
-        soft = _arrays(con, SOFT_ROWS.replace("{codes}", CODE_LIST), every_code)
+        soft = arrays(con, SOFT_ROWS.replace("{codes}", CODE_LIST), every_code)
     else:
         soft = {name: np.zeros(0, np.int32) for name in ("item_idx", "level", "node")} | {"q": np.zeros(0)}
     n_items = int(leaf["item_idx"].max()) + 1 if leaf["item_idx"].size else 0

@@ -6,7 +6,10 @@ queries then scan one table instead of joining four; the branch filter (an item-
 semi-join on ``d_items``. A node's lineage (root-first ids, the ancestor at depth L is ``lineage[L]``)
 lives once per node in ``d_nodes``: a query that needs ancestors joins it on (tree_version, node_id), a
 hash join against a few hundred rows, instead of every answer carrying a copy of the list, which cost a
-third of writing the table.
+third of writing the table. Each node's ``value_idx`` (its rank among all node ids, the order of
+agreement.value_space) and each answer's week start as ``day`` (days since 1970) are stored with the answer,
+because the statistics fetch millions of answers as integer arrays and computing both per row on every
+filtered query cost a third of the fetch.
 
 Every answer and gold label is seen "as of" one tree version (the latest unless `labelgov refresh
 --as-of V` chose another): historical answers are mapped through the recorded migrations, so periods
@@ -25,7 +28,7 @@ from queries.results import first_row
 D_NODES = """
 CREATE OR REPLACE TABLE d_nodes AS
 SELECT tree_version, node_id, parent_id, title, depth, is_leaf, status, ordinal,
-       string_split(path, '/') AS lineage
+       string_split(path, '/') AS lineage, CAST(dense_rank() OVER (ORDER BY node_id) - 1 AS SMALLINT) AS value_idx
 FROM tree_nodes
 """
 
@@ -62,8 +65,9 @@ D_ANSWERS = """
 CREATE OR REPLACE TABLE d_answers AS
 SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
        n.tree_version, n.node_id, a.tree_version AS source_version, a.node_id AS source_node_id,
-       n.depth, n.is_leaf,
+       n.depth, n.is_leaf, n.value_idx,
        a.stage, a.created_at, date_trunc('week', a.created_at) AS week,
+       CAST(date_diff('day', DATE '1970-01-01', date_trunc('week', a.created_at)) AS INTEGER) AS day,
        a.duration_s, a.cost, a.confidence, a.guideline_version, a.batch_id,
        i.source, i.segment, i.split,
        coalesce(an.kind, 'crowd') AS annotator_kind, an.tier

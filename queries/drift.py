@@ -51,7 +51,7 @@ from scipy import stats
 from queries import agreement, frame_writes, soft_labels
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -207,7 +207,7 @@ def _refreshed_answer(con: duckdb.DuckDBPyConnection, f: Filters, reference_week
 
 def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd.DataFrame:
     space = agreement.value_space(con)
-    return label_counts(agreement.scan(con, f, space, window), space)
+    return label_counts(agreement.scan(con, f, window), space)
 
 
 COUNT_COLUMNS = ["branch", "week", "child", "n", "items", "scale", "effective"]
@@ -415,7 +415,7 @@ def _agreement_drift(
         return pd.DataFrame({c: [] for c in AGREEMENT_DRIFT_COLUMNS})
     if scanned is None:
         space = agreement.value_space(con)
-        answers = agreement.scan(con, f, space)
+        answers = agreement.scan(con, f)
     else:
         answers, space = scanned
     # Weeks start on Mondays and the reference ends on one, so an answer is in the reference window exactly
@@ -549,7 +549,7 @@ def _in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> np.ndarray | None:
     scope, params = soft_labels.item_scope(f)
     if scope is None:
         return None
-    items = np.asarray(con.execute("SELECT item_idx FROM (" + scope + ")", params).fetchnumpy()["item_idx"])  # noqa: S608 - scope from item_scope
+    items = arrays(con, "SELECT item_idx FROM (" + scope + ")", params)["item_idx"]  # noqa: S608 - scope from item_scope
     return _mask(items)
 
 
@@ -568,9 +568,9 @@ def _model(
     if end is None:
         return empty
     if agreement.is_stored(con, PREDICTIONS_TABLE):
-        rows = con.execute("SELECT * FROM " + PREDICTIONS_TABLE).fetchnumpy()  # noqa: S608 - fixed name
+        rows = arrays(con, "SELECT * FROM " + PREDICTIONS_TABLE)  # noqa: S608 - fixed name
     else:
-        rows = con.execute(PREDICTION_ROWS).fetchnumpy()
+        rows = arrays(con, PREDICTION_ROWS)
     item = np.asarray(rows["item_idx"], dtype=np.int64)
     mask = in_scope if in_scope is not None else _in_scope(con, f)
     keep = np.ones(item.size, dtype=bool) if mask is None else item < mask.size
@@ -629,12 +629,12 @@ def _annotators(
         return empty
     if fetched is None:
         space = agreement.value_space(con)
-        fetched = (agreement.fetch(con, f, space, annotator=True), space)
+        fetched = (agreement.fetch(con, f, annotator=True), space)
     answers, space = fetched
     if answers.item.size == 0 or answers.annotator is None or answers.day is None:
         return empty
     consensus = agreement.consensus_by_item(con, space.node_ids, int(answers.item.max()) + 1)
-    index = con.execute("SELECT annotator_idx, annotator_id FROM d_annotator_index").fetchnumpy()
+    index = arrays(con, "SELECT annotator_idx, annotator_id FROM d_annotator_index")
     names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
     names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
     agree = consensus[answers.item] == answers.value
@@ -771,7 +771,7 @@ def _frames(
     in_scope = None
     if end is not None:
         space = agreement.value_space(con)
-        fetched = (agreement.fetch(con, f, space, annotator=True), space)
+        fetched = (agreement.fetch(con, f, annotator=True), space)
         # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
         in_scope = None if f.is_empty() else _mask(fetched[0].item)
         scanned = (fetched[0].sorted(), space)

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from queries import frame_writes, soft_labels
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -135,7 +135,7 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
     pred, params = f.where("a")
     if gold_only:
         pred += " AND a.item_idx IN (SELECT item_idx FROM d_gold)"
-    hit = con.execute("SELECT a.item_idx FROM d_answers a WHERE " + pred, params).fetchnumpy()["item_idx"]  # noqa: S608 - predicate from Filters.where
+    hit = arrays(con, "SELECT a.item_idx FROM d_answers a WHERE " + pred, params)["item_idx"]  # noqa: S608 - predicate from Filters.where
     top = con.execute("SELECT coalesce(max(item_idx), -1) FROM d_item_outcomes").fetchall()[0][0]
     highest = max(int(top), int(hit.max()) if hit.size else -1)
     kept = np.zeros(highest + 1, dtype=bool)

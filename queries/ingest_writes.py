@@ -17,7 +17,7 @@ from queries.ingest_fields import Kind
 from queries.ingest_readers import Source, used_params
 from queries.ingest_report import IngestReport
 from queries.ingest_rules import STAGED
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 NEW_ITEMS = "_ingest_new_items"
 NEW_ANNOTATORS = "_ingest_new_annotators"
@@ -78,12 +78,9 @@ def find_duplicates(con: duckdb.DuckDBPyConnection, kind: Kind) -> None:
         "message = " + target.described + " || ' is already in the warehouse' "
         "WHERE s.reason IS NULL AND " + present + " AND " + target.stored_match
     )
-    hashes = np.asarray(
-        con.execute(
-            "SELECT hash(" + keys + ") AS h FROM " + STAGED + " s WHERE s.reason IS NULL AND " + present  # noqa: S608 - fixed tables and fragments
-        ).fetchnumpy()["h"]
+    hashes = np.sort(
+        arrays(con, "SELECT hash(" + keys + ") AS h FROM " + STAGED + " s WHERE s.reason IS NULL AND " + present)["h"]  # noqa: S608 - fixed tables and fragments
     )
-    hashes.sort()
     repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
     del hashes
     if repeated.size == 0:

@@ -29,7 +29,7 @@ import pandas as pd
 from queries import data_quality, frame_writes
 from queries.dawid_skene import DSResult, dawid_skene
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -116,11 +116,11 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
     con.execute(LABELS, [version])
     row = first_row(con.execute("SELECT count(*) FILTER (WHERE is_leaf), count(*) FROM _ds_labels"))
     n_classes, n_labels = (int(row[0]), int(row[1])) if row else (0, 0)
-    answers = con.execute(ANSWERS, [version]).fetchnumpy()
+    answers = arrays(con, ANSWERS, [version])
     if n_classes == 0 or answers["item_idx"].size == 0:
         return None
     spread = np.eye(n_labels, n_classes)
-    cells = con.execute(SPREAD, [version]).fetchnumpy()
+    cells = arrays(con, SPREAD, [version])
     spread[cells["label_idx"], cells["class_idx"]] = cells["w"]
     ann = np.asarray(answers["annotator_idx"], dtype=np.int64)
     counts = np.bincount(ann)

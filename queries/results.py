@@ -1,10 +1,13 @@
-"""Reading DuckDB results safely."""
+"""Reading DuckDB results safely and fast."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
@@ -15,3 +18,29 @@ def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     """
     rows = result.fetchall()
     return rows[0] if rows else None
+
+
+def arrays(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | dict[str, Any] | None = None
+) -> dict[str, np.ndarray]:
+    """A query's columns as plain numpy arrays, read fully.
+
+    Through Arrow rather than fetchnumpy: at millions of rows that is several times faster (numeric columns
+    without NULLs are not converted at all), and the statistics fetch millions of answers on every filtered
+    page. A NULL reads as 0 (False in a boolean column, None in a text column), what plain arrays of
+    fetchnumpy's masked arrays held.
+    """
+    # con.sql() refuses to run while the connection holds a result the caller left unread, where execute() closes
+    # it: a trivial execute() leaves the connection as fetchnumpy's callers found it.
+    con.execute("SELECT 1").fetchall()
+    table = con.sql(sql, params=params).to_arrow_table()
+    return {name: _plain(column) for name, column in zip(table.column_names, table.columns, strict=True)}
+
+
+def _plain(column: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_decimal(column.type):  # DECIMAL and HUGEINT (sums of integers) read as floats, as in fetchnumpy
+        column = column.cast(pa.float64())
+    kind = column.type
+    if column.null_count and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+        column = pc.fill_null(column, pa.scalar(False if pa.types.is_boolean(kind) else 0, type=kind))
+    return column.to_numpy()

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -265,7 +265,7 @@ class Tree:
 
 
 def _tree(con: duckdb.DuckDBPyConnection) -> Tree:
-    nodes = con.execute(CODED_NODES).fetchnumpy()
+    nodes = arrays(con, CODED_NODES)
     k = int(nodes["code"].max()) + 1 if len(nodes["code"]) else 1
 
     def by_code(column: str, fill: Any, dtype: Any) -> np.ndarray:
@@ -273,7 +273,7 @@ def _tree(con: duckdb.DuckDBPyConnection) -> Tree:
         out[np.asarray(nodes["code"], dtype=np.int64)] = np.asarray(nodes[column], dtype=dtype)
         return out
 
-    cuts = con.execute(PLACE_CUTS).fetchnumpy()
+    cuts = arrays(con, PLACE_CUTS)
     depth = np.asarray(cuts["depth"], dtype=np.int64)
     place = np.asarray(cuts["place"], dtype=np.int64)
     cut = np.zeros((int(depth.max()) if depth.size else 0, int(place.max()) + 1 if place.size else 1), dtype=np.int64)
@@ -349,12 +349,12 @@ def _weight_rows(
     """The weights as arrays (item_idx, place, w, answers). Weights split by tier (``_answer_weights(...,
     by_tier=True)``) also get ``tier``, the 1-based position of the answer's tier in ``tiers``, 0 for none."""
     tier = "" if tiers is None else ", coalesce(list_position(CAST(? AS VARCHAR[]), w.tier), 0) AS tier"
-    raw = con.execute(
+    return arrays(
+        con,
         "SELECT w.item_idx, p.place, w.w, w.answers" + tier + " FROM (" + weights + ") w "  # noqa: S608 - fixed SQL fragments
         "JOIN " + PLACES + " p USING (tree_version, node_id)",
         params if tiers is None else [list(tiers), *params],
-    ).fetchnumpy()
-    return {name: np.asarray(values) for name, values in raw.items()}
+    )
 
 
 def _soft_arrays(tree: Tree, raw: Rows, counted: bool) -> Iterator[tuple[str, pa.Table]]:

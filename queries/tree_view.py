@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from queries import frame_writes, soft_labels
 from queries.filters import Filters
-from queries.results import first_row
+from queries.results import arrays, first_row
 from queries.soft_labels import Source
 
 if TYPE_CHECKING:
@@ -263,18 +263,18 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     tiers = [r[0] for r in found]
     width = len(tiers) + 1  # tier codes per group: 0 (every tier) and one per tier
     tree = soft_labels._tree(con)
-    rows = con.execute(CELL_ROWS, [tiers]).fetchnumpy()
+    rows = arrays(con, CELL_ROWS, [tiers])
     item = np.asarray(rows["item_idx"], dtype=np.int64)
     tier = np.asarray(rows["tier"], dtype=np.int64)
     place = np.asarray(rows["place"], dtype=np.int64)
     n = np.asarray(rows["n"], dtype=np.float64)
     del rows
-    places = con.execute(PLACE_ORDER).fetchnumpy()
+    places = arrays(con, PLACE_ORDER)
     place_depth = np.zeros(tree.cut.shape[1], dtype=np.int64)
     place_depth[np.asarray(places["place"], dtype=np.int64)] = np.asarray(places["depth"], dtype=np.int64)
     place_rank = np.zeros(tree.cut.shape[1], dtype=np.int64)
     place_rank[np.asarray(places["place"], dtype=np.int64)] = np.asarray(places["rank"], dtype=np.int64)
-    groups = con.execute(GROUPS).fetchnumpy()
+    groups = arrays(con, GROUPS)
     g_item = np.asarray(groups["item_idx"], dtype=np.int64)
     g = np.asarray(groups["g"], dtype=np.int64)
     size = int(max(item.max(initial=-1), g_item.max(initial=-1))) + 1

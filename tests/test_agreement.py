@@ -243,7 +243,7 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items() 
 
 def week_units(con) -> tuple[agreement.ValueSpace, agreement.Units]:
     space = agreement.value_space(con)
-    rows = next(agreement._rows(con, agreement.scan(con, Filters(), space), space, "week"))
+    rows = next(agreement._rows(con, agreement.scan(con, Filters()), space, "week"))
     return space, agreement.build_units(rows, space)
 
 
@@ -297,7 +297,7 @@ def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
     con, grouping: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     space = agreement.value_space(con)
-    answers = agreement.scan(con, Filters(), space)
+    answers = agreement.scan(con, Filters())
     whole = agreement.grouped_answers(con, answers, space, grouping)
     monkeypatch.setattr(agreement, "BLOCK_ROWS", 50)  # a week or a branch of the fixture has hundreds of answers
     blocks = list(agreement._rows(con, answers, space, grouping))
@@ -313,7 +313,7 @@ def test_levels_from_collapsed_patterns_equal_levels_from_every_answer(con) -> N
     """_level_units collapses the answers once and then the patterns per level: the same patterns, order, unit
     counts and so the same bootstrap intervals as building each level from every answer."""
     space = agreement.value_space(con)
-    answers = agreement.scan(con, Filters(), space, None)
+    answers = agreement.scan(con, Filters(), None)
     levels = list(agreement._level_units(answers, space, None))
     assert len(levels) == space.ancestors.shape[0]
     for lv, units in enumerate(levels, start=1):
@@ -337,8 +337,8 @@ def test_packed_sort_orders_rows_like_a_lexsort() -> None:
 
 def test_week_table_does_not_depend_on_the_answers_order(con) -> None:
     space = agreement.value_space(con)
-    ordered = agreement.grouped_answers(con, agreement.scan(con, Filters(), space), space, "week", 20)
-    unordered = agreement.scan(con, Filters(), space, ordered=False)
+    ordered = agreement.grouped_answers(con, agreement.scan(con, Filters()), space, "week", 20)
+    unordered = agreement.scan(con, Filters(), ordered=False)
     shuffled = unordered.where(np.random.default_rng(0).permutation(unordered.item.size))
     pd.testing.assert_frame_equal(agreement.grouped_answers(con, shuffled, space, "week", 20), ordered)
 
