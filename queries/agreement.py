@@ -39,7 +39,7 @@ Definitions:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -282,8 +282,9 @@ def _rows(
     own and peak memory stays at one copy of the answers rather than one per depth.
 
     Answers arrive sorted by item, except for the week grouping, which sorts them by week and item itself in
-    one packed sort. Branch groupings are blocks (one per depth) that keep the item order; the other weekly
-    groupings sort each block by week with a stable radix sort, so items stay sorted within a week.
+    one packed sort. Branch groupings are blocks (one per depth) that keep the item order; branch_week sorts
+    each block by week with a stable radix sort, so items stay sorted within a week. (The subtree groupings
+    have their own path, _subtree_units.)
     """
     item, value = answers.item, answers.value
     if grouping == "overall":
@@ -302,8 +303,7 @@ def _rows(
         return
     names = space.node_ids
     consensus = consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
-    seen = space.coarsened() if grouping.startswith("branch") else np.tile(np.arange(len(names)), (len(names), 1))
-    seen = seen.astype(np.int32)  # per-answer arrays below stay int32; group codes are widened to int64
+    seen = space.coarsened().astype(np.int32)  # per-answer arrays stay int32; group codes are widened to int64
     for d in range(depths):
         # The branch is a property of the item: found per item, then spread to its answers in one indexing.
         by_item = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1).astype(np.int32)
@@ -318,6 +318,79 @@ def _rows(
         else:
             yield from _in_blocks(code, item, mapped, branch)
         del code, branch, mapped
+
+
+def _subtree_units(
+    con: duckdb.DuckDBPyConnection, answers: Answers, space: ValueSpace, weekly: bool
+) -> Iterator[Units]:
+    """Units per depth for the subtree groupings (``weekly``: per week too), from the answers collapsed once.
+
+    A subtree unit is one item's answers (in a week) at full depth, grouped by the item's consensus ancestor at a
+    depth: the unit is the same at every depth and only its group changes. So the answers are collapsed into
+    patterns once with the consensus node as group, and each depth relabels those groups to their ancestor
+    there (merging groups only adds their patterns), instead of collapsing every answer once per depth. Blocks
+    of whole items bound the memory as in _rows."""
+    item = answers.item
+    if weekly and answers.day is None:
+        raise ValueError("grouping subtree_week needs the answers' days")
+    consensus = consensus_by_item(con, space.node_ids, int(item.max()) + 1 if item.size else 0)
+    code = consensus[item] * BRANCH_WEEK_STRIDE
+    if weekly and answers.day is not None:
+        code += answers.day
+    value = np.where(consensus[item] >= 0, answers.value, -1)
+    base = [
+        build_units(_block(code[low:high], item[low:high], value[low:high]), space)
+        for low, high in itertools.pairwise(_cuts(item))
+    ]
+    del code, value
+    for d in range(space.ancestors.shape[0]):
+        ancestor = space.ancestors[d]
+        inner = (ancestor >= 0) & space.internal[np.maximum(ancestor, 0)]
+
+        def at_depth(codes: np.ndarray, ancestor: np.ndarray = ancestor, inner: np.ndarray = inner) -> np.ndarray:
+            node, day = codes // BRANCH_WEEK_STRIDE, codes % BRANCH_WEEK_STRIDE
+            return np.where(inner[node], ancestor[node] * BRANCH_WEEK_STRIDE + day, -1)
+
+        yield _regroup(base, at_depth, len(space.node_ids))
+
+
+def _regroup(parts: list[Units], new_code: Callable[[np.ndarray], np.ndarray], n_values: int) -> Units:
+    """One Units from several (at least one), each group code relabelled by ``new_code`` (-1 drops the group's
+    units): groups that get the same code merge. A statistic of a group is a sum over its units' patterns, so a
+    pattern that now occurs twice (once per merged group or part) counts exactly as one with the summed
+    multiplicity."""
+    codes = [new_code(part.groups) for part in parts]
+    groups = np.unique(np.concatenate([c[c >= 0] for c in codes]))
+    pieces: list[tuple[np.ndarray, ...]] = []
+    matrices = []
+    for part, code in zip(parts, codes, strict=True):
+        target = np.full(code.size, -1, dtype=np.int64)
+        kept_group = code >= 0
+        target[kept_group] = np.searchsorted(groups, code[kept_group])
+        keep = target[part.unit_group] >= 0
+        cells = part.cells[:, keep]
+        old_group, value = np.divmod(cells.indices.astype(np.int64), n_values)
+        matrices.append(
+            sparse.csc_matrix(
+                (cells.data, target[old_group] * n_values + value, cells.indptr),
+                shape=(groups.size * n_values, int(keep.sum())),
+            )
+        )
+        pieces.append(
+            (target[part.unit_group[keep]], part.multiplicity[keep], part.m[keep], part.agree[keep],
+             part.observed_tree[keep])
+        )
+    columns = [np.concatenate(column) for column in zip(*pieces, strict=True)]
+    return Units(
+        groups=groups,
+        unit_group=columns[0].astype(np.int64),
+        multiplicity=columns[1],
+        m=columns[2],
+        agree=columns[3],
+        observed_tree=columns[4],
+        cells=sparse.hstack(matrices, format="csc"),
+        n_values=n_values,
+    )
 
 
 def _level_units(answers: Answers, space: ValueSpace, level: int | None) -> Iterator[Units]:
@@ -407,6 +480,8 @@ def _summarised(
     empty = _block(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     if grouping == "level":
         units: Iterator[Units] = _level_units(answers, space, level)
+    elif grouping.startswith("subtree"):
+        units = _subtree_units(con, answers, space, grouping.endswith("week"))
     else:
         units = (build_units(rows, space) for rows in _rows(con, answers, space, grouping))
     tables = [_table(block, space, replicates, metric) for block in units]
