@@ -142,12 +142,13 @@ def reliability_table(confidence: npt.ArrayLike, hit: npt.ArrayLike, bins: int =
 
 
 def expected_calibration_error(confidence: npt.ArrayLike, hit: npt.ArrayLike, bins: int = BINS) -> float:
-    """Sum over bins of (bin share) x |mean hit - mean confidence|; NaN without data."""
-    table = reliability_table(confidence, hit, bins)
-    if table.empty:
+    """Sum over bins of (bin share) x |mean hit - mean confidence|, which is sum |hits - confidences| per bin
+    over all rows: one bincount, where a calibration table computes dozens of these. NaN without data."""
+    c = np.asarray(confidence, dtype=float)
+    if c.size == 0:
         return float("nan")
-    weight = table["n"] / table["n"].sum()
-    return float((weight * (table["accuracy"] - table["mean_confidence"]).abs()).sum())
+    gap = np.bincount(bin_index(c, bins), weights=np.asarray(hit, dtype=float) - c, minlength=bins)
+    return float(np.abs(gap).sum() / c.size)
 
 
 def brier(prob: FloatArray, target: npt.NDArray[np.int64]) -> FloatArray:
@@ -213,12 +214,16 @@ def default_model(con: duckdb.DuckDBPyConnection) -> str | None:
 def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldMatrix | None:
     """Dense probabilities of the gold items in scope; the gold on each cut comes from ``d_pred_level``."""
     scope = item_scope(con, f, gold_only=True)
-    rows = con.execute(
-        "SELECT l.item_idx, l.node_id, l.p FROM d_pred_leaf l JOIN d_item_outcomes o USING (item_idx) "  # noqa: S608 - scope from item_scope
+    leaves = con.execute("SELECT node_id, lineage FROM " + NODES + " n WHERE is_leaf ORDER BY node_id").df()  # noqa: S608 - fixed text
+    # Each probability's leaf column found in SQL (-1: not a leaf of the tree), not by string lookups in pandas.
+    rows = arrays(
+        con,
+        "SELECT l.item_idx, CAST(coalesce(list_position(?, l.node_id), 0) - 1 AS INTEGER) AS leaf, l.p "
+        "FROM d_pred_leaf l JOIN d_item_outcomes o USING (item_idx) "
         "WHERE l.model = ? AND o.gold_node IS NOT NULL AND " + scope.sql,
-        [model, *scope.params],
-    ).df()
-    if rows.empty:
+        [leaves["node_id"].tolist(), model, *scope.params],
+    )
+    if rows["item_idx"].size == 0:
         return None
     gold = con.execute(
         "SELECT p.item_idx, p.level, p.gold_node, o.gold_node AS gold_leaf, coalesce(o.branch, 'none') AS branch "
@@ -226,14 +231,11 @@ def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldM
         "WHERE p.model = ? AND o.gold_node IS NOT NULL AND " + scope.sql + " ORDER BY p.item_idx, p.level",
         [model, *scope.params],
     ).df()
-    leaves = con.execute("SELECT node_id, lineage FROM " + NODES + " n WHERE is_leaf ORDER BY node_id").df()  # noqa: S608 - fixed text
     leaf_col = pd.Series(np.arange(len(leaves)), index=leaves["node_id"])
     items = np.unique(gold["item_idx"].to_numpy())
     prob = np.zeros((items.size, len(leaves)))
-    known = rows["node_id"].isin(leaf_col.index)
-    prob[np.searchsorted(items, rows["item_idx"][known]), leaf_col[rows["node_id"][known]].to_numpy()] = rows["p"][
-        known
-    ]
+    known = rows["leaf"] >= 0
+    prob[np.searchsorted(items, rows["item_idx"][known]), rows["leaf"][known]] = rows["p"][known]
     prob /= np.maximum(prob.sum(axis=1, keepdims=True), 1e-300)
     levels = int(gold["level"].max())
     cut, gold_cut = [], []
@@ -312,11 +314,17 @@ def _table_rows(
     ]
     scopes += [("level", str(lv + 1), every, lv, overall) for lv in range(len(m.cut))]
     scopes += [("branch", str(b), m.branch == b, leaf_level, fits[("branch", str(b))]) for b in sorted(set(m.branch))]
-    scaled_overall = None if overall is None else scale(m.prob, overall.temperature)
+    # Every level's probabilities of all items, before and after the overall temperature, computed once: the
+    # overall row is the leaf level again, and a branch's rows before temperature are a slice of the leaf level.
+    at_level = {lv: level_probabilities(m.prob, m.cut[lv]) for lv in range(len(m.cut))}
+    scaled_at_level: dict[int, FloatArray] = {}
+    if overall is not None:
+        scaled = scale(m.prob, overall.temperature)
+        scaled_at_level = {lv: level_probabilities(scaled, m.cut[lv]) for lv in range(len(m.cut))}
     out = []
     for scope, name, mask, level, fit in scopes:
         target = m.gold_cut[level][mask]
-        conf, hit, score = _scores(level_probabilities(m.prob[mask], m.cut[level]), target)
+        conf, hit, score = _scores(at_level[level][mask], target)
         row: dict[str, object] = {
             "model": model,
             "scope": scope,
@@ -329,10 +337,11 @@ def _table_rows(
             "brier_after_temperature": None,
         }
         if fit is not None and conf.size:
-            scaled = scaled_overall[mask] if fit is overall and scaled_overall is not None else None
-            if scaled is None:
-                scaled = scale(m.prob[mask], fit.temperature)
-            conf_t, hit_t, score_t = _scores(level_probabilities(scaled, m.cut[level]), target)
+            if fit is overall:
+                after = scaled_at_level[level][mask]
+            else:
+                after = level_probabilities(scale(m.prob[mask], fit.temperature), m.cut[level])
+            conf_t, hit_t, score_t = _scores(after, target)
             row.update(
                 temperature=fit.temperature,
                 ece_after_temperature=expected_calibration_error(conf_t, hit_t, bins),
