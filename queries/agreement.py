@@ -89,8 +89,9 @@ LINEAGES = (
 )
 # One row per answer, no GROUP BY: the answers are sorted by item in numpy after the scan (d_answers is
 # written unordered; a DuckDB ORDER BY here holds the sorted rows and the fetched copy at once, which costs
-# more memory than the numpy argsort), so every grouping is array indexing in numpy. ``{W}`` is a window
-# expression from a fixed allow-list (WINDOW_DAYS); day is its start in days since 1970.
+# more memory than the numpy argsort), so every grouping is array indexing in numpy. The day column comes from
+# a fixed allow-list of windows (WINDOW_DAYS): each answer's window start in days since 1970, stored at refresh
+# for weeks.
 RAW_VALUES = "SELECT a.item_idx, a.value_idx AS v"
 RAW_ANNOTATOR = ", a.annotator_idx"
 RAW_FROM = " FROM d_answers a WHERE {P}"
