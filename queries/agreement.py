@@ -79,7 +79,8 @@ STORED = {by: "d_agreement_" + by for by in GROUPINGS}
 STORED_PAIRS = "d_agreement_pairs"
 STORED_TOP = 15
 BRANCH_WEEK_STRIDE = 1_000_000  # days since 1970 stay far below this
-DAYLESS = ("overall", "level")  # groupings that never read an answer's day: the scan skips the column
+# Groupings that never read an answer's day: the scan skips the column, and keeps answers without a timestamp.
+DAYLESS = ("overall", "level", "branch", "subtree")
 
 # Node ids in a fixed order: values are indexed by it in SQL (d_nodes.value_idx, list_position) and in numpy.
 # Each node's path in the version the answers are mapped to (the as-of version), else its newest one.
@@ -95,9 +96,14 @@ LINEAGES = (
 RAW_VALUES = "SELECT a.item_idx, a.value_idx AS v"
 RAW_ANNOTATOR = ", a.annotator_idx"
 RAW_FROM = " FROM d_answers a WHERE {P}"
+# Per window: the day column, and the condition that leaves out answers without a timestamp, which belong to no
+# window (read as day 0 they would all land in one week of 1970, inside any reference window).
 WINDOW_DAYS = {
-    "week": ", a.day",
-    "month": ", CAST(date_diff('day', DATE '1970-01-01', date_trunc('month', a.created_at)) AS INTEGER) AS day",
+    "week": (", a.day", " AND a.day IS NOT NULL"),
+    "month": (
+        ", CAST(date_diff('day', DATE '1970-01-01', date_trunc('month', a.created_at)) AS INTEGER) AS day",
+        " AND a.created_at IS NOT NULL",
+    ),
 }
 CONSENSUS = "SELECT item_idx, CAST(coalesce(list_position(?, consensus_node), 0) - 1 AS SMALLINT) AS c FROM d_items"
 
@@ -224,8 +230,8 @@ def fetch(
 ) -> Fetched:
     """The answers of scan, unsorted, and each answer's annotator index when ``annotator``."""
     clause, params = f.where("a")
-    day = "" if window is None else WINDOW_DAYS[window]
-    sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause)
+    day, dated = ("", "") if window is None else WINDOW_DAYS[window]
+    sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause) + dated
     raw = arrays(con, sql, params)
     return Fetched(
         np.asarray(raw["item_idx"]),
@@ -292,9 +298,9 @@ def _rows(
         yield _block(np.zeros(item.size, dtype=np.int8), item, value)
         return
     depths = space.ancestors.shape[0]
-    if answers.day is None:
-        raise ValueError("grouping " + grouping + " needs the answers' days")
     day = answers.day
+    if day is None and grouping.endswith("week"):
+        raise ValueError("grouping " + grouping + " needs the answers' days")
     if grouping == "week":
         # One packed sort by (week, item) gives the blocks as slices (the answers all have a value here).
         day, item, value = packed_sort(day, item, value)
@@ -313,7 +319,7 @@ def _rows(
         mapped = seen[np.maximum(branch, 0), value]
         mapped[branch < 0] = -1
         code = branch.astype(np.int64) * BRANCH_WEEK_STRIDE
-        if grouping.endswith("week"):
+        if grouping.endswith("week") and day is not None:
             code += day
             yield from _in_blocks(code, item, mapped, day)
         else:
@@ -878,10 +884,16 @@ def _pairs(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> pd.DataFrame
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Alpha is a global ratio over all items, so every table is recomputed in full, from one scan."""
+    """Alpha is a global ratio over all items, so every table is recomputed in full: the groupings without days
+    from one scan of every answer, the weekly one from the answers that have a timestamp, as a page asks."""
     space = value_space(con)
-    answers = scan(con, Filters())
-    frames = {table: grouped_answers(con, answers, space, by)[TABLE_COLUMNS] for by, table in STORED.items()}
+    frames: dict[str, pd.DataFrame] = {}
+    for window in (None, "week"):
+        answers = scan(con, Filters(), window)
+        for by, table in STORED.items():
+            if (by in DAYLESS) == (window is None):
+                frames[table] = grouped_answers(con, answers, space, by)[TABLE_COLUMNS]
+        del answers
     frames[STORED_PAIRS] = _pairs(con, Filters(), STORED_TOP)
     for table, frame in frames.items():
         frame_writes.store(con, table, frame)

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
-from queries import agreement, derived_base
+from queries import agreement, derived_base, drift
 from queries.alpha import alpha_from_counts
 from queries.connection import memory
 from queries.errors import LabelgovError
@@ -341,6 +341,34 @@ def test_week_table_does_not_depend_on_the_answers_order(con) -> None:
     unordered = agreement.scan(con, Filters(), ordered=False)
     shuffled = unordered.where(np.random.default_rng(0).permutation(unordered.item.size))
     pd.testing.assert_frame_equal(agreement.grouped_answers(con, shuffled, space, "week", 20), ordered)
+
+
+def test_answers_without_a_timestamp_count_everywhere_but_in_weekly_views(answers: pd.DataFrame) -> None:
+    undated = answers.copy()
+    undated.loc[undated.index % 4 == 0, "created_at"] = pd.NaT
+    c = warehouse(undated)
+    derived_base.build(c)
+    assert agreement.refresh_step(c, RefreshContext(full=True, since_batch=0, touched_items=0)) == "full"
+    dated = undated.dropna(subset=["created_at"])
+    week_of = dated["created_at"].dt.to_period("W-SUN").dt.start_time.dt.date.astype(str)
+    live = Filters(stages=("initial",))  # every answer, computed from the answers rather than the stored table
+    for f in (Filters(), live):
+        weekly = agreement.agreement_table(c, f, by="week").set_index("group")
+        assert list(weekly.index) == sorted(week_of.unique())  # no week of 1970 for the undated answers
+        for week, frame in dated.groupby(week_of):
+            assert weekly.loc[week, "alpha_nominal"] == pytest.approx(reference_alpha(frame, NODES), abs=1e-9)
+        overall = agreement.agreement_table(c, f).iloc[0]
+        per_item = undated.groupby("item_id").size()
+        assert overall["n_answers"] == per_item[per_item >= 2].sum()  # pairable answers, dated or not
+        assert overall["alpha_nominal"] == pytest.approx(reference_alpha(undated, NODES), abs=1e-9)
+        consensus = dict(c.execute("SELECT item_id, consensus_node FROM d_items").fetchall())
+        branches = agreement.agreement_table(c, f, by="branch").set_index("group")
+        for branch in branches.index:
+            frame = branch_frame(undated, consensus, branch)
+            assert branches.loc[branch, "alpha_nominal"] == pytest.approx(reference_alpha(frame, NODES), abs=1e-9)
+    counts = drift.label_counts(agreement.scan(c, Filters()), agreement.value_space(c))
+    assert counts["week"].min() == pd.Timestamp(min(week_of))
+    c.close()
 
 
 def test_refresh_stores_the_unfiltered_tables(con) -> None:
