@@ -124,23 +124,6 @@ def bin_index(confidence: npt.ArrayLike, bins: int = BINS) -> npt.NDArray[np.int
     return np.clip(np.ceil(c * bins).astype(np.int64) - 1, 0, bins - 1)
 
 
-def reliability_table(confidence: npt.ArrayLike, hit: npt.ArrayLike, bins: int = BINS) -> pd.DataFrame:
-    """Mean confidence, mean hit and count per non-empty bin."""
-    c = np.asarray(confidence, dtype=float)
-    h = np.asarray(hit, dtype=float)
-    b = bin_index(c, bins)
-    n = np.bincount(b, minlength=bins)
-    used = np.flatnonzero(n)
-    return pd.DataFrame(
-        {
-            "bin": used,
-            "mean_confidence": np.bincount(b, weights=c, minlength=bins)[used] / n[used],
-            "accuracy": np.bincount(b, weights=h, minlength=bins)[used] / n[used],
-            "n": n[used],
-        }
-    )
-
-
 def expected_calibration_error(confidence: npt.ArrayLike, hit: npt.ArrayLike, bins: int = BINS) -> float:
     """Sum over bins of (bin share) x |mean hit - mean confidence|, which is sum |hits - confidences| per bin
     over all rows: one bincount, where a calibration table computes dozens of these. NaN without data."""
