@@ -91,13 +91,25 @@ FIRST_WEEK = "SELECT min(a.week) FROM d_answers a WHERE {P}"
 
 
 def _reference_end(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.Timestamp | None:
-    if reference_weeks < 1:
-        raise LabelgovError(f"the reference window needs at least one week, got {reference_weeks}")
+    _check_reference(reference_weeks)
     clause, params = f.where("a")
     row = first_row(con.execute(FIRST_WEEK.replace("{P}", clause), params))
     if not row or row[0] is None:
         return None
     return pd.Timestamp(row[0]) + pd.Timedelta(weeks=reference_weeks)
+
+
+def _reference_end_of(answers: agreement.Fetched, reference_weeks: int) -> pd.Timestamp | None:
+    """_reference_end from answers fetched by week (which leaves out the undated ones, as min(week) does)."""
+    _check_reference(reference_weeks)
+    if answers.day is None or answers.day.size == 0:
+        return None
+    return pd.Timestamp(int(answers.day.min()), unit="D") + pd.Timedelta(weeks=reference_weeks)
+
+
+def _check_reference(reference_weeks: int) -> None:
+    if reference_weeks < 1:
+        raise LabelgovError(f"the reference window needs at least one week, got {reference_weeks}")
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
@@ -783,13 +795,14 @@ def _frames(
     filtered drift page waits for the CPU time, not the sum of the steps. Refresh leaves it off: it runs
     unfiltered, where several analyses' arrays at once would cost its memory budget more than the seconds
     are worth."""
-    end = None if _no_window_after_reference(f, reference_weeks) else _reference_end(con, f, reference_weeks)
+    end = None
     scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None
     fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None
     in_scope = None
-    if end is not None:
+    if not _no_window_after_reference(f, reference_weeks):
         space = agreement.value_space(con)
         fetched = (agreement.fetch(con, f, annotator=True), space)
+        end = _reference_end_of(fetched[0], reference_weeks)
         # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
         in_scope = None if f.is_empty() else _mask(fetched[0].item)
         scanned = (fetched[0].sorted(), space)
