@@ -450,9 +450,11 @@ def _cuts(sorted_key: np.ndarray) -> list[int]:
     so no key spans two blocks."""
     key_starts = np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1
     cuts = [0]
-    for start in key_starts.tolist():
-        if start - cuts[-1] >= BLOCK_ROWS:
-            cuts.append(start)
+    while True:  # one step per block, not per key: keys can be a million items
+        at = int(np.searchsorted(key_starts, cuts[-1] + BLOCK_ROWS))
+        if at == key_starts.size:
+            break
+        cuts.append(int(key_starts[at]))
     cuts.append(sorted_key.size)
     return cuts
 

@@ -309,6 +309,21 @@ def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
     pd.testing.assert_frame_equal(agreement.grouped_answers(con, answers, space, grouping), whole)
 
 
+@pytest.mark.parametrize("block_rows", [1, 3, 7])
+def test_blocks_close_at_the_first_key_change_after_block_rows(
+    block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agreement, "BLOCK_ROWS", block_rows)
+    rng = np.random.default_rng(block_rows)
+    for _ in range(300):
+        key = np.sort(rng.integers(0, 6, rng.integers(0, 40)))
+        expected = [0]
+        for row in range(1, key.size):  # the definition, row by row
+            if key[row] != key[row - 1] and row - expected[-1] >= block_rows:
+                expected.append(row)
+        assert agreement._cuts(key) == [*expected, key.size]
+
+
 def test_levels_from_collapsed_patterns_equal_levels_from_every_answer(con) -> None:
     """_level_units collapses the answers once and then the patterns per level: the same patterns, order, unit
     counts and so the same bootstrap intervals as building each level from every answer."""
