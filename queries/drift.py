@@ -436,14 +436,15 @@ def _agreement_drift(
         answers = agreement.scan(con, f)
     else:
         answers, space = scanned
+    if answers.day is None:
+        raise ValueError("agreement drift needs the answers' weeks")
     # Weeks start on Mondays and the reference ends on one, so an answer is in the reference window exactly
-    # when its week starts before the end.
-    early = answers.where(answers.day < (end - pd.Timestamp("1970-01-01")).days) if answers.day is not None else answers
-    reference = agreement.grouped_answers(con, early, space, "subtree", bootstrap).set_index("group")
-    weekly = agreement.grouped_answers(con, answers, space, "subtree_week", bootstrap)
-    weekly = weekly[weekly["week"] >= _label(end)].merge(
-        reference, left_on="branch", right_index=True, suffixes=("", "_ref")
-    )
+    # when its week starts before the end; only the windows after it are compared, so the weekly grouping
+    # reads only their answers.
+    early = answers.day < (end - pd.Timestamp("1970-01-01")).days
+    reference = agreement.grouped_answers(con, answers.where(early), space, "subtree", bootstrap).set_index("group")
+    weekly = agreement.grouped_answers(con, answers.where(~early), space, "subtree_week", bootstrap)
+    weekly = weekly.merge(reference, left_on="branch", right_index=True, suffixes=("", "_ref"))
     change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
     se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (
         2 * agreement.Z95
