@@ -41,8 +41,11 @@ Recorder = Callable[[duckdb.DuckDBPyConnection, str, dict[str, Any]], None]
 ENV_DB = "LABELGOV_DB"
 LOCK_WAIT_S = float(os.environ.get("LABELGOV_LOCK_WAIT_S", "60"))
 # Bulk rebuilds spill to disk past this much buffer memory instead of growing with the warehouse, so a
-# refresh of ten million answers fits a small machine; pandas frames handed to numpy come on top.
-BULK_MEMORY_LIMIT = "768MB"
+# refresh of ten million answers fits a small machine; pandas frames handed to numpy come on top. DuckDB
+# does not always hand its cache back before a numpy-heavy step (Dawid-Skene adds about 1 GB at ten million
+# answers): at 768 MB the refresh peaked at 1.6 or 2.0 GB from run to run, at 512 MB at 1.6-1.8 GB, for
+# about 2 s more.
+BULK_MEMORY_LIMIT = "512MB"
 
 
 def resolve_db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:

@@ -34,7 +34,13 @@ def arrays(
     # it: a trivial execute() leaves the connection as fetchnumpy's callers found it.
     con.execute("SELECT 1").fetchall()
     table = con.sql(sql, params=params).to_arrow_table()
-    return {name: _plain(column) for name, column in zip(table.column_names, table.columns, strict=True)}
+    out: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        # A column in several chunks is copied into one array: drop each column from the table once read, so
+        # that at most one column exists twice (the answers of a refresh are hundreds of megabytes).
+        out[name] = _plain(table.column(name))
+        table = table.drop_columns([name])
+    return out
 
 
 def _plain(column: pa.ChunkedArray) -> np.ndarray:
