@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 MATRIX_COLUMNS = ["branch", "week", "js", "psi", "chi2", "p_value", "p_adjusted", "n"]
 ALERT_COLUMNS = ["branch", "week", "metric", "size", "p_value", "p_adjusted", "windows"]
 METRICS = ("js", "psi", "chi2")
-WINDOWS = {"week": "a.week", "month": "date_trunc('month', a.created_at)"}
 PSI_FLOOR = 1e-4
 ALERT_P = 1e-3
 ALERT_SIZE = {
@@ -169,10 +168,8 @@ def drift_matrix(
     reference_weeks: int = REFERENCE_WEEKS,
 ) -> pd.DataFrame:
     """Each branch's child distribution per window against the reference, largest ``metric`` first."""
-    if metric not in METRICS:
-        raise LabelgovError(f"unknown drift metric {metric!r}; use one of {', '.join(METRICS)}")
-    if window not in WINDOWS:
-        raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+    _check_metric(metric)
+    _check_window(window)
     if window != "week":
         return by_metric(_matrix(con, f, window, reference_weeks), metric)
     if _no_window_after_reference(f, reference_weeks):
@@ -180,6 +177,16 @@ def drift_matrix(
     else:
         frame = _stored_or_live(con, f, reference_weeks, "matrix", lambda: _matrix(con, f, window, reference_weeks))
     return by_metric(frame, metric)
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise LabelgovError(f"unknown drift metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def _check_window(window: str) -> None:
+    if window not in agreement.WINDOW_DAYS:
+        raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(agreement.WINDOW_DAYS)}")
 
 
 def by_metric(matrix: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -372,8 +379,7 @@ def label_share_drift(
     """Each node's share of its parent's answers per window against the reference (two-proportion z-test on
     the design-effect counts): the view in which a branch that grows or shrinks is itself the finding.
     Top-level areas have the parent "(all)"."""
-    if window not in WINDOWS:
-        raise LabelgovError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
+    _check_window(window)
     if window != "week":
         return _shares(con, f, window, reference_weeks)
     return _stored_or_live(con, f, reference_weeks, "shares", lambda: _shares(con, f, window, reference_weeks))
@@ -767,8 +773,7 @@ class DriftReport:
 
     def matrix_by(self, metric: str) -> pd.DataFrame:
         """drift_matrix(con, f, metric) of the same filter."""
-        if metric not in METRICS:
-            raise LabelgovError(f"unknown drift metric {metric!r}; use one of {', '.join(METRICS)}")
+        _check_metric(metric)
         return by_metric(self.matrix, metric)
 
     def top_alerts(self, limit: int = 20) -> pd.DataFrame:
