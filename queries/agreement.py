@@ -54,7 +54,8 @@ from queries import frame_writes
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.results import arrays, first_row
+from queries.results import arrays
+from queries.soft_labels import table_exists
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -822,17 +823,12 @@ def alpha(
     )
 
 
-def is_stored(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = first_row(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]))
-    return bool(row and row[0])
-
-
 def agreement_table(
     con: duckdb.DuckDBPyConnection, f: Filters, by: str = "overall", bootstrap: int = 0
 ) -> pd.DataFrame:
     """One row per group: the refreshed table when unfiltered, computed from the answers otherwise."""
     _check("nominal", by)
-    if f.is_empty() and is_stored(con, STORED[by]):
+    if f.is_empty() and table_exists(con, STORED[by]):
         return con.execute("SELECT * FROM " + STORED[by] + " ORDER BY 1").df()  # noqa: S608 - allow-listed name
     return grouped(con, f, by, bootstrap)[TABLE_COLUMNS]
 
@@ -872,7 +868,7 @@ def pairwise_kappa(con: duckdb.DuckDBPyConnection, f: Filters, top: int = 15) ->
     labelled; when an annotator answered an item more than once, their latest answer counts."""
     if top < 2:
         raise LabelgovError(f"pairwise kappa needs at least two annotators, got top={top}")
-    if f.is_empty() and top == STORED_TOP and is_stored(con, STORED_PAIRS):
+    if f.is_empty() and top == STORED_TOP and table_exists(con, STORED_PAIRS):
         return con.execute("SELECT * FROM " + STORED_PAIRS + " ORDER BY 1, 2").df()  # noqa: S608 - fixed name
     return _pairs(con, f, top)
 

@@ -220,7 +220,7 @@ def _refreshed_answer(con: duckdb.DuckDBPyConnection, f: Filters, reference_week
     return (
         f.is_empty()
         and reference_weeks == REFERENCE_WEEKS
-        and all(agreement.is_stored(con, STORED[key]) for key in keys)
+        and all(soft_labels.table_exists(con, STORED[key]) for key in keys)
     )
 
 
@@ -600,7 +600,7 @@ def _model(
     empty = pd.DataFrame({c: [] for c in ["branch", *RATE_COLUMNS]})
     if end is None:
         return empty
-    if agreement.is_stored(con, PREDICTIONS_TABLE):
+    if soft_labels.table_exists(con, PREDICTIONS_TABLE):
         rows = arrays(con, "SELECT * FROM " + PREDICTIONS_TABLE)  # noqa: S608 - fixed name
     else:
         rows = arrays(con, PREDICTION_ROWS)
