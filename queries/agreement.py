@@ -12,7 +12,9 @@ Definitions:
   tree, and an answer at a parent is half as far from its child as a sibling. A node id keeps the
   lineage of the newest tree version it appears in. Alpha is unchanged by rescaling delta, so the
   normalisation only makes the matrix readable.
-- Level L. Every answer is replaced by its ancestor at depth L; answers coarser than L drop out.
+- Level L. Every answer is replaced by its ancestor at depth L; a leaf above L stands for itself (it is as
+  fine as its branch goes: the soft labels' cut at L), and internal nodes above L, too coarse to place at L,
+  drop out.
 - Branch B (an internal node). The items whose consensus lies under B (the Filters branch semantics);
   answers inside B are coarsened to B's child on their path, answers outside B keep their own node
   (so they still count as disagreement), and answers at B or above it, too coarse to choose a child,
@@ -130,6 +132,12 @@ class ValueSpace:
     @property
     def depth(self) -> npt.NDArray[np.int64]:
         return (self.ancestors >= 0).sum(axis=0)
+
+    def at_level(self, values: np.ndarray, level: int) -> np.ndarray:
+        """Each value's node on the cut at ``level`` (see Level L in the module notes): its ancestor there, itself
+        for a leaf above the level, -1 for an internal node above it."""
+        shallow_leaf = ~self.internal[values] & (self.depth[values] < level)
+        return np.where(shallow_leaf, values, self.ancestors[level - 1, values])
 
     def coarsened(self) -> npt.NDArray[np.int64]:
         """[branch, value] -> the value seen from the branch: its child on the value's path when the value lies
@@ -419,7 +427,7 @@ def _level_units(answers: Answers, space: ValueSpace, level: int | None) -> Iter
     cells = own.tocoo()  # one group: a cell's row is its value, its column its pattern
     count = cells.data.astype(np.int64)
     for lv in levels:
-        mapped = space.ancestors[lv - 1, cells.row]
+        mapped = space.at_level(cells.row, lv)
         keep = mapped >= 0
         rows = {"g": np.full(int(keep.sum()), lv, dtype=np.int8), "item_idx": cells.col[keep], "v": mapped[keep]}
         yield build_units({**rows, "n": count[keep]}, space, multiplicity)

@@ -138,8 +138,10 @@ def test_alpha_matches_krippendorff_nominal_tree_and_levels(con, answers: pd.Dat
     assert nominal.n_items == int((per_item >= 2).sum())
     assert nominal.n_answers == int(per_item[per_item >= 2].sum())
     for level in (1, 2, 3):
-        mapped = answers[answers["node_id"].map(len_lineage) >= level].assign(
-            node_id=lambda x, lv=level: x["node_id"].map(lambda n: LINEAGE[n][lv - 1])
+        # A leaf above the level (b2, c) stands for itself there; internal nodes above it drop out.
+        reaches = (answers["node_id"].map(len_lineage) >= level) | answers["node_id"].isin(LEAVES)
+        mapped = answers[reaches].assign(
+            node_id=lambda x, lv=level: x["node_id"].map(lambda n: LINEAGE[n][min(lv, len(LINEAGE[n])) - 1])
         )
         got = agreement.alpha(con, Filters(), level=level, bootstrap=0)
         got_tree = agreement.alpha(con, Filters(), metric="tree", level=level, bootstrap=0)
@@ -332,7 +334,7 @@ def test_levels_from_collapsed_patterns_equal_levels_from_every_answer(con) -> N
     levels = list(agreement._level_units(answers, space, None))
     assert len(levels) == space.ancestors.shape[0]
     for lv, units in enumerate(levels, start=1):
-        mapped = space.ancestors[lv - 1, answers.value]
+        mapped = space.at_level(answers.value, lv)
         code = np.full(answers.item.size, lv, dtype=np.int8)
         direct = agreement.build_units(agreement._block(code, answers.item, mapped), space)
         assert np.array_equal(units.multiplicity, direct.multiplicity)
