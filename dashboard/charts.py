@@ -267,12 +267,21 @@ def reliability_diagram(bins: pd.DataFrame, title: str) -> go.Figure:
 
 
 def interval_bars(
-    frame: pd.DataFrame, x: str, y: str, low: str, high: str, title: str, x_title: str, y_title: str, ids: str
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    low: str,
+    high: str,
+    title: str,
+    x_title: str,
+    y_title: str,
+    ids: str,
+    empty: str,
 ) -> go.Figure:
-    """Point estimates with their intervals as error bars, ids in custom_data."""
+    """Point estimates with their intervals as error bars, ids in custom_data; ``empty`` says why none show."""
     shown = frame.dropna(subset=[y])
     if shown.empty:
-        return empty_figure(title, "No gold labels to measure accuracy against")
+        return empty_figure(title, empty)
     fig = go.Figure(
         go.Scatter(
             x=shown[x],

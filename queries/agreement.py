@@ -834,11 +834,15 @@ def alpha(
 def agreement_table(
     con: duckdb.DuckDBPyConnection, f: Filters, by: str = "overall", bootstrap: int = 0
 ) -> pd.DataFrame:
-    """One row per group: the refreshed table when unfiltered, computed from the answers otherwise."""
+    """One row per group: the refreshed table when unfiltered with analytic intervals (what refresh stores),
+    computed from the answers otherwise."""
     _check("nominal", by)
-    if f.is_empty() and table_exists(con, STORED[by]):
+    if bootstrap < 0:
+        raise LabelgovError(f"the bootstrap needs zero (analytic intervals) or more replicates, got {bootstrap}")
+    if f.is_empty() and bootstrap == 0 and table_exists(con, STORED[by]):
         return con.execute("SELECT * FROM " + STORED[by] + " ORDER BY 1").df()  # noqa: S608 - allow-listed name
-    return grouped(con, f, by, bootstrap)[TABLE_COLUMNS]
+    # In group order, as the stored tables are read: the same rows in the same order with or without filters.
+    return grouped(con, f, by, bootstrap)[TABLE_COLUMNS].sort_values("group", ignore_index=True)
 
 
 # Integer keys throughout (annotator_idx, the answer's node as an integer code): only the chosen annotators'

@@ -412,6 +412,8 @@ def test_bad_arguments_say_what_to_fix(con) -> None:
         agreement.alpha(con, Filters(), metric="ordinal")
     with pytest.raises(LabelgovError, match="group"):
         agreement.agreement_table(con, Filters(), by="month")
+    with pytest.raises(LabelgovError, match="bootstrap"):
+        agreement.agreement_table(con, Filters(), by="level", bootstrap=-5)
     with pytest.raises(LabelgovError, match="level"):
         agreement.alpha(con, Filters(), level=0)
     too_deep = agreement.alpha(con, Filters(), level=9)
@@ -426,6 +428,18 @@ def test_real_face_sentiment_alpha_matches_krippendorff(face_con) -> None:
     tree = agreement.alpha(face_con, Filters(), metric="tree", bootstrap=0)
     assert nominal.value == pytest.approx(reference_alpha(answers, space.node_ids), abs=1e-9)
     assert tree.value == pytest.approx(reference_alpha(answers, space.node_ids, space.delta2), abs=1e-9)
+    # Per level, the depth-1 leaf "neutral" stands for itself below its depth rather than dropping out.
+    nodes = face_con.execute("SELECT node_id, lineage, is_leaf FROM d_nodes").df()
+    lineage = dict(zip(nodes["node_id"], nodes["lineage"].map(list), strict=True))
+    leaves = set(nodes.loc[nodes["is_leaf"], "node_id"])
+    assert any(len(lineage[n]) == 1 for n in leaves)
+    for level in range(1, max(map(len, lineage.values())) + 1):
+        reaches = answers[answers["node_id"].map(lambda n, lv=level: len(lineage[n]) >= lv or n in leaves)]
+        on_cut = reaches["node_id"].map(lambda n, lv=level: lineage[n][min(lv, len(lineage[n])) - 1])
+        mapped = reaches.assign(node_id=on_cut)
+        got = agreement.alpha(face_con, Filters(), level=level, bootstrap=0)
+        assert got.value == pytest.approx(reference_alpha(mapped, space.node_ids), abs=1e-9)
+        assert got.n_answers == int(mapped.groupby("item_id").size().loc[lambda s: s >= 2].sum())
 
 
 @pytest.mark.parametrize("name", ["duck_identification", "product_matching"])

@@ -23,9 +23,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.components import fmt
 from dashboard.navigation import PAGES, ROLE_PAGES
+from dashboard.views import label_tree
 from governance import proposals
 from governance.roles import Role, grant
-from queries import contested, escalation, overview, reliability
+from queries import agreement, contested, escalation, overview, reliability
 from queries.connection import connect
 from queries.filters import Filters
 from tests.conftest import TINY_TREE, cached_demo
@@ -151,6 +152,31 @@ def test_label_tree_sunburst_confusion_and_contested(demo_db: Path, monkeypatch:
     assert not at.exception
     posterior = next(s for s in specs(at) if s["data"] and s["data"][0]["type"] == "sunburst")
     assert array(posterior["data"][0]["values"]) != array(sun["data"][0]["values"])
+
+
+def test_label_tree_agreement_table_by_grouping_with_bootstrap_intervals(
+    demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = go(open_app(demo_db, Role.ANALYST, monkeypatch), "label_tree")
+    at.selectbox(key="lt_agreement_by").set_value("Branch").run()
+    shown = next(df.value for df in at.dataframe if "alpha_nominal" in df.value.columns)
+    analytic = query(demo_db, agreement.agreement_table, Filters(), by="branch")
+    assert shown["group"].tolist() == analytic["group"].tolist()
+    assert shown["alpha_nominal"].tolist() == pytest.approx(analytic["alpha_nominal"].tolist())
+    bars = next(s for s in specs(at) if s["layout"]["title"]["text"] == "Agreement (alpha) by branch")
+    drawn = analytic.dropna(subset=["alpha_nominal"])["alpha_nominal"]
+    assert array(bars["data"][0]["y"]) == pytest.approx(drawn.tolist())
+    at.toggle(key="lt_bootstrap").set_value(True).run()
+    assert not at.exception
+    booted = next(df.value for df in at.dataframe if "alpha_nominal" in df.value.columns)
+    expected = query(demo_db, agreement.agreement_table, Filters(), by="branch",
+                     bootstrap=label_tree.BOOTSTRAP_REPLICATES)
+    assert booted["ci_low"].tolist() == pytest.approx(expected["ci_low"].tolist(), nan_ok=True)
+    assert booted["alpha_nominal"].tolist() == pytest.approx(analytic["alpha_nominal"].tolist())
+    # Percentile intervals are not the symmetric analytic ones, but estimate the same spread.
+    width = (booted["ci_high"] - booted["ci_low"]) / (analytic["ci_high"] - analytic["ci_low"])
+    assert not np.allclose(booted["ci_low"], analytic["ci_low"], equal_nan=True)
+    assert 0.5 < float(width.median()) < 2.0
 
 
 def test_disagreements_ranking_and_item_from_the_url(demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

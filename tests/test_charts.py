@@ -106,11 +106,15 @@ def test_reliability_diagram_has_a_line_per_level_and_the_diagonal() -> None:
 def test_interval_bars_error_bars_reach_the_bounds() -> None:
     frame = pd.DataFrame({"who": ["a", "b", "c"], "acc": [0.8, np.nan, 0.5], "lo": [0.6, np.nan, 0.3],
                           "hi": [0.9, np.nan, 0.8]})
-    fig = charts.interval_bars(frame, "who", "acc", "lo", "hi", "Accuracy", "Annotator", "Accuracy", ids="who")
+    fig = charts.interval_bars(frame, "who", "acc", "lo", "hi", "Accuracy", "Annotator", "Accuracy", ids="who",
+                               empty="No gold")
     trace = fig.data[0]
     assert list(trace.x) == ["a", "c"]
     assert list(trace.error_y.array) == pytest.approx([0.1, 0.3])
     assert list(trace.error_y.arrayminus) == pytest.approx([0.2, 0.2])
+    none = charts.interval_bars(frame.iloc[1:2], "who", "acc", "lo", "hi", "Accuracy", "Annotator", "Accuracy",
+                                ids="who", empty="No gold labels here")
+    assert not none.data and none.layout.annotations[0].text == "No gold labels here"
 
 
 def test_curve_with_marker_puts_the_second_curve_on_its_own_axis() -> None:

@@ -23,6 +23,7 @@ def _table(filters: Filters) -> list[str]:
         fig = charts.interval_bars(
             people.sort_values("gold_accuracy"), "annotator_id", "gold_accuracy", "wilson_low", "wilson_high",
             "Accuracy against gold, with 95% intervals", "Annotator", "Accuracy on gold", ids="annotator_id",
+            empty="No gold labels to measure accuracy against",
         )
         chart(fig, "ann_gold_accuracy", filters, "annotator")
     fig = charts.scatter(

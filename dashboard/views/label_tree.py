@@ -11,6 +11,9 @@ from dashboard.selection import selection_to_drill
 from queries import agreement, contested, soft_labels, tree_view
 from queries.filters import Filters
 
+# How the agreement table groups the answers: label -> agreement_table's ``by``.
+GROUPINGS = {"Branch": "branch", "Week": "week", "Tree level": "level", "Overall": "overall"}
+BOOTSTRAP_REPLICATES = 200
 SOURCES = {"Annotation mass": "annotations", "Latent-truth posterior (Dawid-Skene)": "posterior"}
 NODE_KEY = "lt_node_select"
 TOP = "(top level)"
@@ -66,6 +69,28 @@ def _levels(filters: Filters) -> None:
         st.plotly_chart(fig, key="lt_entropy_levels")
 
 
+def _agreement(filters: Filters) -> None:
+    st.subheader("Agreement")
+    left, right = st.columns(2)
+    label = left.selectbox("Group by", list(GROUPINGS), key="lt_agreement_by")
+    exact = right.toggle(
+        f"Percentile bootstrap ({BOOTSTRAP_REPLICATES} replicates over items; slower)", key="lt_bootstrap",
+        help="Off: the normal interval from the standard error the bootstrap converges to, computed in one pass.",
+    )
+    replicates = BOOTSTRAP_REPLICATES if exact else 0
+    by = GROUPINGS[label]
+    rows = access.query(agreement.agreement_table, filters, by=by, bootstrap=replicates)
+    kind = "percentile bootstrap" if exact else "analytic"
+    st.caption(f"Krippendorff's alpha (nominal) with 95% intervals ({kind}); alpha_tree counts a confusion between "
+               "siblings as less than one across branches. Fleiss' kappa uses the items with the most common number "
+               "of answers.")
+    fig = charts.interval_bars(rows, "group", "alpha_nominal", "ci_low", "ci_high",
+                               f"Agreement (alpha) by {label.lower()}", label, "Alpha", ids="group",
+                               empty="Fewer than two answers per item in these filters")
+    st.plotly_chart(fig, key="lt_agreement_chart")
+    table(rows, "agreement_by_" + by, filters, key="lt_agreement_table")
+
+
 def _node(filters: Filters, branches: list[str]) -> None:
     st.subheader("One node's children")
     options = [TOP, *branches]
@@ -100,6 +125,8 @@ def render(filters: Filters) -> None:
         branches = _tree(filters)
     with guarded("Measuring ambiguity per level…"):
         _levels(filters)
+    with guarded("Measuring agreement…"):
+        _agreement(filters)
     if branches:
         with guarded("Comparing the node's children…"):
             _node(filters, branches)
