@@ -12,8 +12,13 @@ model. T is fitted on gold items whose gold is a leaf, by minimising the negativ
 log T. Leaves missing from a prediction's map (sparse maps drop tiny probabilities) get ``FLOOR`` so
 that a wrong, confident prediction costs a large but finite loss.
 
-Refresh materialises ``d_pred_leaf`` (the newest prediction per item and model, one row per leaf),
-``d_pred_models`` (models and how many items each scored),
+A model is one version of a classifier, keyed ``name@version`` as in ``queries.hierarchy_accuracy``:
+versions of one classifier differ in accuracy and in calibration, so pooling them would score, and fit
+one temperature to, a mixture that was never deployed. Pages may name a classifier without its version
+when it has only one.
+
+Refresh materialises ``d_pred_leaf`` (the newest prediction per item, classifier and version, one row
+per leaf), ``d_pred_models`` (each model's key, classifier, version and how many items it scored),
 ``d_pred_level`` (per item, model and level: top node, confidence, hit and Brier against gold and
 against soft labels) and ``d_calibration`` / ``d_temperature`` for the unfiltered view.
 """
@@ -49,12 +54,12 @@ LOG_T_BOUNDS = (-3.0, 3.0)
 
 NODES = "(SELECT DISTINCT ON (node_id) node_id, is_leaf, lineage FROM d_nodes ORDER BY node_id, tree_version DESC)"
 
-# The newest prediction per item and model is picked by row id first, so that only the chosen maps are
+# The newest prediction per item and model version is picked by row id first, so that only the chosen maps are
 # unnested; dividing by the map's sum makes the sparse maps (small probabilities dropped) sum to one again.
 D_PRED_LEAF = """
 CREATE OR REPLACE TABLE d_pred_leaf AS
 WITH newest AS (
-    SELECT max_by(rowid, (created_at, batch_id)) AS r FROM predictions GROUP BY item_id, model
+    SELECT max_by(rowid, (created_at, batch_id)) AS r FROM predictions GROUP BY item_id, model, model_version
 ), entries AS (
     SELECT p.item_id, p.model, p.model_version, list_sum(map_values(p.probabilities)) AS total,
            unnest(map_keys(p.probabilities)) AS node_id, unnest(map_values(p.probabilities)) AS p
@@ -63,6 +68,14 @@ WITH newest AS (
 SELECT x.item_idx, e.item_id, e.model, e.model_version, e.node_id, e.p / e.total AS p
 FROM entries e JOIN d_item_index x USING (item_id)
 WHERE e.p > 0
+"""
+
+# The key is made on the small table, a row per model; the big ones keep the classifier and version as ingested.
+D_PRED_MODELS = """
+CREATE OR REPLACE TABLE d_pred_models AS
+SELECT model_name || '@' || model_version AS model, model_name, model_version, items
+FROM (SELECT model AS model_name, model_version, count(DISTINCT item_idx) AS items FROM d_pred_leaf
+      GROUP BY model, model_version)
 """
 
 # d_pred_level is computed in numpy on integer node codes, a chunk of items at a time: DuckDB's GROUP BY over
@@ -77,13 +90,16 @@ ORDER BY c.node_id
 """
 # A code list, bound as two parameters: the ids and their codes.
 CODE_LIST = "(SELECT unnest(?::VARCHAR[]) AS node_id, unnest(?::INTEGER[]) AS code)"
-LEAF_ROWS = """
+# A model's code is its place in ``models``: both sort by MODEL_ORDER.
+MODEL_ORDER = "items DESC, model"
+LEAF_ROWS = f"""
 SELECT l.item_idx, m.code AS model, c.code AS node, l.p
 FROM d_pred_leaf l
-JOIN (SELECT model, (row_number() OVER (ORDER BY model) - 1)::INTEGER AS code FROM d_pred_models) m USING (model)
-JOIN {codes} c USING (node_id)
+JOIN (SELECT model_name, model_version, (row_number() OVER (ORDER BY {MODEL_ORDER}) - 1)::INTEGER AS code
+      FROM d_pred_models) m ON m.model_name = l.model AND m.model_version = l.model_version
+JOIN {{codes}} c USING (node_id)
 ORDER BY l.item_idx
-"""
+"""  # noqa: S608 - the order is a fixed text
 GOLD_ROWS = "SELECT o.item_idx, c.code AS node FROM d_item_outcomes o JOIN {codes} c ON c.node_id = o.gold_node"
 # Soft shares on ids that are no node's cut still count in the item's sum of squared shares.
 SOFT_ROWS = """
@@ -186,12 +202,17 @@ class GoldMatrix(BaseModel):
     gold_cut: list[npt.NDArray[np.int64]]  # per level: the gold's cut node index, -1 when gold is above it
 
 
-def default_model(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The model that scored the most items (ties by name): what the pages show unless told otherwise."""
+def _model_names(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(key, classifier name) of every model, in MODEL_ORDER; empty before the first refresh."""
     if not _table_exists(con, "d_pred_models"):
-        return None
-    row = first_row(con.execute("SELECT model FROM d_pred_models ORDER BY items DESC, model LIMIT 1"))
-    return row[0] if row else None
+        return []
+    return con.execute("SELECT model, model_name FROM d_pred_models ORDER BY " + MODEL_ORDER).fetchall()  # noqa: S608 - fixed text
+
+
+def models(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every model as ``name@version``, the one that scored the most items first (ties by key): the first is
+    what the pages show unless told otherwise, and the list is what they offer to choose from."""
+    return [key for key, _ in _model_names(con)]
 
 
 def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldMatrix | None:
@@ -203,7 +224,8 @@ def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldM
         con,
         "SELECT l.item_idx, CAST(coalesce(list_position(?, l.node_id), 0) - 1 AS INTEGER) AS leaf, l.p "
         "FROM d_pred_leaf l JOIN d_item_outcomes o USING (item_idx) "
-        "WHERE l.model = ? AND o.gold_node IS NOT NULL AND " + scope.sql,
+        "JOIN d_pred_models m ON m.model_name = l.model AND m.model_version = l.model_version "
+        "WHERE m.model = ? AND o.gold_node IS NOT NULL AND " + scope.sql,
         [leaves["node_id"].tolist(), model, *scope.params],
     )
     if rows["item_idx"].size == 0:
@@ -261,6 +283,8 @@ def _scores(prob: FloatArray, target: npt.NDArray[np.int64]) -> tuple[FloatArray
 
 
 class TemperatureFit(BaseModel):
+    """A fitted temperature and what it does to the log loss; ``model`` is the ``name@version`` key."""
+
     model: str
     temperature: float
     nll_before: float
@@ -334,10 +358,6 @@ def _table_rows(
     return out
 
 
-def _models(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in con.execute("SELECT model FROM d_pred_models ORDER BY model").fetchall()]
-
-
 class NodeCodes(BaseModel):
     """Node ids by code and, per level (row 0 is level 1), the level's cut as matrix columns; -1 for none.
 
@@ -409,7 +429,7 @@ def _bounds(item_idx: npt.NDArray[np.int32], items: range) -> tuple[int, int]:
 
 
 def _level_chunk(
-    leaf: Arrays, soft: Arrays, gold_of: npt.NDArray[np.int64], codes: NodeCodes, models: pa.Array, items: range
+    leaf: Arrays, soft: Arrays, gold_of: npt.NDArray[np.int64], codes: NodeCodes, keys: pa.Array, items: range
 ) -> list[pa.Table]:
     """d_pred_level's rows for the items in ``items`` (leaf and soft rows sorted by item), one table per level.
 
@@ -418,12 +438,12 @@ def _level_chunk(
     soft node off the cut meets no probability, as in a join on the node.
     """
     lo, hi = _bounds(leaf["item_idx"], items)
-    pair = (leaf["item_idx"][lo:hi].astype(np.int64) - items.start) * len(models) + leaf["model"][lo:hi]
-    present = np.zeros(len(items) * len(models), dtype=bool)
+    pair = (leaf["item_idx"][lo:hi].astype(np.int64) - items.start) * len(keys) + leaf["model"][lo:hi]
+    present = np.zeros(len(items) * len(keys), dtype=bool)
     present[pair] = True
     row = (np.cumsum(present) - 1)[pair]
     kept = np.flatnonzero(present)
-    local = kept // len(models)
+    local = kept // len(keys)
     n = kept.size
     node, p = leaf["node"][lo:hi], leaf["p"][lo:hi]
     s_lo, s_hi = _bounds(soft["item_idx"], items)
@@ -452,7 +472,7 @@ def _level_chunk(
         no_soft = (np.bincount(s_item[on], minlength=len(items)) == 0)[local]
         columns = [
             pa.array((items.start + local).astype(np.int32)),
-            pa.DictionaryArray.from_arrays(pa.array((kept % len(models)).astype(np.int32)), models),
+            pa.DictionaryArray.from_arrays(pa.array((kept % len(keys)).astype(np.int32)), keys),
             pa.array(np.full(n, lv + 1, dtype=np.int64)),
             pa.DictionaryArray.from_arrays(pa.array(top_code.astype(np.int32)), names),
             pa.array(prob[every, top]),
@@ -471,7 +491,7 @@ def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     depth = first_row(con.execute("SELECT max(depth) FROM d_nodes"))
     levels = int(depth[0]) if depth and depth[0] is not None else 0
     codes = node_codes(con, levels)
-    models = pa.array(_models(con), pa.string())
+    keys = pa.array(models(con), pa.string())
     member_codes = np.flatnonzero(codes.member)
     members: list[object] = [[codes.names[c] for c in member_codes], member_codes.tolist()]
     leaf = arrays(con, LEAF_ROWS.replace("{codes}", CODE_LIST), members)
@@ -486,11 +506,11 @@ def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     mine = gold["item_idx"] < n_items
     gold_of[gold["item_idx"][mine]] = gold["node"][mine]
     widest = max((column_code.size for column_code in codes.columns), default=1)
-    span = max(1, CHUNK_CELLS // max(widest * len(models), 1))
+    span = max(1, CHUNK_CELLS // max(widest * len(keys), 1))
     tables = [
         table
         for start in range(0, n_items, span)
-        for table in _level_chunk(leaf, soft, gold_of, codes, models, range(start, min(start + span, n_items)))
+        for table in _level_chunk(leaf, soft, gold_of, codes, keys, range(start, min(start + span, n_items)))
     ]
     return pa.concat_tables(tables) if tables else PRED_LEVEL_SCHEMA.empty_table()
 
@@ -498,14 +518,11 @@ def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Full: the newest prediction per item can change with any batch and T is fitted on all gold items."""
     con.execute(D_PRED_LEAF)
-    con.execute(
-        "CREATE OR REPLACE TABLE d_pred_models AS SELECT model, count(DISTINCT item_idx) AS items FROM d_pred_leaf "
-        "GROUP BY model"
-    )
+    con.execute(D_PRED_MODELS)
     frame_writes.run_over(con, "_pred_level_frame", _pred_level_table(con), WRITE_PRED_LEVEL)
     rows: list[dict[str, object]] = []
     fits: list[dict[str, object]] = []
-    for model in _models(con):
+    for model in models(con):
         m = gold_matrix(con, Filters(), model)
         if m is None:
             continue
@@ -540,11 +557,23 @@ def _stored_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, str]
 
 
 def _resolve_model(con: duckdb.DuckDBPyConnection, model: str | None) -> str | None:
+    """The key of the model asked for: ``name@version``, or a bare name when that classifier has one version.
+
+    None picks the first of ``models``. A bare name with several versions is refused rather than pooled or
+    guessed, so the message lists the versions to choose from.
+    """
+    named = _model_names(con)
     if model is None:
-        return default_model(con)
-    if model not in _models(con):
-        raise LabelgovError(f"no predictions from model {model!r}; models are {', '.join(_models(con)) or 'none'}")
-    return model
+        return named[0][0] if named else None
+    if any(key == model for key, _ in named):
+        return model
+    versions = sorted(key for key, name in named if name == model)
+    if len(versions) == 1:
+        return versions[0]
+    if versions:
+        raise LabelgovError(f"model {model!r} has several versions; name one of {', '.join(versions)}")
+    known = ", ".join(sorted(key for key, _ in named)) or "none"
+    raise LabelgovError(f"no predictions from model {model!r}; models are {known}")
 
 
 def fit_temperature(con: duckdb.DuckDBPyConnection, f: Filters, model: str | None = None) -> TemperatureFit | None:
@@ -554,11 +583,13 @@ def fit_temperature(con: duckdb.DuckDBPyConnection, f: Filters, model: str | Non
         return None
     stored = _stored_scope(con, f)
     if stored is not None:
-        row = first_row(con.execute(
-            "SELECT model, temperature, nll_before, nll_after, n FROM d_temperature "
-            "WHERE model = ? AND scope = ? AND name = ?",
-            [name, *stored],
-        ))
+        row = first_row(
+            con.execute(
+                "SELECT model, temperature, nll_before, nll_after, n FROM d_temperature "
+                "WHERE model = ? AND scope = ? AND name = ?",
+                [name, *stored],
+            )
+        )
         if row is None:
             return None
         return TemperatureFit(model=row[0], temperature=row[1], nll_before=row[2], nll_after=row[3], n=row[4])

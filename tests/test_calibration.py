@@ -1,14 +1,24 @@
-"""Calibration metrics against scikit-learn and numpy, and planted miscalibration found and corrected."""
+"""Calibration metrics against scikit-learn and numpy, planted miscalibration found and corrected, and each
+version of a classifier scored on its own predictions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss
+from sklearn.metrics import accuracy_score, brier_score_loss
 
+from dashboard.components import fmt
+from governance.roles import Role
+from queries import demo_config
 from queries.calibration import (
+    FLOOR,
     annotator_confidence_calibration,
     bin_index,
     brier,
@@ -16,13 +26,16 @@ from queries.calibration import (
     expected_calibration_error,
     fit_temperature,
     fit_temperature_arrays,
+    models,
     reliability_bins,
 )
-from queries.connection import memory
+from queries.connection import connect, memory
 from queries.errors import LabelgovError
 from queries.filters import Filters
+from queries.hierarchy_accuracy import hierarchical_accuracy
 from queries.refresh import refresh
-from tests.conftest import load_answers
+from tests.conftest import cached_demo, load_answers
+from tests.test_app_pages import go, metrics, open_app
 from tests.test_escalation import LEAVES, TREE, Planted, build_planted, demo_warehouse, manifest
 
 # Branch b's model is sharpened: its log-probabilities are the calibrated ones divided by 0.5.
@@ -34,18 +47,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def add_predictions(planted: Planted, seed: int = 3) -> np.ndarray:
-    """A Bayes-calibrated classifier (Gaussian evidence, flat prior), sharpened on branch b; returns probs."""
+def add_predictions(
+    planted: Planted, seed: int = 3, version: str = "v1", strength: float = 2.0, day: str = "2026-02-03"
+) -> np.ndarray:
+    """A Bayes-calibrated classifier (Gaussian evidence, flat prior), sharpened on branch b; returns probs.
+
+    ``strength`` is the signal: a stronger version of the classifier is more often right.
+    """
     rng = np.random.default_rng(seed)
     truth = np.searchsorted(LEAVES, planted.truth.to_numpy())
-    strength = 2.0
     evidence = strength * np.eye(len(LEAVES))[truth] + rng.standard_normal((len(truth), len(LEAVES)))
     temperature = np.where(truth >= 3, PLANTED_T["b"], PLANTED_T["a"])
     prob = _softmax(strength * evidence / temperature[:, None])
     frame = pd.DataFrame({"item_id": planted.truth.index, "keys": [list(LEAVES)] * len(truth), "vals": list(prob)})
     planted.con.register("_p", frame)
     planted.con.execute(
-        "INSERT INTO predictions SELECT item_id, 'm', 'v1', 1, NULL, map(keys, vals), TIMESTAMP '2026-02-03', 1 FROM _p"
+        "INSERT INTO predictions SELECT item_id, 'm', ?, 1, NULL, map(keys, vals), CAST(? AS TIMESTAMP), 1 FROM _p",
+        [version, day],
     )
     planted.con.unregister("_p")
     refresh(planted.con, full=True)
@@ -56,6 +74,60 @@ def add_predictions(planted: Planted, seed: int = 3) -> np.ndarray:
 def scored() -> tuple[Planted, np.ndarray]:
     planted = build_planted(n_items=4000, seed=11)
     return planted, add_predictions(planted)
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = demo_warehouse()
+    yield con
+    con.close()
+
+
+def by_hand(prob: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Leaf-level scores of probability rows (columns ``labels``) against the true labels, computed apart from
+    the warehouse: equal-width bins by np.digitize, scikit-learn's accuracy and Brier, and the temperature
+    that minimises scipy's log-softmax loss (missing leaves at the documented FLOOR)."""
+    top = labels[prob.argmax(axis=1)]
+    conf = prob.max(axis=1)
+    hit = (top == truth).astype(float)
+    which = np.digitize(conf, np.linspace(0, 1, 11)[1:-1], right=True)
+    ece = sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).mean() for b in np.unique(which))
+    logp = np.log(np.maximum(prob, FLOOR))
+    target = np.searchsorted(labels, truth)
+
+    def nll(t: float) -> float:
+        return float(-log_softmax(logp / t, axis=1)[np.arange(target.size), target].mean())
+
+    return {
+        "n": truth.size,
+        "accuracy": accuracy_score(truth, top),
+        "ece": ece,
+        "brier": brier_score_loss(truth, prob, labels=labels, scale_by_half=False),
+        "temperature": minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x,
+    }
+
+
+def from_warehouse(con: duckdb.DuckDBPyConnection, model: str) -> dict[str, float]:
+    """The same scores as the pages get them for one model: leaf-level accuracy is the reliability bins'."""
+    overall = calibration_table(con, Filters(), model=model).set_index(["scope", "name"]).loc[("overall", "all")]
+    bins = reliability_bins(con, Filters(), model=model)
+    fit = fit_temperature(con, Filters(), model=model)
+    assert fit is not None and fit.model == model
+    return {
+        "n": overall["n"],
+        "accuracy": (bins["accuracy"] * bins["n"]).sum() / bins["n"].sum(),
+        "ece": overall["ece"],
+        "brier": overall["brier"],
+        "temperature": fit.temperature,
+    }
+
+
+def assert_scores_match(ours: dict[str, float], expected: dict[str, float]) -> None:
+    assert ours["n"] == expected["n"]
+    for key in ("accuracy", "ece", "brier"):
+        assert ours[key] == pytest.approx(expected[key], rel=1e-9), key
+    # Two bounded searches, over log T and over T, stop within their tolerances of the same minimum.
+    assert ours["temperature"] == pytest.approx(expected["temperature"], rel=1e-3)
 
 
 def test_bins_ece_and_brier_match_scikit_learn() -> None:
@@ -172,8 +244,10 @@ def test_without_predictions_everything_is_empty() -> None:
         calibration_table(con, Filters(), model="nope")
 
 
-def test_demo_miscalibrated_branches_have_the_highest_ece_and_temperature_softens_them() -> None:
-    con = demo_warehouse()
+def test_demo_miscalibrated_branches_have_the_highest_ece_and_temperature_softens_them(
+    demo: duckdb.DuckDBPyConnection,
+) -> None:
+    con = demo
     planted = manifest(con)["miscalibrated"]
     assert isinstance(planted, dict)
     branches = calibration_table(con, Filters()).set_index(["scope", "name"]).loc["branch"]
@@ -185,3 +259,85 @@ def test_demo_miscalibrated_branches_have_the_highest_ece_and_temperature_soften
         assert sharpening < 1 < row["temperature"]
         assert row["ece_after_temperature"] < 0.6 * row["ece"]
     assert branches.loc["safe", "temperature"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_two_versions_of_one_classifier_on_the_same_items_are_scored_apart() -> None:
+    planted = build_planted(n_items=1500, seed=13)
+    truth = planted.truth.to_numpy()
+    weak = add_predictions(planted)
+    # The stronger version scores the same items a week later: the newest prediction per item must not hide v1.
+    strong = add_predictions(planted, seed=4, version="v2", strength=3.0, day="2026-02-10")
+    assert models(planted.con) == ["m@v1", "m@v2"]
+    v1, v2 = from_warehouse(planted.con, "m@v1"), from_warehouse(planted.con, "m@v2")
+    assert_scores_match(v1, by_hand(weak, LEAVES, truth))
+    assert_scores_match(v2, by_hand(strong, LEAVES, truth))
+    assert v2["accuracy"] > v1["accuracy"]
+    with pytest.raises(LabelgovError, match="'m' has several versions; name one of m@v1, m@v2"):
+        fit_temperature(planted.con, Filters(), model="m")
+
+
+def test_a_bare_name_stands_for_its_only_version(scored: tuple[Planted, np.ndarray]) -> None:
+    planted, _ = scored
+    assert models(planted.con) == ["m@v1"]
+    pd.testing.assert_frame_equal(
+        calibration_table(planted.con, Filters(), model="m"), calibration_table(planted.con, Filters())
+    )
+    assert calibration_table(planted.con, Filters())["model"].unique().tolist() == ["m@v1"]
+
+
+def test_demo_versions_match_the_raw_predictions_and_v2_beats_v1_as_planted(demo: duckdb.DuckDBPyConnection) -> None:
+    raw = demo.execute(
+        "SELECT p.model || '@' || p.model_version AS model, map_keys(p.probabilities) AS k, "
+        "map_values(p.probabilities) AS v, g.node_id AS gold FROM predictions p JOIN gold_labels g USING (item_id)"
+    ).df()
+    # The demo scores each item once, with the version live that week, and has one gold label per item.
+    assert not demo.execute("SELECT count(*) FROM predictions GROUP BY item_id HAVING count(*) > 1").fetchall()
+    long = raw[["k", "v"]].explode(["k", "v"])
+    labels = np.unique(long["k"].to_numpy(str))
+    prob = np.zeros((len(raw), labels.size))
+    prob[long.index.to_numpy(), np.searchsorted(labels, long["k"].to_numpy(str))] = long["v"].to_numpy(float)
+    prob /= prob.sum(axis=1, keepdims=True)
+    wanted = {f"{demo_config.MODEL}@{version}" for version in demo_config.MODEL_SIGNAL}
+    assert set(models(demo)) == wanted == set(raw["model"])
+    ours = {}
+    for model in sorted(wanted):
+        mine = (raw["model"] == model).to_numpy()
+        ours[model] = from_warehouse(demo, model)
+        assert_scores_match(ours[model], by_hand(prob[mine], labels, raw["gold"].to_numpy(str)[mine]))
+    # v2 was planted with the stronger signal, so it must be the more accurate against gold.
+    v1, v2 = (ours[f"{demo_config.MODEL}@{v}"]["accuracy"] for v in ("v1", "v2"))
+    assert demo_config.MODEL_SIGNAL["v2"] > demo_config.MODEL_SIGNAL["v1"] and v2 > v1 + 0.05
+    # The hierarchy page names and scores the same models the same way.
+    exact = hierarchical_accuracy(demo, Filters()).set_index("method")["exact"]
+    for model, scores in ours.items():
+        assert exact["model:" + model] == pytest.approx(scores["accuracy"])
+
+
+def test_demo_model_names_resolve_or_list_the_choices(demo: duckdb.DuckDBPyConnection) -> None:
+    v1, v2 = (f"{demo_config.MODEL}@{v}" for v in ("v1", "v2"))
+    with pytest.raises(LabelgovError, match=f"several versions; name one of {v1}, {v2}"):
+        calibration_table(demo, Filters(), model=demo_config.MODEL)
+    with pytest.raises(LabelgovError, match=f"no predictions from model 'nope'; models are {v1}, {v2}"):
+        reliability_bins(demo, Filters(), model="nope")
+    assert calibration_table(demo, Filters(), model=v2)["model"].unique().tolist() == [v2]
+
+
+def test_calibration_page_shows_the_model_version_picked(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = cached_demo(tmp_path_factory, 3000)
+    with connect(db, read_only=True) as con:
+        keys = models(con)
+        fits = {key: fit_temperature(con, Filters(), model=key) for key in keys}
+    at = go(open_app(db, Role.ANALYST, monkeypatch), "calibration")
+    assert at.selectbox(key="cal_model").options == keys and at.selectbox(key="cal_model").value == keys[0]
+    for key in reversed(keys):
+        at = at.selectbox(key="cal_model").set_value(key).run()
+        assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+        fit = fits[key]
+        assert fit is not None
+        shown = metrics(at)
+        assert shown["Model"] == key and shown["Gold items"] == f"{fit.n:,}"
+        assert shown["Fitted temperature"] == fmt(fit.temperature, "ratio")
+        scores = next(frame.value for frame in at.dataframe if "ece" in frame.value.columns)
+        assert set(scores["model"]) == {key}
