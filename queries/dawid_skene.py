@@ -347,7 +347,7 @@ def dawid_skene(
     coarse answers and need ``spread`` (labels x classes, rows summing to 1) for the majority-vote
     start. ``one_coin`` is True for all annotators, False for none, or a boolean per annotator index
     (aligned with the annotator indices themselves, not their ranks): those get a single accuracy
-    instead of a confusion table, which is what an annotator with a few dozen answers can support.
+    instead of a confusion table, for annotators too sparse to fill one (fewer answers than classes).
     ``gold`` is (item indices, classes) of items whose class is known: their posterior is fixed to it
     from the start, which anchors the confusion estimates where the crowd majority is wrong.
     """

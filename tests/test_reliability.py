@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from crowdkit.aggregation import DawidSkene
 from statsmodels.stats.proportion import proportion_confint
 
 from queries import derived_base, reliability
@@ -18,7 +19,8 @@ from queries.demo import simulate, write_simulation
 from queries.demo_config import demo_config
 from queries.filters import Filters
 from queries.refresh import RefreshContext, refresh
-from tests.conftest import load_answers
+from queries.taxonomy import parse_tree
+from tests.conftest import load_answers, require_shared
 
 TREE = """
 taxonomy: t
@@ -205,13 +207,15 @@ def test_empty_warehouse_gives_empty_tables_and_frames() -> None:
 
 
 def test_few_answers_get_the_one_coin_model() -> None:
-    answers, gold, _ = planted(seed=1, items=300)
-    few = (
-        answers[answers["annotator_id"].isin(["good1", "coarse"])]
-        .groupby("annotator_id")
-        .head(reliability.ONE_COIN_BELOW - 1)
-    )
-    answers = pd.concat([answers[~answers["annotator_id"].isin(["good1", "coarse"])], few])
+    # Fewer answers than the four leaves: some column of a full table would rest on no answer at all.
+    few_n = reliability.ONE_COIN_ANSWERS_PER_CLASS * len(LEAVES) - 1
+    answers, gold, truth = planted(seed=1, items=300)
+    good1 = answers[answers["annotator_id"] == "good1"]
+    right = good1["node_id"].to_numpy() == truth.reindex(good1["item_id"]).to_numpy()
+    # One wrong answer among them, so that an off-diagonal cell carries enough expected answers to be stored.
+    few = pd.concat([good1[~right].head(1), good1[right].head(few_n - 1)])
+    coarse = answers[answers["annotator_id"] == "coarse"].head(few_n)
+    answers = pd.concat([answers[~answers["annotator_id"].isin(["good1", "coarse"])], few, coarse])
     con = memory()
     load_answers(con, TREE, answers, gold=gold)
     refresh(con)
@@ -219,13 +223,50 @@ def test_few_answers_get_the_one_coin_model() -> None:
     assert used["good1"] == used["coarse"] == "one_coin" and used["good2"] == "confusion_matrix"
     # The one-coin model says nothing about coarse answers: no model cells, only the observed counts.
     cells = reliability.confusion_matrix(con, Filters(), "coarse")
-    assert cells["n"].sum() == reliability.ONE_COIN_BELOW - 1 and (cells["p"] == 0).all()
+    assert cells["n"].sum() == few_n and (cells["p"] == 0).all()
     # One accuracy s on the diagonal and (1 - s) / 3 everywhere else.
     good1 = reliability.confusion_matrix(con, Filters(), "good1")
     diagonal = good1.loc[good1["true_node"] == good1["answered_node"], "p"]
     off = good1.loc[(good1["true_node"] != good1["answered_node"]) & (good1["p"] > 0), "p"]
     assert np.ptp(diagonal) < 1e-9 and np.ptp(off) < 1e-9
     assert diagonal.iloc[0] + 3 * off.iloc[0] == pytest.approx(1.0)
+
+
+# --- the real crowd data sets ------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+REAL_TREES = {
+    "face_sentiment": None,  # the data set's own tree.yaml
+    "product_matching": FIXTURES / "product_matching_tree.yaml",
+    "duck_identification": FIXTURES / "duck_identification_tree.yaml",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_TREES))
+def test_refresh_is_as_accurate_as_crowdkit_on_real_crowd_data(name: str) -> None:
+    """The refresh's own configuration (one-coin threshold, iteration cap, stopping rule), not the bare
+    engine, labels the published truth at least as well as crowd-kit's DawidSkene at its defaults."""
+    folder = require_shared(name)
+    tree_text = (REAL_TREES[name] or folder / "tree.yaml").read_text(encoding="utf-8")
+    codes = parse_tree(tree_text).code_map()
+    raw = pd.read_csv(folder / "answers.csv", dtype=str)
+    truth = pd.read_csv(folder / "truth.csv", dtype=str).set_index("question")["truth"].map(codes)
+    answers = pd.DataFrame(
+        {"item_id": raw["question"], "annotator_id": raw["worker"], "node_id": raw["answer"].map(codes)}
+    )
+    con = memory()
+    load_answers(con, tree_text, answers)
+    refresh(con)
+    ours = con.execute("SELECT item_id, ds_node FROM d_ds_items").df().set_index("item_id")["ds_node"]
+    theirs = DawidSkene().fit_predict(
+        answers.rename(columns={"item_id": "task", "annotator_id": "worker", "node_id": "label"})
+    )
+    ours_accuracy = (ours.reindex(truth.index) == truth).mean()
+    assert ours_accuracy >= (theirs.reindex(truth.index) == truth).mean()
+    majority = con.execute("SELECT item_id, consensus_node FROM d_items").df().set_index("item_id")["consensus_node"]
+    if name != "duck_identification":
+        # On these two the model beats majority voting against the published truth.
+        assert ours_accuracy > (majority.reindex(truth.index) == truth).mean()
 
 
 # --- the demo warehouse --------------------------------------------------------------------------------
@@ -272,22 +313,45 @@ def test_demo_spammers_rank_in_the_bottom_five_percent(small_demo: pd.DataFrame)
     assert_spammers_ranked_last(small_demo)
 
 
+def busy_errors(facts: pd.DataFrame) -> pd.DataFrame:
+    """Annotators with at least 200 answers and their estimated minus realised accuracy."""
+    busy = facts[facts["answers"] >= 200]
+    return busy.assign(error=busy["ds_accuracy"] - busy["realised_accuracy"].astype(float))
+
+
 @pytest.mark.slow
 def test_demo_medium_recovers_planted_accuracy(medium_demo: pd.DataFrame) -> None:
-    """Realised accuracy of busy crowd workers is recovered without gold, within 0.03 for nine in ten.
+    """Realised accuracy of busy crowd workers is recovered without gold: 799 of 800 within 0.03.
 
-    Experts are left out of the 0.03 claim: they answer only escalated items, where the crowd's
-    systematic confusions of hard sibling pairs pull the consensus away from the truth, and a model of
-    constant per-annotator confusion cannot see that the expert is the one who is right there. Without
-    gold in the fit (gold is kept out so that accuracy against gold stays an honest test) experts come
-    out below the crowd median: a known gap, not asserted here.
+    The one outside (w-0612, 737 answers, +0.032) is a light worker with a full 44-leaf table: their own
+    answers carry much of the posterior of the items they are graded on, which flatters the sparse
+    table. Experts are the issue's claim that does not hold; see the strict xfail below.
     """
     assert_spammers_ranked_last(medium_demo)
-    busy = medium_demo[(medium_demo["answers"] >= 200) & (medium_demo["kind"] == "crowd")]
-    error = (busy["ds_accuracy"] - busy["realised_accuracy"].astype(float)).abs()
-    assert len(busy) > 500
-    assert (error <= 0.03).mean() >= 0.9
-    assert error.max() <= 0.1
+    busy = busy_errors(medium_demo)
+    crowd = busy[busy["kind"] == "crowd"]
+    assert len(crowd) >= 800
+    assert (crowd["error"].abs() <= 0.03).mean() >= 0.995
+    assert crowd["error"].abs().max() <= 0.035
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="experts are underestimated without gold: the likelihood prefers the crowd")
+def test_demo_medium_recovers_every_busy_annotator(medium_demo: pd.DataFrame) -> None:
+    """The issue's claim: every annotator with at least 200 answers within 0.03. It fails for experts.
+
+    Experts answer only escalated items, where the crowd split; there the crowd's hard-pair confusion
+    (and, after week 10, the guideline change in harassment) outvotes the expert, and the fit marks 9
+    of 18 experts 0.03 to 0.18 below their realised accuracy, never above. No Dawid-Skene fit without
+    gold can do better: started from the true classes instead of the majority vote, the same EM
+    reaches a fixed point with every expert within 0.011, but its likelihood is lower (-1.34316 against
+    -1.34249 nats per answer on 2.06 million answers), so the model itself prefers the crowd's account;
+    fixing the 5 % gold items in the fit leaves 8 experts off by up to 0.14. Strict, so that a fix shows.
+    """
+    busy = busy_errors(medium_demo)
+    experts = busy[busy["kind"] == "expert"]
+    assert (experts["error"] <= 0.03).all()  # the gap is one-sided: this part holds
+    assert (busy["error"].abs() <= 0.03).all()
 
 
 STRAIGHTFORWARD = """
