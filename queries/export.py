@@ -4,13 +4,34 @@ One row per item: the consensus node at every level, the full soft distribution 
 the confidence in the consensus, how many answers it rests on, the method, the tree version and the
 warehouse data version it was computed from, so that a training pipeline downstream keeps both the
 uncertainty and where the labels came from.
+
+The consensus is one node of the tree and the levels are its lineage, so every row is a path a model
+can be trained on: each level's node is a child of the level above, and the levels below a consensus
+that stops above the leaves are empty. It is the node the rest of the warehouse calls the method's
+consensus, so the export is what the report's accuracy against gold grades:
+
+- majority: ``d_items.consensus_node``, the node most answers chose exactly (ties to the node first in
+  tree order). Confidence is the share of the item's answers that chose that node or a node below it;
+  answers that stopped at one of its ancestors count against it, as they did not say it.
+- dawid-skene: ``d_ds_items.ds_node``, the leaf with the highest posterior. Confidence is that
+  posterior probability.
+
+Picking each level's top node on its own would not do: answers [b, b, a1x] lead with b at the top but
+only a1x reaches the levels below, which makes the impossible path b / a1 / a1x. By majority that item
+is b, levels 2 and 3 empty, confidence 2/3.
+
+The distribution is the soft label over the finest cut as ``queries.soft_labels`` defines it, keyed by
+node id. Answers that stop above the finest cut are not spread below it, so it describes only the
+answers that went that deep: for [b, b, a1x] it is {a1x: 1}.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import duckdb
 import pandas as pd
@@ -20,29 +41,40 @@ import pyarrow.parquet as pq
 
 from queries import soft_labels
 from queries.errors import LabelgovError
-from queries.refresh import is_stale, refreshed_version
+from queries.refresh import is_stale, require_refreshed
 
 Method = Literal["dawid-skene", "majority"]
 Format = Literal["csv", "parquet", "jsonl"]
 # The soft-label tables keep both sources side by side; the method picks one.
 SOURCE_OF: dict[str, str] = {"dawid-skene": "posterior", "majority": "annotations"}
+# File extensions (compared in lower case) that name a format; a file without one is written as CSV.
+FORMAT_OF_SUFFIX: dict[str, Format] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+# Per method: (item_idx, path, confidence), the consensus node's lineage and the support for that node.
+CONSENSUS_SQL: dict[str, str] = {
+    # The soft mass's answer count at the node's own depth counts the answers at or below the node.
+    "majority": """
+        SELECT i.item_idx, i.consensus_lineage AS path, m.answers / i.answers AS confidence
+        FROM d_items i LEFT JOIN d_soft_mass m ON m.source = 'annotations' AND m.item_idx = i.item_idx
+            AND m.node_id = i.consensus_node AND m.depth = len(i.consensus_lineage)
+    """,
+    "dawid-skene": """
+        SELECT d.item_idx, n.lineage AS path, d.ds_p AS confidence
+        FROM d_ds_items d JOIN d_items i USING (item_idx)
+        JOIN d_nodes n ON n.tree_version = i.tree_version AND n.node_id = d.ds_node
+    """,
+}
 
 EXPORT_SQL = """
-WITH levels AS (
-    SELECT item_idx, list(top_node ORDER BY depth) AS consensus_path,
-           arg_max(top_share, depth) AS finest_share
-    FROM d_soft_levels WHERE source = ? GROUP BY item_idx
-), finest AS (
+WITH consensus AS ({consensus}), finest AS (
     SELECT item_idx, map(list(node_id ORDER BY node_id), list(round(mass, 6) ORDER BY node_id)) AS distribution
     FROM d_soft_mass WHERE source = ? AND depth = (SELECT max(depth) FROM d_nodes) GROUP BY item_idx
 )
-SELECT i.item_id, l.consensus_path, f.distribution,
-       CASE WHEN ? = 'posterior' THEN ds.ds_p ELSE l.finest_share END AS confidence,
-       i.answers AS n_answers, i.tree_version
+SELECT i.item_id, c.path AS consensus_path, f.distribution, c.confidence,
+       CAST(i.answers AS BIGINT) AS n_answers, i.tree_version
 FROM d_items i
-LEFT JOIN levels l USING (item_idx)
+LEFT JOIN consensus c USING (item_idx)
 LEFT JOIN finest f USING (item_idx)
-LEFT JOIN (SELECT item_idx, ds_p FROM d_ds_items) ds USING (item_idx)
 ORDER BY i.item_id
 """
 
@@ -51,13 +83,11 @@ def labels(con: duckdb.DuckDBPyConnection, method: Method = "dawid-skene") -> pd
     """The export as a DataFrame; refuses stale or missing derived tables, which would mislabel provenance."""
     if method not in SOURCE_OF:
         raise LabelgovError(f"unknown method {method!r}; use dawid-skene or majority")
-    version = refreshed_version(con)
-    if version is None or not soft_labels.table_exists(con, "d_soft_levels"):
-        raise LabelgovError("the analytics have not been computed yet: run `labelgov refresh` first")
+    version = require_refreshed(con)
     if is_stale(con):
         raise LabelgovError("new data arrived since the last refresh: run `labelgov refresh` before exporting")
-    source = SOURCE_OF[method]
-    frame = con.execute(EXPORT_SQL, [source, source, source]).df()
+    sql = EXPORT_SQL.format(consensus=CONSENSUS_SQL[method])
+    frame = con.execute(sql, [SOURCE_OF[method]]).df()
     depth = soft_labels.max_depth(con)
     paths = frame.pop("consensus_path")
     for level in range(1, depth + 1):
@@ -71,10 +101,54 @@ def _at(path: list[str] | None, level: int) -> str | None:
     return path[level - 1] if path is not None and len(path) >= level else None
 
 
+def guess_format(path: str | Path) -> Format:
+    """The format a file's extension names, in any case; CSV without an extension.
+
+    An unknown extension is refused rather than written as CSV under a name that says otherwise.
+    """
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "csv"
+    if suffix not in FORMAT_OF_SUFFIX:
+        raise LabelgovError(
+            f"cannot tell the format of {path} from its extension {suffix!r}: name the file .csv, .parquet, "
+            ".jsonl or .ndjson, or choose one with --format csv|parquet|jsonl"
+        )
+    return FORMAT_OF_SUFFIX[suffix]
+
+
 def write(frame: pd.DataFrame, path: str | Path, fmt: Format) -> int:
-    """Write the export; the distribution becomes a JSON object in CSV and a map in Parquet."""
+    """Write the export; the distribution becomes a JSON object in CSV and a map in Parquet.
+
+    The rows go to a hidden file beside the target that is renamed into place at the end, so a reader
+    never sees half a file and a failed write leaves none behind.
+    """
+    if fmt not in get_args(Format):
+        raise LabelgovError(f"unknown export format {fmt!r}; use csv, parquet or jsonl")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(6)}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_rows(frame, partial, fmt)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as exc:
+        raise LabelgovError(f"cannot write {target}: {_reason(target, exc)}") from None
+    return len(frame)
+
+
+def _reason(target: Path, exc: OSError) -> str:
+    """Why the write failed, in words: a file where a folder is needed, else the system's reason."""
+    blocking = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return f"{blocking} is a file, not a folder"
+    # pyarrow's messages name the hidden partial file; the error number says the same without it.
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _write_rows(frame: pd.DataFrame, target: Path, fmt: Format) -> None:
     if fmt == "parquet":
         # A dict column would become a struct with every node as a field; a map keeps it sparse.
         entries = pa.array(
@@ -85,11 +159,10 @@ def write(frame: pd.DataFrame, path: str | Path, fmt: Format) -> int:
     elif fmt == "csv":
         flat = frame.assign(distribution=[json.dumps(dict(d or {}), sort_keys=True) for d in frame["distribution"]])
         pa_csv.write_csv(pa.Table.from_pandas(flat, preserve_index=False), target)
-    elif fmt == "jsonl":
-        records = frame.assign(distribution=[dict(d or {}) for d in frame["distribution"]]).to_dict("records")
+    else:
+        # Missing values are written as null: json.dumps would write NaN, which is not JSON.
+        plain = frame.assign(distribution=[dict(d or {}) for d in frame["distribution"]]).astype(object)
+        records = plain.where(plain.notna(), None).to_dict("records")
         with target.open("w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, default=str, sort_keys=True) + "\n")
-    else:
-        raise LabelgovError(f"unknown export format {fmt!r}; use csv, parquet or jsonl")
-    return len(frame)

@@ -34,6 +34,7 @@ from queries import (
     soft_labels,
 )
 from queries.connection import Recorder, bulk_settings, data_version, transaction
+from queries.errors import LabelgovError
 from queries.results import first_row
 
 
@@ -111,6 +112,15 @@ def refreshed_version(con: duckdb.DuckDBPyConnection) -> int | None:
     if not value or _meta(con, "derived_layout", "") != DERIVED_LAYOUT:
         return None
     return int(value)
+
+
+def require_refreshed(con: duckdb.DuckDBPyConnection) -> int:
+    """refreshed_version for readers that cannot answer without the derived tables (the report, the export):
+    one message that says what to run, instead of a missing table deep inside a query."""
+    version = refreshed_version(con)
+    if version is None:
+        raise LabelgovError("the analytics have not been computed yet: run `labelgov refresh` first")
+    return version
 
 
 def is_stale(con: duckdb.DuckDBPyConnection) -> bool:

@@ -7,7 +7,6 @@ that every other `labelgov` command starts without loading them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import click
@@ -21,12 +20,16 @@ from queries.filters import Filters
 @db_option
 @click.option("--full", is_flag=True, help="Recompute everything, not only items touched by new batches.")
 @click.option(
-    "--as-of", "as_of", default=None, metavar="VERSION|latest",
+    "--as-of",
+    "as_of",
+    default=None,
+    metavar="VERSION|latest",
     help="Compute the analytics in this tree version, every answer mapped to it (default: keep the choice).",
 )
 def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
     """Materialise the derived tables that the dashboard and reports read."""
     from queries.refresh import refresh
+
     chosen: int | Literal["latest"] | None = None
     if as_of is not None:
         if as_of != "latest" and not as_of.isdigit():
@@ -57,7 +60,7 @@ def _print_headline(figures: dict[str, Any]) -> None:
     )
     levels = ", ".join(f"L{k} {num(v)}" for k, v in figures["alpha_by_level"].items())
     click.echo(f"Krippendorff's alpha {num(figures['alpha'])} (tree distance {num(figures['alpha_tree'])}; {levels})")
-    for method, accuracy in figures["accuracy_vs_gold"].items():
+    for method, accuracy in [*figures["accuracy_vs_gold"].items(), *figures["model_accuracy_vs_gold"].items()]:
         click.echo(f"accuracy vs gold   {method:<34}{pct(accuracy)}")
     click.echo(
         f"escalation rate {pct(figures['escalation_rate'])}, gain {pct(figures['escalation_gain'])} "
@@ -79,10 +82,12 @@ def report_command(db: str | None, as_json: bool, alerts: int) -> None:
     """Headline figures: counts, agreement, accuracy against gold, escalation, cost, drift alerts."""
     from queries import report as headline_report
     from queries.refresh import is_stale
+
     with connect(db, read_only=True) as con:
+        # headline refuses a warehouse that was never refreshed, so stale here means newer data only.
+        figures = headline_report.headline(con, Filters(), alerts=alerts)
         if is_stale(con):
             click.echo("note: new data since the last refresh; run `labelgov refresh` for current figures", err=True)
-        figures = headline_report.headline(con, Filters(), alerts=alerts)
     if as_json:
         click.echo(json.dumps(figures, indent=2, default=str))
     else:
@@ -99,13 +104,17 @@ def export_group() -> None:
 @db_option
 @click.option("--method", type=click.Choice(["dawid-skene", "majority"]), default="dawid-skene", show_default=True)
 @click.option(
-    "--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default=None,
-    help="Default: from the file's extension, else csv.",
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "jsonl"]),
+    default=None,
+    help="Default: from the file's extension (.csv, .parquet, .jsonl or .ndjson, any case); csv without one.",
 )
 def export_labels_command(file: str, db: str | None, method: str, fmt: str | None) -> None:
     """One row per item: consensus at every level, soft distribution, confidence, provenance."""
     from queries import export as label_export
-    chosen = fmt or {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(Path(file).suffix, "csv")
+
+    chosen = fmt or label_export.guess_format(file)
     with connect(db, read_only=True) as con:
         frame = label_export.labels(con, method)  # type: ignore[arg-type]
     rows = label_export.write(frame, file, chosen)  # type: ignore[arg-type]
