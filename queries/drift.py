@@ -13,19 +13,27 @@ Definitions:
 - Node share (label_share_drift): each node's share of its parent's answers (top-level areas: of all
   answers), two-proportion z-test. A branch that grows, like one fed by a new source, is itself the
   finding there, while the branch distribution only sees the mix below it.
-- Both label tests count items, not answers: the answers of one item are not independent draws, so the
-  counts of each (branch, window) cell are scaled to its number of distinct items (a design-effect
-  correction; shares, JS and PSI are unchanged). Without it a warehouse without events raises alerts.
+- Both label tests treat each item's answers in a window as one cluster, since they are not independent
+  draws: each count carries its design effect, the item-clustered variance of its share over the binomial
+  one, estimated from the window and the reference together (see design_effects). It differs by node: a
+  small node's answers come mostly from its few true items, each answered many times, while its parent's
+  also hold single stray answers on other items, so one factor per (branch, window) made small nodes' shares
+  look far surer than they are. The share test scales its binomial variance by it; the chi-square is divided
+  by Rao and Scott's mean design effect (first-order correction). Without either a warehouse without events
+  raises alerts.
 - Multiple testing: Benjamini-Hochberg (false discovery rate) over all cells of one analysis, because
   an alert list is a screening step and Holm's family-wise control would hide real weekly effects at
   demo scale.
 - Alerts need both evidence and size: p_adjusted < ALERT_P and an effect at least the metric's
   threshold in ALERT_SIZE. With millions of answers tiny wobbles are significant, so the size threshold
   keeps a warehouse without planted events quiet; the values were checked on the demo (20k and 200k items)
-  with and without its events: with events the drift branch and week come first, the guideline change
-  and the degrading annotator follow, and the control raises nothing. Each (subject, metric) is one alert,
-  dated at its first alerting window, with the largest size and the number of alerting windows; nested
-  branches alerting on the same kind fold into the highest one (see _fold_into_ancestors).
+  with and without its events (seeds 1-10 at 20k items): with events the drift branch and week come first,
+  the guideline change and the degrading annotator follow, and the control raises nothing. Each (subject,
+  metric) is one alert: whether it alerts is decided by these thresholds alone; it is dated at the estimated
+  start of its change (_onset: the first week of a real change often misses the thresholds alone), and its
+  size and p-values are those of its peak window, the alerting window of the largest size, with the number
+  of alerting windows; nested branches alerting on the same kind fold into the highest one (see
+  _fold_into_ancestors).
 - Sizes: label_js the JS distance; label_share |ln(share / reference share)|; agreement the drop in
   nominal alpha among the items of the branch's subtree (answers at full depth, so confusions between
   siblings deep in the branch count); confidence |Cohen's d| against the reference spread; model
@@ -134,8 +142,16 @@ def _labels(values: Any) -> list[str]:
     return agreement.day_label(days)
 
 
-def distribution_tests(current: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
-    """JS distance, PSI and the chi-square test for rows of counts (tests x children), vectorised."""
+def distribution_tests(
+    current: np.ndarray, reference: np.ndarray, design: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """JS distance, PSI and the chi-square test for rows of counts (tests x children), vectorised.
+
+    With ``design`` (each child's design effect, tests x children) the chi-square is Rao and Scott's
+    first-order correction for clustered counts: Pearson's statistic divided by its expected value under the
+    null over its degrees of freedom, sum_c (1 - P_c) d_c / (K - 1) with P_c the pooled share of child c,
+    which is 1 when every design effect is 1.
+    """
     current = np.asarray(current, dtype=float)
     reference = np.asarray(reference, dtype=float)
     n_cur = current.sum(axis=1, keepdims=True)
@@ -156,6 +172,8 @@ def distribution_tests(current: np.ndarray, reference: np.ndarray) -> dict[str, 
             used, (reference - expected_ref) ** 2 / expected_ref, 0.0
         ).sum(axis=1)
         dof = used.sum(axis=1) - 1
+        if design is not None:
+            chi2 = chi2 * dof / np.where(used, (1 - col / total) * design, 0.0).sum(axis=1)
         p_value = np.where(dof >= 1, stats.chi2.sf(chi2, np.maximum(dof, 1)), np.nan)
     return {"js": js, "psi": psi, "chi2": np.where(dof >= 1, chi2, np.nan), "p_value": p_value}
 
@@ -229,18 +247,24 @@ def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd
     return label_counts(agreement.scan(con, f, window), space)
 
 
-COUNT_COLUMNS = ["branch", "week", "child", "n", "items", "scale", "effective"]
+COUNT_COLUMNS = ["branch", "week", "child", "n", "items", "sum_y2", "sum_ym", "sum_m2"]
 
 
 def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.DataFrame:
-    """Answers per (branch, window, child), the root included, with ``effective`` counts for the tests.
+    """Answers per (branch, window, child), the root included, with the per-item sums the tests' design
+    effects need.
 
-    The answers of one item are not independent draws: the test counts are scaled to the number of
-    distinct items in the (branch, window) cell, a design-effect correction that leaves the shares unchanged.
-    The answers arrive sorted by item, window and value, so they are first collapsed into distinct (item,
-    window, value) rows with a count (an item's answers mostly repeat a few values); counting is then bincount
-    over integer codes, and distinct items per cell are the distinct (item, cell) keys, found by one sort of
-    plain int64 keys (numpy's vectorised sort, several times faster than an argsort and gathers).
+    The answers of one item are not independent draws, and how much they repeat each other differs by node: a
+    small node's answers mostly come from the few items that are truly of that node, each answered nine times
+    over, while its parent's count also holds single stray answers on many other items. So each (branch,
+    window) cell carries, over its distinct items i with m_i answers in the branch of which y_i are on the
+    child: the number of items, sum y_i^2 and sum y_i m_i per child and sum m_i^2 (see design_effects).
+
+    The answers arrive sorted by item, window and value, and are first collapsed into distinct (item, window,
+    value) rows with a count (an item's answers mostly repeat a few values). These rows are sorted once more,
+    within each (item, window), into a depth-first order of the tree, in which a node's descendants are
+    contiguous: at every depth the rows of one (item, window, child) and of one (item, window, branch) are then
+    runs, summed without a sort per depth, and everything else is bincount over integer codes.
     """
     if answers.day is None or answers.item.size == 0:
         return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
@@ -253,47 +277,123 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     )
     starts = np.flatnonzero(new)
     del new
-    repeats = np.diff(np.append(starts, answers.item.size)).astype(np.float64)
-    item, day, values = answers.item[starts].astype(np.int64), answers.day[starts], answers.value[starts]
-    first_day = int(day.min())
-    present = np.bincount(day - first_day) > 0
+    repeats = np.diff(np.append(starts, answers.item.size))
+    item, day = answers.item[starts], answers.day[starts]
+    new_unit = np.ones(starts.size, dtype=bool)
+    new_unit[1:] = (item[1:] != item[:-1]) | (day[1:] != day[:-1])
+    unit_day = day[new_unit]
+    del item, day
+    preorder = np.lexsort(space.ancestors[::-1])  # parents before children, each subtree contiguous
+    rank = np.empty(n_values, dtype=np.int64)
+    rank[preorder] = np.arange(n_values)
+    unit, ranked, repeats = agreement.packed_sort(np.cumsum(new_unit) - 1, rank[answers.value[starts]], repeats)
+    del starts, new_unit
+    values = preorder[ranked]
+    first_day = int(unit_day.min())
+    present = np.bincount(unit_day - first_day) > 0
     days = np.flatnonzero(present) + first_day
     n_windows = days.size
     n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
-    window = (np.cumsum(present) - 1)[day - first_day]
-    counts = np.zeros(n_cells * n_values)
-    items = np.zeros(n_cells)
+    unit_window = (np.cumsum(present) - 1)[unit_day - first_day]
+    counts, sum_y2, sum_ym = (np.zeros(n_cells * n_values) for _ in range(3))
+    items, sum_m2 = np.zeros(n_cells), np.zeros(n_cells)
     depth = space.depth[values]
     for d in range(space.ancestors.shape[0]):
-        keep = depth > d
-        value = values[keep]
+        keep = np.flatnonzero(depth > d)
+        value, own, weight = values[keep], unit[keep], repeats[keep].astype(np.float64)
+        child = space.ancestors[d, value]
         branch = np.full(value.size, n_values) if d == 0 else space.ancestors[d - 1, value]
-        cell = branch * n_windows + window[keep]
-        del branch
-        counts += np.bincount(cell * n_values + space.ancestors[d, value], weights=repeats[keep], minlength=counts.size)
-        key = item[keep] * n_cells + cell
-        del value, keep, cell
-        key.sort()
-        distinct = np.ones(key.size, dtype=bool)
-        distinct[1:] = key[1:] != key[:-1]
-        items += np.bincount(key[distinct] % n_cells, minlength=n_cells)
-        del key, distinct
-    answered = counts.reshape(n_cells, n_values).sum(axis=1)
+        new_branch = np.ones(value.size, dtype=bool)
+        new_branch[1:] = (own[1:] != own[:-1]) | (branch[1:] != branch[:-1])
+        new_child = new_branch.copy()
+        new_child[1:] |= child[1:] != child[:-1]
+        at_branch, at_child = np.flatnonzero(new_branch), np.flatnonzero(new_child)
+        m = np.add.reduceat(weight, at_branch)
+        y = np.add.reduceat(weight, at_child)
+        cell = branch[at_branch] * n_windows + unit_window[own[at_branch]]
+        items += np.bincount(cell, minlength=n_cells)
+        sum_m2 += np.bincount(cell, weights=m * m, minlength=n_cells)
+        group = (np.cumsum(new_branch) - 1)[at_child]
+        code = cell[group] * n_values + child[at_child]
+        counts += np.bincount(code, weights=y, minlength=counts.size)
+        sum_y2 += np.bincount(code, weights=y * y, minlength=counts.size)
+        sum_ym += np.bincount(code, weights=y * m[group], minlength=counts.size)
     code = np.flatnonzero(counts)
     cell, child = code // n_values, code % n_values
     names = np.array([*space.node_ids, ROOT], dtype=object)
-    n = counts[code]
-    scale = items[cell] / answered[cell]
     return pd.DataFrame(
         {
             "branch": names[cell // n_windows],
             "week": pd.to_datetime(days[cell % n_windows], unit="D"),
             "child": names[child],
-            "n": n.astype(np.int64),
+            "n": counts[code].astype(np.int64),
             "items": items[cell].astype(np.int64),
-            "scale": scale,
-            "effective": n * scale,
+            "sum_y2": sum_y2[code],
+            "sum_ym": sum_ym[code],
+            "sum_m2": sum_m2[cell],
         }
+    )
+
+
+def design_effects(n: np.ndarray, sum_y2: np.ndarray, sum_ym: np.ndarray, sum_m2: np.ndarray) -> np.ndarray:
+    """Each child's design effect in each row of answer counts (rows x children), from label_counts' sums.
+
+    A share p = sum y_i / sum m_i over items is a ratio estimator; its item-clustered variance is
+    sum (y_i - p m_i)^2 / (sum m_i)^2 = (sum y^2 - 2 p sum y m + p^2 sum m^2) / N^2, and the design effect is
+    that over the binomial p (1 - p) / N of N independent answers. It is floored at 1 (answers of one item are
+    never worth more than independent draws), and NaN where p is 0 or 1, which says nothing about clustering.
+    """
+    total = n.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = n / total
+        clustered = sum_y2 - 2 * p * sum_ym + p * p * sum_m2[:, None]
+        effect = clustered / (p * (1 - p) * total)
+    return np.where((p > 0) & (p < 1), np.maximum(effect, 1.0), np.nan)
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    """The label counts of every (branch, window) after the reference as rows x children, beside the same
+    branch's pooled reference row, with the distinct items of both and each count's design effect.
+
+    Each (item, window) is one cluster. The design effect is that of the window and the reference together,
+    the variance the null hypothesis (the same distribution on both sides) implies: one window's own estimate
+    is noisy for a small node, and lowest exactly when the node's clustered items happen to be missing, which
+    is when its share drops."""
+
+    index: pd.MultiIndex  # (branch, week) of each row
+    children: pd.Index
+    current: np.ndarray
+    reference: np.ndarray
+    design: np.ndarray
+    items: tuple[np.ndarray, np.ndarray]  # per row: current, reference
+
+
+def _aligned(counts: pd.DataFrame, end: pd.Timestamp) -> _Aligned | None:
+    early = counts["week"] < end
+    if early.all() or not early.any():
+        return None
+    sums = ["n", "sum_y2", "sum_ym"]
+    later = counts[~early].pivot_table(index=["branch", "week"], columns="child", values=sums, aggfunc="sum")
+    reference = counts[early].pivot_table(index="branch", columns="child", values=sums, aggfunc="sum")
+    children = later["n"].columns.union(reference["n"].columns)
+    branches = later.index.get_level_values("branch")
+    cells = counts.groupby(["branch", "week"])[["items", "sum_m2"]].first()
+    cell_now = cells.reindex(later.index).to_numpy(dtype=float)
+    cell_ref = cells[cells.index.get_level_values("week") < end].groupby(level="branch").sum()
+    cell_ref = cell_ref.reindex(branches, fill_value=0).to_numpy(dtype=float)
+
+    def now(column: str) -> np.ndarray:
+        return later[column].reindex(columns=children).fillna(0).to_numpy(dtype=float)
+
+    def then(column: str) -> np.ndarray:
+        return reference[column].reindex(index=branches, columns=children).fillna(0).to_numpy(dtype=float)
+
+    both = {column: now(column) + then(column) for column in sums[1:]}
+    design = design_effects(now("n") + then("n"), both["sum_y2"], both["sum_ym"], cell_now[:, 1] + cell_ref[:, 1])
+    # NaN: a child seen in neither side or the only one seen, which takes no part in a test.
+    return _Aligned(
+        later.index, children, now("n"), then("n"), np.nan_to_num(design, nan=1.0), (cell_now[:, 0], cell_ref[:, 0])
     )
 
 
@@ -306,32 +406,19 @@ def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.Da
     empty = pd.DataFrame({c: [] for c in MATRIX_COLUMNS})
     if counts is None or counts.empty or end is None:
         return empty
-    counts = counts[counts["branch"] != ROOT]
-    reference_rows = counts[counts["week"] < end]
-    later = counts[counts["week"] >= end]
-    if later.empty or reference_rows.empty:
+    aligned = _aligned(counts[counts["branch"] != ROOT], end)
+    if aligned is None:
         return empty
-    current = later.pivot_table(
-        index=["branch", "week"], columns="child", values="effective", aggfunc="sum", fill_value=0
-    )
-    reference = reference_rows.pivot_table(
-        index="branch", columns="child", values="effective", aggfunc="sum", fill_value=0
-    )
-    children = current.columns.union(reference.columns)
-    current = current.reindex(columns=children, fill_value=0)
-    branches = current.index.get_level_values("branch")
-    cur_values = current.to_numpy(dtype=float)
-    ref_rows = reference.reindex(index=branches, columns=children, fill_value=0).to_numpy(dtype=float)
-    result = distribution_tests(cur_values, ref_rows)
+    result = distribution_tests(aligned.current, aligned.reference, aligned.design)
     frame = pd.DataFrame(
         {
-            "branch": branches,
-            "week": _labels(current.index.get_level_values("week")),
+            "branch": aligned.index.get_level_values("branch"),
+            "week": _labels(aligned.index.get_level_values("week")),
             **result,
-            "n": later.groupby(["branch", "week"])["n"].sum().reindex(current.index).to_numpy().astype(np.int64),
+            "n": aligned.current.sum(axis=1).astype(np.int64),
         }
     )
-    small = (cur_values.sum(axis=1) < MIN_ANSWERS) | (ref_rows.sum(axis=1) < MIN_ANSWERS)
+    small = (aligned.items[0] < MIN_ANSWERS) | (aligned.items[1] < MIN_ANSWERS)
     frame.loc[small, "p_value"] = np.nan
     frame["p_adjusted"] = bh_adjust(frame["p_value"].to_numpy())
     return frame[MATRIX_COLUMNS]
@@ -391,20 +478,36 @@ def _shares(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_w
 
 
 def _shares_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.DataFrame:
-    if counts is None or counts.empty or end is None:
-        return pd.DataFrame({c: [] for c in SHARE_COLUMNS})
-    totals = counts.groupby(["branch", "week"])["effective"].sum().rename("parent_total")
-    frame = counts.join(totals, on=["branch", "week"])
-    out = _compare_rates(frame, "child", end, "effective", "parent_total")
-    parent = dict(zip(counts["child"], counts["branch"], strict=False))
-    out = out.rename(columns={"child": "node", "rate": "share", "reference_rate": "reference_share"})
-    out["parent"] = out["node"].map(parent)
-    out["n"] = (
-        frame.set_index(["child", "week"])["n"]
-        .reindex(list(zip(out["node"], pd.to_datetime(out["week"]), strict=True)))
-        .to_numpy()
+    """Two-proportion z-test of each node's share with the binomial variance scaled by the node's design
+    effect (see _Aligned): pooled share P, se^2 = d P (1 - P) (1 / N_cur + 1 / N_ref). Nodes missing from the
+    reference or from the window are not compared."""
+    empty = pd.DataFrame({c: [] for c in SHARE_COLUMNS})
+    aligned = None if counts is None or counts.empty or end is None else _aligned(counts, end)
+    if aligned is None:
+        return empty
+    current, reference = aligned.current, aligned.reference
+    n_cur, n_ref = current.sum(axis=1, keepdims=True), reference.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share, reference_share = current / n_cur, reference / n_ref
+        pooled = (current + reference) / (n_cur + n_ref)
+        se = np.sqrt(aligned.design * pooled * (1 - pooled) * (1 / n_cur + 1 / n_ref))
+        z = (share - reference_share) / se
+    enough = ((aligned.items[0] >= MIN_ANSWERS) & (aligned.items[1] >= MIN_ANSWERS))[:, None] & (se > 0)
+    row, column = np.nonzero((current > 0) & (reference > 0))
+    out = pd.DataFrame(
+        {
+            "node": np.asarray(aligned.children, dtype=object)[column],
+            "parent": np.asarray(aligned.index.get_level_values("branch"), dtype=object)[row],
+            "week": _labels(aligned.index.get_level_values("week")[row]),
+            "share": share[row, column],
+            "reference_share": reference_share[row, column],
+            "change": (share - reference_share)[row, column],
+            "p_value": np.where(enough, 2 * stats.norm.sf(np.abs(z)), np.nan)[row, column],
+            "n": current[row, column].astype(np.int64),
+        }
     )
-    return out[SHARE_COLUMNS]
+    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
+    return out[SHARE_COLUMNS].sort_values(["node", "week"], ignore_index=True)
 
 
 AGREEMENT_DRIFT_COLUMNS = ["branch", "week", "alpha", "reference_alpha", "change", "p_value", "p_adjusted", "n_items"]
@@ -701,30 +804,50 @@ def _no_alerts() -> pd.DataFrame:
     return pd.DataFrame({c: [] for c in ALERT_COLUMNS})
 
 
-def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series) -> pd.DataFrame:
-    """One alert per (subject, metric): dated at its first alerting window, with the largest size and the
-    number of windows that alert."""
-    hit = frame.assign(size=size)
-    hit = hit[(hit["p_adjusted"] < ALERT_P) & (hit["size"] >= ALERT_SIZE[metric])]
-    if hit.empty:
-        return _no_alerts()
-    grouped = hit.sort_values("week").groupby(subject, sort=False)
-    return pd.DataFrame(
-        {
-            "branch": list(grouped.groups),
-            "week": grouped["week"].first().to_numpy(),
-            "metric": metric,
-            "size": grouped["size"].max().to_numpy(),
-            "p_value": grouped["p_value"].min().to_numpy(),
-            "p_adjusted": grouped["p_adjusted"].min().to_numpy(),
-            "windows": grouped.size().to_numpy(),
-        }
-    )
+def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series, change: pd.Series | None) -> pd.DataFrame:
+    """One alert per (subject, metric) with an alerting window: its onset (see _onset), the size, p-value and
+    adjusted p-value of its peak window (the alerting window of the largest size, the earliest of equals) and
+    the number of alerting windows. ``change`` gives each window's direction (None: the metric has none)."""
+    p_value = frame["p_value"].to_numpy(dtype=float)
+    # Each window's evidence as a z-score, signed by the direction of its change.
+    evidence = stats.norm.isf(p_value / 2) * (1.0 if change is None else np.sign(change.to_numpy(dtype=float)))
+    hit = frame.assign(size=size.to_numpy(), evidence=evidence, alerting=False)
+    hit["alerting"] = (hit["p_adjusted"] < ALERT_P) & (hit["size"] >= ALERT_SIZE[metric])
+    hit = hit[hit[subject].isin(hit.loc[hit["alerting"], subject]) & np.isfinite(evidence)]
+    rows = []
+    for name, windows in hit.sort_values([subject, "week"]).groupby(subject, sort=True):
+        alerting = windows[windows["alerting"]]
+        peak = alerting.loc[alerting["size"].idxmax()]
+        sign = 1.0 if change is None else np.sign(peak["evidence"])
+        week = _onset(windows["evidence"].to_numpy() * sign, windows["alerting"].to_numpy())
+        rows.append((name, windows["week"].iloc[week], metric, peak["size"], peak["p_value"], peak["p_adjusted"]))
+        rows[-1] += (len(alerting),)
+    return pd.DataFrame(rows, columns=ALERT_COLUMNS) if rows else _no_alerts()
+
+
+def _onset(evidence: np.ndarray, alerting: np.ndarray) -> int:
+    """The window a change began in: the maximum-likelihood start of a step from the reference level.
+
+    An alert says a change exists; a steward then asks when it began, and the first window that passes the
+    size and adjusted-p thresholds is often a week or more late, since the first week of a real change is
+    tested alone against every cell of the analysis. With each window's evidence as a z-score in the alert's
+    direction (0 on average at the reference level, a step of unknown height after the onset), the likelihood
+    of a step starting at window s and lasting to the last alerting window L grows with
+    sum_{t=s..L} z_t / sqrt(L - s + 1); the onset is the s that maximises it, no later than the first alerting
+    window. A window joins the change when its evidence is above about half the change's average, so a first
+    week somewhat below the thresholds counts and a quiet week before it does not. Only the date moves:
+    whether there is an alert is decided by the thresholds alone, so this adds no alerts.
+    """
+    hits = np.flatnonzero(alerting)
+    first, last = int(hits[0]), int(hits[-1])
+    tail = np.cumsum(evidence[: last + 1][::-1])[::-1][: first + 1]  # sum from each start to the last hit
+    return int(np.argmax(tail / np.sqrt(last + 1 - np.arange(first + 1))))
 
 
 def _fold_into_ancestors(alerts: pd.DataFrame, lineage: dict[str, list[str]]) -> pd.DataFrame:
     """A shift inside a subtree shows in several nested branches, and in both label views, at once; report it
-    once, at the highest alerting branch, with the earliest onset (and the largest size of its own metric)."""
+    once, at the highest alerting branch, with the earliest onset (and the peak window of the largest size of
+    its own metric: its size and p-values)."""
     keep = np.ones(len(alerts), dtype=bool)
     rows = alerts.reset_index(drop=True)
     family = [FAMILY.get(m, m) for m in rows["metric"]]
@@ -738,8 +861,9 @@ def _fold_into_ancestors(alerts: pd.DataFrame, lineage: dict[str, list[str]]) ->
             continue
         keep[i] = False
         rows.loc[top, "week"] = min(rows.loc[top, "week"], rows.loc[i, "week"])
-        if rows.loc[top, "metric"] == rows.loc[i, "metric"]:
-            rows.loc[top, "size"] = max(rows.loc[top, "size"], rows.loc[i, "size"])
+        if rows.loc[top, "metric"] == rows.loc[i, "metric"] and rows.loc[i, "size"] > rows.loc[top, "size"]:
+            peak = [c for c in ("size", "p_value", "p_adjusted") if c in rows]  # one window's, kept together
+            rows.loc[top, peak] = rows.loc[i, peak]
     return rows[keep]
 
 
@@ -841,12 +965,12 @@ def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> 
     floor = PSI_FLOOR
     share_size = np.abs(np.log(np.maximum(shares["share"], floor) / np.maximum(shares["reference_share"], floor)))
     parts = [
-        _onsets(labels, "branch", "label_js", labels["js"]),
-        _onsets(shares, "node", "label_share", share_size),
-        _onsets(agree, "branch", "agreement", -agree["change"]),
-        _onsets(confidence, "branch", "confidence", confidence["effect_size"].abs()),
-        _onsets(model, "branch", "model_disagreement", model["change"]),
-        _onsets(people, "annotator_id", "annotator_agreement", -people["change"]),
+        _onsets(labels, "branch", "label_js", labels["js"], None),
+        _onsets(shares, "node", "label_share", share_size, shares["change"]),
+        _onsets(agree, "branch", "agreement", -agree["change"], agree["change"]),
+        _onsets(confidence, "branch", "confidence", confidence["effect_size"].abs(), confidence["change"]),
+        _onsets(model, "branch", "model_disagreement", model["change"], model["change"]),
+        _onsets(people, "annotator_id", "annotator_agreement", -people["change"], people["change"]),
     ]
     found = [p for p in parts if not p.empty]
     if not found:

@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ttest_ind
 from statsmodels.stats.multitest import multipletests
@@ -123,11 +124,57 @@ def test_branch_distribution_counts_answers_by_child_on_their_path() -> None:
         ("a", "a1"): 2, ("a", "a2"): 1, ("a1", "a1x"): 1, ("a1", "a1y"): 1, ("b", "b2"): 1,
         (drift.ROOT, "a"): 4, (drift.ROOT, "b"): 1,
     }  # fmt: skip
-    # Test counts are scaled to distinct items: branch a has 3 answers from 2 items, the root 5 from 4.
-    effective = {(r.branch, r.child): r.effective for r in counts.itertuples()}
-    assert effective[("a", "a1")] == pytest.approx(2 * 2 / 3) and effective[(drift.ROOT, "a")] == pytest.approx(
-        4 * 4 / 5
-    )
+    # Per-item sums for the design effects: in branch a item i1 has m = 2 answers, both on a1 (y = 2), and i2
+    # one on a2; the root has four items with one answer each, i1's two.
+    sums = {(r.branch, r.child): (r.items, r.sum_y2, r.sum_ym, r.sum_m2) for r in counts.itertuples()}
+    assert sums[("a", "a1")] == (2, 4, 4, 5) and sums[("a", "a2")] == (2, 1, 1, 5)
+    assert sums[(drift.ROOT, "a")] == (4, 4 + 1 + 1, 4 + 1 + 1, 4 + 1 + 1 + 1)
+
+
+def test_design_effect_gives_the_item_clustered_variance_of_a_share() -> None:
+    """A node's share of its parent's answers is a ratio over items; its variance with the items as clusters is
+    the robust (HC0) variance of a weighted mean of each item's share, weighted by its answers."""
+    con = planted(True)
+    counts = drift._label_counts(con, Filters(), "week")
+    cell = counts[(counts["branch"] == "b") & (counts["week"] == START + pd.Timedelta(weeks=9))]
+    table = cell.pivot_table(index="branch", columns="child", values=["n", "sum_y2", "sum_ym"])
+    design = drift.design_effects(
+        table["n"].to_numpy(), table["sum_y2"].to_numpy(), table["sum_ym"].to_numpy(), cell["sum_m2"].to_numpy()[:1]
+    )[0]
+    answers = con.execute(
+        "SELECT a.item_id, n.lineage[2] AS child FROM d_answers a JOIN d_nodes n USING (tree_version, node_id) "
+        "WHERE n.lineage[1] = 'b' AND len(n.lineage) >= 2 AND a.week = ?",
+        [START + pd.Timedelta(weeks=9)],
+    ).df()
+    per_item = pd.crosstab(answers["item_id"], answers["child"])
+    m = per_item.sum(axis=1).to_numpy(dtype=float)
+    assert len(per_item) == cell["items"].iloc[0]
+    for j, child in enumerate(table["n"].columns):
+        share = per_item[child].to_numpy() / m
+        fit = sm.WLS(share, np.ones_like(share), weights=m).fit(cov_type="HC0")
+        p = share @ m / m.sum()
+        assert fit.params[0] == pytest.approx(p)
+        assert design[j] * p * (1 - p) / m.sum() == pytest.approx(max(fit.bse[0] ** 2, p * (1 - p) / m.sum()))
+    assert (design > 1.2).all()  # three answers per item that mostly agree: not independent draws
+
+
+def test_clustered_null_keeps_its_false_positive_rate() -> None:
+    """Items answered nine times over, no change between window and reference: Rao and Scott's correction keeps
+    the chi-square's rejections near the nominal rate, and the share z-test's, where the uncorrected tests
+    reject most of the time."""
+    rng = np.random.default_rng(3)
+    runs, items, answers, prior = 2000, 150, 9, np.array([0.6, 0.25, 0.1, 0.05])
+    truth = rng.choice(prior.size, size=(2, runs, items), p=prior)
+    right = rng.random((2, runs, items, answers)) < 0.8
+    value = np.where(right, truth[..., None], rng.integers(0, prior.size, (2, runs, items, answers)))
+    y = (value[..., None] == np.arange(prior.size)).sum(axis=3).astype(float)  # (side, run, item, child)
+    n = y.sum(axis=2)
+    sum_y2 = (y**2).sum(axis=2).sum(axis=0)  # over the items of both sides
+    sum_ym = (y * answers).sum(axis=2).sum(axis=0)
+    design = drift.design_effects(n[0] + n[1], sum_y2, sum_ym, np.full(runs, 2 * items * answers**2.0))
+    corrected = drift.distribution_tests(n[0], n[1], design)["p_value"]
+    naive = drift.distribution_tests(n[0], n[1])["p_value"]
+    assert 0.03 < (corrected < 0.05).mean() < 0.07 and (naive < 0.05).mean() > 0.5
 
 
 def test_planted_label_drift_is_found_where_and_when_it_starts() -> None:
@@ -335,6 +382,39 @@ def test_demo_planted_drift_is_the_top_alert_and_the_control_raises_none(demo_pa
     assert drift.drift_alerts(control, Filters()).empty
 
 
+def test_onset_is_the_start_of_the_step_that_the_alerting_windows_belong_to() -> None:
+    quiet, step = [0.4, -0.6, 1.1, -0.2], [3.0, 4.6, 5.2, 4.1, 5.5]
+    alerting = np.array([False] * 5 + [True] * 4)
+    # The first week of the change (z = 3) does not alert itself but dates the alert; quiet weeks do not.
+    assert drift._onset(np.array(quiet + step), alerting) == 4
+    # A single quiet week at z = 1.1 just before a weak first week stays out.
+    assert drift._onset(np.array([0.0, 1.1, 2.9, 5.0, 5.0]), np.array([False, False, False, True, True])) == 2
+    # An alert without earlier evidence starts at its first alerting window.
+    assert drift._onset(np.array([0.2, -1.0, 6.0, 1.0]), np.array([False, False, True, False])) == 2
+
+
+SEEDS = (2, 3, 7)  # 2: a small node's share moved by noise; 3: a first drift week below the size threshold
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_planted_drift_is_dated_and_ranked_first_across_seeds(tmp_path_factory, seed: int) -> None:
+    """The known answer for several generated worlds, not one: with events the planted branch and week is the
+    top alert, and its size and p-values are those of one window of its analysis; the control is quiet."""
+    with duckdb.connect(str(cached_demo(tmp_path_factory, DEMO_ITEMS, events=True, seed=seed)), read_only=True) as con:
+        facts = planted_facts(con)["drift"]
+        top = drift.drift_alerts(con, Filters()).iloc[0]
+        assert (top["branch"], top["week"], top["metric"]) == (facts["branch"], facts["date"], "label_share")
+        shares = drift.label_share_drift(con, Filters())
+        # The peak window is the branch's own or, folded into it, a node's below it (see _fold_into_ancestors).
+        lineage = {row[0]: list(row[1]) for row in con.execute(agreement.LINEAGES).fetchall()}
+        peak = shares[shares["p_value"] == top["p_value"]].iloc[0]
+        assert top["branch"] in lineage[peak["node"]] and peak["p_adjusted"] == top["p_adjusted"]
+        assert peak["week"] >= top["week"]
+        assert abs(np.log(peak["share"] / peak["reference_share"])) == pytest.approx(top["size"])
+    with duckdb.connect(str(cached_demo(tmp_path_factory, DEMO_ITEMS, events=False, seed=seed)), read_only=True) as con:
+        assert drift.drift_alerts(con, Filters()).empty
+
+
 def test_demo_guideline_change_lowers_agreement_in_its_branch_after_its_week(demo_pair) -> None:
     drops = []
     facts = planted_facts(demo_pair[0])["guideline_change"]
@@ -364,9 +444,7 @@ def test_short_date_ranges_skip_the_scan_with_the_same_empty_answer(small_demo) 
                 drift.drift_alerts(con, f), live_alerts[drift.ALERT_COLUMNS].head(20).reset_index(drop=True)
             )
             live_matrix = drift._matrix(con, f, "week", drift.REFERENCE_WEEKS)
-            pd.testing.assert_frame_equal(
-                drift.drift_matrix(con, f), drift.by_metric(live_matrix, "js")
-            )
+            pd.testing.assert_frame_equal(drift.drift_matrix(con, f), drift.by_metric(live_matrix, "js"))
             assert drift.drift_matrix(con, f).empty == short
             report = drift.drift_report(con, f)
             pd.testing.assert_frame_equal(report.top_alerts(), drift.drift_alerts(con, f))
