@@ -810,7 +810,10 @@ def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series, cha
     the number of alerting windows. ``change`` gives each window's direction (None: the metric has none)."""
     p_value = frame["p_value"].to_numpy(dtype=float)
     # Each window's evidence as a z-score, signed by the direction of its change.
-    evidence = stats.norm.isf(p_value / 2) * (1.0 if change is None else np.sign(change.to_numpy(dtype=float)))
+    # p-values that underflow to 0 (millions of answers) are read at the smallest double: finite, and far above
+    # any real window's evidence.
+    tail = np.clip(p_value / 2, np.finfo(float).tiny, 1.0)
+    evidence = stats.norm.isf(tail) * (1.0 if change is None else np.sign(change.to_numpy(dtype=float)))
     hit = frame.assign(size=size.to_numpy(), evidence=evidence, alerting=False)
     hit["alerting"] = (hit["p_adjusted"] < ALERT_P) & (hit["size"] >= ALERT_SIZE[metric])
     hit = hit[hit[subject].isin(hit.loc[hit["alerting"], subject]) & np.isfinite(evidence)]

@@ -393,6 +393,22 @@ def test_onset_is_the_start_of_the_step_that_the_alerting_windows_belong_to() ->
     assert drift._onset(np.array([0.2, -1.0, 6.0, 1.0]), np.array([False, False, True, False])) == 2
 
 
+def test_an_alert_whose_p_value_underflows_to_zero_is_kept_and_dated() -> None:
+    """At ten million answers a strong window's p-value is exactly 0; its evidence must stay finite."""
+    frame = pd.DataFrame(
+        {
+            "node": ["x"] * 4,
+            "week": ["2026-02-02", "2026-02-09", "2026-02-16", "2026-02-23"],
+            "p_value": [0.5, 0.4, 0.0, 0.0],
+            "p_adjusted": [0.6, 0.5, 0.0, 0.0],
+        }
+    )
+    alerts = drift._onsets(frame, "node", "label_share", pd.Series([0.01, 0.02, 0.9, 0.7]), pd.Series([1.0] * 4))
+    assert alerts[["branch", "week", "size", "p_value", "windows"]].values.tolist() == [
+        ["x", "2026-02-16", 0.9, 0.0, 2]
+    ]
+
+
 SEEDS = (2, 3, 7)  # 2: a small node's share moved by noise; 3: a first drift week below the size threshold
 
 
