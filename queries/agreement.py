@@ -282,6 +282,15 @@ def packed_sort(
     )
 
 
+def run_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """np.add.reduceat(values, starts) for integer values and ascending run starts (the first at 0), as differences
+    of one running total: twice as fast at millions of rows, and exact, also for wrapping uint64 hash sums (the
+    wrap cancels in the difference). Not for floats, whose running total would lose the small runs' precision."""
+    running = np.zeros(values.size + 1, dtype=np.uint64 if values.dtype == np.uint64 else np.int64)
+    np.cumsum(values, out=running[1:])
+    return np.diff(running[np.append(starts, values.size)])
+
+
 def _span(column: np.ndarray) -> tuple[int, int]:
     """A column's minimum and the bits its values need once the minimum is subtracted."""
     if not np.size(column):
@@ -578,8 +587,8 @@ def _patterns(
     if "n" in arrays:
         with np.errstate(over="ignore"):
             salt *= np.asarray(arrays["n"]).astype(np.uint64)
-        answers = np.add.reduceat(arrays["n"], all_starts)
-    summed = np.add.reduceat(salt, all_starts) if g.size else np.zeros(0, dtype=np.uint64)
+        answers = run_sums(np.asarray(arrays["n"]), all_starts)
+    summed = run_sums(salt, all_starts)
     del salt
     pairable = answers >= 2
     starts, unit_lengths, summed = all_starts[pairable], all_lengths[pairable], summed[pairable]

@@ -300,10 +300,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     depth = space.depth[values]
     for d in range(space.ancestors.shape[0]):
         keep = np.flatnonzero(depth > d)
-        value, own = values[keep], unit[keep]
-        # Run sums as differences of one running total (exact in integers; np.add.reduceat is several times slower).
-        running = np.zeros(keep.size + 1, dtype=np.int64)
-        np.cumsum(repeats[keep], out=running[1:])
+        value, own, weight = values[keep], unit[keep], repeats[keep]
         child = space.ancestors[d, value]
         branch = np.full(value.size, n_values) if d == 0 else space.ancestors[d - 1, value]
         new_branch = np.ones(value.size, dtype=bool)
@@ -311,8 +308,8 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
         new_child = new_branch.copy()
         new_child[1:] |= child[1:] != child[:-1]
         at_branch, at_child = np.flatnonzero(new_branch), np.flatnonzero(new_child)
-        m = np.diff(running[np.append(at_branch, keep.size)]).astype(np.float64)
-        y = np.diff(running[np.append(at_child, keep.size)]).astype(np.float64)
+        m = agreement.run_sums(weight, at_branch).astype(np.float64)
+        y = agreement.run_sums(weight, at_child).astype(np.float64)
         cell = branch[at_branch] * n_windows + unit_window[own[at_branch]]
         items += np.bincount(cell, minlength=n_cells)
         sum_m2 += np.bincount(cell, weights=m * m, minlength=n_cells)

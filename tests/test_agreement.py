@@ -341,6 +341,15 @@ def test_levels_from_collapsed_patterns_equal_levels_from_every_answer(con) -> N
         pd.testing.assert_frame_equal(agreement._table(units, space, 40), agreement._table(direct, space, 40))
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_run_sums_equal_reduceat_also_when_hash_sums_wrap(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 2**62, 5000, dtype=np.int64).astype(dtype) * dtype(3)  # uint64 sums wrap
+    starts = np.flatnonzero(np.r_[True, rng.random(4999) < 0.2])
+    assert np.array_equal(agreement.run_sums(values, starts), np.add.reduceat(values, starts))
+    assert agreement.run_sums(values[:0], starts[:0]).size == 0
+
+
 def test_packed_sort_orders_rows_like_a_lexsort() -> None:
     rng = np.random.default_rng(5)
     major, middle, minor = rng.integers(-5, 50, 2000), rng.integers(20_000, 20_400, 2000), rng.integers(0, 70, 2000)
