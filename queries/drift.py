@@ -923,32 +923,33 @@ def _frames(
     the label views and agreement drift are different groupings of the same arrays, so asking each page
     function in turn would find the reference and scan the answers three times over.
 
-    With ``parallel`` the label views and agreement drift (its own cursor) run on two threads beside the
-    smaller analyses: all are mostly numpy sorts and reductions, which release the GIL, so on two cores a
-    filtered drift page waits for the CPU time, not the sum of the steps. Refresh leaves it off: it runs
-    unfiltered, where several analyses' arrays at once would cost its memory budget more than the seconds
-    are worth."""
+    With ``parallel`` the item sort and then the label views and agreement drift (its own cursor) run on
+    threads beside the smaller analyses: all are mostly numpy sorts and reductions, which release the GIL,
+    so on two cores a filtered drift page waits for the CPU time, not the sum of the steps. Refresh leaves it
+    off: it runs unfiltered, where several analyses' arrays at once would cost its memory budget more than the
+    seconds are worth."""
     end = None
-    scanned: tuple[agreement.Answers, agreement.ValueSpace] | None = None
     fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None
-    in_scope = None
     if not _no_window_after_reference(f, reference_weeks):
-        space = agreement.value_space(con)
-        fetched = (agreement.fetch(con, f, annotator=True), space)
+        fetched = (agreement.fetch(con, f, annotator=True), agreement.value_space(con))
         end = _reference_end_of(fetched[0], reference_weeks)
-        # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
-        in_scope = None if f.is_empty() else _mask(fetched[0].item)
-        scanned = (fetched[0].sorted(), space)
 
-    def label_views() -> dict[str, pd.DataFrame]:
+    def ordered() -> tuple[agreement.Answers, agreement.ValueSpace] | None:
+        return None if fetched is None else (fetched[0].sorted(), fetched[1])
+
+    def label_views(scanned: tuple[agreement.Answers, agreement.ValueSpace] | None) -> dict[str, pd.DataFrame]:
         counts = label_counts(*scanned) if scanned is not None else None
         # Ordered as drift_matrix returns it: alert ties keep the order of their rows.
         return {"matrix": by_metric(_matrix_from(counts, end), "js"), "shares": _shares_from(counts, end)}
 
-    def agreement_on(cursor: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
+    def agreement_on(
+        cursor: duckdb.DuckDBPyConnection, scanned: tuple[agreement.Answers, agreement.ValueSpace] | None
+    ) -> dict[str, pd.DataFrame]:
         return {"agreement": _agreement_drift(cursor, f, end, 0, scanned)}
 
     def the_others() -> dict[str, pd.DataFrame]:
+        # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
+        in_scope = None if f.is_empty() or fetched is None else _mask(fetched[0].item)
         return {
             "confidence": _confidence(con, f, end),
             "model": _model(con, f, end, in_scope),
@@ -956,9 +957,12 @@ def _frames(
         }
 
     if not parallel or end is None:
-        return {**label_views(), **agreement_on(con), **the_others()}
-    with ThreadPoolExecutor(max_workers=2) as pool, con.cursor() as cursor:
-        labels, agree = pool.submit(label_views), pool.submit(agreement_on, cursor)
+        scanned = ordered()
+        return {**label_views(scanned), **agreement_on(con, scanned), **the_others()}
+    with ThreadPoolExecutor(max_workers=3) as pool, con.cursor() as cursor:
+        answers = pool.submit(ordered)
+        labels = pool.submit(lambda: label_views(answers.result()))
+        agree = pool.submit(lambda: agreement_on(cursor, answers.result()))
         return {**the_others(), **labels.result(), **agree.result()}
 
 
