@@ -548,12 +548,14 @@ def _agreement_drift(
     if answers.day is None:
         raise ValueError("agreement drift needs the answers' weeks")
     # Weeks start on Mondays and the reference ends on one, so an answer is in the reference window exactly
-    # when its week starts before the end; only the windows after it are compared, so the weekly grouping
-    # reads only their answers.
+    # when its week starts before the end. The reference is pooled into one window, day 0 (a Thursday, so no
+    # week's start): one grouping by subtree and window then gives the reference and every later week.
     early = answers.day < (end - pd.Timestamp("1970-01-01")).days
-    reference = agreement.grouped_answers(con, answers.where(early), space, "subtree", bootstrap).set_index("group")
-    weekly = agreement.grouped_answers(con, answers.where(~early), space, "subtree_week", bootstrap)
-    weekly = weekly.merge(reference, left_on="branch", right_index=True, suffixes=("", "_ref"))
+    windows = agreement.Answers(answers.item, answers.value, np.where(early, 0, answers.day).astype(np.int32))
+    table = agreement.grouped_answers(con, windows, space, "subtree_week", bootstrap)
+    pooled = table["week"] == agreement.day_label(np.zeros(1, dtype=np.int64))[0]
+    reference = table[pooled].drop(columns="week").set_index("branch")
+    weekly = table[~pooled].merge(reference, left_on="branch", right_index=True, suffixes=("", "_ref"))
     change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
     se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (
         2 * agreement.Z95
