@@ -17,7 +17,7 @@ from queries.filters import Filters
 from queries.options import FilterOptions, filter_options
 
 STATE_KEY = "labelgov_filters"
-WIDGET_KEYS = ("f_dates", "f_version", "f_branch", "f_sources", "f_segments", "f_tiers", "f_stages")
+WIDGET_KEYS = ("f_dates", "f_version", "f_branch", "f_sources", "f_segments", "f_tiers", "f_stages", "f_annotators")
 
 
 def _from_url() -> Filters:
@@ -66,6 +66,17 @@ def _multiselect(label: str, options: list[str], chosen: tuple[str, ...], key: s
     return tuple(st.multiselect(label, options, default=known, key=key))
 
 
+def _version_help(as_of: int | None) -> str:
+    """The filter is easily read as "show tree version N": say that it selects answers, not the tree."""
+    text = "Keeps only the answers given under this tree version. It does not change the tree shown"
+    if as_of is None:
+        return text + "."
+    return (
+        f"{text}: every answer is still mapped to tree v{as_of}, the version the analytics are computed in "
+        "(`labelgov refresh --as-of VERSION` chooses it)."
+    )
+
+
 def sidebar(options: FilterOptions | None = None) -> Filters:
     """Draw the filter widgets and return the validated filters."""
     opts = options if options is not None else access.call(filter_options)
@@ -93,6 +104,7 @@ def sidebar(options: FilterOptions | None = None) -> Filters:
             versions,
             index=versions.index(chosen_version) if chosen_version in versions else 0,
             key="f_version",
+            help=_version_help(opts.as_of_version),
         )
         values["tree_version"] = None if version == "all" else int(version)
         branch_ids = ["(whole tree)", *[b[0] for b in opts.branches]]
@@ -109,11 +121,7 @@ def sidebar(options: FilterOptions | None = None) -> Filters:
         values["segments"] = _multiselect("Segment", opts.segments, current.segments, "f_segments")
         values["tiers"] = _multiselect("Annotator tier", opts.tiers, current.tiers, "f_tiers")
         values["stages"] = _multiselect("Stage", opts.stages, current.stages, "f_stages")
-        annotators = tuple(a for a in current.annotators)
-        if annotators:
-            st.caption(f"Annotators: {', '.join(annotators)}")
-            if not st.button("Clear annotator filter", key="f_clear_annotators"):
-                values["annotators"] = annotators
+        values["annotators"] = _multiselect("Annotators", opts.annotators, current.annotators, "f_annotators")
         if st.button("Reset filters", key="f_reset"):
             apply_filters(Filters())
     filters = Filters.model_validate(values)

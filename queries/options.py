@@ -7,6 +7,7 @@ from datetime import date
 import duckdb
 from pydantic import BaseModel
 
+from queries.derived_base import as_of_version
 from queries.results import first_row
 
 
@@ -14,11 +15,13 @@ class FilterOptions(BaseModel):
     first_day: date | None
     last_day: date | None
     tree_versions: list[int]
+    as_of_version: int | None  # the tree version every answer is shown in
     branches: list[tuple[str, str, int]]  # (node_id, title, depth) of internal nodes, in tree order
     sources: list[str]
     segments: list[str]
     tiers: list[str]
     stages: list[str]
+    annotators: list[str]
 
 
 def _values(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
@@ -39,9 +42,11 @@ def filter_options(con: duckdb.DuckDBPyConnection) -> FilterOptions:
         first_day=span[0] if span else None,
         last_day=span[1] if span else None,
         tree_versions=versions,
+        as_of_version=as_of_version(con),
         branches=branches,
         sources=_values(con, "SELECT DISTINCT source FROM items ORDER BY 1"),
         segments=_values(con, "SELECT DISTINCT segment FROM items ORDER BY 1"),
         tiers=_values(con, "SELECT DISTINCT tier FROM annotators ORDER BY 1"),
         stages=_values(con, "SELECT DISTINCT stage FROM annotations ORDER BY 1"),
+        annotators=_values(con, "SELECT annotator_id FROM annotators ORDER BY 1"),
     )

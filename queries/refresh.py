@@ -63,6 +63,8 @@ class RefreshReport(BaseModel):
     touched_items: int
     steps: list[StepTiming]
     seconds: float
+    # Nothing was written since the last refresh, in the same tree version: no step ran.
+    up_to_date: bool = False
 
 
 Step = Callable[[duckdb.DuckDBPyConnection, RefreshContext], str]
@@ -143,33 +145,46 @@ def refresh(
 
     ``as_of`` pins the analytics to a tree version (``"latest"`` follows the newest again; None keeps
     the current choice). Changing it recomputes everything.
+
+    Every write bumps the data version, so when it still equals the refreshed one in the same as-of
+    tree version no step runs (``up_to_date``) unless ``full`` asks. A warehouse last refreshed before
+    the as-of version was recorded is recomputed once in full, since its tables' version is unknown.
     """
     started = time.perf_counter()
-    if as_of is not None:
-        before = derived_base.as_of_version(con)
-        derived_base.choose_as_of(con, None if as_of == "latest" else as_of)
-        full = full or derived_base.as_of_version(con) != before
-    since = int(_meta(con, "refreshed_batch", "0"))
-    never = refreshed_version(con) is None
-    full = full or never
-    row = first_row(con.execute(
-        "SELECT count(DISTINCT item_id) FROM annotations WHERE batch_id > ?", [0 if full else since]
-    ))
-    ctx = RefreshContext(full=full, since_batch=0 if full else since, touched_items=int(row[0]) if row else 0)
-    timings: list[StepTiming] = []
     with bulk_settings(con), transaction(con):
+        # Chosen inside the transaction, so a failed refresh does not leave the choice without the tables.
+        if as_of is not None:
+            derived_base.choose_as_of(con, None if as_of == "latest" else as_of)
+        as_of_now = derived_base.as_of_version(con)
+        version = data_version(con)
+        previous = refreshed_version(con)
+        # Every table is in the as-of version, so moving it (a choice, or a new latest tree) recomputes all.
+        moved = _meta(con, "refreshed_as_of", "") != str(as_of_now)
+        if not (full or moved) and previous == version:
+            # Nothing was written since: the tables already are what a refresh would compute.
+            if record is not None:
+                record(con, "refresh", {"data_version": version, "up_to_date": True, "as_of_version": as_of_now})
+            return RefreshReport(
+                data_version=version, as_of_version=as_of_now, full=False, touched_items=0, steps=[],
+                seconds=round(time.perf_counter() - started, 3), up_to_date=True,
+            )
+        full = full or moved or previous is None
+        since = 0 if full else int(_meta(con, "refreshed_batch", "0"))
+        row = first_row(con.execute("SELECT count(DISTINCT item_id) FROM annotations WHERE batch_id > ?", [since]))
+        ctx = RefreshContext(full=full, since_batch=since, touched_items=int(row[0]) if row else 0)
+        timings: list[StepTiming] = []
         for name, step in STEPS:
             t0 = time.perf_counter()
             mode = step(con, ctx)
             timings.append(
                 StepTiming(step=name, seconds=round(time.perf_counter() - t0, 3), mode=mode, peak_gb=_peak_gb())
             )
-        version = data_version(con)
         top = first_row(con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches"))
         count = int(_meta(con, "refresh_count", "0")) + 1
         for key, value in (
             ("refreshed_data_version", version),
             ("refreshed_batch", int(top[0]) if top else 0),
+            ("refreshed_as_of", as_of_now),
             ("refresh_count", count),
             ("derived_layout", DERIVED_LAYOUT),
         ):
@@ -181,13 +196,13 @@ def refresh(
                 {
                     "data_version": version,
                     "full": full,
-                    "as_of_version": derived_base.as_of_version(con),
+                    "as_of_version": as_of_now,
                     "steps": [t.model_dump() for t in timings],
                 },
             )
     return RefreshReport(
         data_version=version,
-        as_of_version=derived_base.as_of_version(con),
+        as_of_version=as_of_now,
         full=full,
         touched_items=ctx.touched_items,
         steps=timings,

@@ -179,3 +179,17 @@ def test_installed_command_runs(db: Path, tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=120, check=False)
     assert missing.returncode == 2
     assert missing.stderr.strip().endswith("gone.parquet: no such file") and "Traceback" not in missing.stderr
+
+
+def test_a_written_batch_suggests_a_refresh(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every written batch leaves the analytics stale; a dry run or a file already ingested does not."""
+    file = tmp_path / "answers.csv"
+    file.write_text("item_id,annotator_id,label\nq1,w1,1\nq2,w1,2\n", encoding="utf-8")
+    args = ["ingest", "annotations", str(file), "--db", str(db)]
+    suggestion = "run `labelgov refresh` to update the analytics"
+    code, out, _ = run(capsys, *args, "--dry-run")
+    assert code == 0 and "dry run: nothing written" in out and "labelgov refresh" not in out
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and out.splitlines()[-1] == f"batch 1 written: 2 new items, 1 new annotators; {suggestion}"
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "nothing to do" in out and "labelgov refresh" not in out

@@ -59,3 +59,16 @@ def test_branch_filter_selects_items_by_consensus_subtree() -> None:
     clause, params = Filters(branch="a1", annotators=("u1",)).where("a")
     got = con.execute("SELECT annotation_id FROM d_answers a WHERE " + clause, params).fetchall()
     assert got == [("t0",)]
+
+
+def test_refresh_with_nothing_new_keeps_the_tables_and_a_new_write_refreshes_again() -> None:
+    con = _con()
+    first = refresh(con)
+    key = cache_key(con)
+    again = refresh(con)
+    assert again.up_to_date and again.steps == [] and again.data_version == first.data_version
+    assert cache_key(con) == key and not is_stale(con)
+    bump_data_version(con)
+    after = refresh(con)
+    assert not after.up_to_date and after.steps and not is_stale(con) and cache_key(con) != key
+    assert refresh(con, full=True).steps, "--full recomputes even when nothing is new"

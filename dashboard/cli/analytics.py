@@ -7,7 +7,7 @@ that every other `labelgov` command starts without loading them.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -15,10 +15,13 @@ from dashboard.cli.common import audit_recorder, current_user, db_option
 from queries.connection import connect
 from queries.filters import Filters
 
+if TYPE_CHECKING:
+    from queries.refresh import RefreshReport
+
 
 @click.command("refresh")
 @db_option
-@click.option("--full", is_flag=True, help="Recompute everything, not only items touched by new batches.")
+@click.option("--full", is_flag=True, help="Recompute every step in full, even with nothing new since the last run.")
 @click.option(
     "--as-of",
     "as_of",
@@ -37,13 +40,24 @@ def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
         chosen = "latest" if as_of == "latest" else int(as_of)
     with connect(db) as con:
         report = refresh(con, full=full, as_of=chosen, record=audit_recorder(current_user()))
-    mode = "full" if report.full else f"incremental ({report.touched_items:,} items touched)"
     click.echo(
-        f"refreshed data version {report.data_version} as of tree v{report.as_of_version}: {mode} "
-        f"in {report.seconds:.1f} s"
+        f"refreshed data version {report.data_version} as of tree v{report.as_of_version}: {_modes(report)}"
+        f" in {report.seconds:.1f} s"
     )
     for step in report.steps:
         click.echo(f"  {step.step:<20}{step.mode:<14}{step.seconds:>8.2f} s   peak {step.peak_gb:.2f} GB")
+
+
+def _modes(report: RefreshReport) -> str:
+    """What the steps listed below did, summed up: "incremental" alone would hide that most ran in full."""
+    if report.up_to_date:
+        return "already up to date, nothing new since the last refresh; nothing recomputed (--full recomputes)"
+    partial = [s.step for s in report.steps if s.mode != "full"]
+    if not partial:
+        return "full"
+    touched = f"{report.touched_items:,} items with new answers" if report.touched_items else "no new answers"
+    rest = len(report.steps) - len(partial)
+    return f"incremental for {', '.join(partial)} ({touched}), full for the other {rest} steps"
 
 
 def _print_headline(figures: dict[str, Any]) -> None:

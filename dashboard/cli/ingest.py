@@ -47,7 +47,8 @@ def _print(report: IngestReport, file: str) -> None:
     if report.dry_run:
         click.echo(f"dry run: nothing written (would add {created})")
     else:
-        click.echo(f"batch {report.batch_id} written: {created}")
+        # Every written batch makes the analytics stale (the dashboard says so), even one wholly quarantined.
+        click.echo(f"batch {report.batch_id} written: {created}; run `labelgov refresh` to update the analytics")
 
 
 def _make_command(kind: str) -> click.Command:
