@@ -266,6 +266,25 @@ def reliability_diagram(bins: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
+def stated_confidence_diagram(bins: pd.DataFrame, title: str, series: str, y_title: str, empty: str) -> go.Figure:
+    """Share right against stated confidence per bin, one line per ``series`` value, with the perfect diagonal;
+    unlike ``reliability_diagram`` the lines are any grouping (e.g. annotator tiers) and ``empty`` says why
+    nothing shows."""
+    if bins.empty:
+        return empty_figure(title, empty)
+    fig = scatter(
+        bins, "mean_confidence", "accuracy", title, "Stated confidence (0 to 1)", y_title, ids=series,
+        series=series, hover=[("n", "Answers in bin")], lines=True,
+    )
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Perfect calibration",
+                   line={"color": "#7f7f7f", "dash": "dash"}, hoverinfo="skip")
+    )
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
 def interval_bars(
     frame: pd.DataFrame,
     x: str,

@@ -647,6 +647,51 @@ def reliability_bins(
     ).df()[BIN_COLUMNS]
 
 
+BY_BRANCH_COLUMNS = ["model", "branch", "level", "n_gold", "ece_gold", "brier_gold", "n_soft", "ece_soft", "brier_soft"]
+
+
+def calibration_by_branch(
+    con: duckdb.DuckDBPyConnection, f: Filters, model: str | None = None, bins: int = BINS
+) -> pd.DataFrame:
+    """ECE and Brier per tree level against gold and against the human soft labels, for every item in scope
+    (branch ``all``) and per top-level branch of the consensus, before any temperature.
+
+    Both references come from ``d_pred_level``, so the soft columns count every scored item with answers,
+    not only gold items; ``calibration_table`` has the gold figures with the temperature's effect. Sums per
+    branch, level and bin leave DuckDB; ``all`` adds the branches' bins, so its ECE is not a mean of theirs.
+    """
+    name = _resolve_model(con, model)
+    if name is None:
+        return pd.DataFrame(columns=BY_BRANCH_COLUMNS)
+    scope, params = scoped_items(item_scope(con, f), "p.item_idx")
+    per_bin = con.execute(
+        "SELECT coalesce(o.branch, 'none') AS branch, p.level, " + _bin_sql("p.conf") + " AS bin, "
+        "count(p.gold_hit) AS n_gold, coalesce(sum(p.gold_hit - p.conf), 0) AS gap_gold, "
+        "coalesce(sum(p.gold_brier), 0) AS sq_gold, count(p.soft_hit) AS n_soft, "
+        "coalesce(sum(p.soft_hit - p.conf), 0) AS gap_soft, coalesce(sum(p.soft_brier), 0) AS sq_soft "
+        "FROM d_pred_level p JOIN d_item_outcomes o USING (item_idx) "
+        "WHERE p.model = ? AND " + scope + " GROUP BY ALL",
+        [bins, bins, name, *params],
+    ).df()
+    if per_bin.empty:
+        return pd.DataFrame(columns=BY_BRANCH_COLUMNS)
+    sums = ["n_gold", "gap_gold", "sq_gold", "n_soft", "gap_soft", "sq_soft"]
+    pooled = per_bin.groupby(["level", "bin"], as_index=False)[sums].sum().assign(branch="all")
+    every = pd.concat([pooled, per_bin], ignore_index=True)
+    for ref in ("gold", "soft"):
+        every["gap_" + ref] = every["gap_" + ref].abs()
+    out = every.groupby(["branch", "level"], as_index=False, sort=False)[sums].sum()
+    for ref in ("gold", "soft"):
+        n = out["n_" + ref].where(out["n_" + ref] > 0)
+        out["ece_" + ref] = out["gap_" + ref] / n
+        out["brier_" + ref] = out["sq_" + ref] / n
+    out["model"] = name
+    # ``all`` first, then the branches by name; levels from the top down.
+    out["_all"] = out["branch"] != "all"
+    out = out.sort_values(["_all", "branch", "level"], ignore_index=True)
+    return out.astype({"level": "int64", "n_gold": "int64", "n_soft": "int64"})[BY_BRANCH_COLUMNS]
+
+
 def _bin_sql(column: str) -> str:
     """SQL for bin_index over ``column``; its two parameters are the number of bins, twice."""
     if column not in ("p.conf", "a.confidence"):
@@ -654,14 +699,15 @@ def _bin_sql(column: str) -> str:
     return "greatest(least(CAST(ceil(" + column + " * ?) AS BIGINT) - 1, ? - 1), 0)"
 
 
-def annotator_confidence_calibration(
-    con: duckdb.DuckDBPyConnection, f: Filters, against: Literal["gold", "consensus"] = "gold", bins: int = BINS
+def _annotator_bins(
+    con: duckdb.DuckDBPyConnection, f: Filters, against: Literal["gold", "consensus"], bins: int
 ) -> pd.DataFrame:
-    """Per annotator who reports confidence: stated confidence against being right.
+    """Per annotator who reports confidence and per confidence bin: answers, summed confidence, summed hits
+    and summed squared error of confidence against being right.
 
     Right means equal to gold, or (``consensus``) to the Dawid-Skene label when that model has been
-    refreshed, else the plurality label. ``overconfidence`` is mean confidence minus accuracy; ``brier`` is
-    the binary score of confidence against right.
+    refreshed, else the plurality label. Binned in SQL (the rule of bin_index), so only a few rows per
+    annotator leave DuckDB.
     """
     if against not in ("gold", "consensus"):
         raise LabelgovError("against must be 'gold' or 'consensus'")
@@ -672,9 +718,8 @@ def annotator_confidence_calibration(
     else:
         reference = "(SELECT item_idx, consensus_node AS ref FROM d_items)"
     where, params = f.where("a")
-    # Per annotator and bin in SQL (the bin rule of bin_index), so only a few rows per annotator leave DuckDB.
     # The reference relation is one of the fixed texts above; the predicate comes from Filters.where.
-    per_bin = con.execute(
+    return con.execute(
         "SELECT a.annotator_id, any_value(coalesce(a.tier, 'none')) AS tier, "
         + _bin_sql("a.confidence")
         + " AS bin, count(*) AS n, "
@@ -684,6 +729,17 @@ def annotator_confidence_calibration(
         "WHERE a.confidence IS NOT NULL AND NOT isnan(a.confidence) AND " + where + " GROUP BY a.annotator_id, bin",
         [bins, bins, *params],
     ).df()
+
+
+def annotator_confidence_calibration(
+    con: duckdb.DuckDBPyConnection, f: Filters, against: Literal["gold", "consensus"] = "gold", bins: int = BINS
+) -> pd.DataFrame:
+    """Per annotator who reports confidence: stated confidence against being right (see ``_annotator_bins``).
+
+    ``overconfidence`` is mean confidence minus accuracy; ``brier`` is the binary score of confidence
+    against right.
+    """
+    per_bin = _annotator_bins(con, f, against, bins)
     columns = ["annotator_id", "tier", "n", "mean_confidence", "accuracy", "overconfidence", "ece", "brier"]
     if per_bin.empty:
         return pd.DataFrame(columns=columns)
@@ -702,3 +758,21 @@ def annotator_confidence_calibration(
     per["ece"] = per["gap"] / per["n"]
     per["overconfidence"] = per["mean_confidence"] - per["accuracy"]
     return per[columns].sort_values(["overconfidence", "annotator_id"], ascending=[False, True], ignore_index=True)
+
+
+CONFIDENCE_BIN_COLUMNS = ["tier", "bin", "mean_confidence", "accuracy", "n"]
+
+
+def annotator_confidence_bins(
+    con: duckdb.DuckDBPyConnection, f: Filters, against: Literal["gold", "consensus"] = "gold", bins: int = BINS
+) -> pd.DataFrame:
+    """Reliability diagram of self-reported confidence, one line per annotator tier: per bin, mean stated
+    confidence against the share of answers that were right. Tiers rather than annotators, because a
+    single annotator's bins are too thin to read and a tier is what a routing rule acts on."""
+    per_bin = _annotator_bins(con, f, against, bins)
+    if per_bin.empty:
+        return pd.DataFrame(columns=CONFIDENCE_BIN_COLUMNS)
+    out = per_bin.groupby(["tier", "bin"], as_index=False)[["n", "conf", "hit"]].sum()
+    out["mean_confidence"] = out["conf"] / out["n"]
+    out["accuracy"] = out["hit"] / out["n"]
+    return out.astype({"n": "int64", "bin": "int64"})[CONFIDENCE_BIN_COLUMNS]

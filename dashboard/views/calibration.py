@@ -1,4 +1,5 @@
-"""Calibration: does the model's stated confidence match how often it is right, per level, and what fixes it."""
+"""Calibration: does the model's stated confidence match how often it is right, per level and branch, against
+gold and against the crowd, what a temperature would fix, and do annotators' own confidences mean anything."""
 
 from __future__ import annotations
 
@@ -6,11 +7,46 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import empty_state, fmt, guarded, table
+from dashboard.components import chart, empty_state, fmt, guarded, table
 from queries import calibration
 from queries.filters import Filters
+from queries.soft_labels import ITEM_LEVEL_FIELDS
 
 AGAINST = {"Gold labels": "gold", "Crowd soft labels": "soft"}
+# What an annotator's answer is checked against, as the radio reads: "An answer is right when it equals ...".
+ANNOTATOR_AGAINST = {"the gold label": "gold", "the consensus label": "consensus"}
+# The sidebar's name for each filter field; the fields outside ITEM_LEVEL_FIELDS pick answers on other pages.
+FILTER_NAMES = {
+    "start": "Date range",
+    "end": "Date range",
+    "tree_version": "Tree version",
+    "branch": "Branch",
+    "sources": "Source",
+    "segments": "Segment",
+    "tiers": "Annotator tier",
+    "annotators": "Annotators",
+    "stages": "Stage",
+}
+# Branch rows that stand for no branch of the tree: they stay in the table but cannot narrow the filters.
+NOT_A_BRANCH = ("all", "none")
+
+
+def item_choosing_filters(filters: Filters) -> list[str]:
+    """The sidebar names of the active filters that elsewhere choose answers but here only choose items: a
+    prediction, a gold label and a soft label belong to the item, so an item is scored when any of its
+    answers matches, and its scores do not change."""
+    active = filters.model_dump(exclude_defaults=True)
+    return list(dict.fromkeys(FILTER_NAMES[name] for name in active if name not in ITEM_LEVEL_FIELDS))
+
+
+def _scope_caption(filters: Filters) -> None:
+    names = item_choosing_filters(filters)
+    if names:
+        st.caption(
+            f"{', '.join(names)}: on the model sections these filters only choose which items are scored (items "
+            "with at least one matching answer); predictions, gold and soft labels are per item and use all its "
+            "answers. The annotators' confidence section filters the answers themselves."
+        )
 
 
 def _model() -> str | None:
@@ -26,8 +62,27 @@ def _model() -> str | None:
     )
 
 
+def _effect(temperature: float) -> str:
+    """What the temperature does in words; within 5% of 1 the change is too small to call a direction."""
+    if temperature > 1.05:
+        return "softening its probabilities: the model is over-confident"
+    if temperature < 0.95:
+        return "sharpening its probabilities: the model is under-confident"
+    return "barely changing its probabilities: the model is about calibrated"
+
+
+def _overall(scores: pd.DataFrame) -> dict[str, float | None]:
+    """The overall (leaf-level) row of a calibration table, missing numbers as None so that they read n/a."""
+    rows = scores[scores["scope"] == "overall"]
+    columns = ["ece", "ece_after_temperature", "brier", "brier_after_temperature"]
+    if rows.empty:
+        return dict.fromkeys(columns)
+    row = rows.iloc[0]
+    return {c: None if pd.isna(row[c]) else float(row[c]) for c in columns}
+
+
 def _fit(filters: Filters, model: str | None) -> str | None:
-    """The fitted temperature's figures; returns the model shown, None when there is nothing to show."""
+    """The fitted temperature and what it would give; returns the model shown, None when there is nothing."""
     fit = access.query(calibration.fit_temperature, filters, model=model)
     if fit is None:
         empty_state(
@@ -36,19 +91,43 @@ def _fit(filters: Filters, model: str | None) -> str | None:
             "FILE`), then run `labelgov refresh`.",
         )
         return None
-    cols = st.columns(4)
+    scores = access.query(calibration.calibration_table, filters, model=fit.model)
+    overall = _overall(scores)
+    st.subheader("Temperature scaling")
+    cols = st.columns(5)
     cols[0].metric("Model", fit.model)
     cols[1].metric(
         "Fitted temperature",
         fmt(fit.temperature, "ratio"),
         help="Above 1 the model is over-confident; below 1 under-confident.",
     )
-    cols[2].metric("Log loss before → after", f"{fit.nll_before:.3f} → {fit.nll_after:.3f}")
-    cols[3].metric("Gold items", f"{fit.n:,}")
+    cols[2].metric(
+        "Log loss before → after",
+        f"{fit.nll_before:.3f} → {fit.nll_after:.3f}",
+        help="Mean negative log-likelihood of the gold leaf, in nats per item; lower is better.",
+    )
+    cols[3].metric(
+        "Leaf ECE before → after",
+        f"{fmt(overall['ece'], 'share')} → {fmt(overall['ece_after_temperature'], 'share')}",
+        help="Expected calibration error at the leaf level against gold: the mean gap between stated "
+        "confidence and accuracy, in percentage points; 0 is perfect.",
+    )
+    cols[4].metric("Gold items", f"{fit.n:,}")
+    ece = f"{fmt(overall['ece'], 'share')} to {fmt(overall['ece_after_temperature'], 'share')}"
+    brier = f"{fmt(overall['brier'], 'ratio')} to {fmt(overall['brier_after_temperature'], 'ratio')}"
+    st.markdown(
+        f"Dividing the model's log-probabilities by **T = {fmt(fit.temperature, 'ratio')}** "
+        f"({_effect(fit.temperature)}) would change, on the {fit.n:,} gold items: the log loss from "
+        f"{fit.nll_before:.3f} to {fit.nll_after:.3f} nats per item, the leaf-level expected calibration error "
+        f"from {ece}, and the Brier score from {brier} (0 to 2, lower is better). The leaf with the highest "
+        "probability stays the same, so leaf-level accuracy does not change."
+    )
     return fit.model
 
 
-def _diagram(filters: Filters, model: str) -> None:
+def _diagram(filters: Filters, model: str) -> str:
+    """The reliability diagram against the reference the reader picks, which is returned for the branch chart."""
+    st.subheader("Reliability diagram")
     against = AGAINST[st.radio("Compare with", list(AGAINST), horizontal=True, key="cal_against")]
     scores = access.query(calibration.calibration_table, filters, model=model)
     levels = sorted(int(v) for v in scores.loc[scores["scope"] == "level", "name"].unique())
@@ -60,22 +139,97 @@ def _diagram(filters: Filters, model: str) -> None:
     st.plotly_chart(charts.reliability_diagram(bins, "Reliability diagram per tree level"), key="cal_diagram")
     # The bins carry no model column, so the download's name says which model they are.
     table(bins, f"reliability_bins_{against}_{model}", filters, key="cal_bins")
+    return against
 
 
 def _table(filters: Filters, model: str) -> None:
-    st.subheader("Calibration error and Brier score")
+    st.subheader("Calibration against gold, before and after temperature")
+    st.caption(
+        "ECE is a share of items (0 to 1); Brier is the multi-class score (0 to 2). Overall and level rows use "
+        "one temperature fitted on all gold items in scope; each branch row uses a temperature fitted on that "
+        "branch alone, at the leaf level."
+    )
     frame = access.query(calibration.calibration_table, filters, model=model)
     table(frame, "calibration", filters, key="cal_table")
 
 
+def _by_branch(filters: Filters, model: str, against: str) -> None:
+    st.subheader("Per branch and tree level, against gold and against crowd soft labels")
+    frame = access.query(calibration.calibration_by_branch, filters, model=model)
+    reference = next(name for name, key in AGAINST.items() if key == against).lower()
+    title = f"Expected calibration error per branch and tree level, against {reference}"
+    branches = frame[~frame["branch"].isin(NOT_A_BRANCH) & frame["n_" + against].gt(0)]
+    if branches.empty:
+        source = "gold labels (`labelgov ingest gold FILE`)" if against == "gold" else "annotations"
+        fig = charts.empty_figure(
+            title, f"No branch has items scored against {reference} in scope: widen the filters or ingest {source}"
+        )
+    else:
+        named = branches.assign(level_name="Level " + branches["level"].astype(str))
+        fig = charts.bars(
+            named,
+            "branch",
+            "ece_" + against,
+            title,
+            "Top-level branch (consensus)",
+            "Expected calibration error (0 to 1)",
+            ids="branch",
+            series="level_name",
+            hover=[("n_" + against, "Items scored")],
+        )
+    chart(fig, "cal_branch_chart", filters, dimension="branch")
+    st.caption(
+        "Select a branch to narrow the filters to it. Against soft labels every scored item with answers counts; "
+        "against gold only gold items do. Branch `all` pools every item in scope; `none` is items without a "
+        "consensus."
+    )
+    table(frame, f"calibration_by_branch_{model}", filters, key="cal_branch_table")
+
+
+def _annotators(filters: Filters) -> None:
+    st.subheader("Annotators' self-reported confidence")
+    choice = st.radio(
+        "An answer is right when it equals", list(ANNOTATOR_AGAINST), horizontal=True, key="cal_ann_against"
+    )
+    against = ANNOTATOR_AGAINST[choice]
+    per = access.query(calibration.annotator_confidence_calibration, filters, against=against)
+    if per.empty:
+        empty_state(
+            f"No answers in scope carry a self-reported confidence and have {choice} to compare it with.",
+            "Ingest annotations with a `confidence` column (a number from 0 to 1)"
+            + (", ingest gold labels or compare with the consensus label" if against == "gold" else "")
+            + ", or widen the filters.",
+        )
+        return
+    bins = access.query(calibration.annotator_confidence_bins, filters, against=against)
+    fig = charts.stated_confidence_diagram(
+        bins,
+        f"Stated confidence against answers equal to {choice}, per annotator tier",
+        "tier",
+        "Share of answers right (0 to 1)",
+        "No answers with a stated confidence in scope",
+    )
+    chart(fig, "cal_ann_diagram", filters, dimension="tier")
+    st.caption(
+        "Per annotator: overconfidence is mean stated confidence minus accuracy; ECE is a share (0 to 1); Brier "
+        "is the binary score of confidence against being right (0 to 1). Select a tier to narrow the filters."
+    )
+    table(per, f"annotator_confidence_{against}", filters, key="cal_ann_table")
+
+
 def render(filters: Filters) -> None:
     st.title("Calibration")
+    _scope_caption(filters)
     model: str | None = None
     with guarded("Fitting the temperature…"):
         model = _fit(filters, _model())
-    if model is None:
-        return
-    with guarded("Binning confidence…"):
-        _diagram(filters, model)
-    with guarded("Scoring calibration…"):
-        _table(filters, model)
+    if model is not None:
+        against = "gold"
+        with guarded("Binning confidence…"):
+            against = _diagram(filters, model)
+        with guarded("Scoring calibration…"):
+            _table(filters, model)
+        with guarded("Scoring branches…"):
+            _by_branch(filters, model, against)
+    with guarded("Scoring annotators' confidence…"):
+        _annotators(filters)
