@@ -94,6 +94,33 @@ def link_button(label: str, key: str, filters: Filters, widget_key: str, item: s
         go_to(key, filters, item)
 
 
+def narrowed(filters: Filters, **update: Any) -> Filters:
+    """``filters`` with some fields replaced, validated again: the values come from table rows, not the sidebar."""
+    return Filters.model_validate({**filters.model_dump(), **update})
+
+
+# The sidebar's names for Filters fields, in sidebar order, for sentences about which filters a number follows.
+FILTER_LABELS = {
+    "start": "Date range",
+    "end": "Date range",
+    "tree_version": "Tree version",
+    "branch": "Branch",
+    "sources": "Source",
+    "segments": "Segment",
+    "tiers": "Annotator tier",
+    "stages": "Stage",
+    "annotators": "Annotators",
+}
+
+
+def filter_names(fields: list[str]) -> str:
+    """Filters field names as the sidebar calls them, once each, in sidebar order: "Annotator tier and Stage"."""
+    names = list(dict.fromkeys(FILTER_LABELS[f] for f in FILTER_LABELS if f in fields))
+    if len(names) < 2:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def chart(fig: go.Figure, key: str, filters: Filters | None = None, dimension: Dimension | None = None) -> None:
     """Draw a figure; with a ``dimension`` a selection narrows the filters, or opens the selected item."""
     if dimension is None or filters is None:
@@ -113,6 +140,15 @@ def table(frame: pd.DataFrame, name: str, filters: Filters, key: str, **kwargs: 
     event = st.dataframe(frame, hide_index=True, key=key, **kwargs)
     download_buttons(frame, name, filters, key=key + "_dl")
     return event
+
+
+def selected_value(event: Any, frame: pd.DataFrame, column: str) -> str | None:
+    """``column`` of the first row selected in a table drawn with on_select; None when nothing is selected."""
+    selection = getattr(event, "selection", None)
+    rows = getattr(selection, "rows", None) or []
+    if not rows or int(rows[0]) >= len(frame):
+        return None
+    return str(frame.iloc[int(rows[0])][column])
 
 
 def fmt(value: float | None, kind: str) -> str:

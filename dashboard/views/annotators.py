@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import chart, empty_state, guarded, table
+from dashboard.components import chart, empty_state, guarded, link_button, narrowed, table
 from queries import agreement, reliability
 from queries.filters import Filters
 
@@ -39,6 +39,8 @@ def _table(filters: Filters) -> list[str]:
 def _one(filters: Filters, annotators: list[str]) -> None:
     st.subheader("One annotator")
     who = st.selectbox("Annotator", annotators, key="ann_pick")
+    link_button(f"Open the items of {who} in the disagreement explorer", "disagreements",
+                narrowed(filters, annotators=(who,)), widget_key="ann_to_disagreements")
     left, right = st.columns(2)
     with left:
         confusion = access.query(reliability.confusion_matrix, filters, annotator_id=who)

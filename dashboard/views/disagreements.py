@@ -8,7 +8,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import ITEM_ID, ITEM_PARAM, empty_state, guarded, table
+from dashboard.components import (
+    ITEM_ID,
+    ITEM_PARAM,
+    empty_state,
+    go_to,
+    guarded,
+    narrowed,
+    selected_value,
+    table,
+)
 from queries import contested
 from queries.filters import Filters
 
@@ -33,10 +42,30 @@ def _selected_row(event: Any) -> int | None:
     return int(rows[0]) if rows else None
 
 
+def annotator_view(event: Any, annotations: pd.DataFrame, filters: Filters) -> Filters | None:
+    """The filters that open the Annotators page on the annotator of the selected answer, None without one."""
+    who = selected_value(event, annotations, "annotator_id")
+    return None if who is None else narrowed(filters, annotators=(who,))
+
+
+def annotator_caveat(filters: Filters, sort: str) -> str | None:
+    """Why a ranking on an annotator filter reads differently: the filter keeps only those annotators' answers,
+    so entropy and gap measure how they disagree with themselves, not how contested the item is."""
+    if not filters.annotators or sort == "posterior":
+        return None
+    who = ", ".join(filters.annotators)
+    return (f"Entropy and gap count only the answers of {who}: one annotator's answers on an item rarely split, "
+            "so this lists their items rather than the ones everybody disputes. Rank by posterior to put first "
+            "their items whose latent truth is least certain.")
+
+
 def _ranking(filters: Filters) -> None:
     left, right = st.columns([2, 1])
     sort = SORTS[left.radio("Rank by", list(SORTS), horizontal=True, key="dis_sort")]
     limit = right.number_input("Items", min_value=10, max_value=2000, value=200, step=50, key="dis_limit")
+    caveat = annotator_caveat(filters, sort)
+    if caveat is not None:
+        st.caption(caveat)
     items = access.query(contested.contested_items, filters, limit=int(limit), sort=sort)
     if items.empty:
         empty_state("No items match these filters.", "Widen them, or ingest annotations and run `labelgov refresh`.")
@@ -69,8 +98,13 @@ def _item(item_id: str, filters: Filters) -> None:
     cols[1].metric("Consensus", str(facts["consensus_node"]))
     cols[2].metric("Consensus share", f"{float(facts['consensus_share']):.0%}")
     cols[3].metric("Source / segment", f"{facts['source']} / {facts['segment']}")
-    st.markdown("**Every annotation** (reliability is the annotator's Dawid-Skene accuracy)")
-    table(detail.annotations, f"item_{item_id}_annotations", filters, key="dis_item_answers")
+    st.markdown("**Every annotation** (reliability is the annotator's Dawid-Skene accuracy; select a row to open "
+                "its annotator)")
+    event = table(detail.annotations, f"item_{item_id}_annotations", filters, key="dis_item_answers",
+                  on_select="rerun", selection_mode="single-row")
+    person = annotator_view(event, detail.annotations, filters)
+    if person is not None:
+        go_to("annotators", person)
     left, right = st.columns(2)
     with left:
         _levels_chart(detail.mass, "Soft label per level (answers)", "mass")

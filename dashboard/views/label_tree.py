@@ -6,17 +6,50 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import empty_state, go_to, guarded, link_button, table
-from dashboard.selection import selection_to_drill
+from dashboard.components import (
+    chart,
+    empty_state,
+    filter_names,
+    go_to,
+    guarded,
+    link_button,
+    narrowed,
+    selected_value,
+    table,
+)
+from dashboard.selection import Dimension, selection_to_drill
 from queries import agreement, contested, soft_labels, tree_view
 from queries.filters import Filters
 
 # How the agreement table groups the answers: label -> agreement_table's ``by``.
 GROUPINGS = {"Branch": "branch", "Week": "week", "Tree level": "level", "Overall": "overall"}
+# Groupings whose points name something the filters can narrow to; levels and the overall row do not.
+GROUP_DIMENSIONS: dict[str, Dimension] = {"branch": "branch", "week": "week"}
 BOOTSTRAP_REPLICATES = 200
 SOURCES = {"Annotation mass": "annotations", "Latent-truth posterior (Dawid-Skene)": "posterior"}
 NODE_KEY = "lt_node_select"
 TOP = "(top level)"
+BRANCH_SHARES = {"agree_branch_not_leaf": "Agree on the branch, not the leaf",
+                 "disagree_branch": "Disagree on the branch"}
+
+
+def posterior_caveat(filters: Filters, source: str) -> str | None:
+    """The posterior is one Dawid-Skene model fitted on every answer, so a filter on answers cannot reweigh it:
+    say which active filters only choose items there, lest the unchanged sizes read as "no effect"."""
+    if source != "posterior":
+        return None
+    active = sorted(set(filters.model_dump(exclude_defaults=True)) - soft_labels.ITEM_LEVEL_FIELDS)
+    if not active:
+        return None
+    return (f"Filtered by {filter_names(active)}: in posterior mode these only choose the items (those with a "
+            "matching answer). The Dawid-Skene posterior is one model fitted on every answer, so an item's posterior "
+            "does not change with them. Size by annotation mass to count only the matching answers.")
+
+
+def branch_view(event: object, priorities: pd.DataFrame, filters: Filters) -> Filters | None:
+    """The filters that open the disagreement explorer on the selected priority's branch, None without one."""
+    node = selected_value(event, priorities, "node_id")
+    return None if node is None else narrowed(filters, branch=node)
 
 
 def _picked_node(event: object, nodes: pd.DataFrame) -> None:
@@ -43,6 +76,9 @@ def _tree(filters: Filters) -> list[str]:
         what = "No Dawid-Skene posterior yet." if source == "posterior" else "No answers match these filters."
         empty_state(what, "Run `labelgov refresh` after ingesting annotations, or widen the filters.")
         return []
+    caveat = posterior_caveat(filters, source)
+    if caveat is not None:
+        st.caption(caveat)
     fig = charts.sunburst(nodes, "Label tree by volume, coloured by ambiguity")
     event = st.plotly_chart(fig, key="lt_sunburst", on_select="rerun", selection_mode=("points",))
     _picked_node(event, nodes)
@@ -52,7 +88,7 @@ def _tree(filters: Filters) -> list[str]:
 
 def _levels(filters: Filters) -> None:
     st.subheader("Ambiguity per level")
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     levels = access.query(agreement.agreement_table, filters, by="level")
     stats = access.query(soft_labels.level_stats, filters)
     with left:
@@ -61,12 +97,18 @@ def _levels(filters: Filters) -> None:
         fig = charts.bars(levels, "level", "alpha_nominal", "Agreement (alpha) per tree level", "Level", "Alpha",
                           hover=[("n_items", "Items")])
         st.plotly_chart(fig, key="lt_alpha_levels")
-    with right:
-        if not stats.empty:
-            stats = stats.assign(level="Level " + stats["depth"].astype(str))
-        fig = charts.bars(stats, "level", "mean_entropy", "Mean entropy per level (bits)", "Level", "Entropy",
+    if not stats.empty:
+        stats = stats.assign(level="Level " + stats["depth"].astype(str))
+    with middle:
+        fig = charts.bars(stats, "level", "mean_entropy", "Mean entropy per level (bits)", "Level", "Entropy (bits)",
                           series="source", hover=[("ambiguous_share", "Share ambiguous")])
         st.plotly_chart(fig, key="lt_entropy_levels")
+    with right:
+        fig = charts.bars(stats, "level", "mean_gap", "Mean gap between the top two nodes per level",
+                          "Level", "Gap (share of the item's mass)", series="source",
+                          hover=[("mean_top_share", "Mean top share"), ("items", "Items")])
+        st.plotly_chart(fig, key="lt_gap_levels")
+    table(stats, "level_stats", filters, key="lt_level_stats")
 
 
 def _agreement(filters: Filters) -> None:
@@ -84,11 +126,44 @@ def _agreement(filters: Filters) -> None:
     st.caption(f"Krippendorff's alpha (nominal) with 95% intervals ({kind}); alpha_tree counts a confusion between "
                "siblings as less than one across branches. Fleiss' kappa uses the items with the most common number "
                "of answers.")
+    dimension = GROUP_DIMENSIONS.get(by)
+    if dimension is not None:
+        st.caption(f"Select a point to narrow the dashboard to that {label.lower()}.")
     fig = charts.interval_bars(rows, "group", "alpha_nominal", "ci_low", "ci_high",
                                f"Agreement (alpha) by {label.lower()}", label, "Alpha", ids="group",
                                empty="Fewer than two answers per item in these filters")
-    st.plotly_chart(fig, key="lt_agreement_chart")
+    chart(fig, "lt_agreement_chart", filters, dimension)
     table(rows, "agreement_by_" + by, filters, key="lt_agreement_table")
+
+
+def _branches(filters: Filters) -> None:
+    st.subheader("Where the branches split")
+    st.caption("Counted from the answers whichever source sizes the tree: the posterior has no answers to agree "
+               "or disagree. Shares are over items with at least two answers at the branch's depth; select a bar "
+               "to narrow the dashboard to its branch.")
+    stats = access.query(soft_labels.branch_stats, filters)
+    if stats.empty:
+        empty_state("No answers reach a branch under these filters.", "Widen the filters, or ingest annotations.")
+        return
+    shares = stats.melt(id_vars=["node_id", "title", "items"], value_vars=list(BRANCH_SHARES),
+                        var_name="measure", value_name="share").dropna(subset=["share"])
+    shares = shares.assign(measure=shares["measure"].map(BRANCH_SHARES))
+    fig = charts.bars(shares, "title", "share", "How answers agree at each branch", "Branch", "Share of items",
+                      ids="node_id", series="measure", hover=[("items", "Items reaching the branch")])
+    chart(fig, "lt_branch_shares", filters, "branch")
+    table(stats, "branch_stats", filters, key="lt_branch_table")
+    st.markdown("**Where more labels would help most** (uncertain split among the children, few items)")
+    priorities = access.query(soft_labels.labelling_priorities, filters)
+    if priorities.empty:
+        empty_state("No branch has enough judged items to rank.",
+                    "A branch needs five items with two or more answers below it; widen the filters.")
+        return
+    st.caption("Select a row to open that branch's items in the disagreement explorer.")
+    event = table(priorities, "labelling_priorities", filters, key="lt_priorities", on_select="rerun",
+                  selection_mode="single-row")
+    scope = branch_view(event, priorities, filters)
+    if scope is not None:
+        go_to("disagreements", scope)
 
 
 def _node(filters: Filters, branches: list[str]) -> None:
@@ -127,6 +202,8 @@ def render(filters: Filters) -> None:
         _levels(filters)
     with guarded("Measuring agreement…"):
         _agreement(filters)
+    with guarded("Measuring agreement within each branch…"):
+        _branches(filters)
     if branches:
         with guarded("Comparing the node's children…"):
             _node(filters, branches)
