@@ -5,13 +5,19 @@ seeded random order and the first k are aggregated, by plurality vote and by Daw
 Only gold items can be scored, so only they are replayed, which keeps the refresh step cheap. An item
 with fewer than k answers uses all it has, so the cost at k is what the operation would really have
 paid. Refresh stores every gold item's outcome per k and method in ``d_cost_quality_items`` (and
-per-annotator cost sums in ``d_cost_quality_annotators``), so any filter is a selection of stored rows.
+per-annotator cost sums in ``d_cost_quality_annotators``).
+
+Every filter chooses items, a selection of the stored rows (a filter on who answered keeps the items with
+such answers). Asked with ``replay_answers``, filters on who answered (tier, annotator, stage) instead ask
+"what would these answers alone buy": the replay then draws only from the answers they keep, on the spot,
+which takes seconds at millions of answers (Dawid-Skene is refitted on them), so pages offer it on request.
+Today's point and the escalation what-if are per-item outcomes, so any filter only chooses items for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
 import numpy as np
@@ -20,8 +26,9 @@ import pandas as pd
 
 from queries import frame_writes
 from queries.dawid_skene import dawid_skene
-from queries.escalation import ItemScope, item_scope, scoped_items, whatif_in_scope
+from queries.escalation import ItemScope, item_choosing_fields, item_scope, scoped_items, whatif_in_scope
 from queries.filters import Filters
+from queries.reliability import wilson_interval
 from queries.results import first_row
 
 if TYPE_CHECKING:
@@ -40,8 +47,26 @@ REPLAY_SQL = """
 SELECT a.item_idx, a.annotator_idx, a.node_id, coalesce(a.cost, 0) AS cost, o.gold_node,
        row_number() OVER (PARTITION BY a.item_idx ORDER BY hash(a.annotation_id || ?)) AS rk
 FROM d_answers a JOIN (SELECT item_idx, node_id AS gold_node FROM d_gold) o USING (item_idx)
-WHERE a.stage = 'initial'
+WHERE {pool}
 """
+
+# The Filters fields that choose which answers the replay draws from; the rest choose items.
+POOL_FIELDS = ("tiers", "annotators", "stages")
+# Without a stage filter the replay draws from the crowd's first-pass answers, as the operation does.
+DEFAULT_POOL = Filters(stages=("initial",))
+
+
+def answer_pool(f: Filters) -> Filters:
+    """The answers the replay draws from under ``f``: its tier, annotator and stage sets, first-pass by default."""
+    return Filters(tiers=f.tiers, annotators=f.annotators, stages=f.stages or DEFAULT_POOL.stages)
+
+
+def item_only_fields(f: Filters) -> list[str]:
+    """The active fields of ``f`` on answers that the redundancy curve can only read as "items with such answers".
+
+    Dates and tree version pick the items labelled then; the pool fields change the answers replayed instead.
+    """
+    return [field for field in item_choosing_fields(f) if field not in POOL_FIELDS]
 
 # Leaves are the classes; internal nodes are coarse labels spread evenly over their subtree's leaves.
 # A node id keeps the shape it has in the newest tree version that contains it.
@@ -96,13 +121,22 @@ def _dawid_skene(
 
 
 def replay(
-    con: duckdb.DuckDBPyConnection, methods: Sequence[str] = METHODS, max_k: int = MAX_K, seed: int = SEED
+    con: duckdb.DuckDBPyConnection,
+    methods: Sequence[str] = METHODS,
+    max_k: int = MAX_K,
+    seed: int = SEED,
+    pool: Filters = DEFAULT_POOL,
 ) -> pd.DataFrame:
-    """Per gold item, k and method: whether the aggregate of its first k answers is gold, and their cost."""
+    """Per gold item, k and method: whether the aggregate of its first k answers is gold, and their cost.
+
+    Only the answers ``pool`` keeps (see ``answer_pool``) are ordered, counted, paid for and fed to
+    Dawid-Skene, so an item's k-th answer is the k-th of its pool answers.
+    """
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"methods must be among {', '.join(METHODS)}")
-    answers = con.execute(REPLAY_SQL, [str(seed)]).df()
+    where, params = pool.where("a")
+    answers = con.execute(REPLAY_SQL.replace("{pool}", where), [str(seed), *params]).df()
     if answers.empty:
         return pd.DataFrame({c: pd.Series(dtype=object if c == "method" else float) for c in ITEM_COLUMNS})
     index, n_leaves, spread = _encoding(con)
@@ -178,24 +212,32 @@ def redundancy_curve(
     methods: Sequence[str] = METHODS,
     max_k: int = MAX_K,
     seed: int = SEED,
+    replay_answers: bool = False,
 ) -> pd.DataFrame:
     """Accuracy and cost per item as labels per item go 1..K, per branch of the items in scope.
 
-    Filters choose which gold items are scored, not which answers the aggregators learn from: Dawid-
-    Skene is fitted on every gold item, as it would be in operation. The default sample is stored at
-    refresh; another seed or K replays on the spot.
+    Filters choose which gold items are scored; with ``replay_answers`` tier, annotator and stage filters
+    choose the answers replayed instead (``answer_pool``). Dawid-Skene learns from the pool's answers on
+    every gold item, as it would be in operation, not only from the scored ones. The default sample is
+    stored at refresh; another seed, K or pool replays on the spot.
     """
-    return _curve(con, item_scope(con, f, gold_only=True), methods, max_k, seed)
+    pool = answer_pool(f) if replay_answers else DEFAULT_POOL
+    return _curve(con, item_scope(con, f, gold_only=True), methods, max_k, seed, pool)
 
 
 def _curve(
-    con: duckdb.DuckDBPyConnection, scope: ItemScope, methods: Sequence[str], max_k: int, seed: int
+    con: duckdb.DuckDBPyConnection,
+    scope: ItemScope,
+    methods: Sequence[str],
+    max_k: int,
+    seed: int,
+    pool: Filters = DEFAULT_POOL,
 ) -> pd.DataFrame:
     """redundancy_curve over items already scoped (only gold items are scored, so a gold-only scope will do)."""
     source = "d_cost_quality_items"
-    if max_k != MAX_K or seed != SEED:
+    if max_k != MAX_K or seed != SEED or pool != DEFAULT_POOL:
         source = "_replay"
-        _store_replay(con, replay(con, methods=methods, max_k=max_k, seed=seed), source)
+        _store_replay(con, replay(con, methods=methods, max_k=max_k, seed=seed, pool=pool), source)
     where, params = scoped_items(scope, "c.item_idx")
     sql = CURVE_SQL.replace("{source}", source).replace("{scope}", where)
     frame = con.execute(sql, [list(methods), *params]).df()
@@ -204,13 +246,15 @@ def _curve(
     return frame[CURVE_COLUMNS].astype({"method": object, "branch": object})
 
 
-def recommended_k(con: duckdb.DuckDBPyConnection, f: Filters, tolerance: float = 0.01) -> pd.DataFrame:
+def recommended_k(
+    con: duckdb.DuckDBPyConnection, f: Filters, tolerance: float = 0.01, replay_answers: bool = False
+) -> pd.DataFrame:
     """Per branch and method, the smallest k whose accuracy is within ``tolerance`` of the best k.
 
     One point of accuracy is usually inside the sampling noise of a few thousand gold items, so paying
     for more labels to chase it buys little; the tolerance is a parameter for operations that differ.
     """
-    curve = redundancy_curve(con, f)
+    curve = redundancy_curve(con, f, replay_answers=replay_answers)
     if curve.empty:
         return pd.DataFrame(
             columns=[
@@ -236,23 +280,30 @@ def recommended_k(con: duckdb.DuckDBPyConnection, f: Filters, tolerance: float =
     ].reset_index(drop=True)
 
 
-def current_point(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[float, float]:
-    """Today's mean spend per item (every stage) and the accuracy on gold of today's final labels."""
+class CurrentPoint(NamedTuple):
+    """Today's mean spend per item, the accuracy on gold of today's final labels, and the gold items scored."""
+
+    cost_per_item: float
+    accuracy: float
+    n_gold: int
+
+
+def current_point(con: duckdb.DuckDBPyConnection, f: Filters) -> CurrentPoint:
+    """Today's operating point over the items in scope (spend counts every stage)."""
     return _current_point(con, item_scope(con, f))
 
 
-def _current_point(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> tuple[float, float]:
+def _current_point(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> CurrentPoint:
     """current_point over items already scoped."""
     row = first_row(con.execute(
-        "SELECT avg(o.total_cost), avg((o.final_node = o.gold_node)::INT) FILTER (WHERE o.gold_node IS NOT NULL) "
-        "FROM d_item_outcomes o WHERE " + scope.sql,
+        "SELECT avg(o.total_cost), avg((o.final_node = o.gold_node)::INT) FILTER (WHERE o.gold_node IS NOT NULL), "  # noqa: S608 - scope from item_scope
+        "count(o.gold_node) FROM d_item_outcomes o WHERE " + scope.sql,
         scope.params,
     ))
-    return (
-        (float("nan"), float("nan"))
-        if row is None
-        else (float("nan") if row[0] is None else float(row[0]), float("nan") if row[1] is None else float(row[1]))
-    )
+    if row is None:
+        return CurrentPoint(float("nan"), float("nan"), 0)
+    cost, accuracy = (float("nan") if v is None else float(v) for v in row[:2])
+    return CurrentPoint(cost, accuracy, int(row[2]))
 
 
 # Differences smaller than this share of an axis's largest value are ties: two strategies' costs are sums
@@ -275,17 +326,19 @@ def non_dominated(cost: npt.ArrayLike, accuracy: npt.ArrayLike) -> npt.NDArray[n
     return ~(no_worse & better).any(axis=1) & finite
 
 
-def pareto_frontier(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+def pareto_frontier(con: duckdb.DuckDBPyConnection, f: Filters, replay_answers: bool = False) -> pd.DataFrame:
     """Every strategy's operating points with the efficient ones marked, and today's point among them.
 
-    The three parts share one scope: under a filter on who answered, finding the items costs a scan of
-    every answer, which is done once.
+    ``n_gold`` is the number of gold items a point is measured on. Measured accuracies (the redundancy
+    replay and today's labels) carry a 95% Wilson interval; a what-if projection mixes measured crowd
+    accuracy with the experts' estimated accuracy, so it has none. The three parts share one scope:
+    under a filter on who answered, finding the items costs a scan of every answer, which is done once.
     """
     scope = item_scope(con, f)
-    curve = _curve(con, scope, METHODS, MAX_K, SEED)
+    curve = _curve(con, scope, METHODS, MAX_K, SEED, answer_pool(f) if replay_answers else DEFAULT_POOL)
     overall = curve[curve["branch"] == "all"]
     whatif = whatif_in_scope(con, scope)
-    cost, accuracy = _current_point(con, scope)
+    now = _current_point(con, scope)
     points = pd.concat(
         [
             pd.DataFrame(
@@ -294,6 +347,8 @@ def pareto_frontier(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
                     "parameter": overall["k"].astype(float),
                     "cost_per_item": overall["cost_per_item"],
                     "accuracy": overall["accuracy"],
+                    "n_gold": overall["n_items"],
+                    "measured": True,
                 }
             ),
             pd.DataFrame(
@@ -302,15 +357,30 @@ def pareto_frontier(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
                     "parameter": whatif["threshold"],
                     "cost_per_item": whatif["projected_cost_per_item"],
                     "accuracy": whatif["projected_accuracy"],
+                    "n_gold": whatif["n_gold"],
+                    "measured": False,
                 }
             ),
             pd.DataFrame(
-                {"strategy": ["current"], "parameter": [np.nan], "cost_per_item": [cost], "accuracy": [accuracy]}
+                {
+                    "strategy": ["current"],
+                    "parameter": [np.nan],
+                    "cost_per_item": [now.cost_per_item],
+                    "accuracy": [now.accuracy],
+                    "n_gold": [now.n_gold],
+                    "measured": [True],
+                }
             ),
         ],
         ignore_index=True,
     )
     points = points[np.isfinite(points["cost_per_item"]) & np.isfinite(points["accuracy"])].reset_index(drop=True)
+    n = points["n_gold"].to_numpy(float)
+    low, high = wilson_interval(points["accuracy"].to_numpy(float) * n, n)
+    measured = points.pop("measured").to_numpy(bool)
+    points["accuracy_low"] = np.where(measured, low, np.nan)
+    points["accuracy_high"] = np.where(measured, high, np.nan)
+    points["n_gold"] = points["n_gold"].astype("int64")
     points["on_frontier"] = non_dominated(points["cost_per_item"], points["accuracy"])
     points["is_current"] = points["strategy"] == "current"
     return points.astype({"strategy": "object"})

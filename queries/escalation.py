@@ -152,6 +152,15 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
     return ItemScope(test + "(SELECT item_idx FROM " + SCOPE_TABLE + ")", [])  # noqa: S608 - fixed name
 
 
+def item_choosing_fields(f: Filters) -> list[str]:
+    """The active fields of ``f`` on answers: per-item outcomes can only read them as "items with such answers".
+
+    A page shows these so that a tier or stage filter that keeps every item is not mistaken for one
+    that changed nothing by accident.
+    """
+    return sorted(set(f.model_dump(exclude_defaults=True)) - soft_labels.ITEM_LEVEL_FIELDS)
+
+
 def scoped_items(scope: ItemScope, column: str) -> tuple[str, list[object]]:
     """``column IN (items in scope)`` for tables keyed by item_idx, or TRUE when every item is in scope."""
     if column not in SCOPED_COLUMNS:
@@ -365,7 +374,7 @@ def _expert_accuracy(con: duckdb.DuckDBPyConnection, scope: ItemScope) -> Expert
     return ExpertAccuracy(value=None, n=0, source="none")
 
 
-WHATIF_COLUMNS = ["threshold", "escalated_share", "projected_accuracy", "projected_cost_per_item"]
+WHATIF_COLUMNS = ["threshold", "escalated_share", "projected_accuracy", "projected_cost_per_item", "n_gold"]
 
 
 def threshold_whatif(
@@ -378,7 +387,8 @@ def threshold_whatif(
     Items that would escalate take the experts' accuracy (``expert_accuracy``); the others keep the
     crowd consensus's measured correctness on gold. Cost is today's crowd cost per item plus the
     escalated share times the median expert cost of a resolved escalation. At t=0 nothing escalates
-    and the projection is today's crowd accuracy; at t=1 everything does.
+    and the projection is today's crowd accuracy; at t=1 everything does. ``n_gold`` is the number of
+    gold items the accuracy is projected on.
     """
     return whatif_in_scope(con, item_scope(con, f), thresholds)
 
@@ -424,6 +434,7 @@ def whatif_in_scope(
             "escalated_share": escalated_share,
             "projected_accuracy": accuracy,
             "projected_cost_per_item": cost,
+            "n_gold": np.full(grid.size, int(cum["g"][-1])),
         }
     )
 

@@ -143,3 +143,49 @@ def test_without_gold_curves_are_empty_and_costs_have_no_accuracy() -> None:
     assert pareto_frontier(con, Filters()).empty
     people = cost_per_correct(con, Filters())
     assert list(people["answers"]) == [2, 1] and people["accuracy"].isna().all()
+
+
+def test_default_pool_replay_is_the_stored_sample(planted: Planted) -> None:
+    """The unfiltered curve reads the refresh's sample; replaying with the default pool gives the same rows."""
+    from queries.cost_quality import DEFAULT_POOL, answer_pool, replay
+
+    assert answer_pool(Filters(branch="a", start="2026-02-01")) == DEFAULT_POOL
+    stored = planted.con.execute("SELECT item_idx, k, method, correct, cost FROM d_cost_quality_items").df()
+    fresh = replay(planted.con, pool=DEFAULT_POOL)
+    key = ["item_idx", "k", "method"]
+    pd.testing.assert_frame_equal(
+        stored.sort_values(key).reset_index(drop=True), fresh.sort_values(key).reset_index(drop=True), check_dtype=False
+    )
+
+
+def test_stage_and_annotator_filters_replay_only_their_answers(planted: Planted) -> None:
+    """Expert answers alone: one per resolved escalation, so k = 1 and the curve is the experts' accuracy on gold."""
+    experts = planted.answers[planted.answers["stage"] == "escalated"]
+    right = (experts["node_id"].to_numpy() == planted.truth.loc[experts["item_id"]].to_numpy()).mean()
+    curve = redundancy_curve(planted.con, Filters(stages=("escalated",)), replay_answers=True)
+    overall = curve[curve["branch"] == "all"].set_index("method")
+    assert set(curve["k"]) == {1}
+    assert overall.loc["mv", "accuracy"] == pytest.approx(right)
+    assert overall.loc["mv", "cost_per_item"] == pytest.approx(1.0)
+    assert set(overall["n_items"]) == {len(experts)}
+
+    # Ten crowd workers: spend and items scored per k follow only their answers, and differ from everyone's.
+    few = tuple(f"w{i}" for i in range(10))
+    pool = planted.answers[planted.answers["annotator_id"].isin(few)]
+    per_item = pool.groupby("item_id").size()
+    curve = redundancy_curve(planted.con, Filters(annotators=few), methods=("mv",), replay_answers=True)
+    overall = curve[curve["branch"] == "all"].set_index("k")
+    for k, row in overall.iterrows():
+        assert row["n_items"] == len(per_item)
+        assert row["cost_per_item"] == pytest.approx(0.05 * np.minimum(per_item, k).mean())
+    # With every pool answer counted, items whose pool plurality is unique are decided; ties may go either way.
+    top = int(per_item.max())
+    votes = pool.groupby(["item_id", "node_id"]).size().rename("n").reset_index()
+    best = votes[votes["n"] == votes.groupby("item_id")["n"].transform("max")]
+    unique = best.groupby("item_id").filter(lambda g: len(g) == 1).set_index("item_id")["node_id"]
+    sure = (unique == planted.truth.loc[unique.index]).sum()
+    tied_with_gold = best[best["node_id"].to_numpy() == planted.truth.loc[best["item_id"]].to_numpy()]
+    possible = sure + tied_with_gold["item_id"].isin(set(best["item_id"]) - set(unique.index)).sum()
+    assert sure / len(per_item) <= overall.loc[top, "accuracy"] <= possible / len(per_item)
+    everyone = redundancy_curve(planted.con, Filters(), methods=("mv",))
+    assert not everyone[everyone["branch"] == "all"]["n_items"].eq(len(per_item)).all()

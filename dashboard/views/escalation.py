@@ -5,24 +5,42 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import chart, empty_state, fmt, guarded, table
+from dashboard.components import chart, empty_state, filter_names, fmt, guarded, table
 from queries import escalation
 from queries.filters import Filters
 
 GROUPS = {"Trigger": "trigger", "Expert": "expert", "Branch": "branch"}
 
 
-def _summary(filters: Filters) -> bool:
-    s = access.query(escalation.escalation_summary, filters)
+def item_scope_note(filters: Filters, items: int) -> str | None:
+    """Why a tier, stage, annotator or date filter may leave these numbers unchanged, None without one.
+
+    Every number here is an item's outcome, which needs all of its answers (dropping the expert's answer
+    would erase the effect measured), so such a filter can only choose the items that have matching answers.
+    """
+    fields = escalation.item_choosing_fields(filters)
+    if not fields:
+        return None
+    return (f"{filter_names(fields)} only choose items here: an item is in scope when any of its answers "
+            f"matches, and its outcome before and after escalation, its cost and its timing use all of its "
+            f"answers ({items:,} items in scope).")
+
+
+def _summary(filters: Filters, sla: float) -> bool:
+    s = access.query(escalation.escalation_summary, filters, sla_hours=sla)
     if s.escalated == 0:
         empty_state("No escalations in scope.", "Ingest the escalation log with `labelgov ingest escalations FILE`.")
         return False
+    note = item_scope_note(filters, s.items)
+    if note is not None:
+        st.caption(note)
     cols = st.columns(5)
     cols[0].metric("Escalation rate", fmt(s.escalation_rate, "share"), help=f"{s.escalated:,} of {s.items:,} items")
     cols[1].metric("Accuracy before", fmt(s.accuracy_before, "share"), help=f"on {s.n_gold} escalated gold items")
     cols[2].metric("Accuracy after", fmt(s.accuracy_after, "share"))
     cols[3].metric("Median hours to label", fmt(s.median_hours_to_label, "hours"))
-    cols[4].metric(f"Resolved within {s.sla_hours:.0f} h", fmt(s.share_within_sla, "share"))
+    cols[4].metric(f"Resolved within {s.sla_hours:.0f} h", fmt(s.share_within_sla, "share"),
+                   help="Share of decided escalations resolved within the service level chosen above")
     if s.n_gold == 0:
         empty_state("No escalated item has a gold label, so gains cannot be measured.",
                     "Ingest gold labels with `labelgov ingest gold FILE`.")
@@ -42,10 +60,9 @@ def _gains(filters: Filters) -> None:
     table(gains, f"escalation_gains_by_{by}", filters, key="esc_gains_table")
 
 
-def _time(filters: Filters) -> None:
+def _time(filters: Filters, sla: float) -> None:
     st.subheader("Time to label")
-    sla = st.slider("Service level (hours)", 4, 168, 48, step=4, key="esc_sla")
-    times = access.query(escalation.time_to_label, filters, sla_hours=float(sla))
+    times = access.query(escalation.time_to_label, filters, sla_hours=sla)
     fig = charts.bars(times, "trigger", "median_hours", "Median hours from escalation to label", "Trigger",
                       "Hours", hover=[("p90_hours", "90th percentile"), ("share_within_sla", "Within service level")])
     st.plotly_chart(fig, key="esc_time")
@@ -76,12 +93,15 @@ def _whatif(filters: Filters) -> None:
 
 def render(filters: Filters) -> None:
     st.title("Escalation")
+    # One service level for the tile and the time-to-label table, so that the two never disagree.
+    sla = float(st.slider("Service level (hours)", 4, 168, 48, step=4, key="esc_sla",
+                          help="Sets the 'Resolved within' tile and the time-to-label table"))
     with guarded("Summarising escalations…"):
-        if not _summary(filters):
+        if not _summary(filters, sla):
             return
     with guarded("Measuring gains…"):
         _gains(filters)
     with guarded("Timing escalations…"):
-        _time(filters)
+        _time(filters, sla)
     with guarded("Projecting thresholds…"):
         _whatif(filters)
