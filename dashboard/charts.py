@@ -249,32 +249,22 @@ def frontier(points: pd.DataFrame, title: str) -> go.Figure:
 
 
 def reliability_diagram(bins: pd.DataFrame, title: str) -> go.Figure:
-    """Accuracy against stated confidence per bin, one line per tree level, with the perfect diagonal."""
-    if bins.empty:
-        return empty_figure(title, "No gold labels with predictions in scope")
-    frame = bins.assign(level_name="Level " + bins["level"].astype(str))
-    fig = scatter(
-        frame, "mean_confidence", "accuracy", title, "Stated confidence", "Observed accuracy", ids="level_name",
-        series="level_name", hover=[("n", "Items in bin")], lines=True,
-    )
-    fig.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Perfect calibration",
-                   line={"color": "#7f7f7f", "dash": "dash"}, hoverinfo="skip")
-    )
-    fig.update_xaxes(range=[0, 1])
-    fig.update_yaxes(range=[0, 1])
-    return fig
+    """The model's accuracy against its stated confidence per bin, one line per tree level."""
+    levels = bins.assign(level_name="Level " + bins["level"].astype(str)) if not bins.empty else bins
+    return stated_confidence_diagram(levels, title, "level_name", "Observed accuracy",
+                                     "No gold labels with predictions in scope", counted="Items in bin")
 
 
-def stated_confidence_diagram(bins: pd.DataFrame, title: str, series: str, y_title: str, empty: str) -> go.Figure:
-    """Share right against stated confidence per bin, one line per ``series`` value, with the perfect diagonal;
-    unlike ``reliability_diagram`` the lines are any grouping (e.g. annotator tiers) and ``empty`` says why
-    nothing shows."""
+def stated_confidence_diagram(
+    bins: pd.DataFrame, title: str, series: str, y_title: str, empty: str, counted: str = "Answers in bin"
+) -> go.Figure:
+    """Share right against stated confidence per bin, one line per ``series`` value (tree levels, annotator
+    tiers), with the perfect diagonal; ``empty`` says why nothing shows."""
     if bins.empty:
         return empty_figure(title, empty)
     fig = scatter(
-        bins, "mean_confidence", "accuracy", title, "Stated confidence (0 to 1)", y_title, ids=series,
-        series=series, hover=[("n", "Answers in bin")], lines=True,
+        bins, "mean_confidence", "accuracy", title, "Stated confidence", y_title, ids=series,
+        series=series, hover=[("n", counted)], lines=True,
     )
     fig.add_trace(
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Perfect calibration",

@@ -26,7 +26,7 @@ import pandas as pd
 
 from queries import frame_writes
 from queries.dawid_skene import dawid_skene
-from queries.escalation import ItemScope, item_choosing_fields, item_scope, scoped_items, whatif_in_scope
+from queries.escalation import ItemScope, item_scope, scoped_items, whatif_in_scope
 from queries.filters import Filters
 from queries.reliability import wilson_interval
 from queries.results import first_row
@@ -66,7 +66,7 @@ def item_only_fields(f: Filters) -> list[str]:
 
     Dates and tree version pick the items labelled then; the pool fields change the answers replayed instead.
     """
-    return [field for field in item_choosing_fields(f) if field not in POOL_FIELDS]
+    return [field for field in f.answer_fields() if field not in POOL_FIELDS]
 
 # Leaves are the classes; internal nodes are coarse labels spread evenly over their subtree's leaves.
 # A node id keeps the shape it has in the newest tree version that contains it.

@@ -152,15 +152,6 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
     return ItemScope(test + "(SELECT item_idx FROM " + SCOPE_TABLE + ")", [])  # noqa: S608 - fixed name
 
 
-def item_choosing_fields(f: Filters) -> list[str]:
-    """The active fields of ``f`` on answers: per-item outcomes can only read them as "items with such answers".
-
-    A page shows these so that a tier or stage filter that keeps every item is not mistaken for one
-    that changed nothing by accident.
-    """
-    return sorted(set(f.model_dump(exclude_defaults=True)) - soft_labels.ITEM_LEVEL_FIELDS)
-
-
 def scoped_items(scope: ItemScope, column: str) -> tuple[str, list[object]]:
     """``column IN (items in scope)`` for tables keyed by item_idx, or TRUE when every item is in scope."""
     if column not in SCOPED_COLUMNS:

@@ -22,6 +22,10 @@ STAGES = frozenset({"initial", "escalated", "review", "adjudication"})
 NODE_ID = re.compile(r"^[a-z0-9_-]+$")
 
 
+# The fields that choose items (an item's source, segment and consensus branch); all others choose answers.
+ITEM_LEVEL_FIELDS = frozenset({"branch", "sources", "segments"})
+
+
 class Filters(BaseModel):
     """Date range (inclusive), tree version, branch (a node and its subtree), and value sets.
 
@@ -151,6 +155,12 @@ class Filters(BaseModel):
 
     def is_empty(self) -> bool:
         return self == Filters()
+
+    def answer_fields(self) -> list[str]:
+        """The active fields that choose answers (dates, tree version, tiers, annotators, stages): a per-item
+        result can only read them as "the items with such answers", and pages say so, lest a tier filter that
+        keeps every item look like one that changed nothing by accident."""
+        return sorted(set(self.model_dump(exclude_defaults=True)) - ITEM_LEVEL_FIELDS)
 
     def to_query_params(self) -> dict[str, str]:
         """Only the fields that are set, as strings, for st.query_params."""

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 Source = Literal["annotations", "posterior"]
 SOURCES: tuple[str, ...] = ("annotations", "posterior")
 # Filter fields that only choose items; the others change which answers count for an item.
-ITEM_LEVEL_FIELDS = frozenset({"branch", "sources", "segments"})
 
 # One row per node id: its latest tree version names it, orders it and gives its lineage.
 NODES = (
@@ -102,7 +101,7 @@ def max_depth(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def item_level_only(f: Filters) -> bool:
-    return not (set(f.model_dump(exclude_defaults=True)) - ITEM_LEVEL_FIELDS)
+    return not f.answer_fields()
 
 
 def item_scope(f: Filters) -> tuple[str | None, list[Any]]:
@@ -746,7 +745,7 @@ def _summary(con: duckdb.DuckDBPyConnection, kind: str, f: Filters, amb: Ambigui
     if kind not in FROM_PARTS:
         raise ValueError(f"kind {kind!r} is not in the allow-list")
     every_tier, one_tier, head, join, tail = FROM_PARTS[kind]
-    answer_fields = set(f.model_dump(exclude_defaults=True)) - ITEM_LEVEL_FIELDS
+    answer_fields = set(f.answer_fields())
     if not answer_fields:
         table = every_tier
     elif answer_fields == {"tiers"} and len(f.tiers) == 1:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from dashboard.components import fmt
-from dashboard.views.calibration import item_choosing_filters
 from governance.roles import Role
 from queries.calibration import (
     annotator_confidence_bins,
@@ -180,11 +179,8 @@ def test_page_numbers_equal_the_queries(demo_db: Path, monkeypatch: pytest.Monke
 
 
 def test_answer_filters_are_named_as_only_choosing_items(demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert item_choosing_filters(Filters(branch="spam", sources=("x",))) == []
-    assert item_choosing_filters(Filters(tiers=("expert",), stages=("initial",), branch="spam")) == [
-        "Annotator tier",
-        "Stage",
-    ]
+    assert Filters(branch="spam", sources=("x",)).answer_fields() == []
+    assert Filters(tiers=("expert",), stages=("initial",), branch="spam").answer_fields() == ["stages", "tiers"]
     at = go(open_app(demo_db, Role.ANALYST, monkeypatch), "calibration")
     assert not any("only choose which items" in c.value for c in at.caption)
     tier = at.sidebar.multiselect(key="f_tiers").options[0]

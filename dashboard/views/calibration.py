@@ -7,43 +7,24 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import access, charts
-from dashboard.components import chart, empty_state, fmt, guarded, table
+from dashboard.components import chart, empty_state, filter_names, fmt, guarded, table
 from queries import calibration
 from queries.filters import Filters
-from queries.soft_labels import ITEM_LEVEL_FIELDS
 
 AGAINST = {"Gold labels": "gold", "Crowd soft labels": "soft"}
 # What an annotator's answer is checked against, as the radio reads: "An answer is right when it equals ...".
 ANNOTATOR_AGAINST = {"the gold label": "gold", "the consensus label": "consensus"}
-# The sidebar's name for each filter field; the fields outside ITEM_LEVEL_FIELDS pick answers on other pages.
-FILTER_NAMES = {
-    "start": "Date range",
-    "end": "Date range",
-    "tree_version": "Tree version",
-    "branch": "Branch",
-    "sources": "Source",
-    "segments": "Segment",
-    "tiers": "Annotator tier",
-    "annotators": "Annotators",
-    "stages": "Stage",
-}
 # Branch rows that stand for no branch of the tree: they stay in the table but cannot narrow the filters.
 NOT_A_BRANCH = ("all", "none")
 
 
-def item_choosing_filters(filters: Filters) -> list[str]:
-    """The sidebar names of the active filters that elsewhere choose answers but here only choose items: a
-    prediction, a gold label and a soft label belong to the item, so an item is scored when any of its
-    answers matches, and its scores do not change."""
-    active = filters.model_dump(exclude_defaults=True)
-    return list(dict.fromkeys(FILTER_NAMES[name] for name in active if name not in ITEM_LEVEL_FIELDS))
-
-
 def _scope_caption(filters: Filters) -> None:
-    names = item_choosing_filters(filters)
-    if names:
+    # A prediction, a gold label and a soft label belong to the item, so an item is scored when any of its
+    # answers matches, and its scores do not change.
+    fields = filters.answer_fields()
+    if fields:
         st.caption(
-            f"{', '.join(names)}: on the model sections these filters only choose which items are scored (items "
+            f"{filter_names(fields)}: on the model sections these filters only choose which items are scored (items "
             "with at least one matching answer); predictions, gold and soft labels are per item and use all its "
             "answers. The annotators' confidence section filters the answers themselves."
         )

@@ -18,7 +18,7 @@ def item_scope_note(filters: Filters, items: int) -> str | None:
     Every number here is an item's outcome, which needs all of its answers (dropping the expert's answer
     would erase the effect measured), so such a filter can only choose the items that have matching answers.
     """
-    fields = escalation.item_choosing_fields(filters)
+    fields = filters.answer_fields()
     if not fields:
         return None
     return (f"{filter_names(fields)} only choose items here: an item is in scope when any of its answers "

@@ -38,7 +38,7 @@ def posterior_caveat(filters: Filters, source: str) -> str | None:
     say which active filters only choose items there, lest the unchanged sizes read as "no effect"."""
     if source != "posterior":
         return None
-    active = sorted(set(filters.model_dump(exclude_defaults=True)) - soft_labels.ITEM_LEVEL_FIELDS)
+    active = filters.answer_fields()
     if not active:
         return None
     return (f"Filtered by {filter_names(active)}: in posterior mode these only choose the items (those with a "
