@@ -158,9 +158,11 @@ def test_overview_shows_accuracy_on_gold_and_hierarchical_accuracy(
 
 def test_overview_data_quality_tables_equal_the_checks(demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_app(demo_db, Role.ANALYST, monkeypatch)
-    titles_shown = [e.label for e in at.expander]
+    picker = at.selectbox(key="ov_dq_pick")
+    assert picker.value == overview_page.NO_CHECK
+    assert picker.options == [overview_page.NO_CHECK, *(c.title for c in overview_page.CHECK_TABLES)]
     for check in overview_page.CHECK_TABLES:
-        assert check.title in titles_shown
+        at.selectbox(key="ov_dq_pick").set_value(check.title).run()
         expected = query(demo_db, check.query, Filters())
         shown = next(d.value for d in at.dataframe if list(d.value.columns) == list(expected.columns))
         assert len(shown) == len(expected), check.name
@@ -172,6 +174,7 @@ def test_overview_data_quality_tables_equal_the_checks(demo_db: Path, monkeypatc
     assert not any("sources diverge" in b.label for b in at.button), "divergence is shown here, not on Drift"
 
     fast = query(demo_db, data_quality.too_fast_annotators, Filters())
+    at.selectbox(key="ov_dq_pick").set_value("Too-fast annotators").run()
     next(b for b in at.button if b.label == "Look at the too-fast annotators").click().run()
     assert at.title[0].value == "Annotators"
     assert set(at.dataframe[0].value["annotator_id"]) == set(fast["annotator_id"])
@@ -198,7 +201,7 @@ def test_overview_sections_say_why_they_are_empty(demo_db: Path, monkeypatch: py
     assert "No drift alerts" in said
     for check in overview_page.CHECK_TABLES:
         if query(demo_db, check.query, Filters(stages=("escalated",), tiers=("crowd-standard",))).empty:
-            assert check.empty in said
+            assert check.empty in _said(at.selectbox(key="ov_dq_pick").set_value(check.title).run())
 
 
 # --- Drift ----------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ CHECK_TABLES = (
     CheckTable("Source divergence", data_quality.source_divergence, "source_divergence",
                "No source in these filters."),
 )
+NO_CHECK = "(none)"
 TRENDS = (
     ("annotations", "Annotations per week", "Annotations"),
     ("alpha", "Agreement (alpha) per week", "Alpha"),
@@ -149,17 +150,21 @@ def _quality(filters: Filters) -> None:
     if checks[checks["severity"] != "ok"].empty:
         st.success("Every data-quality check passes for these filters.")
     table(checks, "quality_checks", filters, key="ov_checks")
-    st.caption("Open a check's rows below.")
-    for check in CHECK_TABLES:
-        with st.expander(check.title):
-            rows = access.query(check.query, filters)
-            if rows.empty:
-                st.caption(check.empty)
-                continue
-            table(rows, check.name, filters, key="ov_dq_" + check.name)
-            if check.query is data_quality.too_fast_annotators:
-                link_button("Look at the too-fast annotators", "annotators", flagged_annotators(rows, filters),
-                            widget_key="ov_check_too_fast_annotators")
+    # One check's rows at a time, on request: under a filter on answers each table is a scan of the answers,
+    # and the overview is the first page leadership opens.
+    titles = [NO_CHECK, *(check.title for check in CHECK_TABLES)]
+    picked = st.selectbox("Show the rows behind a check", titles, key="ov_dq_pick")
+    check = next((c for c in CHECK_TABLES if c.title == picked), None)
+    if check is None:
+        return
+    rows = access.query(check.query, filters)
+    if rows.empty:
+        st.caption(check.empty)
+        return
+    table(rows, check.name, filters, key="ov_dq_" + check.name)
+    if check.query is data_quality.too_fast_annotators:
+        link_button("Look at the too-fast annotators", "annotators", flagged_annotators(rows, filters),
+                    widget_key="ov_check_too_fast_annotators")
 
 
 def render(filters: Filters) -> None:
