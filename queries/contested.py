@@ -94,8 +94,12 @@ BOUND_MARGIN = 1e-6
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Rank the unfiltered list once per sort; a global ranking, so always in full.
 
-    The spread bound of every item is kept for filtered rankings; the label-tree page's stored cells (volumes
-    and where answers on one item split) are written here too: the tree view has no step of its own."""
+    Any touched item can enter or leave a top list, the posterior sort follows Dawid-Skene (re-estimated
+    for every item on each refresh) and the winners carry gold and escalation flags that change without
+    new answers. The spread bound of every item, kept for filtered rankings, is per item but one grouped
+    scan of the stored mass: updating it for touched items would save little and lose its widest-first
+    order. The label-tree page's stored cells (volumes and where answers on one item split) are written
+    here too: the tree view has no step of its own."""
     con.execute("DROP TABLE IF EXISTS " + TOP)
     con.execute(SPREAD_SQL, [soft_labels.max_depth(con)])
     has_ds = soft_labels.table_exists(con, "d_ds_items")

@@ -35,11 +35,13 @@ MIN_GOLD_FOR_EXPERT_ACCURACY = 30
 # or 0.7999999999999999): compare with this slack so that t = 0.8 escalates the items at 4/5.
 SHARE_SLACK = 1e-9
 
-# Escalated items first: the escalation pages scan only them, and row-group statistics let DuckDB skip the rest.
-D_ITEM_OUTCOMES = """
-CREATE OR REPLACE TABLE d_item_outcomes AS
+# One row per answered item, from its own answers, consensus, escalation-log rows and gold only: nothing
+# else about the item (its metadata) or about other items enters, so a subset of items can be recomputed
+# alone. ``{items}`` and ``{logged}`` restrict the item indices and the escalation log's item ids.
+OUTCOMES_SELECT = """
 WITH crowd_votes AS (
-    SELECT item_idx, tree_version, node_id, count(*) AS n FROM d_answers WHERE stage = 'initial' GROUP BY ALL
+    SELECT item_idx, tree_version, node_id, count(*) AS n FROM d_answers WHERE stage = 'initial' AND {items}
+    GROUP BY ALL
 ), crowd AS (
     -- Plurality with ties to the node first in tree order: votes in the high word, negated ordinal in the low.
     SELECT v.item_idx, arg_max(v.node_id, (v.n << 32) - n.ordinal) AS crowd_node, max(v.n) / sum(v.n) AS crowd_share
@@ -52,18 +54,18 @@ WITH crowd_votes AS (
            coalesce(sum(cost) FILTER (WHERE stage IN ('escalated', 'adjudication')), 0) AS expert_cost,
            coalesce(sum(cost), 0) AS total_cost,
            min(created_at) AS first_at, max(created_at) AS final_at
-    FROM d_answers GROUP BY item_idx
+    FROM d_answers WHERE {items} GROUP BY item_idx
 ), after AS (
     SELECT DISTINCT ON (item_idx) item_idx, node_id AS after_node, annotator_id AS expert_id
-    FROM d_answers WHERE stage IN ('escalated', 'adjudication')
+    FROM d_answers WHERE stage IN ('escalated', 'adjudication') AND {items}
     ORDER BY item_idx, stage = 'adjudication' DESC, created_at DESC
 ), esc AS (
     SELECT item_id, arg_min(trigger, created_at) AS trigger, arg_min(routed_to, created_at) AS routed_to,
            min(created_at) AS esc_created_at,
            CASE WHEN bool_or(resolved_at IS NULL) THEN NULL ELSE max(resolved_at) END AS esc_resolved_at
-    FROM escalations GROUP BY item_id
+    FROM escalations WHERE {logged} GROUP BY item_id
 ), gold AS (
-    SELECT item_idx, node_id AS gold_node FROM d_gold
+    SELECT item_idx, node_id AS gold_node FROM d_gold WHERE {items}
 )
 SELECT d.item_id, p.item_idx, d.consensus_lineage AS lineage, d.consensus_lineage[1] AS branch,
        c.crowd_node, c.crowd_share, p.crowd_answers, p.crowd_cost, p.expert_cost, p.total_cost,
@@ -78,9 +80,38 @@ LEFT JOIN crowd c USING (item_idx)
 LEFT JOIN after af USING (item_idx)
 LEFT JOIN esc e ON e.item_id = d.item_id
 LEFT JOIN gold g USING (item_idx)
-ORDER BY escalated DESC, p.item_idx
 """
 
+# Escalated items first: the escalation pages scan only them, and row-group statistics let DuckDB skip the rest.
+OUTCOMES_ORDER = " ORDER BY escalated DESC, item_idx"
+
+D_ITEM_OUTCOMES = (
+    "CREATE OR REPLACE TABLE d_item_outcomes AS "
+    + OUTCOMES_SELECT.replace("{items}", "TRUE").replace("{logged}", "TRUE")
+    + OUTCOMES_ORDER
+)
+
+# Items whose outcome row may differ from the stored one: new answers, escalation-log rows or gold since
+# the last refresh. Escalation rows without a batch id cannot be dated, so their items are always redone.
+D_TOUCHED = """
+CREATE OR REPLACE TEMP TABLE _outcomes_touched AS
+SELECT item_idx, item_id FROM d_item_index
+WHERE item_id IN (SELECT item_id FROM annotations WHERE batch_id > $since
+                  UNION SELECT item_id FROM escalations WHERE batch_id > $since OR batch_id IS NULL
+                  UNION SELECT item_id FROM gold_labels WHERE batch_id > $since)
+"""
+
+# The stored rows of untouched items and the recomputed rows of touched ones, rewritten in the full
+# refresh's order so the table's layout (and its row-group skipping) does not decay over refreshes.
+D_ITEM_OUTCOMES_MERGED = (
+    "CREATE OR REPLACE TABLE d_item_outcomes AS SELECT * FROM ("  # noqa: S608 - fixed fragments
+    "SELECT * FROM d_item_outcomes WHERE item_idx NOT IN (SELECT item_idx FROM _outcomes_touched) UNION ALL ("
+    + OUTCOMES_SELECT.replace("{items}", "item_idx IN (SELECT item_idx FROM _outcomes_touched)").replace(
+        "{logged}", "item_id IN (SELECT item_id FROM _outcomes_touched)"
+    )
+    + "))"
+    + OUTCOMES_ORDER
+)
 
 # The newest timestamp in the warehouse: open escalations age up to it, so reports are reproducible.
 D_AS_OF = """
@@ -89,12 +120,35 @@ SELECT greatest((SELECT max(final_at) FROM d_item_outcomes), (SELECT max(created
                 (SELECT max(resolved_at) FROM escalations)) AS as_of
 """
 
+TREE_KEY = "escalation_tree_version"
+
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Full: an item's before/after pair depends on all of its answers and on the escalation log."""
-    con.execute(D_ITEM_OUTCOMES)
+    """Recompute only the items touched since the last refresh, when the stored table can be trusted.
+
+    An item's row depends on nothing but its own answers, consensus, escalation-log rows and gold, and
+    each of those arrives with a batch id (rows are only ever added), so the items of newer batches are
+    the only ones whose row can change; items an ingest merely created have no answers and no row.
+    A new tree version can remap nodes and reorder ties for every item, so it recomputes everything,
+    as does a full refresh or a missing table. ``d_outcomes_as_of`` is one global maximum: always redone.
+    """
+    row = first_row(con.execute("SELECT CAST(coalesce(max(tree_version), 0) AS VARCHAR) FROM tree_versions"))
+    tree = row[0] if row else "0"
+    stored = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [TREE_KEY]))
+    incremental = (
+        not ctx.full and stored is not None and stored[0] == tree and soft_labels.table_exists(con, "d_item_outcomes")
+    )
+    if incremental:
+        con.execute(D_TOUCHED, {"since": ctx.since_batch})
+        touched = first_row(con.execute("SELECT count(*) FROM _outcomes_touched"))
+        if touched and touched[0]:
+            con.execute(D_ITEM_OUTCOMES_MERGED)
+        con.execute("DROP TABLE _outcomes_touched")
+    else:
+        con.execute(D_ITEM_OUTCOMES)
     con.execute(D_AS_OF)
-    return "full"
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [TREE_KEY, tree])
+    return "incremental" if incremental else "full"
 
 
 # The items an answer-level filter keeps, as a temporary table of item indices: the smaller of the items in

@@ -5,8 +5,8 @@ from, so the derived tables are stale exactly when the two differ, and the dashb
 in order inside one transaction, so readers see either the old derived tables or the new ones.
 
 A step receives the items touched since the last refresh and may update only those when its
-mathematics allows (per-item soft labels); global models (Dawid-Skene, agreement, drift) recompute in
-full and say so in the report.
+mathematics allows (per-item soft labels, escalation outcomes); global models (Dawid-Skene, agreement,
+drift) recompute in full and say so in the report.
 """
 
 from __future__ import annotations

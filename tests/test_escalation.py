@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from queries.connection import memory, transaction
+from queries.connection import bump_data_version, memory, transaction
 from queries.demo import simulate, write_simulation
 from queries.demo_config import demo_config
 from queries.escalation import (
@@ -24,6 +25,7 @@ from queries.escalation import (
     time_to_label,
 )
 from queries.filters import Filters
+from queries.ingest import ingest_file
 from queries.refresh import refresh
 from tests.conftest import load_answers
 
@@ -321,3 +323,124 @@ def test_gold_and_answers_follow_a_merge_into_the_as_of_version() -> None:
     assert raw == [("a1",)]
     row = con.execute("SELECT avg((crowd_node = gold_node)::INT) FROM d_item_outcomes").fetchone()
     assert row is not None and row[0] == 1.0
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, folder: Path, kind: str, rows: pd.DataFrame) -> None:
+    """Write ``rows`` as a CSV and ingest it as one batch, as `labelgov ingest` would."""
+    file = folder / f"{kind}-{len(list(folder.glob('*.csv')))}.csv"
+    rows.to_csv(file, index=False)
+    report = ingest_file(con, kind, file, actor="test")
+    assert report.rows_accepted == len(rows) and not report.quarantined, report
+
+
+def _log_escalations(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    """Append escalation-log rows as one batch (no ingest command writes them; the demo writes them like this)."""
+    with transaction(con):
+        batch = int(con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM ingest_batches").fetchall()[0][0])
+        con.register("_esc", rows)
+        con.execute("INSERT INTO escalations SELECT item_id, trigger, routed_to, created_at, resolved_at, ? FROM _esc",
+                    [batch])
+        con.unregister("_esc")
+        con.execute(
+            "INSERT INTO ingest_batches VALUES (?, 'escalations', 'test', ?, 'csv', NULL, ?, ?, 0, 'test', now())",
+            [batch, f"esc{batch}", len(rows), len(rows)],
+        )
+        bump_data_version(con)
+
+
+def _outcomes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return con.execute("SELECT * FROM d_item_outcomes ORDER BY item_idx").df()
+
+
+def _refresh_matches_full(con: duckdb.DuckDBPyConnection, twin: Path) -> None:
+    """An incremental refresh leaves d_item_outcomes equal to a full refresh of a copy, in the full one's order."""
+    con.execute("ATTACH ? AS twin", [str(twin)])
+    con.execute("COPY FROM DATABASE memory TO twin")
+    con.execute("DETACH twin")
+    report = refresh(con)
+    assert {s.step: s.mode for s in report.steps}["escalation"] == "incremental"
+    with duckdb.connect(str(twin)) as other:
+        assert {s.step: s.mode for s in refresh(other, full=True).steps}["escalation"] == "full"
+        expected = _outcomes(other)
+        expected_as_of = other.execute("SELECT as_of FROM d_outcomes_as_of").fetchall()
+    # Same rows and values; cost sums only to the last bit, which differs between two full refreshes too
+    # (DuckDB adds an item's costs in thread order).
+    pd.testing.assert_frame_equal(_outcomes(con), expected, check_exact=False, rtol=1e-12, atol=0)
+    assert con.execute("SELECT as_of FROM d_outcomes_as_of").fetchall() == expected_as_of
+    stored = con.execute("SELECT escalated, item_idx FROM d_item_outcomes").fetchall()
+    assert stored == sorted(stored, key=lambda r: (not r[0], r[1])), "the rewrite lost the escalated-first order"
+
+
+def test_incremental_refresh_equals_a_full_refresh_after_each_kind_of_batch(tmp_path: Path) -> None:
+    p = build_planted(n_items=400, seed=11)
+    con = p.con
+    later = START + pd.Timedelta(days=20)
+    calm = sorted(set(p.truth.index) - set(p.escalations["item_id"]))
+    before = _outcomes(con).set_index("item_id")
+
+    # (a) Three more answers on a leaf flip the crowd label of existing items; new items arrive with answers.
+    flipped = calm[:6]
+    more = pd.DataFrame(
+        {
+            "item_id": [i for i in flipped for _ in range(6)] + ["n1", "n1", "n2"],
+            "annotator_id": [f"w{j}" for j in range(6)] * len(flipped) + ["w1", "w2", "w3"],
+            "label": ["b3"] * (6 * len(flipped)) + ["a1", "a2", "b1"],
+            "stage": "initial",
+            "created_at": later,
+            "cost": 0.05,
+        }
+    )
+    _ingest(con, tmp_path, "annotations", more)
+    _refresh_matches_full(con, tmp_path / "twin_a.duckdb")
+    after = _outcomes(con).set_index("item_id")
+    assert (after.loc[flipped, "crowd_node"] == "b3").all() and (before.loc[flipped, "crowd_node"] != "b3").all()
+    assert after.loc["n1", "crowd_answers"] == 2 and "n2" in after.index
+
+    # (b) New escalations (one still open), a second log row for an escalated item, and expert answers.
+    raised = later + pd.Timedelta(hours=1)
+    open_item, answered, again = calm[6], calm[7], p.escalations["item_id"].iloc[0]
+    _log_escalations(
+        con,
+        pd.DataFrame(
+            {
+                "item_id": [open_item, answered, "n1", again],
+                "trigger": ["conflict", "low_share", "conflict", "audit"],
+                "routed_to": ["e1", "e2", "e1", "e2"],
+                "created_at": [raised] * 4,
+                "resolved_at": [pd.NaT, raised + pd.Timedelta(hours=5), raised + pd.Timedelta(hours=2), pd.NaT],
+            }
+        ),
+    )
+    experts = pd.DataFrame(
+        {
+            "item_id": [answered, "n1", again],
+            "annotator_id": ["e2", "e1", "e3"],
+            "label": ["a2", "b2", "a3"],
+            "stage": ["escalated", "escalated", "adjudication"],
+            "created_at": [raised + pd.Timedelta(hours=h) for h in (5, 2, 9)],
+            "cost": 1.0,
+        }
+    )
+    _ingest(con, tmp_path, "annotations", experts)
+    _refresh_matches_full(con, tmp_path / "twin_b.duckdb")
+    after = _outcomes(con).set_index("item_id")
+    assert after.loc[[open_item, answered, "n1"], "escalated"].all()
+    assert pd.isna(after.loc[open_item, "after_node"]) and after.loc[answered, "after_node"] == "a2"
+    assert after.loc[again, "after_node"] == "a3" and pd.isna(after.loc[again, "esc_resolved_at"])
+
+    # (c) Gold for the new items and for an item that has no answers (and so no outcome row).
+    _ingest(con, tmp_path, "gold", pd.DataFrame({"item_id": ["n1", "n2", "n3"], "label": ["b2", "a1", "a1"]}))
+    _refresh_matches_full(con, tmp_path / "twin_c.duckdb")
+    after = _outcomes(con).set_index("item_id")
+    assert after.loc["n1", "gold_node"] == "b2" and "n3" not in after.index
+
+
+def test_a_new_tree_version_or_full_refreshes_outcomes_in_full() -> None:
+    """A new tree version can remap every item's nodes, so the step recomputes all rows then."""
+    from queries.taxonomy import parse_tree, store_tree
+
+    con = build_planted(n_items=50).con
+    assert {s.step: s.mode for s in refresh(con, full=True).steps}["escalation"] == "full"
+    store_tree(con, parse_tree(TREE.replace("b3: {}", "b3: {}, b4: {}")), created_by="test")
+    bump_data_version(con)
+    assert {s.step: s.mode for s in refresh(con).steps}["escalation"] == "full"

@@ -76,7 +76,7 @@ def test_refresh_header_matches_the_steps(warehouse: Path, capsys: pytest.Captur
     ingest(capsys, warehouse, "annotations", MORE, "more.csv")
     header, modes = refresh_cli(capsys, warehouse)
     touched = {line.split(",")[0] for line in MORE.splitlines()[1:]}
-    assert [s for s, m in modes.items() if m != "full"] == ["soft_labels"]
+    assert [s for s, m in modes.items() if m != "full"] == ["escalation", "soft_labels"]
     assert f"soft_labels ({len(touched)} items with new answers)" in header
 
     ingest(capsys, warehouse, "gold", GOLD, "gold.csv")
