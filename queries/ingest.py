@@ -1,4 +1,4 @@
-"""Validated bulk ingest of annotations, gold labels and model predictions.
+"""Validated bulk ingest of annotations, gold labels, model predictions and the escalation log.
 
 A file becomes one batch, all or nothing. Rows that fail a check are not dropped silently: they go to
 ``quarantine`` with a reason code, the row's place in the file and the row as it was written, so that
@@ -82,6 +82,11 @@ def _open_source(
         return open_parquet(con, path, kind, mapping)
     if fmt == "jsonl":
         return open_jsonl(con, path, kind, mapping)
+    if kind == "escalations":
+        raise LabelgovError(
+            f"{path}: a Label Studio export holds answers, not an escalation log; write escalations as CSV, "
+            "Parquet or JSON Lines with columns item_id, trigger, created_at and optional routed_to, resolved_at"
+        )
     return open_label_studio(con, path, kind, mapping)
 
 

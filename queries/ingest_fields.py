@@ -12,8 +12,8 @@ from typing import Literal
 
 from queries.errors import LabelgovError
 
-Kind = Literal["annotations", "gold", "predictions"]
-KINDS: tuple[Kind, ...] = ("annotations", "gold", "predictions")
+Kind = Literal["annotations", "gold", "predictions", "escalations"]
+KINDS: tuple[Kind, ...] = ("annotations", "gold", "predictions", "escalations")
 
 
 class Shape(StrEnum):
@@ -41,6 +41,9 @@ FIELDS: dict[str, tuple[str, Shape]] = {
     "model": ("model", Shape.TEXT),
     "model_version": ("model_version", Shape.TEXT),
     "probabilities": ("probabilities", Shape.PROBABILITIES),
+    "trigger": ("trigger", Shape.TEXT),
+    "routed_to": ("routed_to", Shape.TEXT),
+    "resolved_at": ("resolved_at", Shape.TIMESTAMP),
 }
 
 KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
@@ -49,12 +52,15 @@ KIND_FIELDS: dict[Kind, tuple[str, ...]] = {
     ),
     "gold": ("item", "label", "source"),
     "predictions": ("item", "model", "model_version", "label", "probabilities", "created_at"),
+    "escalations": ("item", "trigger", "routed_to", "created_at", "resolved_at"),
 }
 
 REQUIRED: dict[Kind, tuple[str, ...]] = {
     "annotations": ("item", "annotator", "label"),
     "gold": ("item", "label"),
     "predictions": ("item", "model"),
+    # An escalation without its time cannot be aged or timed, so the time is required, unlike an answer's.
+    "escalations": ("item", "trigger", "created_at"),
 }
 
 STAGES = ("initial", "escalated", "review", "adjudication")

@@ -17,14 +17,16 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from queries.ingest_fields import FIELDS, KIND_FIELDS, STAGES, Kind, Shape
+from queries.ingest_fields import FIELDS, KIND_FIELDS, REQUIRED, STAGES, Kind, Shape
 from queries.ingest_readers import RawField, Source
 
 STAGED = "_ingest_staged"
 LABELS = "_ingest_labels"
 LABEL_MAP = "_ingest_label_map"
 
-PROB_FIELD: dict[Kind, str | None] = {"annotations": "distribution", "gold": None, "predictions": "probabilities"}
+PROB_FIELD: dict[Kind, str | None] = {
+    "annotations": "distribution", "gold": None, "predictions": "probabilities", "escalations": None,
+}
 
 _NULL_OF = {
     Shape.TEXT: "CAST(NULL AS VARCHAR)",
@@ -36,6 +38,8 @@ DEFAULTS = {"stage": "initial", "model_version": "unversioned"}
 # A time followed by Z, a numeric offset or a zone name: DuckDB's TIMESTAMP cast would drop the zone.
 _ZONE_SUFFIX = r":\d\d(\.\d*)?\s*([zZ]|[+-]\d\d(:?\d\d)?|[A-Za-z][A-Za-z0-9_/+-]*)$"
 _EPOCH_LIMIT = "1e11"  # epoch seconds beyond this are milliseconds or garbage, not a date
+# A trigger is a rule's short name (low_confidence, disagreement); a long text is a comment column mapped by mistake.
+TRIGGER_MAX_CHARS = 64
 # Columns kept in the staging table, per kind (besides rn, reason, message, original).
 STAGED_COLUMNS: dict[Kind, tuple[str, ...]] = {
     "annotations": (
@@ -43,6 +47,7 @@ STAGED_COLUMNS: dict[Kind, tuple[str, ...]] = {
     ),
     "gold": ("item", "node_id", "source"),
     "predictions": ("item", "model", "model_version", "node_id", "probabilities", "created_at"),
+    "escalations": ("item", "trigger", "routed_to", "created_at", "resolved_at"),
 }
 
 
@@ -119,33 +124,27 @@ def _raw_text(field: str) -> str:
     return "CAST(" + field + "_raw AS VARCHAR)"
 
 
-def _checks(kind: Kind, source: Source) -> list[Check]:
-    """The rules for ``kind`` in the order they are applied; only fields present in the file are checked."""
-    present = source.fields
-    checks = [Check("reader", "reader_reason IS NOT NULL", "reader_message")]
-    for field in ("item", "annotator", "model"):
-        if field in KIND_FIELDS[kind]:
-            checks.append(
-                Check(
-                    "missing_field", field + " IS NULL", "concat('no " + field + " (column ', $col_" + field + ", ')')"
-                )
-            )
-    for field in ("item", "annotator", "model", "id"):
-        if field in KIND_FIELDS[kind] and field in present:
-            checks += _id_checks(field, present[field])
-    prob = PROB_FIELD[kind]
+def _missing(field: str) -> Check:
+    """A required field left empty. Text is empty once trimmed; a timestamp only when nothing was written,
+    so that a written but unreadable time is reported as such by the timestamp checks."""
+    condition = field + " IS NULL"
+    if FIELDS[field][1] is Shape.TIMESTAMP:
+        condition += " AND nullif(trim(" + _raw_text(field) + "), '') IS NULL"
+    return Check("missing_field", condition, "concat('no " + field + " (column ', $col_" + field + ", ')')")
+
+
+def _label_checks(kind: Kind, source: Source) -> list[Check]:
     if kind == "predictions":
-        checks.append(
-            Check(
-                "missing_field",
-                "label IS NULL AND probabilities_raw IS NULL",
-                "concat('no label (column ', $col_label, ') and no probabilities (column ', $col_probabilities, ')')",
-            )
+        missing = Check(
+            "missing_field",
+            "label IS NULL AND probabilities_raw IS NULL",
+            "concat('no label (column ', $col_label, ') and no probabilities (column ', $col_probabilities, ')')",
         )
     else:
-        checks.append(Check("missing_field", "label IS NULL", "concat('no label (column ', $col_label, ')')"))
+        missing = Check("missing_field", "label IS NULL", "concat('no label (column ', $col_label, ')')")
     unknown = "a code, node id or title" if source.match_titles else "a code or node id"
-    checks += [
+    return [
+        missing,
         Check(
             "unknown_label",
             "label IS NOT NULL AND node_id IS NULL",
@@ -158,6 +157,55 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
             "$tree_version, '; relabel with its replacement')",
         ),
     ]
+
+
+def _timestamp_checks(field: str) -> list[Check]:
+    said = "concat('" + field + " ', " + _raw_text(field) + ", ' is "
+    return [
+        Check(
+            "bad_timestamp",
+            field + "_raw IS NOT NULL AND " + field + " IS NULL",
+            said + "not an ISO 8601 timestamp or epoch seconds')",
+        ),
+        Check(
+            "bad_timestamp",
+            field + " < $ts_min OR " + field + " > $ts_max",
+            said + "impossible: before 1990 or more than a day in the future')",
+        ),
+    ]
+
+
+def _escalation_checks(present: dict[str, RawField]) -> list[Check]:
+    checks = [
+        Check(
+            "bad_trigger",
+            "length(trigger) > $trigger_max",
+            "concat('trigger ', left(trigger, 40), '... is ', length(trigger), ' characters long; a trigger is a "
+            "short name such as low_confidence (at most ', $trigger_max, '): check which column --map trigger= names')",
+        )
+    ]
+    if "resolved_at" in present:
+        checks.append(
+            Check(
+                "resolved_before_created",
+                "resolved_at < created_at",
+                "concat('resolved_at ', " + _raw_text("resolved_at") + ", ' is before created_at ', "
+                + _raw_text("created_at") + ", '; an escalation is resolved after it is raised')",
+            )
+        )
+    return checks
+
+
+def _checks(kind: Kind, source: Source) -> list[Check]:
+    """The rules for ``kind`` in the order they are applied; only fields present in the file are checked."""
+    present = source.fields
+    checks = [Check("reader", "reader_reason IS NOT NULL", "reader_message")]
+    checks += [_missing(field) for field in REQUIRED[kind] if field != "label"]
+    for field in ("item", "annotator", "model", "id", "trigger", "routed_to"):
+        if field in KIND_FIELDS[kind] and field in present:
+            checks += _id_checks(field, present[field])
+    if "label" in KIND_FIELDS[kind]:
+        checks += _label_checks(kind, source)
     if "stage" in present:
         checks.append(
             Check(
@@ -166,21 +214,11 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
                 "concat('stage ', stage, ' is not one of " + ", ".join(STAGES) + "')",
             )
         )
-    if "created_at" in present:
-        checks += [
-            Check(
-                "bad_timestamp",
-                "created_at_raw IS NOT NULL AND created_at IS NULL",
-                "concat('created_at ', " + _raw_text("created_at") + ", ' is not an ISO 8601 timestamp "
-                "or epoch seconds')",
-            ),
-            Check(
-                "bad_timestamp",
-                "created_at < $ts_min OR created_at > $ts_max",
-                "concat('created_at ', " + _raw_text("created_at") + ", ' is impossible: before 1990 or more "
-                "than a day in the future')",
-            ),
-        ]
+    for field in ("created_at", "resolved_at"):
+        if field in present:
+            checks += _timestamp_checks(field)
+    if kind == "escalations":
+        checks += _escalation_checks(present)
     for field, reason in (("duration", "negative_duration"), ("cost", "negative_cost")):
         if field in present:
             checks += [
@@ -200,6 +238,7 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
                 "concat('confidence ', " + _raw_text("confidence") + ", ' is not a number between 0 and 1')",
             )
         )
+    prob = PROB_FIELD[kind]
     if prob is not None and prob in present:
         checks += _probability_checks(prob)
     return checks
@@ -289,12 +328,28 @@ def _final_column(kind: Kind, column: str) -> str:
     return column
 
 
+def _resolved_sql(kind: Kind, match_titles: bool) -> str:
+    """The ``labelled`` and ``resolved`` CTEs: each row's label looked up in the tree, for kinds that have one."""
+    if "label" not in KIND_FIELDS[kind]:
+        return "resolved AS (SELECT * FROM scan), "
+    prob = PROB_FIELD[kind]
+    title_filter = "" if match_titles else " WHERE priority < 3"
+    return (
+        "labelled AS (SELECT * FROM " + LABELS + title_filter + "), "  # noqa: S608 - fixed fragments
+        + "resolved AS (SELECT scan.*, labelled.node_id, labelled.status AS node_status"
+        + (", " + LABEL_MAP + ".lm" if prob else "")
+        + " FROM scan LEFT JOIN labelled ON labelled.key = scan.label"
+        + (" CROSS JOIN " + LABEL_MAP if prob else "") + "), "
+    )
+
+
 def staging_sql(kind: Kind, source: Source, tree_version: int, now: datetime) -> tuple[str, dict[str, object]]:
     """The CREATE TEMP TABLE statement that validates the whole file, and its parameters."""
     params: dict[str, object] = dict(source.params)
     params["tree_version"] = tree_version
     params["ts_min"] = datetime(1990, 1, 1)
     params["ts_max"] = now.replace(tzinfo=None) + timedelta(days=1)
+    params["trigger_max"] = TRIGGER_MAX_CHARS
     scan = [source.row_number_sql + " AS rn", source.reader_reason_sql + " AS reader_reason",
             source.reader_message_sql + " AS reader_message"]
     scan += [expr + " AS c" + str(i) for i, expr in enumerate(source.original_columns)]
@@ -314,14 +369,9 @@ def staging_sql(kind: Kind, source: Source, tree_version: int, now: datetime) ->
     conditions = " ".join(
         "WHEN " + c.condition + " THEN " + str(n) for n, c in enumerate(checks, start=1)
     )
-    title_filter = "" if source.match_titles else " WHERE priority < 3"
     sql = (
         "CREATE OR REPLACE TEMP TABLE " + STAGED + " AS WITH scan AS (SELECT " + ", ".join(scan)  # noqa: S608 - fixed fragments
-        + " FROM " + source.from_sql + "), labelled AS (SELECT * FROM " + LABELS + title_filter + "), "
-        + "resolved AS (SELECT scan.*, labelled.node_id, labelled.status AS node_status"
-        + (", " + LABEL_MAP + ".lm" if prob else "")
-        + " FROM scan LEFT JOIN labelled ON labelled.key = scan.label"
-        + (" CROSS JOIN " + LABEL_MAP if prob else "") + "), "
+        + " FROM " + source.from_sql + "), " + _resolved_sql(kind, source.match_titles)
         + "probs AS (SELECT *"
         + (
             ", list_transform(map_keys(" + prob + "), lambda k: lm[k]) AS p_nodes, map_values(" + prob

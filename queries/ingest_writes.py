@@ -59,6 +59,15 @@ TARGETS: dict[Kind, Target] = {
         "AND w.model_version = s.model_version)",
         "concat('prediction of ', s.model, ' ', s.model_version, ' for item ', s.item)",
     ),
+    # The log has no id of its own: the same trigger raised for the same item at the same moment is a repeat.
+    "escalations": Target(
+        "INSERT INTO escalations (item_id, trigger, routed_to, created_at, resolved_at, batch_id) "  # noqa: S608 - fixed table
+        "SELECT item, trigger, routed_to, created_at, resolved_at, $batch FROM " + STAGED + " WHERE reason IS NULL",
+        ("item", "trigger", "created_at"),
+        "EXISTS (SELECT 1 FROM escalations w WHERE w.item_id = s.item AND w.trigger = s.trigger "
+        "AND w.created_at = s.created_at)",
+        "concat('escalation of item ', s.item, ' by trigger ', s.trigger, ' at ', s.created_at)",
+    ),
 }
 
 
@@ -133,7 +142,8 @@ def write_rows(con: duckdb.DuckDBPyConnection, kind: Kind, batch_id: int, tree_v
     params: dict[str, object] = {"batch": batch_id, "tree_version": tree_version}
     if kind == "annotations":
         params["id_prefix"] = "b" + str(batch_id) + "-"
-    con.execute(TARGETS[kind].insert_sql, params)
+    sql = TARGETS[kind].insert_sql
+    con.execute(sql, used_params(sql, params))
 
 
 def write_quarantine(con: duckdb.DuckDBPyConnection, batch_id: int) -> None:

@@ -1,4 +1,4 @@
-"""`labelgov ingest annotations|gold|predictions FILE`."""
+"""`labelgov ingest annotations|gold|predictions|escalations FILE`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _HELP = {
     "annotations": "Load human annotations (columns item_id, annotator_id, label, ...).",
     "gold": "Load gold (true) labels (columns item_id, label, optional source).",
     "predictions": "Load model predictions (columns item_id, model, model_version, label and/or probabilities).",
+    "escalations": "Load the escalation log (columns item_id, trigger, created_at, optional routed_to, resolved_at).",
 }
 
 

@@ -29,7 +29,10 @@ def item_scope_note(filters: Filters, items: int) -> str | None:
 def _summary(filters: Filters, sla: float) -> bool:
     s = access.query(escalation.escalation_summary, filters, sla_hours=sla)
     if s.escalated == 0:
-        empty_state("No escalations in scope.", "Ingest the escalation log with `labelgov ingest escalations FILE`.")
+        empty_state("No escalations in scope.",
+                    "Ingest the escalation log with `labelgov ingest escalations FILE` (columns item_id, trigger, "
+                    "created_at, optional routed_to and resolved_at), then run `labelgov refresh`; or widen the "
+                    "filters.")
         return False
     note = item_scope_note(filters, s.items)
     if note is not None:
