@@ -169,3 +169,17 @@ def cached_demo(factory: pytest.TempPathFactory, scale: int | str, *, events: bo
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A refreshed 5,000-item demo warehouse with every planted event (open read-only or copy)."""
     return cached_demo(tmp_path_factory, 5000)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The `labelgov` command line in this process (a subprocess per call would dominate the tests' time):
+    exit code, stdout and stderr."""
+    from dashboard.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -11,19 +11,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from dashboard.cli import main
 from queries import export
 from queries.connection import connect
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import run_cli as run
 
 
 def items(db: Path) -> int:

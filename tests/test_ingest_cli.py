@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from dashboard.cli import main
+from tests.conftest import run_cli as run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 LABELGOV = Path(sys.executable).parent / "labelgov"
@@ -26,14 +27,6 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_ingest_prints_counts_per_reason(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

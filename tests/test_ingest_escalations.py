@@ -19,6 +19,7 @@ from queries.filters import Filters
 from queries.ingest import ingest_file
 from queries.refresh import refresh
 from queries.taxonomy import read_tree_file, store_tree
+from tests.conftest import run_cli as run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 HEADER = "item_id,trigger,routed_to,created_at,resolved_at"
@@ -251,14 +252,6 @@ def test_refresh_counts_the_ingested_escalations(con: duckdb.DuckDBPyConnection,
     assert summary.median_hours_to_label == pytest.approx(hours.median())
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from dashboard.cli import main
 from queries import agreement, export, soft_labels
 from queries.connection import bump_data_version, connect, memory
 from queries.errors import LabelgovError
 from queries.filters import Filters
 from queries.refresh import RefreshContext, refresh
 from tests.conftest import load_answers
+from tests.conftest import run_cli as _run
 
 CONTRACT_KEYS = {
     "counts",
@@ -80,15 +80,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dashboard.cli", *args], capture_output=True, text=True)
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """The command line in this process (a subprocess per call would dominate these tests' time)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class Tree:
