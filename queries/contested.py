@@ -2,7 +2,12 @@
 
 Contest is read at the finest cut of the tree (every leaf answer, coarse answers left out; see
 ``queries.soft_labels``): ``entropy`` ranks the most spread items first, ``gap`` the items whose top
-two leaves are closest, ``posterior`` the items the Dawid-Skene posterior is least sure about. The
+two leaves are closest, ``posterior`` the items the Dawid-Skene posterior is least sure about.
+
+An annotator filter keeps only those annotators' answers, so entropy and gap then say how they disagree
+with themselves (one annotator's answers on an item rarely split). ``everyone=True`` asks the question a
+reviewer of an annotator has instead: their items (an answer by them that matches the other filters), ranked
+on the answers of everyone that match the other filters. The
 ranking runs on the per-item soft-label table and only the ``limit`` winners are joined to gold,
 model predictions and escalations, so the page stays fast on millions of items.
 """
@@ -116,9 +121,10 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 
 def contested_items(
-    con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 200, sort: Sort = "entropy"
+    con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 200, sort: Sort = "entropy", everyone: bool = False
 ) -> pd.DataFrame:
-    """The ``limit`` most contested items under the filters, most contested first."""
+    """The ``limit`` most contested items under the filters, most contested first; with ``everyone`` and an
+    annotator filter, those annotators' items ranked on everyone's answers (see the module notes)."""
     if sort not in ORDER_BY:
         raise LabelgovError(f"sort must be one of {', '.join(ORDER_BY)}, not {sort!r}")
     has_ds = soft_labels.table_exists(con, "d_ds_items")
@@ -126,6 +132,8 @@ def contested_items(
         raise LabelgovError(
             "sorting by posterior needs the Dawid-Skene results: run `labelgov refresh`, or sort by entropy or gap"
         )
+    if everyone and f.annotators:
+        return _ranking(con, f.model_copy(update={"annotators": ()}), limit, sort, has_ds, None, f.where("a"))
     if f.is_empty() and limit <= TOP_N and soft_labels.table_exists(con, TOP):
         return con.execute(
             "SELECT * FROM " + TOP + " WHERE sort = ? ORDER BY rank LIMIT ?", [sort, int(limit)]  # noqa: S608 - fixed
@@ -151,10 +159,17 @@ def _ranked(con: duckdb.DuckDBPyConnection, f: Filters, limit: int, sort: str, h
 
 
 def _ranking(
-    con: duckdb.DuckDBPyConnection, f: Filters, limit: int, sort: str, has_ds: bool, spread: int | None
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    limit: int,
+    sort: str,
+    has_ds: bool,
+    spread: int | None,
+    items_of: tuple[str, list[object]] | None = None,
 ) -> pd.DataFrame:
     """The first ``limit`` items in the sort's order with their details; only over the items whose answers
-    reach at least ``spread`` nodes when given (an answer filter's levels, as soft_labels builds them)."""
+    reach at least ``spread`` nodes when given (an answer filter's levels, as soft_labels builds them), and
+    only over the items with an answer matching ``items_of`` (a Filters.where predicate on ``a``) when given."""
     depth = soft_labels.max_depth(con)
     if spread is None:
         rel = soft_labels.levels_relation(con, f, "annotations")
@@ -169,10 +184,13 @@ def _ranking(
     # Every answer reaches depth 1, so an item's total is d_items.answers unless a filter drops answers;
     # reading it there keeps the (large) stored levels from being scanned twice.
     totals = TOTALS[soft_labels.precomputed(con, f)]
+    chosen, chosen_params = items_of or ("TRUE", [])
+    # The predicate comes from Filters.where, which binds every value.
+    items = "" if items_of is None else " AND l.item_idx IN (SELECT a.item_idx FROM d_answers a WHERE " + chosen + ")"  # noqa: S608
     return con.execute(
         "WITH l AS (" + levels + "), "  # noqa: S608 - fixed SQL fragments; ORDER BY from an allow-list
         "ranked AS (SELECT l.item_idx, l.answers AS reach, l.entropy, l.top_node, l.top_share, l.gap, rp.rank_p "
-        "FROM l LEFT JOIN " + RANK_JOIN[sort] + " rp USING (item_idx) WHERE l.depth = ? "
+        "FROM l LEFT JOIN " + RANK_JOIN[sort] + " rp USING (item_idx) WHERE l.depth = ?" + items + " "
         "ORDER BY " + ORDER_BY[sort] + " LIMIT ?), "
         "picked AS (SELECT r.*, x.item_id FROM ranked r JOIN d_item_index x USING (item_idx)) "
         "SELECT p.item_id, d.source, d.segment, tot.answers, p.entropy, p.top_node, p.top_share, p.gap, "
@@ -185,7 +203,7 @@ def _ranking(
         "LEFT JOIN (SELECT * FROM " + GOLD + " WHERE item_id IN (SELECT item_id FROM picked)) g USING (item_id) "
         "LEFT JOIN " + MODEL + " m USING (item_id) "
         "ORDER BY " + ORDER_BY[sort],
-        [*params, depth, int(limit)],
+        [*params, depth, *chosen_params, int(limit)],
     ).df()[CONTESTED_COLUMNS]
 
 

@@ -208,3 +208,18 @@ def test_spread_counts_each_items_finest_nodes(demo: duckdb.DuckDBPyConnection) 
     mass = soft_labels.item_node_mass(demo, ALL, items=items)
     finest = mass[mass["depth"] == soft_labels.max_depth(demo)].groupby("item_idx").size()
     assert finest.to_dict() == {i: spread[i] for i in finest.index} and finest.max() > 1
+
+
+@pytest.mark.parametrize("sort", ["entropy", "gap", "posterior"])
+def test_an_annotators_items_ranked_on_everyones_answers(demo: duckdb.DuckDBPyConnection, sort: str) -> None:
+    """With ``everyone``, the items a busy annotator answered, in the order the unfiltered ranking puts them;
+    without it, their own answers alone (which rarely split, so entropy 0 leads the list)."""
+    who = demo.execute("SELECT annotator_id FROM d_answers GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1").fetchone()[0]
+    rows = demo.execute("SELECT DISTINCT item_id FROM d_answers WHERE annotator_id = ?", [who]).fetchall()
+    theirs = {r[0] for r in rows}
+    everything = contested.contested_items(demo, Filters(), limit=100_000, sort=sort)
+    expected = everything[everything["item_id"].isin(theirs)].head(50).reset_index(drop=True)
+    got = contested.contested_items(demo, Filters(annotators=(who,)), limit=50, sort=sort, everyone=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    own = contested.contested_items(demo, Filters(annotators=(who,)), limit=50, sort="entropy")
+    assert set(own["item_id"]) <= theirs and own["entropy"].max() < got["entropy"].min()

@@ -159,12 +159,18 @@ def test_annotator_link_opens_their_items_with_a_caveat(demo_db: Path, monkeypat
     assert at.title[0].value == "Disagreements"
     assert at.query_params["annotators"] in ("w-0001", ["w-0001"])
     scope = Filters(annotators=("w-0001",))
+    # By default their items are ranked on everyone's answers.
     ranked = at.dataframe[0].value
-    assert ranked["item_id"].tolist() == query(demo_db, contested.contested_items, scope, limit=200)["item_id"].tolist()
-    assert any(c.startswith("Entropy and gap count only the answers of w-0001") for c in _captions(at))
+    disputed = query(demo_db, contested.contested_items, scope, limit=200, everyone=True)
+    assert ranked["item_id"].tolist() == disputed["item_id"].tolist()
+    assert not any(c.startswith("Entropy and gap count only") for c in _captions(at))
 
     # AppTest would rerun the page it was last sent to by go(), not the one the link switched to.
     at = go(at, "disagreements")
+    at.radio(key="dis_scored_on").set_value("Only their answers").run()
+    own = query(demo_db, contested.contested_items, scope, limit=200)
+    assert at.dataframe[0].value["item_id"].tolist() == own["item_id"].tolist() != disputed["item_id"].tolist()
+    assert any(c.startswith("Entropy and gap count only the answers of w-0001") for c in _captions(at))
     at.radio(key="dis_sort").set_value("Posterior (least certain truth)").run()
     by_posterior = query(demo_db, contested.contested_items, scope, limit=200, sort="posterior")
     assert at.dataframe[0].value["item_id"].tolist() == by_posterior["item_id"].tolist()

@@ -48,25 +48,33 @@ def annotator_view(event: Any, annotations: pd.DataFrame, filters: Filters) -> F
     return None if who is None else narrowed(filters, annotators=(who,))
 
 
-def annotator_caveat(filters: Filters, sort: str) -> str | None:
-    """Why a ranking on an annotator filter reads differently: the filter keeps only those annotators' answers,
-    so entropy and gap measure how they disagree with themselves, not how contested the item is."""
-    if not filters.annotators or sort == "posterior":
+# With an annotator filter, what their items are ranked on (contested_items' ``everyone``).
+SCORED_ON = {"Everyone's answers on their items": True, "Only their answers": False}
+
+
+def annotator_caveat(filters: Filters, sort: str, everyone: bool) -> str | None:
+    """Why a ranking on only an annotator filter's answers reads differently: entropy and gap then measure how
+    they disagree with themselves, not how contested the item is."""
+    if not filters.annotators or sort == "posterior" or everyone:
         return None
     who = ", ".join(filters.annotators)
     return (f"Entropy and gap count only the answers of {who}: one annotator's answers on an item rarely split, "
-            "so this lists their items rather than the ones everybody disputes. Rank by posterior to put first "
-            "their items whose latent truth is least certain.")
+            "so this lists their items rather than the ones everybody disputes. Rank on everyone's answers, or by "
+            "posterior, to put first their items that are really disputed.")
 
 
 def _ranking(filters: Filters) -> None:
     left, right = st.columns([2, 1])
     sort = SORTS[left.radio("Rank by", list(SORTS), horizontal=True, key="dis_sort")]
     limit = right.number_input("Items", min_value=10, max_value=2000, value=200, step=50, key="dis_limit")
-    caveat = annotator_caveat(filters, sort)
+    everyone = False
+    if filters.annotators:
+        everyone = SCORED_ON[st.radio("Rank the annotators' items on", list(SCORED_ON), horizontal=True,
+                                      key="dis_scored_on")]
+    caveat = annotator_caveat(filters, sort, everyone)
     if caveat is not None:
         st.caption(caveat)
-    items = access.query(contested.contested_items, filters, limit=int(limit), sort=sort)
+    items = access.query(contested.contested_items, filters, limit=int(limit), sort=sort, everyone=everyone)
     if items.empty:
         empty_state("No items match these filters.", "Widen them, or ingest annotations and run `labelgov refresh`.")
         return
