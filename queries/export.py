@@ -65,7 +65,7 @@ CONSENSUS_SQL: dict[str, str] = {
     """,
 }
 
-EXPORT_SQL = """
+EXPORT_TEMPLATE = """
 WITH consensus AS ({consensus}), finest AS (
     SELECT item_idx, map(list(node_id ORDER BY node_id), list(round(mass, 6) ORDER BY node_id)) AS distribution
     FROM d_soft_mass WHERE source = ? AND depth = (SELECT max(depth) FROM d_nodes) GROUP BY item_idx
@@ -77,6 +77,10 @@ LEFT JOIN consensus c USING (item_idx)
 LEFT JOIN finest f USING (item_idx)
 ORDER BY i.item_id
 """
+# The whole statement per method, fixed when the module loads: the method only ever picks one of these.
+EXPORT_SQL: dict[str, str] = {
+    method: EXPORT_TEMPLATE.replace("{consensus}", consensus) for method, consensus in CONSENSUS_SQL.items()
+}
 
 
 def labels(con: duckdb.DuckDBPyConnection, method: Method = "dawid-skene") -> pd.DataFrame:
@@ -86,8 +90,7 @@ def labels(con: duckdb.DuckDBPyConnection, method: Method = "dawid-skene") -> pd
     version = require_refreshed(con)
     if is_stale(con):
         raise LabelgovError("new data arrived since the last refresh: run `labelgov refresh` before exporting")
-    sql = EXPORT_SQL.format(consensus=CONSENSUS_SQL[method])
-    frame = con.execute(sql, [SOURCE_OF[method]]).df()
+    frame = con.execute(EXPORT_SQL[method], [SOURCE_OF[method]]).df()
     depth = soft_labels.max_depth(con)
     paths = frame.pop("consensus_path")
     for level in range(1, depth + 1):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import duckdb
 import numpy as np
@@ -968,7 +968,30 @@ def labelling_priorities(
     items are both uncertain and few gains most from more answers and more items. Branches with fewer
     than ``min_items`` judged items are left out: their entropy is itself too noisy to rank on.
     """
+    return _priorities(_branch_frame(con, f, ambiguity or Ambiguity()), limit, min_items)
+
+
+class BranchTables(NamedTuple):
+    """branch_stats and labelling_priorities of one filter."""
+
+    stats: pd.DataFrame
+    priorities: pd.DataFrame
+
+
+def branch_tables(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    limit: int = 20,
+    min_items: int = 5,
+    ambiguity: Ambiguity | None = None,
+) -> BranchTables:
+    """Both branch tables from one computation of the branch statistics: a page that shows both would
+    otherwise recompute them from the answers twice under a filter on answers."""
     frame = _branch_frame(con, f, ambiguity or Ambiguity())
+    return BranchTables(frame[BRANCH_COLUMNS], _priorities(frame, limit, min_items))
+
+
+def _priorities(frame: pd.DataFrame, limit: int, min_items: int) -> pd.DataFrame:
     frame = frame[frame["mean_norm_child_entropy"].notna() & (frame["items"] >= min_items)].copy()
     if frame.empty:
         return empty_frame(PRIORITY_COLUMNS)

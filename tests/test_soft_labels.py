@@ -191,6 +191,9 @@ def test_branch_stats_by_hand() -> None:
     assert list(top["node_id"][:2]) == ["a1", "a"]
     assert top.loc[0, "score"] == pytest.approx(a1["mean_child_entropy"] / np.sqrt(3))
     assert "a2" not in set(top["node_id"])  # one child: no split to be unsure about
+    both = soft_labels.branch_tables(con, ALL, limit=5, min_items=1)
+    pd.testing.assert_frame_equal(both.stats, soft_labels.branch_stats(con, ALL))
+    pd.testing.assert_frame_equal(both.priorities, top)
 
 
 def test_ambiguity_thresholds_are_parameters() -> None:

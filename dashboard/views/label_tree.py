@@ -141,7 +141,7 @@ def _branches(filters: Filters) -> None:
     st.caption("Counted from the answers whichever source sizes the tree: the posterior has no answers to agree "
                "or disagree. Shares are over items with at least two answers at the branch's depth; select a bar "
                "to narrow the dashboard to its branch.")
-    stats = access.query(soft_labels.branch_stats, filters)
+    stats, priorities = access.query(soft_labels.branch_tables, filters)
     if stats.empty:
         empty_state("No answers reach a branch under these filters.", "Widen the filters, or ingest annotations.")
         return
@@ -153,7 +153,6 @@ def _branches(filters: Filters) -> None:
     chart(fig, "lt_branch_shares", filters, "branch")
     table(stats, "branch_stats", filters, key="lt_branch_table")
     st.markdown("**Where more labels would help most** (uncertain split among the children, few items)")
-    priorities = access.query(soft_labels.labelling_priorities, filters)
     if priorities.empty:
         empty_state("No branch has enough judged items to rank.",
                     "A branch needs five items with two or more answers below it; widen the filters.")
