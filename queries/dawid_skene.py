@@ -154,6 +154,16 @@ def _gold_positions(
     return pos[known], classes[known]
 
 
+def _per_annotator(flags: npt.ArrayLike | bool | None, ann_ids: IntArray, name: str) -> npt.NDArray[np.bool_]:
+    """Flags given for all annotators (a bool or None) or per annotator index, at the annotators' ranks."""
+    if flags is None or isinstance(flags, bool):
+        return np.full(ann_ids.size, bool(flags))
+    given = np.asarray(flags, dtype=bool)
+    if given.ndim != 1 or given.size <= ann_ids[-1]:
+        raise LabelgovError(f"{name} needs a flag for every annotator index up to the largest one")
+    return given[ann_ids]
+
+
 def _as_arrays(
     items: npt.ArrayLike | pd.DataFrame, annotators: npt.ArrayLike | None, labels: npt.ArrayLike | None
 ) -> tuple[IntArray, IntArray, IntArray]:
@@ -183,6 +193,7 @@ class _Model:
         n_classes: int,
         one_coin: np.ndarray,
         gold: tuple[IntArray, IntArray],
+        trusted: np.ndarray,
     ) -> None:
         self.k = n_classes
         order = np.argsort(gold[0], kind="stable")  # sorted, so that each block finds its gold by bisection
@@ -202,6 +213,7 @@ class _Model:
         # Responses are sorted by annotator, so each annotator's rows are one contiguous block.
         self.ann_start = np.flatnonzero(np.r_[True, self.pair_ann[1:] != self.pair_ann[:-1]])
         self.one_coin_pair = one_coin[self.pair_ann]
+        self.trusted_pair = trusted[self.pair_ann]
         self.leaf_pair = self.pair_label < n_classes
         self.one_coin_leaf = np.flatnonzero(self.one_coin_pair & self.leaf_pair)
         self.one_coin_coarse = np.flatnonzero(self.one_coin_pair & ~self.leaf_pair)
@@ -283,13 +295,24 @@ class _Model:
         return priors, float(sum(entropies))
 
     def start(self, spread: FloatArray, post: Float32Array, pool: ThreadPoolExecutor) -> FloatArray:
-        """Majority-vote shares (coarse answers spread over their leaves) into ``post``; returns the priors."""
+        """Majority-vote shares (coarse answers spread over their leaves) into ``post``; returns the priors.
+
+        On an item with trusted answers, half the start is their shares and half the others' (see dawid_skene).
+        """
         votes_per_pair = spread[self.pair_label]
+        trusted_votes = votes_per_pair * self.trusted_pair[:, None]
+        others_votes = votes_per_pair - trusted_votes
+
+        def shares(b: _Block, votes: FloatArray) -> FloatArray:
+            counted = b.matrix @ votes
+            total = counted.sum(axis=1, keepdims=True)
+            return np.divide(counted, total, out=np.zeros_like(counted), where=total > 0)
 
         def block(b: _Block) -> Float32Array:
-            votes = b.matrix @ votes_per_pair
             out = post[b.start : b.stop]
-            out[:] = votes / votes.sum(axis=1, keepdims=True)
+            trusted, others = shares(b, trusted_votes), shares(b, others_votes)
+            both = (trusted.sum(axis=1) > 0) & (others.sum(axis=1) > 0)
+            out[:] = np.where(both[:, None], (trusted + others) / 2, trusted + others)
             lo, hi = np.searchsorted(self.gold_pos, (b.start, b.stop))
             local = self.gold_pos[lo:hi] - b.start
             out[local] = 0.0
@@ -340,6 +363,7 @@ def dawid_skene(
     one_coin: npt.ArrayLike | bool | None = None,
     spread: npt.ArrayLike | None = None,
     gold: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    trusted: npt.ArrayLike | None = None,
 ) -> DSResult:
     """Fit Dawid-Skene to answers given as integer indices (or a frame of item_idx, annotator_idx, label_idx).
 
@@ -350,6 +374,17 @@ def dawid_skene(
     instead of a confusion table, for annotators too sparse to fill one (fewer answers than classes).
     ``gold`` is (item indices, classes) of items whose class is known: their posterior is fixed to it
     from the start, which anchors the confusion estimates where the crowd majority is wrong.
+
+    ``trusted`` (a boolean per annotator index, like ``one_coin``) names annotators whose answers the
+    labelling process already treats as decisive, such as experts answering escalated items. On an item
+    one of them answered, the start is half their answers' shares and half the others' majority-vote
+    shares; elsewhere it is the plain majority vote. EM only climbs from its start, and experts answer
+    exactly the items the crowd split on: started from the crowd's majority there, it settles where the
+    crowd's shared confusions outvote the expert, a fixed point of lower likelihood. On the medium demo
+    (2.06 million answers) the plain start puts 9 of 18 experts 0.03 to 0.18 below their realised accuracy
+    at -4.30984 nats per answer; this start recovers all 18 within 0.025 at -4.30930, and accuracy against
+    gold rises from 0.961 to 0.975 (seed 8: 17 of 18, -4.27097 to -4.27046, 0.957 to 0.972). Without
+    trusted annotators the fit is crowd-kit's, start included.
     """
     item, ann, label = _as_arrays(items, annotators, labels)
     if item.size == 0:
@@ -366,14 +401,8 @@ def dawid_skene(
             raise LabelgovError("spread must be labels x classes with rows that sum to 1")
     item_ids, item_pos = _dense(item)
     ann_ids, ann_pos = _dense(ann)
-    if one_coin is None or isinstance(one_coin, bool):
-        coin = np.full(ann_ids.size, bool(one_coin))
-    else:
-        flags = np.asarray(one_coin, dtype=bool)
-        if flags.ndim != 1 or flags.size <= ann_ids[-1]:
-            raise LabelgovError("one_coin needs a flag for every annotator index up to the largest one")
-        coin = flags[ann_ids]
-    model = _Model(item_pos, ann_pos, label, n_labels, k, coin, _gold_positions(item_ids, gold, k))
+    coin, trust = _per_annotator(one_coin, ann_ids, "one_coin"), _per_annotator(trusted, ann_ids, "trusted")
+    model = _Model(item_pos, ann_pos, label, n_labels, k, coin, _gold_positions(item_ids, gold, k), trust)
     del item_pos, ann_pos
 
     post = np.empty((model.n_items, k), dtype=np.float32)

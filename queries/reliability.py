@@ -18,15 +18,14 @@ at every prior weight tried. The iteration cap and stopping rule are crowd-kit's
 fitted as far as the reference fits it (product matching needs 80 iterations).
 
 Gold is kept out of the fit: accuracy against gold is how the dashboard and the report judge
-Dawid-Skene, and a fit that had seen the gold items would be graded on its own answers. Nor would it
-anchor the estimates that are wrong. Experts answer only escalated items, where the crowd split, and
-on the medium demo the fit puts half of them 0.03 to 0.18 below their realised accuracy (they are
-marked wrong where the crowd's hard-pair confusion outvotes them). That is the model's likelihood
-choosing, not a bad start: started from the true classes, the same EM reaches a fixed point that
-recovers every expert within 0.01 but explains the answers worse (by 0.0007 nats per answer), and
-fixing the 5 % gold items recovers only two of those experts. ``ds_accuracy`` is the expected share of
-an annotator's leaf answers that are the true leaf under the fitted model (coarse answers are neither
-right nor wrong at leaf level), and ``estimate_used`` says which model produced it.
+Dawid-Skene, and a fit that had seen the gold items would be graded on its own answers. Annotators who
+answer at an expert stage (escalated or adjudication) are trusted in the start: on the items they
+answered, half the starting posterior is theirs (see ``queries.dawid_skene``). They answer only items the
+crowd split on, and from the crowd's majority there EM stopped at a fixed point of lower likelihood that
+marked half the demo's experts wrong where the crowd's hard-pair confusion outvoted them.
+``ds_accuracy`` is the expected share of an annotator's leaf answers that are the true leaf under the
+fitted model (coarse answers are neither right nor wrong at leaf level), and ``estimate_used`` says
+which model produced it.
 """
 
 from __future__ import annotations
@@ -113,6 +112,11 @@ FROM d_answers a JOIN _ds_labels l USING (node_id)
 WHERE a.tree_version = ?
 """
 
+# Annotators the labelling process treats as decisive: they answer the items escalated to experts.
+TRUSTED = """
+SELECT DISTINCT annotator_idx FROM d_answers WHERE tree_version = ? AND stage IN ('escalated', 'adjudication')
+"""
+
 EMPTY_TABLES = """
 CREATE OR REPLACE TABLE d_ds_annotators (annotator_id VARCHAR, annotator_idx INTEGER, answers BIGINT,
     ds_accuracy DOUBLE, estimate_used VARCHAR, spammer_score DOUBLE);
@@ -136,6 +140,8 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
     spread[cells["label_idx"], cells["class_idx"]] = cells["w"]
     ann = np.asarray(answers["annotator_idx"], dtype=np.int64)
     counts = np.bincount(ann)
+    trusted = np.zeros(counts.size, dtype=bool)
+    trusted[np.asarray(arrays(con, TRUSTED, [version])["annotator_idx"], dtype=np.int64)] = True
     return dawid_skene(
         answers["item_idx"],
         ann,
@@ -145,6 +151,7 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
         tol=TOL,
         one_coin=counts < ONE_COIN_ANSWERS_PER_CLASS * n_classes,
         spread=spread,
+        trusted=trusted,
     )
 
 

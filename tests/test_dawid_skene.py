@@ -184,6 +184,27 @@ def test_coarse_answers_are_evidence_for_their_subtree() -> None:
     assert (ours.labels == truth).mean() > (without.labels == truth).mean()
 
 
+def test_trusted_answers_take_half_the_start() -> None:
+    """Before any iteration the posterior is the start: half the trusted answers' shares, half the others'."""
+    item = np.array([0, 0, 0, 0, 1, 1, 1, 2])
+    annotator = np.array([0, 1, 2, 9, 0, 1, 2, 9])
+    label = np.array([0, 0, 1, 1, 0, 1, 1, 0])
+    trusted = np.arange(10) == 9
+    start = dawid_skene(item, annotator, label, n_iter=0, trusted=trusted).posteriors
+    expected = [[0.5 * 2 / 3, 0.5 * 1 / 3 + 0.5], [1 / 3, 2 / 3], [1.0, 0.0]]
+    assert np.allclose(start, expected)
+    plain = dawid_skene(item, annotator, label, n_iter=0).posteriors
+    assert np.allclose(plain, [[0.5, 0.5], [1 / 3, 2 / 3], [1.0, 0.0]])
+
+
+def test_no_trusted_annotator_is_the_plain_fit() -> None:
+    item, annotator, label, *_ = synthetic_answers(2000, 4, 20, 5, seed=11)
+    nobody = np.zeros(annotator.max() + 1, dtype=bool)
+    assert np.array_equal(
+        dawid_skene(item, annotator, label, trusted=nobody).posteriors, dawid_skene(item, annotator, label).posteriors
+    )
+
+
 def test_frame_input_equals_array_input() -> None:
     item, annotator, label, *_ = synthetic_answers(500, 3, 10, 3, seed=10)
     frame = pd.DataFrame({"item_idx": item, "annotator_idx": annotator, "label_idx": label})
@@ -198,6 +219,7 @@ def test_frame_input_equals_array_input() -> None:
         (([0, 1], [0, 0], [0, 1]), {"gold": ([0], [5])}, "gold"),
         ((pd.DataFrame({"item_idx": [0]}),), {}, "missing"),
         (([0, -1], [0, 0], [0, 1]), {}, "non-negative"),
+        (([0, 1], [0, 3], [0, 1]), {"trusted": [True]}, "trusted needs a flag"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: tuple, kwargs: dict, message: str) -> None:

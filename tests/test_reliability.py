@@ -320,37 +320,17 @@ def busy_errors(facts: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_demo_medium_recovers_planted_accuracy(medium_demo: pd.DataFrame) -> None:
-    """Realised accuracy of busy crowd workers is recovered without gold: 799 of 800 within 0.03.
+def test_demo_medium_recovers_every_busy_annotator(medium_demo: pd.DataFrame) -> None:
+    """Without gold, every annotator with at least 200 answers within 0.03 of their realised accuracy.
 
-    The one outside (w-0612, 737 answers, +0.032) is a light worker with a full 44-leaf table: their own
-    answers carry much of the posterior of the items they are graded on, which flatters the sparse
-    table. Experts are the issue's claim that does not hold; see the strict xfail below.
+    Experts answer only escalated items, where the crowd split; from the plain majority-vote start the fit
+    put 9 of 18 of them 0.03 to 0.18 too low. The start that gives their answers half of those items
+    (queries.dawid_skene) recovers all of them, and the spammers still rank last.
     """
     assert_spammers_ranked_last(medium_demo)
     busy = busy_errors(medium_demo)
-    crowd = busy[busy["kind"] == "crowd"]
-    assert len(crowd) >= 800
-    assert (crowd["error"].abs() <= 0.03).mean() >= 0.995
-    assert crowd["error"].abs().max() <= 0.035
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="experts are underestimated without gold: the likelihood prefers the crowd")
-def test_demo_medium_recovers_every_busy_annotator(medium_demo: pd.DataFrame) -> None:
-    """The issue's claim: every annotator with at least 200 answers within 0.03. It fails for experts.
-
-    Experts answer only escalated items, where the crowd split; there the crowd's hard-pair confusion
-    (and, after week 10, the guideline change in harassment) outvotes the expert, and the fit marks 9
-    of 18 experts 0.03 to 0.18 below their realised accuracy, never above. No Dawid-Skene fit without
-    gold can do better: started from the true classes instead of the majority vote, the same EM
-    reaches a fixed point with every expert within 0.011, but its likelihood is lower (-1.34316 against
-    -1.34249 nats per answer on 2.06 million answers), so the model itself prefers the crowd's account;
-    fixing the 5 % gold items in the fit leaves 8 experts off by up to 0.14. Strict, so that a fix shows.
-    """
-    busy = busy_errors(medium_demo)
-    experts = busy[busy["kind"] == "expert"]
-    assert (experts["error"] <= 0.03).all()  # the gap is one-sided: this part holds
+    assert (busy["kind"] == "crowd").sum() >= 800
+    assert (busy["kind"] == "expert").sum() >= 15
     assert (busy["error"].abs() <= 0.03).all()
 
 
