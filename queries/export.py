@@ -1,6 +1,6 @@
 """`labelgov export labels`: consensus labels with their uncertainty and provenance.
 
-One row per item: the consensus node at every level, the full soft distribution over the finest cut,
+One row per item: the consensus node at every level, the soft distribution on the consensus's cut,
 the confidence in the consensus, how many answers it rests on, the method, the tree version and the
 warehouse data version it was computed from, so that a training pipeline downstream keeps both the
 uncertainty and where the labels came from.
@@ -20,9 +20,15 @@ Picking each level's top node on its own would not do: answers [b, b, a1x] lead 
 only a1x reaches the levels below, which makes the impossible path b / a1 / a1x. By majority that item
 is b, levels 2 and 3 empty, confidence 2/3.
 
-The distribution is the soft label over the finest cut as ``queries.soft_labels`` defines it, keyed by
-node id. Answers that stop above the finest cut are not spread below it, so it describes only the
-answers that went that deep: for [b, b, a1x] it is {a1x: 1}.
+The distribution is the soft label on one cut of the tree as ``queries.soft_labels`` defines it, keyed
+by node id, on the cut the consensus speaks at, so that it describes the answers the consensus and its
+confidence describe:
+
+- majority: the cut at the consensus node's depth. For [b, b, a1x] it is {a: 1/3, b: 2/3}; the finest
+  cut would say {a1x: 1}, as answers that stop above a cut are never spread below it, and so contradict
+  the consensus with a certainty that rests on one answer of three.
+- dawid-skene: the finest cut, which for the posterior (over leaves, with no coarse part) is the whole
+  posterior.
 """
 
 from __future__ import annotations
@@ -50,31 +56,35 @@ SOURCE_OF: dict[str, str] = {"dawid-skene": "posterior", "majority": "annotation
 # File extensions (compared in lower case) that name a format; a file without one is written as CSV.
 FORMAT_OF_SUFFIX: dict[str, Format] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
-# Per method: (item_idx, path, confidence), the consensus node's lineage and the support for that node.
+# Per method: (item_idx, path, confidence, cut), the consensus node's lineage, the support for that node and
+# the depth of the cut its distribution is read on.
 CONSENSUS_SQL: dict[str, str] = {
     # The soft mass's answer count at the node's own depth counts the answers at or below the node.
     "majority": """
-        SELECT i.item_idx, i.consensus_lineage AS path, m.answers / i.answers AS confidence
+        SELECT i.item_idx, i.consensus_lineage AS path, m.answers / i.answers AS confidence,
+               len(i.consensus_lineage) AS cut
         FROM d_items i LEFT JOIN d_soft_mass m ON m.source = 'annotations' AND m.item_idx = i.item_idx
             AND m.node_id = i.consensus_node AND m.depth = len(i.consensus_lineage)
     """,
     "dawid-skene": """
-        SELECT d.item_idx, n.lineage AS path, d.ds_p AS confidence
+        SELECT d.item_idx, n.lineage AS path, d.ds_p AS confidence, (SELECT max(depth) FROM d_nodes) AS cut
         FROM d_ds_items d JOIN d_items i USING (item_idx)
         JOIN d_nodes n ON n.tree_version = i.tree_version AND n.node_id = d.ds_node
     """,
 }
 
 EXPORT_TEMPLATE = """
-WITH consensus AS ({consensus}), finest AS (
-    SELECT item_idx, map(list(node_id ORDER BY node_id), list(round(mass, 6) ORDER BY node_id)) AS distribution
-    FROM d_soft_mass WHERE source = ? AND depth = (SELECT max(depth) FROM d_nodes) GROUP BY item_idx
+WITH consensus AS ({consensus}), soft AS (
+    SELECT m.item_idx, map(list(m.node_id ORDER BY m.node_id), list(round(m.mass, 6) ORDER BY m.node_id))
+           AS distribution
+    FROM d_soft_mass m JOIN consensus c ON c.item_idx = m.item_idx AND c.cut = m.depth
+    WHERE m.source = ? GROUP BY m.item_idx
 )
 SELECT i.item_id, c.path AS consensus_path, f.distribution, c.confidence,
        CAST(i.answers AS BIGINT) AS n_answers, i.tree_version
 FROM d_items i
 LEFT JOIN consensus c USING (item_idx)
-LEFT JOIN finest f USING (item_idx)
+LEFT JOIN soft f USING (item_idx)
 ORDER BY i.item_id
 """
 # The whole statement per method, fixed when the module loads: the method only ever picks one of these.

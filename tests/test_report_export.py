@@ -101,12 +101,13 @@ class Tree:
         self.depth = max(len(path) for path in self.lineage.values())
 
     def majority(self, answers: list[str]) -> tuple[list[str], float, dict[str, float]]:
-        """(path, confidence, finest-cut distribution) by the definitions in queries.export's docstring."""
+        """(path, confidence, distribution on the consensus's cut) by the definitions in queries.export."""
         votes = Counter(answers)
         best = min(votes, key=lambda node: (-votes[node], self.order.index(node)))
         support = sum(best in self.lineage[answer] for answer in answers) / len(answers)
-        reaching = [a for a in answers if self.leaf[a] or len(self.lineage[a]) >= self.depth]
-        cut = Counter(a if self.leaf[a] else self.lineage[a][self.depth - 1] for a in reaching)
+        depth = len(self.lineage[best])
+        reaching = [a for a in answers if self.leaf[a] or len(self.lineage[a]) >= depth]
+        cut = Counter(self.lineage[a][min(depth, len(self.lineage[a])) - 1] for a in reaching)
         return self.lineage[best], support, {node: n / len(reaching) for node, n in cut.items()}
 
 
@@ -241,6 +242,7 @@ def test_majority_export_is_one_path_with_its_support(
         if fmt != "csv":
             assert type(row["n_answers"]) is int
     assert rows["i1"]["level_1"] == "b" and float(rows["i1"]["confidence"]) == pytest.approx(2 / 3)
+    assert rows["i1"]["distribution"] == pytest.approx({"a": 1 / 3, "b": 2 / 3})
 
 
 def test_dawid_skene_export_is_the_lineage_of_the_posterior_leaf() -> None:
