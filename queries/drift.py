@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -95,6 +96,8 @@ STORED = {
 }
 
 FIRST_WEEK = "SELECT min(a.week) FROM d_answers a WHERE {P}"
+# Where refresh keeps the end of the stored frames' reference window, so that pages need not look for it.
+REFERENCE_END_KEY = "drift_reference_end"
 
 
 def _reference_end(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.Timestamp | None:
@@ -879,7 +882,7 @@ def drift_alerts(
     if _no_window_after_reference(f, reference_weeks):
         return _no_alerts()
     alerts = _stored_or_live(
-        con, f, reference_weeks, "alerts", lambda: _alerts(con, _frames(con, f, reference_weeks, parallel=True))
+        con, f, reference_weeks, "alerts", lambda: _alerts(con, _frames(con, f, reference_weeks, parallel=True)[1])
     )
     return alerts[ALERT_COLUMNS].head(limit).reset_index(drop=True)
 
@@ -899,11 +902,20 @@ class DriftReport:
     model: pd.DataFrame
     annotators: pd.DataFrame
     alerts: pd.DataFrame
+    # First and last day of the pooled reference weeks; None when the filters leave no dated answer or their
+    # dates no room for a week after the reference. Carried rather than read back from the first compared
+    # week, which is later when the week right after the reference has no answers.
+    reference: tuple[date, date] | None = None
 
     def matrix_by(self, metric: str) -> pd.DataFrame:
         """drift_matrix(con, f, metric) of the same filter."""
         _check_metric(metric)
         return by_metric(self.matrix, metric)
+
+    @property
+    def compared_any_week(self) -> bool:
+        """Whether some week after the reference has answers in the filters."""
+        return any(not f.empty for f in (self.matrix, self.agreement, self.confidence, self.model, self.annotators))
 
     def top_alerts(self, limit: int = 20) -> pd.DataFrame:
         """drift_alerts(con, f, limit) of the same filter."""
@@ -913,17 +925,27 @@ class DriftReport:
 def drift_report(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> DriftReport:
     """All drift frames of ``f``: the refreshed tables for the unfiltered default question, else live."""
     if _refreshed_answer(con, f, reference_weeks, *STORED):
-        return DriftReport(**{key: con.execute("SELECT * FROM " + table).df() for key, table in STORED.items()})  # noqa: S608 - table names from STORED
-    frames = _frames(con, f, reference_weeks, parallel=True)
-    return DriftReport(**frames, alerts=_alerts(con, frames))
+        stored = {key: con.execute("SELECT * FROM " + table).df() for key, table in STORED.items()}  # noqa: S608 - table names from STORED
+        row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [REFERENCE_END_KEY]))
+        # A warehouse refreshed before the key existed: look the window up.
+        end = _reference_end(con, f, reference_weeks) if row is None else pd.Timestamp(row[0]) if row[0] else None
+        return DriftReport(**stored, reference=_window(end, reference_weeks))
+    end, frames = _frames(con, f, reference_weeks, parallel=True)
+    return DriftReport(**frames, alerts=_alerts(con, frames), reference=_window(end, reference_weeks))
+
+
+def _window(end: pd.Timestamp | None, reference_weeks: int) -> tuple[date, date] | None:
+    if end is None:
+        return None
+    return (end - pd.Timedelta(weeks=reference_weeks)).date(), (end - pd.Timedelta(days=1)).date()
 
 
 def _frames(
     con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int, parallel: bool = False
-) -> dict[str, pd.DataFrame]:
-    """Every analysis the alerts read, computed live from one reference window and one scan of the answers:
-    the label views and agreement drift are different groupings of the same arrays, so asking each page
-    function in turn would find the reference and scan the answers three times over.
+) -> tuple[pd.Timestamp | None, dict[str, pd.DataFrame]]:
+    """The end of the reference window, and every analysis the alerts read computed live from that window and
+    one scan of the answers: the label views and agreement drift are different groupings of the same arrays,
+    so asking each page function in turn would find the reference and scan the answers three times over.
 
     With ``parallel`` the item sort and then the label views and agreement drift (its own cursor) run on
     threads beside the smaller analyses: all are mostly numpy sorts and reductions, which release the GIL,
@@ -960,12 +982,12 @@ def _frames(
 
     if not parallel or end is None:
         scanned = ordered()
-        return {**label_views(scanned), **agreement_on(con, scanned), **the_others()}
+        return end, {**label_views(scanned), **agreement_on(con, scanned), **the_others()}
     with ThreadPoolExecutor(max_workers=3) as pool, con.cursor() as cursor:
         answers = pool.submit(ordered)
         labels = pool.submit(lambda: label_views(answers.result()))
         agree = pool.submit(lambda: agreement_on(cursor, answers.result()))
-        return {**the_others(), **labels.result(), **agree.result()}
+        return end, {**the_others(), **labels.result(), **agree.result()}
 
 
 def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -996,7 +1018,9 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Drift compares every week with a global reference, so it is recomputed in full; the label views and
     agreement drift share one scan of the answers."""
     con.execute("CREATE OR REPLACE TABLE " + PREDICTIONS_TABLE + " AS " + PREDICTION_ROWS)
-    frames = _frames(con, Filters(), REFERENCE_WEEKS)
+    end, frames = _frames(con, Filters(), REFERENCE_WEEKS)
+    stamp = "" if end is None else end.isoformat()
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [REFERENCE_END_KEY, stamp])
     frames["alerts"] = _alerts(con, frames)
     for key, frame in frames.items():
         frame_writes.store(con, STORED[key], frame)

@@ -307,6 +307,23 @@ def test_tree_version_changes_mark_the_first_week_of_use() -> None:
     assert list(changes["week"]) == ["2026-01-26"]
 
 
+def test_reference_window_holds_when_the_week_after_it_is_empty() -> None:
+    """The report names the reference weeks itself: reading them back from the first compared week would
+    move them a week later whenever the week right after the reference has no answers."""
+    answers = generated(12)
+    week = (answers["created_at"] - START).dt.days // 7
+    con = warehouse(answers[week != drift.REFERENCE_WEEKS])
+    report = drift.drift_report(con, Filters())
+    first_compared = pd.to_datetime(report.matrix["week"]).min()
+    assert first_compared == START + pd.Timedelta(weeks=drift.REFERENCE_WEEKS + 1)
+    end = START + pd.Timedelta(weeks=drift.REFERENCE_WEEKS) - pd.Timedelta(days=1)
+    assert report.reference == (START.date(), end.date())
+    late = drift.drift_report(con, Filters(start=(START + pd.Timedelta(weeks=1)).date()))
+    assert late.reference == ((START + pd.Timedelta(weeks=1)).date(), (end + pd.Timedelta(weeks=1)).date())
+    early = drift.drift_report(con, Filters(end=(START + pd.Timedelta(weeks=2)).date()))
+    assert early.reference == report.reference and early.matrix.empty and early.agreement.empty
+
+
 def test_empty_inputs_and_bad_arguments() -> None:
     con = planted(False)
     nothing = Filters(sources=("nowhere",))
@@ -351,6 +368,8 @@ def test_refresh_step_stores_what_the_pages_read() -> None:
     pd.testing.assert_frame_equal(stored.matrix_by("js"), live["matrix"], check_dtype=False)
     pd.testing.assert_frame_equal(stored.top_alerts(), live["alerts"], check_dtype=False)
     assert not live["alerts"].empty
+    assert stored.reference == drift.drift_report(con, everything).reference
+    assert stored.reference is not None and stored.reference[0] == START.date()
 
 
 DEMO_ITEMS = 20_000  # at 5,000 items the drift is within the weekly noise
@@ -455,7 +474,7 @@ def test_short_date_ranges_skip_the_scan_with_the_same_empty_answer(small_demo) 
             f = Filters(start=first, end=first + timedelta(days=days))
             short = drift._no_window_after_reference(f, drift.REFERENCE_WEEKS)
             assert short == (days < 28)
-            live_alerts = drift._alerts(con, drift._frames(con, f, drift.REFERENCE_WEEKS))
+            live_alerts = drift._alerts(con, drift._frames(con, f, drift.REFERENCE_WEEKS)[1])
             pd.testing.assert_frame_equal(
                 drift.drift_alerts(con, f), live_alerts[drift.ALERT_COLUMNS].head(20).reset_index(drop=True)
             )
@@ -521,7 +540,7 @@ def test_filtered_alerts_from_one_scan_equal_each_page_computed_on_its_own(small
             "annotators": drift.annotator_drift,
         }
         for f in cases:
-            frames = drift._frames(con, f, drift.REFERENCE_WEEKS)
+            frames = drift._frames(con, f, drift.REFERENCE_WEEKS)[1]
             each = {name: page(con, f) for name, page in pages.items()}
             report = drift.drift_report(con, f)
             for name, frame in each.items():

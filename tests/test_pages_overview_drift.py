@@ -109,14 +109,14 @@ def test_reference_window_is_the_first_weeks_of_the_filtered_answers(demo_db: Pa
         with connect(demo_db, read_only=True) as con:
             where, params = f.where("a")
             first = con.execute("SELECT min(a.week) FROM d_answers a WHERE " + where, params).fetchone()[0]
-        start, end = drift_page.reference_window(report)
+        start, end = report.reference
         assert start == pd.Timestamp(first).date()
         assert (end - start).days + 1 == 7 * drift.REFERENCE_WEEKS
 
 
 def test_reference_window_is_none_without_compared_weeks(demo_db: Path) -> None:
     report = query(demo_db, drift.drift_report, Filters(start=date(2026, 2, 2), end=date(2026, 2, 10)))
-    assert drift_page.reference_window(report) is None
+    assert report.reference is None
 
 
 def test_shallowest_branches_and_default_annotators() -> None:
@@ -211,7 +211,7 @@ def test_drift_shows_model_and_annotator_drift_and_the_reference(
 ) -> None:
     at = go(open_app(demo_db, Role.ANALYST, monkeypatch), "drift")
     report = query(demo_db, drift.drift_report, Filters())
-    start, end = drift_page.reference_window(report)
+    start, end = report.reference
     assert f"{start} to {end}" in _said(at)
 
     model = next(d.value for d in at.dataframe if "reference_rate" in d.value.columns and "branch" in d.value.columns)

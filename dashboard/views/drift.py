@@ -4,7 +4,6 @@ annotators drifted, and when the tree changed."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import date, timedelta
 from typing import NamedTuple
 
 import pandas as pd
@@ -83,20 +82,6 @@ def relative_sizes(alerts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def reference_window(report: drift.DriftReport) -> tuple[date, date] | None:
-    """First and last day of the reference weeks, or None when no week was compared.
-
-    Every frame holds only windows after the reference, which spans the first REFERENCE_WEEKS weeks of the
-    filtered answers: it ends where the first compared week starts, provided some answer falls in that week.
-    """
-    frames = (report.matrix, report.agreement, report.confidence, report.model, report.annotators)
-    weeks = [pd.to_datetime(f["week"]).min() for f in frames if not f.empty]
-    if not weeks:
-        return None
-    first = min(weeks).date()
-    return first - timedelta(weeks=drift.REFERENCE_WEEKS), first - timedelta(days=1)
-
-
 def shallowest(present: list[str], depths: Mapping[str, int]) -> list[str]:
     """The branches of ``present`` nearest the root (top-level areas unless a branch filter narrows)."""
     known = [depths[b] for b in present if b in depths]
@@ -121,12 +106,11 @@ def _version_weeks() -> list[str]:
 
 
 def _reference(report: drift.DriftReport) -> None:
-    window = reference_window(report)
-    if window is None:
+    if report.reference is None or not report.compared_any_week:
         st.caption(f"Each week is compared with a reference: the first {drift.REFERENCE_WEEKS} weeks of the "
                    "filtered answers. No week after it has answers in these filters.")
         return
-    start, end = window
+    start, end = report.reference
     st.caption(f"Reference window: the first {drift.REFERENCE_WEEKS} weeks of the filtered answers, {start} to {end}, "
                "pooled. Every later week is compared with it; change the dates in the sidebar to move it.")
 
