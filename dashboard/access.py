@@ -21,6 +21,7 @@ last committed state instead of queueing behind the writer; only a result not ye
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -222,10 +223,22 @@ def _through_cache(run: Callable[[str], Any]) -> Any:
 
 
 def query(func: Callable[..., Any], filters: Filters, **kwargs: Any) -> Any:
-    """Run an analytics function ``func(con, filters, **kwargs)`` through the cache."""
+    """Run an analytics function ``func(con, filters, **kwargs)`` through the cache.
+
+    The arguments are keyed with the function's defaults filled in, so that two views asking the same
+    question, one naming a default and one leaving it out, share one result.
+    """
     name = func.__module__ + "." + func.__qualname__
+    kwargs = _with_defaults(func, kwargs)
     path, filters_json, kwargs_repr = str(db_path()), filters.model_dump_json(), repr(sorted(kwargs.items()))
     return _through_cache(lambda key: _cached(path, key, func, name, filters_json, kwargs_repr, **kwargs))
+
+
+def _with_defaults(func: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus every default of ``func`` after its connection and filters that they leave out."""
+    optional = list(inspect.signature(func).parameters.values())[2:]
+    defaults = {p.name: p.default for p in optional if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
 
 
 def call(func: Callable[..., Any], *args: Any) -> Any:

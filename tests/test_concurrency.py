@@ -399,6 +399,24 @@ def test_pages_keep_the_last_committed_state_during_a_write_and_cache_nothing_un
     assert access.call(version_seen) == before + 2
 
 
+def test_a_question_asked_with_and_without_its_defaults_is_computed_once(
+    warehouse: Path, monkeypatch: pytest.MonkeyPatch, quiet_streamlit: None
+) -> None:
+    monkeypatch.setenv("LABELGOV_DB", str(warehouse))
+    runs: list[tuple[str, int]] = []
+
+    def grouped(con: duckdb.DuckDBPyConnection, f: Filters, by: str = "level", bootstrap: int = 0) -> int:
+        runs.append((by, bootstrap))
+        return data_version(con)
+
+    first = access.query(grouped, Filters(), by="level")
+    assert access.query(grouped, Filters(), by="level", bootstrap=0) == first
+    assert access.query(grouped, Filters()) == first
+    assert runs == [("level", 0)]
+    access.query(grouped, Filters(), bootstrap=200)
+    assert runs == [("level", 0), ("level", 200)]
+
+
 # --- the test -------------------------------------------------------------------------------------
 
 
