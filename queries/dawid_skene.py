@@ -302,6 +302,7 @@ class _Model:
         votes_per_pair = spread[self.pair_label]
         trusted_votes = votes_per_pair * self.trusted_pair[:, None]
         others_votes = votes_per_pair - trusted_votes
+        anyone_trusted = bool(self.trusted_pair.any())
 
         def shares(b: _Block, votes: FloatArray) -> FloatArray:
             counted = b.matrix @ votes
@@ -310,9 +311,12 @@ class _Model:
 
         def block(b: _Block) -> Float32Array:
             out = post[b.start : b.stop]
-            trusted, others = shares(b, trusted_votes), shares(b, others_votes)
-            both = (trusted.sum(axis=1) > 0) & (others.sum(axis=1) > 0)
-            out[:] = np.where(both[:, None], (trusted + others) / 2, trusted + others)
+            if anyone_trusted:
+                trusted, others = shares(b, trusted_votes), shares(b, others_votes)
+                both = (trusted.sum(axis=1) > 0) & (others.sum(axis=1) > 0)
+                out[:] = np.where(both[:, None], (trusted + others) / 2, trusted + others)
+            else:  # the plain start, without a second product per block
+                out[:] = shares(b, votes_per_pair)
             lo, hi = np.searchsorted(self.gold_pos, (b.start, b.stop))
             local = self.gold_pos[lo:hi] - b.start
             out[local] = 0.0
