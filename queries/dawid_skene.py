@@ -212,6 +212,12 @@ class _Model:
         self.n_answers = item.size
         # Responses are sorted by annotator, so each annotator's rows are one contiguous block.
         self.ann_start = np.flatnonzero(np.r_[True, self.pair_ann[1:] != self.pair_ann[:-1]])
+        # Annotator-by-response indicator: the M-step's per-annotator totals as one sparse product, several
+        # times faster than np.add.reduceat down the rows of the response table.
+        self.owner = sparse.csr_matrix(
+            (np.ones(self.n_pairs, dtype=np.float32), (self.pair_ann, np.arange(self.n_pairs))),
+            shape=(self.ann_start.size, self.n_pairs),
+        )
         self.one_coin_pair = one_coin[self.pair_ann]
         self.trusted_pair = trusted[self.pair_ann]
         self.leaf_pair = self.pair_label < n_classes
@@ -229,7 +235,7 @@ class _Model:
         large as a block of the posterior matrix; float32 keeps its clip, normalisation and log cheap.
         """
         clipped = np.maximum(counts, np.float32(EPS))
-        totals = np.add.reduceat(clipped, self.ann_start, axis=0)
+        totals = self.owner @ clipped
         conf = np.divide(clipped, totals[self.pair_ann], out=clipped)
         if self.one_coin_leaf.size or self.one_coin_coarse.size:
             skill = self.skills(counts)[self.pair_ann[self.one_coin_leaf]]
