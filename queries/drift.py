@@ -926,12 +926,18 @@ def drift_report(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: in
     """All drift frames of ``f``: the refreshed tables for the unfiltered default question, else live."""
     if _refreshed_answer(con, f, reference_weeks, *STORED):
         stored = {key: con.execute("SELECT * FROM " + table).df() for key, table in STORED.items()}  # noqa: S608 - table names from STORED
-        row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [REFERENCE_END_KEY]))
-        # A warehouse refreshed before the key existed: look the window up.
-        end = _reference_end(con, f, reference_weeks) if row is None else pd.Timestamp(row[0]) if row[0] else None
-        return DriftReport(**stored, reference=_window(end, reference_weeks))
+        return DriftReport(**stored, reference=_window(_stored_reference_end(con), reference_weeks))
     end, frames = _frames(con, f, reference_weeks, parallel=True)
     return DriftReport(**frames, alerts=_alerts(con, frames), reference=_window(end, reference_weeks))
+
+
+def _stored_reference_end(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
+    """The reference end refresh kept ('' when there was none); looked up for a warehouse refreshed before
+    refresh kept it."""
+    row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [REFERENCE_END_KEY]))
+    if row is None:
+        return _reference_end(con, Filters(), REFERENCE_WEEKS)
+    return pd.Timestamp(row[0]) if row[0] else None
 
 
 def _window(end: pd.Timestamp | None, reference_weeks: int) -> tuple[date, date] | None:

@@ -370,6 +370,9 @@ def test_refresh_step_stores_what_the_pages_read() -> None:
     assert not live["alerts"].empty
     assert stored.reference == drift.drift_report(con, everything).reference
     assert stored.reference is not None and stored.reference[0] == START.date()
+    # A warehouse refreshed before refresh kept the window: it is looked up instead.
+    con.execute("DELETE FROM meta WHERE key = ?", [drift.REFERENCE_END_KEY])
+    assert drift.drift_report(con, Filters()).reference == stored.reference
 
 
 DEMO_ITEMS = 20_000  # at 5,000 items the drift is within the weekly noise
