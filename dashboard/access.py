@@ -33,10 +33,11 @@ import duckdb
 import streamlit as st
 from pydantic import BaseModel
 
-from queries.connection import LOCK_WAIT_S, connect, resolve_db_path, write_in_progress
+from queries import answer_arrays
+from queries.connection import LOCK_WAIT_S, cache_key, connect, resolve_db_path, write_in_progress
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.refresh import cache_key, is_stale, refreshed_version
+from queries.refresh import is_stale, refreshed_version
 
 
 class _Gate:
@@ -76,6 +77,10 @@ class _Gate:
 
 
 GATE = _Gate()
+
+# The server lives for many questions: filtered ones select from the answers held in memory (see
+# queries/answer_arrays) instead of scanning and sorting them each time.
+answer_arrays.enable()
 
 
 # A dashboard reader waits behind a write (with a spinner) rather than failing: a refresh of a large

@@ -52,7 +52,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy import sparse
 
-from queries import frame_writes
+from queries import answer_arrays, frame_writes
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -201,13 +201,11 @@ class Answers:
         return Answers(self.item[keep], self.value[keep], None if self.day is None else self.day[keep])
 
 
-def scan(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week", ordered: bool = True) -> Answers:
+def scan(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week") -> Answers:
     """The answers matching ``f``, values indexed as in value_space (d_answers carries the index), sorted by
-    item unless ``ordered`` is False (the weekly grouping sorts by week and item itself); ``window`` None skips
-    the day column. Rows of one item come out ordered by day and value instead of scan order, which no
-    statistic depends on (a unit is a multiset of values)."""
-    raw = fetch(con, f, window)
-    return raw.sorted() if ordered else raw.answers
+    item, day and value; ``window`` None skips the day column. Rows of one item come out ordered by day and
+    value instead of scan order, which no statistic depends on (a unit is a multiset of values)."""
+    return fetch(con, f, window).sorted()
 
 
 @dataclass
@@ -219,6 +217,7 @@ class Fetched:
     value: np.ndarray
     day: np.ndarray | None
     annotator: np.ndarray | None
+    presorted: bool = False  # already by item, day and value (answer_arrays)
 
     @property
     def answers(self) -> Answers:
@@ -230,6 +229,8 @@ class Fetched:
         )
 
     def sorted(self) -> Answers:
+        if self.presorted:
+            return self.answers
         item, days, value = packed_sort(self.item, self.day, self.value)
         return Answers(item, value, days)
 
@@ -237,16 +238,21 @@ class Fetched:
 def fetch(
     con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week", annotator: bool = False
 ) -> Fetched:
-    """The answers of scan, unsorted, and each answer's annotator index when ``annotator``."""
-    clause, params = f.where("a")
-    day, dated = ("", "") if window is None else WINDOW_DAYS[window]
-    sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause) + dated
-    raw = arrays(con, sql, params)
+    """The answers of scan, and each answer's annotator index when ``annotator``: in scan order, or sorted
+    when they come from the arrays in memory (see queries/answer_arrays)."""
+    raw = answer_arrays.filtered(con, f, window, annotator)
+    presorted = raw is not None
+    if raw is None:
+        clause, params = f.where("a")
+        day, dated = ("", "") if window is None else WINDOW_DAYS[window]
+        sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause) + dated
+        raw = arrays(con, sql, params)
     return Fetched(
         np.asarray(raw["item_idx"]),
         np.asarray(raw["v"]),
         np.asarray(raw["day"]) if window is not None else None,
         np.asarray(raw["annotator_idx"]) if annotator else None,
+        presorted,
     )
 
 
@@ -306,10 +312,9 @@ def _rows(
     contiguous; g is an integer group code and no group spans two blocks, so each block is summarised on its
     own and peak memory stays at one copy of the answers rather than one per depth.
 
-    Answers arrive sorted by item, except for the week grouping, which sorts them by week and item itself in
-    one packed sort. Branch groupings are blocks (one per depth) that keep the item order; branch_week sorts
-    each block by week with a stable radix sort, so items stay sorted within a week. (The subtree groupings
-    have their own path, _subtree_units.)
+    Answers arrive sorted by item. Branch groupings are blocks (one per depth) that keep the item order;
+    branch_week sorts each block by week with a stable radix sort, so items stay sorted within a week. (The
+    week and subtree groupings have their own paths, _week_units and _subtree_units.)
     """
     item, value = answers.item, answers.value
     if grouping == "overall":
@@ -319,13 +324,6 @@ def _rows(
     day = answers.day
     if day is None and grouping.endswith("week"):
         raise ValueError("grouping " + grouping + " needs the answers' days")
-    if grouping == "week":
-        # One packed sort by (week, item) gives the blocks as slices (the answers all have a value here).
-        day, item, value = packed_sort(day, item, value)
-        cuts = _cuts(day)
-        for low, high in itertools.pairwise(cuts):
-            yield {"g": day[low:high], "item_idx": item[low:high], "v": value[low:high]}
-        return
     names = space.node_ids
     consensus = consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
     seen = space.coarsened().astype(np.int32)  # per-answer arrays stay int32; group codes are widened to int64
@@ -343,6 +341,20 @@ def _rows(
         else:
             yield from _in_blocks(code, item, mapped, branch)
         del code, branch, mapped
+
+
+def _week_units(answers: Answers, space: ValueSpace) -> Units:
+    """Units per week. Sorted by item, day and value, an (item, week) unit's answers are already contiguous, so
+    blocks of whole items are collapsed into patterns with the week as group and the blocks merged after
+    (_regroup): no sort by week, which at millions of answers cost as much as the patterns themselves."""
+    if answers.day is None:
+        raise ValueError("grouping week needs the answers' days")
+    item, day, value = answers.item, answers.day, answers.value
+    parts = [
+        build_units(_block(day[lo:hi], item[lo:hi], value[lo:hi]), space)
+        for lo, hi in itertools.pairwise(_cuts(item))
+    ]
+    return parts[0] if len(parts) == 1 else _regroup(parts, lambda codes: codes, len(space.node_ids))
 
 
 def _subtree_units(
@@ -507,6 +519,8 @@ def _summarised(
     empty = _block(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     if grouping == "level":
         units: Iterator[Units] = _level_units(answers, space, level)
+    elif grouping == "week":
+        units = iter([_week_units(answers, space)])
     elif grouping.startswith("subtree"):
         units = _subtree_units(con, answers, space, grouping.endswith("week"))
     else:
@@ -775,7 +789,7 @@ def grouped(
     of each branch's subtree) and the per-week ``branch_week`` and ``subtree_week`` (columns branch, week)."""
     space = value_space(con)
     window = None if grouping in DAYLESS else "week"
-    answers = scan(con, f, window, ordered=grouping != "week")
+    answers = scan(con, f, window)
     return grouped_answers(con, answers, space, grouping, replicates, metric)
 
 

@@ -238,6 +238,16 @@ def data_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def meta_value(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+    return rows[0][0] if rows else default
+
+
+def cache_key(con: duckdb.DuckDBPyConnection) -> str:
+    """Changes after every ingest, governance write or refresh: key cached results on it."""
+    return f"{data_version(con)}:{meta_value(con, 'refresh_count', '0')}"
+
+
 def bump_data_version(con: duckdb.DuckDBPyConnection) -> int:
     """Call inside the writing transaction so the new version commits with the data."""
     con.execute(

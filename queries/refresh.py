@@ -33,7 +33,7 @@ from queries import (
     reliability,
     soft_labels,
 )
-from queries.connection import Recorder, bulk_settings, data_version, transaction
+from queries.connection import Recorder, bulk_settings, data_version, meta_value, transaction
 from queries.errors import LabelgovError
 from queries.results import first_row
 
@@ -99,19 +99,14 @@ def _peak_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)  # Linux reports kilobytes
 
 
-def _meta(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
-    row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [key]))
-    return row[0] if row else default
-
-
 def refreshed_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The data version the derived tables were computed from.
 
     None when they were never computed, or were computed by a release whose derived tables had another
     shape: the page queries of this release would not find what they read, so it counts as never.
     """
-    value = _meta(con, "refreshed_data_version", "")
-    if not value or _meta(con, "derived_layout", "") != DERIVED_LAYOUT:
+    value = meta_value(con, "refreshed_data_version", "")
+    if not value or meta_value(con, "derived_layout", "") != DERIVED_LAYOUT:
         return None
     return int(value)
 
@@ -127,11 +122,6 @@ def require_refreshed(con: duckdb.DuckDBPyConnection) -> int:
 
 def is_stale(con: duckdb.DuckDBPyConnection) -> bool:
     return refreshed_version(con) != data_version(con)
-
-
-def cache_key(con: duckdb.DuckDBPyConnection) -> str:
-    """Changes after every ingest, governance write or refresh: key cached page results on it."""
-    return f"{data_version(con)}:{_meta(con, 'refresh_count', '0')}"
 
 
 def refresh(
@@ -159,7 +149,7 @@ def refresh(
         version = data_version(con)
         previous = refreshed_version(con)
         # Every table is in the as-of version, so moving it (a choice, or a new latest tree) recomputes all.
-        moved = _meta(con, "refreshed_as_of", "") != str(as_of_now)
+        moved = meta_value(con, "refreshed_as_of", "") != str(as_of_now)
         if not (full or moved) and previous == version:
             # Nothing was written since: the tables already are what a refresh would compute.
             if record is not None:
@@ -169,7 +159,7 @@ def refresh(
                 seconds=round(time.perf_counter() - started, 3), up_to_date=True,
             )
         full = full or moved or previous is None
-        since = 0 if full else int(_meta(con, "refreshed_batch", "0"))
+        since = 0 if full else int(meta_value(con, "refreshed_batch", "0"))
         row = first_row(con.execute("SELECT count(DISTINCT item_id) FROM annotations WHERE batch_id > ?", [since]))
         ctx = RefreshContext(full=full, since_batch=since, touched_items=int(row[0]) if row else 0)
         timings: list[StepTiming] = []
@@ -180,7 +170,7 @@ def refresh(
                 StepTiming(step=name, seconds=round(time.perf_counter() - t0, 3), mode=mode, peak_gb=_peak_gb())
             )
         top = first_row(con.execute("SELECT coalesce(max(batch_id), 0) FROM ingest_batches"))
-        count = int(_meta(con, "refresh_count", "0")) + 1
+        count = int(meta_value(con, "refresh_count", "0")) + 1
         for key, value in (
             ("refreshed_data_version", version),
             ("refreshed_batch", int(top[0]) if top else 0),

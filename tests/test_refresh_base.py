@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from queries.connection import bump_data_version, memory
+from queries.connection import bump_data_version, cache_key, memory
 from queries.filters import Filters
-from queries.refresh import cache_key, is_stale, refresh
+from queries.refresh import is_stale, refresh
 
 TREE = """
 taxonomy: t

@@ -1,0 +1,171 @@
+"""The answers as numpy arrays held in memory, one warehouse at a time, for the filtered questions of a
+long-lived process (the dashboard server).
+
+At ten million answers a filtered agreement or drift question spent most of its time before any statistic:
+fetching millions of rows from DuckDB, then sorting them by item. Here the answers are fetched once per
+warehouse file and cache key (data version and refresh count: they change with every ingest, governance write
+and refresh), sorted by item, week and value; a filter is then a boolean mask over them, and a mask keeps that
+order, so the rows need no sort either.
+
+The cost is memory: about 25 bytes per answer (a quarter of a gigabyte at ten million) in the process that
+enables it, and a few seconds for the first filtered question after each change of the data. So it is off
+unless a process turns it on (``enable``): a command that asks one question would pay the build for nothing,
+and refresh, which computes everything unfiltered under a memory budget, never uses it. Warehouses in memory
+have no file to key them on and are not cached.
+
+``mask`` mirrors Filters.where field by field (a NULL never matches a condition); tests compare the two on
+many filters.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from queries.connection import cache_key
+from queries.filters import Filters
+from queries.results import arrays
+
+# Stands for NULL in the integer day columns: below every date a filter can hold.
+NO_DAY = np.iinfo(np.int32).min
+# Text columns the filters compare, each stored as its 1-based position in the column's sorted distinct values
+# (0: NULL), with the Filters field that names its values.
+CODED = {"tier": "tiers", "stage": "stages", "source": "sources", "segment": "segments"}
+DISTINCT = "SELECT list(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL) FROM d_answers"
+ROWS = """
+SELECT item_idx, value_idx AS v, coalesce(day, ?) AS day, annotator_idx,
+       coalesce(CAST(date_diff('day', DATE '1970-01-01', created_at) AS INTEGER), ?) AS created,
+       CAST(coalesce(source_version, 0) AS INTEGER) AS source_version,
+       CAST(coalesce(list_position(CAST(? AS VARCHAR[]), tier), 0) AS INTEGER) AS tier,
+       CAST(coalesce(list_position(CAST(? AS VARCHAR[]), stage), 0) AS INTEGER) AS stage,
+       CAST(coalesce(list_position(CAST(? AS VARCHAR[]), source), 0) AS INTEGER) AS source,
+       CAST(coalesce(list_position(CAST(? AS VARCHAR[]), segment), 0) AS INTEGER) AS segment
+FROM d_answers
+"""
+IN_BRANCH = "SELECT item_idx FROM d_items WHERE list_contains(consensus_lineage, ?)"
+ANNOTATORS = "SELECT annotator_idx FROM d_annotator_index WHERE annotator_id IN (SELECT unnest(?))"
+WAREHOUSE_FILE = "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+
+
+@dataclass(frozen=True)
+class AnswerArrays:
+    """Every answer, sorted by item, week start day (NO_DAY first) and value index."""
+
+    columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, source_version and the CODED
+    dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
+
+    @property
+    def size(self) -> int:
+        return int(self.columns["item_idx"].size)
+
+
+_enabled = False
+_held: tuple[tuple[str, str], AnswerArrays] | None = None
+_lock = threading.Lock()
+
+
+def enable() -> None:
+    """Serve filtered scans of this process from memory (see the module notes)."""
+    global _enabled
+    _enabled = True
+
+
+def filtered(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None, annotator: bool) -> dict[str, Any] | None:
+    """The columns agreement.fetch asks for, already sorted, or None when the arrays do not serve the question:
+    not enabled, no filter (refresh, and pages that read stored tables), a warehouse in memory, or a window
+    other than the week."""
+    if not _enabled or f.is_empty() or window not in (None, "week"):
+        return None
+    held = _arrays(con)
+    if held is None:
+        return None
+    keep = mask(con, held, f)
+    if window is not None:
+        keep &= held.columns["day"] != NO_DAY
+    rows = np.flatnonzero(keep)
+    names = ["item_idx", "v", *(["day"] if window is not None else []), *(["annotator_idx"] if annotator else [])]
+    return {name: held.columns[name][rows] for name in names}
+
+
+def _arrays(con: duckdb.DuckDBPyConnection) -> AnswerArrays | None:
+    global _held
+    path = con.execute(WAREHOUSE_FILE).fetchall()
+    if not path or not path[0][0]:
+        return None
+    key = (str(path[0][0]), cache_key(con))
+    with _lock:  # one build at a time: two concurrent builds would hold the answers twice
+        if _held is None or _held[0] != key:
+            _held = None  # the old arrays go before the new ones are fetched
+            _held = (key, build(con))
+        return _held[1]
+
+
+def build(con: duckdb.DuckDBPyConnection) -> AnswerArrays:
+    dictionaries: dict[str, list[str]] = {
+        column: list(con.execute(DISTINCT.replace("{c}", column)).fetchall()[0][0] or [])  # column names from CODED
+        for column in CODED
+    }
+    raw = arrays(con, ROWS, [NO_DAY, NO_DAY, *dictionaries.values()])
+    key = np.subtract(raw["item_idx"], 0, dtype=np.int64)
+    dated = raw["day"] != NO_DAY
+    first = int(raw["day"][dated].min(initial=0))
+    day = np.where(dated, raw["day"].astype(np.int64) - first + 1, 0)  # small and non-negative, NO_DAY first
+    day_bits = int(day.max(initial=0)).bit_length()
+    value_bits = int(raw["v"].max(initial=0)).bit_length()
+    key <<= day_bits + value_bits
+    key |= day << value_bits
+    key |= raw["v"].astype(np.int64)
+    order = np.argsort(key)
+    del key, day
+    columns = {name: _narrow(column[order]) for name, column in raw.items()}
+    return AnswerArrays(columns, dictionaries)
+
+
+def _narrow(column: np.ndarray) -> np.ndarray:
+    """The smallest integer type that holds the column: the arrays stay in memory for the life of the data."""
+    if column.size == 0:
+        return column
+    for kind in (np.int8, np.int16, np.int32):
+        info = np.iinfo(kind)
+        if info.min <= column.min() and column.max() <= info.max:
+            return column.astype(kind)
+    return column
+
+
+def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.ndarray:
+    """The answers Filters.where keeps, as a boolean array over ``held``."""
+    c = held.columns
+    keep = np.ones(held.size, dtype=bool)
+    if f.start is not None:
+        keep &= c["created"] >= _days(f.start)
+    if f.end is not None:
+        keep &= (c["created"] <= _days(f.end)) & (c["created"] != NO_DAY)
+    if f.tree_version is not None:
+        keep &= c["source_version"] == f.tree_version
+    if f.branch is not None:
+        keep &= _lookup(arrays(con, IN_BRANCH, [f.branch])["item_idx"], c["item_idx"])
+    for column, field in CODED.items():
+        wanted = getattr(f, field)
+        if wanted:
+            positions = {value: i + 1 for i, value in enumerate(held.dictionaries[column])}
+            keep &= _lookup(np.array([positions[v] for v in wanted if v in positions], dtype=np.int64), c[column])
+    if f.annotators:
+        keep &= _lookup(arrays(con, ANNOTATORS, [list(f.annotators)])["annotator_idx"], c["annotator_idx"])
+    return keep
+
+
+def _days(day: Any) -> int:
+    return int(np.datetime64(day, "D").astype(np.int64))
+
+
+def _lookup(members: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """column IN members for non-negative integer columns, by indexing a table of members: linear, where
+    np.isin sorts."""
+    top = max(int(column.max(initial=0)), int(members.max(initial=0))) + 1
+    table = np.zeros(top, dtype=bool)
+    table[members.astype(np.int64)] = True
+    return table[column]

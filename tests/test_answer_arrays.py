@@ -1,0 +1,115 @@
+"""The answers held in memory select exactly the rows SQL selects, and follow the warehouse's changes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from queries import agreement, answer_arrays, drift
+from queries.connection import bump_data_version, connect, memory
+from queries.filters import Filters
+
+
+@pytest.fixture
+def in_memory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(answer_arrays, "_enabled", True)
+    monkeypatch.setattr(answer_arrays, "_held", None)
+    yield
+
+
+def _rows(fetched: agreement.Fetched) -> np.ndarray:
+    """The fetched answers as sorted rows: the two paths return them in different orders."""
+    columns = [fetched.item, fetched.value]
+    columns += [c for c in (fetched.day, fetched.annotator) if c is not None]
+    rows = np.column_stack([np.asarray(c, dtype=np.int64) for c in columns])
+    return rows[np.lexsort(rows.T[::-1])] if rows.size else rows
+
+
+def _cases(con) -> list[Filters]:
+    branch, source, segment = con.execute(
+        "SELECT consensus_lineage[2], source, segment FROM d_items WHERE len(consensus_lineage) > 1 "
+        "GROUP BY ALL ORDER BY count(*) DESC LIMIT 1"
+    ).fetchall()[0]
+    tier, first, last = con.execute(
+        "SELECT tier, min(created_at), max(created_at) FROM d_answers WHERE tier IS NOT NULL "
+        "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    ).fetchall()[0]
+    people = [r[0] for r in con.execute("SELECT DISTINCT annotator_id FROM d_answers ORDER BY 1 LIMIT 3").fetchall()]
+    # Mid-week bounds on both sides: the day, not the week, decides.
+    start, end = first.date() + timedelta(days=17), first.date() + timedelta(days=45)
+    return [
+        Filters(branch=branch),
+        Filters(sources=(source,)),
+        Filters(segments=(segment, "no-such-segment")),
+        Filters(tiers=(tier,)),
+        Filters(stages=("escalated",)),
+        Filters(annotators=(*people, "nobody")),
+        Filters(start=start),
+        Filters(end=end),
+        Filters(start=last.date(), end=last.date()),
+        Filters(tree_version=1),
+        Filters(tree_version=2),
+        Filters(branch=branch, tiers=(tier,), start=start, end=end, stages=("initial",)),
+        Filters(sources=("no-such-source",)),
+    ]
+
+
+def test_filtered_rows_equal_the_rows_sql_selects(small_demo: Path, in_memory: None) -> None:
+    with connect(small_demo, read_only=True) as con:
+        for f in _cases(con):
+            for window in (None, "week"):
+                held = agreement.fetch(con, f, window, annotator=True)
+                assert held.presorted, f
+                answer_arrays._enabled = False
+                live = agreement.fetch(con, f, window, annotator=True)
+                answer_arrays._enabled = True
+                assert not live.presorted
+                np.testing.assert_array_equal(_rows(held), _rows(live), err_msg=str(f))
+                # Already in the order a sort would give, which the statistics rely on.
+                ordered, resorted = held.sorted(), agreement.Fetched(held.item, held.value, held.day, None).sorted()
+                np.testing.assert_array_equal(ordered.item, resorted.item)
+                if window is not None:
+                    np.testing.assert_array_equal(ordered.day, resorted.day)
+                    np.testing.assert_array_equal(ordered.value, resorted.value)
+
+
+def test_page_results_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_memory: None) -> None:
+    with connect(small_demo, read_only=True) as con:
+        for f in _cases(con)[:5]:
+            held = (drift.drift_report(con, f), agreement.agreement_table(con, f, by="week"))
+            answer_arrays._enabled = False
+            live = (drift.drift_report(con, f), agreement.agreement_table(con, f, by="week"))
+            answer_arrays._enabled = True
+            for name in ("matrix", "shares", "agreement", "annotators", "alerts"):
+                pd.testing.assert_frame_equal(getattr(held[0], name), getattr(live[0], name), obj=f"{name} {f}")
+            pd.testing.assert_frame_equal(held[1], live[1], obj=str(f))
+
+
+def test_arrays_follow_a_change_of_the_data(small_demo: Path, tmp_path: Path, in_memory: None) -> None:
+    copy = tmp_path / "w.duckdb"
+    shutil.copy(small_demo, copy)
+    with connect(copy, read_only=True) as con:
+        f = _cases(con)[1]
+        before = agreement.fetch(con, f, "week")
+    with connect(copy) as con:
+        gone = int(before.item[0])
+        con.execute("DELETE FROM d_answers WHERE item_idx = ?", [gone])
+        bump_data_version(con)
+    with connect(copy, read_only=True) as con:
+        after = agreement.fetch(con, f, "week")
+    assert after.presorted and gone not in set(after.item.tolist())
+    assert after.item.size == before.item.size - int((before.item == gone).sum())
+
+
+def test_warehouses_in_memory_and_unfiltered_questions_are_not_held(in_memory: None) -> None:
+    con = memory()
+    con.execute("CREATE TABLE d_answers AS SELECT 1 AS item_idx, CAST(1 AS SMALLINT) AS value_idx")
+    assert answer_arrays.filtered(con, Filters(sources=("x",)), None, annotator=False) is None
+    assert answer_arrays.filtered(con, Filters(), None, annotator=False) is None
+    assert answer_arrays._held is None
