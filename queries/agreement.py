@@ -221,7 +221,7 @@ class Fetched:
 
     @property
     def answers(self) -> Answers:
-        """In scan order, as int32 arrays."""
+        """As fetched (in scan order unless presorted), as int32 arrays."""
         return Answers(
             self.item.astype(np.int32, copy=False),
             self.value.astype(np.int32),
