@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import duckdb
 
@@ -232,15 +232,19 @@ def memory() -> duckdb.DuckDBPyConnection:
     return con
 
 
+@overload
+def meta_value(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str: ...
+@overload
+def meta_value(con: duckdb.DuckDBPyConnection, key: str, default: None = None) -> str | None: ...
+def meta_value(con: duckdb.DuckDBPyConnection, key: str, default: str | None = None) -> str | None:
+    """The warehouse's bookkeeping value under ``key``, ``default`` when it was never written."""
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+    return str(rows[0][0]) if rows else default
+
+
 def data_version(con: duckdb.DuckDBPyConnection) -> int:
     """A counter that every write increments: the key for cached dashboard results."""
-    rows = con.execute("SELECT value FROM meta WHERE key = 'data_version'").fetchall()
-    return int(rows[0][0]) if rows else 0
-
-
-def meta_value(con: duckdb.DuckDBPyConnection, key: str, default: str) -> str:
-    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
-    return rows[0][0] if rows else default
+    return int(meta_value(con, "data_version", "0"))
 
 
 def cache_key(con: duckdb.DuckDBPyConnection) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import duckdb
 
+from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.results import first_row
 
@@ -106,9 +107,9 @@ LEFT JOIN (
 
 def as_of_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The tree version analytics are computed in: the one chosen at refresh, else the latest."""
-    chosen = first_row(con.execute("SELECT value FROM meta WHERE key = 'as_of_version'"))
+    chosen = meta_value(con, "as_of_version")
     if chosen is not None:
-        return int(chosen[0])
+        return int(chosen)
     latest = first_row(con.execute("SELECT max(tree_version) FROM tree_versions"))
     return int(latest[0]) if latest and latest[0] is not None else None
 

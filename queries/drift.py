@@ -58,6 +58,7 @@ import pandas as pd
 from scipy import stats
 
 from queries import agreement, frame_writes, soft_labels
+from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
 from queries.results import arrays, first_row
@@ -934,10 +935,10 @@ def drift_report(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: in
 def _stored_reference_end(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
     """The reference end refresh kept ('' when there was none); looked up for a warehouse refreshed before
     refresh kept it."""
-    row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [REFERENCE_END_KEY]))
-    if row is None:
+    stamp = meta_value(con, REFERENCE_END_KEY)
+    if stamp is None:
         return _reference_end(con, Filters(), REFERENCE_WEEKS)
-    return pd.Timestamp(row[0]) if row[0] else None
+    return pd.Timestamp(stamp) if stamp else None
 
 
 def _window(end: pd.Timestamp | None, reference_weeks: int) -> tuple[date, date] | None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from queries import frame_writes, soft_labels
+from queries.connection import meta_value
 from queries.filters import Filters
 from queries.results import arrays, first_row
 
@@ -134,9 +135,8 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """
     row = first_row(con.execute("SELECT CAST(coalesce(max(tree_version), 0) AS VARCHAR) FROM tree_versions"))
     tree = row[0] if row else "0"
-    stored = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [TREE_KEY]))
     incremental = (
-        not ctx.full and stored is not None and stored[0] == tree and soft_labels.table_exists(con, "d_item_outcomes")
+        not ctx.full and meta_value(con, TREE_KEY) == tree and soft_labels.table_exists(con, "d_item_outcomes")
     )
     if incremental:
         con.execute(D_TOUCHED, {"since": ctx.since_batch})

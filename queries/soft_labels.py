@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
 from queries.results import arrays, first_row
@@ -520,11 +521,6 @@ def _posterior_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return str(row[0]) if row else "none"
 
 
-def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
-    row = first_row(con.execute("SELECT value FROM meta WHERE key = ?", [key]))
-    return str(row[0]) if row else None
-
-
 # Items per pass of the array maths: memory stays bounded by a chunk's rows rather than the warehouse's,
 # at the price of one more narrow scan of d_answers per chunk.
 CHUNK_ITEMS = 125_000
@@ -550,7 +546,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     posterior = _posterior_fingerprint(con)
     incremental = (
         not ctx.full
-        and _meta(con, TREE_KEY) == tree
+        and meta_value(con, TREE_KEY) == tree
         and all(table_exists(con, t) for t in (*TABLES, *SUMMARIES, *TIER_PARTS))
     )
     if incremental:
@@ -560,7 +556,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
             [ctx.since_batch],
         )
         touched = first_row(con.execute("SELECT count(*) FROM _soft_touched"))
-        redo_posterior = _meta(con, POSTERIOR_KEY) != posterior
+        redo_posterior = meta_value(con, POSTERIOR_KEY) != posterior
         if not (touched and touched[0]) and not redo_posterior:
             con.execute("DROP TABLE _soft_touched")
             return "incremental"
