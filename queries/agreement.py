@@ -98,6 +98,7 @@ LINEAGES = (
 # for weeks.
 RAW_VALUES = "SELECT a.item_idx, a.value_idx AS v"
 RAW_ANNOTATOR = ", a.annotator_idx"
+RAW_CONFIDENCE = ", CAST(coalesce(a.confidence, 'NaN') AS DOUBLE) AS confidence"
 RAW_FROM = " FROM d_answers a WHERE {P}"
 # Per window: the day column, and the condition that leaves out answers without a timestamp, which belong to no
 # window (read as day 0 they would all land in one week of 1970, inside any reference window).
@@ -210,14 +211,16 @@ def scan(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week"
 
 @dataclass
 class Fetched:
-    """Answers as fetched, in scan order, with each answer's annotator index when asked for: statistics over
-    annotators are counted before the item sort, which does not carry them."""
+    """Answers as fetched, in scan order, with each answer's annotator index and stated confidence (NaN: none)
+    when asked for: statistics over annotators or confidences are counted before the item sort, which does not
+    carry them."""
 
     item: np.ndarray
     value: np.ndarray
     day: np.ndarray | None
     annotator: np.ndarray | None
     presorted: bool = False  # already by item, day and value (answer_arrays)
+    confidence: np.ndarray | None = None
 
     @property
     def answers(self) -> Answers:
@@ -236,16 +239,22 @@ class Fetched:
 
 
 def fetch(
-    con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week", annotator: bool = False
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    window: str | None = "week",
+    annotator: bool = False,
+    confidence: bool = False,
 ) -> Fetched:
-    """The answers of scan, and each answer's annotator index when ``annotator``: in scan order, or sorted
-    when they come from the arrays in memory (see queries/answer_arrays)."""
-    raw = answer_arrays.filtered(con, f, window, annotator)
+    """The answers of scan, with each answer's annotator index when ``annotator`` and stated confidence when
+    ``confidence``: in scan order, or sorted when they come from the arrays in memory (see
+    queries/answer_arrays)."""
+    raw = answer_arrays.filtered(con, f, window, annotator, confidence)
     presorted = raw is not None
     if raw is None:
         clause, params = f.where("a")
         day, dated = ("", "") if window is None else WINDOW_DAYS[window]
-        sql = RAW_VALUES + (RAW_ANNOTATOR if annotator else "") + day + RAW_FROM.replace("{P}", clause) + dated
+        extra = (RAW_ANNOTATOR if annotator else "") + (RAW_CONFIDENCE if confidence else "")
+        sql = RAW_VALUES + extra + day + RAW_FROM.replace("{P}", clause) + dated
         raw = arrays(con, sql, params)
     return Fetched(
         np.asarray(raw["item_idx"]),
@@ -253,6 +262,7 @@ def fetch(
         np.asarray(raw["day"]) if window is not None else None,
         np.asarray(raw["annotator_idx"]) if annotator else None,
         presorted,
+        np.asarray(raw["confidence"]) if confidence else None,
     )
 
 

@@ -40,6 +40,7 @@ DISTINCT = "SELECT list(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL
 ROWS = """
 SELECT item_idx, value_idx AS v, coalesce(day, ?) AS day, annotator_idx,
        coalesce(CAST(date_diff('day', DATE '1970-01-01', created_at) AS INTEGER), ?) AS created,
+       CAST(coalesce(confidence, 'NaN') AS DOUBLE) AS confidence,
        CAST(coalesce(source_version, 0) AS INTEGER) AS source_version,
        CAST(coalesce(list_position(CAST(? AS VARCHAR[]), tier), 0) AS INTEGER) AS tier,
        CAST(coalesce(list_position(CAST(? AS VARCHAR[]), stage), 0) AS INTEGER) AS stage,
@@ -56,7 +57,8 @@ WAREHOUSE_FILE = "SELECT path FROM duckdb_databases() WHERE database_name = curr
 class AnswerArrays:
     """Every answer, sorted by item, week start day (NO_DAY first) and value index."""
 
-    columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, source_version and the CODED
+    columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, confidence (NaN: none stated),
+    # source_version and the CODED
     dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
 
     @property
@@ -75,7 +77,9 @@ def enable() -> None:
     _enabled = True
 
 
-def filtered(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None, annotator: bool) -> dict[str, Any] | None:
+def filtered(
+    con: duckdb.DuckDBPyConnection, f: Filters, window: str | None, annotator: bool, confidence: bool = False
+) -> dict[str, Any] | None:
     """The columns agreement.fetch asks for, already sorted, or None when the arrays do not serve the question:
     not enabled, no filter (refresh, and pages that read stored tables), a warehouse in memory, or a window
     other than the week."""
@@ -88,7 +92,13 @@ def filtered(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None, ann
     if window is not None:
         keep &= held.columns["day"] != NO_DAY
     rows = np.flatnonzero(keep)
-    names = ["item_idx", "v", *(["day"] if window is not None else []), *(["annotator_idx"] if annotator else [])]
+    names = [
+        "item_idx",
+        "v",
+        *(["day"] if window is not None else []),
+        *(["annotator_idx"] if annotator else []),
+        *(["confidence"] if confidence else []),
+    ]
     return {name: held.columns[name][rows] for name in names}
 
 
@@ -128,7 +138,7 @@ def build(con: duckdb.DuckDBPyConnection) -> AnswerArrays:
 
 def _narrow(column: np.ndarray) -> np.ndarray:
     """The smallest integer type that holds the column: the arrays stay in memory for the life of the data."""
-    if column.size == 0:
+    if column.size == 0 or column.dtype.kind != "i":
         return column
     for kind in (np.int8, np.int16, np.int32):
         info = np.iinfo(kind)

@@ -53,6 +53,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numba
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -264,71 +265,35 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     window) cell carries, over its distinct items i with m_i answers in the branch of which y_i are on the
     child: the number of items, sum y_i^2 and sum y_i m_i per child and sum m_i^2 (see design_effects).
 
-    The answers arrive sorted by item, window and value, and are first collapsed into distinct (item, window,
-    value) rows with a count (an item's answers mostly repeat a few values). These rows are sorted once more,
-    within each (item, window), into a depth-first order of the tree, in which a node's descendants are
-    contiguous: at every depth the rows of one (item, window, child) and of one (item, window, branch) are then
-    runs, summed without a sort per depth, and everything else is bincount over integer codes.
+    The answers arrive sorted by item and window, so each (item, window) unit is a run; one compiled pass
+    (_unit_sums) counts every unit's answers per node at every depth and adds its sums to the cells.
     """
     if answers.day is None or answers.item.size == 0:
         return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
     n_values = len(space.node_ids)
-    new = np.ones(answers.item.size, dtype=bool)
-    new[1:] = (
-        (answers.item[1:] != answers.item[:-1])
-        | (answers.day[1:] != answers.day[:-1])
-        | (answers.value[1:] != answers.value[:-1])
-    )
-    starts = np.flatnonzero(new)
-    del new
-    repeats = np.diff(np.append(starts, answers.item.size))
-    item, day = answers.item[starts], answers.day[starts]
-    new_unit = np.ones(starts.size, dtype=bool)
-    new_unit[1:] = (item[1:] != item[:-1]) | (day[1:] != day[:-1])
-    unit_day = day[new_unit]
-    del item, day
-    preorder = np.lexsort(space.ancestors[::-1])  # parents before children, each subtree contiguous
-    rank = np.empty(n_values, dtype=np.int64)
-    rank[preorder] = np.arange(n_values)
-    unit, ranked, repeats = agreement.packed_sort(np.cumsum(new_unit) - 1, rank[answers.value[starts]], repeats)
-    del starts, new_unit
-    values = preorder[ranked]
-    first_day = int(unit_day.min())
-    present = np.bincount(unit_day - first_day) > 0
+    first_day = int(answers.day.min())
+    present = np.bincount(answers.day - first_day) > 0
     days = np.flatnonzero(present) + first_day
-    n_windows = days.size
-    n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
-    unit_window = (np.cumsum(present) - 1)[unit_day - first_day]
+    window_of_day = (np.cumsum(present) - 1).astype(np.int64)
+    # Each node's parent (the root as n_values for the top-level areas) and depth below the root (1 at the top).
+    parent = np.full(n_values, n_values, dtype=np.int64)
+    for d in range(1, space.ancestors.shape[0]):
+        inner = space.ancestors[d] >= 0
+        parent[space.ancestors[d, inner]] = space.ancestors[d - 1, inner]
+    n_cells = (n_values + 1) * days.size  # branch codes: node indices and the root as n_values
     counts, sum_y2, sum_ym = (np.zeros(n_cells * n_values) for _ in range(3))
     items, sum_m2 = np.zeros(n_cells), np.zeros(n_cells)
-    depth = space.depth[values]
-    for d in range(space.ancestors.shape[0]):
-        keep = np.flatnonzero(depth > d)
-        value, own, weight = values[keep], unit[keep], repeats[keep]
-        child = space.ancestors[d, value]
-        branch = np.full(value.size, n_values) if d == 0 else space.ancestors[d - 1, value]
-        new_branch = np.ones(value.size, dtype=bool)
-        new_branch[1:] = (own[1:] != own[:-1]) | (branch[1:] != branch[:-1])
-        new_child = new_branch.copy()
-        new_child[1:] |= child[1:] != child[:-1]
-        at_branch, at_child = np.flatnonzero(new_branch), np.flatnonzero(new_child)
-        m = agreement.run_sums(weight, at_branch).astype(np.float64)
-        y = agreement.run_sums(weight, at_child).astype(np.float64)
-        cell = branch[at_branch] * n_windows + unit_window[own[at_branch]]
-        items += np.bincount(cell, minlength=n_cells)
-        sum_m2 += np.bincount(cell, weights=m * m, minlength=n_cells)
-        group = (np.cumsum(new_branch, dtype=np.int32) - 1)[at_child]
-        code = cell[group] * n_values + child[at_child]
-        counts += np.bincount(code, weights=y, minlength=counts.size)
-        sum_y2 += np.bincount(code, weights=y * y, minlength=counts.size)
-        sum_ym += np.bincount(code, weights=y * m[group], minlength=counts.size)
+    _unit_sums(
+        answers.item, answers.day, answers.value, first_day, window_of_day, np.ascontiguousarray(space.ancestors),
+        space.depth, parent, days.size, counts, sum_y2, sum_ym, items, sum_m2,
+    )
     code = np.flatnonzero(counts)
     cell, child = code // n_values, code % n_values
     names = np.array([*space.node_ids, ROOT], dtype=object)
     return pd.DataFrame(
         {
-            "branch": names[cell // n_windows],
-            "week": pd.to_datetime(days[cell % n_windows], unit="D"),
+            "branch": names[cell // days.size],
+            "week": pd.to_datetime(days[cell % days.size], unit="D"),
             "child": names[child],
             "n": counts[code].astype(np.int64),
             "items": items[cell].astype(np.int64),
@@ -337,6 +302,79 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
             "sum_m2": sum_m2[cell],
         }
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_sums(
+    item: np.ndarray,
+    day: np.ndarray,
+    value: np.ndarray,
+    first_day: int,
+    window_of_day: np.ndarray,
+    ancestors: np.ndarray,
+    depth: np.ndarray,
+    parent: np.ndarray,
+    n_windows: int,
+    counts: np.ndarray,
+    sum_y2: np.ndarray,
+    sum_ym: np.ndarray,
+    items: np.ndarray,
+    sum_m2: np.ndarray,
+) -> None:
+    """label_counts' sums, added into the cell arrays: per (item, window) unit and depth, y answers per child
+    and m per branch (the child's parent) in scratch arrays indexed by node, then y, y^2, y m per (branch,
+    window, child) and 1, m^2 per (branch, window). Linear in the answers; the order within a unit is free."""
+    n_values = parent.size
+    per_value = np.zeros(n_values, dtype=np.int64)  # the unit's answers per value
+    distinct = np.empty(n_values, dtype=np.int64)
+    y = np.zeros(n_values, dtype=np.int64)
+    m = np.zeros(n_values + 1, dtype=np.int64)
+    counted = np.zeros(n_values + 1, dtype=np.bool_)  # the branch's item and m^2 are added once per unit
+    touched = np.empty(n_values, dtype=np.int64)
+    low = 0
+    size = item.size
+    while low < size:
+        high = low
+        n_distinct = 0
+        while high < size and item[high] == item[low] and day[high] == day[low]:
+            v = value[high]
+            if per_value[v] == 0:
+                distinct[n_distinct] = v
+                n_distinct += 1
+            per_value[v] += 1
+            high += 1
+        window = window_of_day[day[low] - first_day]
+        for d in range(ancestors.shape[0]):
+            n_touched = 0
+            for j in range(n_distinct):
+                v = distinct[j]
+                if depth[v] > d:
+                    child = ancestors[d, v]
+                    if y[child] == 0:
+                        touched[n_touched] = child
+                        n_touched += 1
+                    y[child] += per_value[v]
+                    m[parent[child]] += per_value[v]
+            for t in range(n_touched):
+                child = touched[t]
+                branch = parent[child]
+                cell = branch * n_windows + window
+                if not counted[branch]:
+                    counted[branch] = True
+                    items[cell] += 1
+                    sum_m2[cell] += m[branch] * m[branch]
+                code = cell * n_values + child
+                counts[code] += y[child]
+                sum_y2[code] += y[child] * y[child]
+                sum_ym[code] += y[child] * m[branch]
+            for t in range(n_touched):
+                child = touched[t]
+                y[child] = 0
+                m[parent[child]] = 0
+                counted[parent[child]] = False
+        for j in range(n_distinct):
+            per_value[distinct[j]] = 0
+        low = high
 
 
 def design_effects(n: np.ndarray, sum_y2: np.ndarray, sum_ym: np.ndarray, sum_m2: np.ndarray) -> np.ndarray:
@@ -582,20 +620,6 @@ def _agreement_drift(
     return out[AGREEMENT_DRIFT_COLUMNS].sort_values(["branch", "week"], ignore_index=True)
 
 
-# Moments per (node, week) first, on integer keys, then pooled per top-level branch: grouping millions of answers
-# by a branch name joined onto each of them took twice as long. Sums of squares lose nothing that matters for
-# confidences in [0, 1]; the variance of a single answer is 0, as var_samp's NULL was read.
-CONFIDENCE = """
-WITH g AS (
-    SELECT a.tree_version, a.value_idx, a.week, count(*) AS n, sum(a.confidence) AS s,
-           sum(a.confidence * a.confidence) AS ss
-    FROM d_answers a WHERE a.confidence IS NOT NULL AND {P} GROUP BY ALL
-)
-SELECT n.lineage[1] AS branch, g.week, sum(g.n) AS n, sum(g.s) / sum(g.n) AS mean,
-       coalesce(greatest(sum(g.ss) - sum(g.s) * sum(g.s) / sum(g.n), 0) / nullif(sum(g.n) - 1, 0), 0) AS var
-FROM g JOIN d_nodes n ON n.tree_version = g.tree_version AND n.value_idx = g.value_idx
-GROUP BY ALL
-"""
 CONFIDENCE_COLUMNS = ["branch", "week", "mean", "reference_mean", "change", "effect_size", "p_value", "p_adjusted", "n"]
 
 
@@ -604,19 +628,35 @@ def confidence_drift(
 ) -> pd.DataFrame:
     """Mean self-reported confidence per top-level branch and week against the reference: Welch's t-test,
     effect size as Cohen's d against the reference standard deviation."""
-    return _stored_or_live(
-        con, f, reference_weeks, "confidence", lambda: _confidence(con, f, _reference_end(con, f, reference_weeks))
-    )
+    def compute() -> pd.DataFrame:
+        fetched = agreement.fetch(con, f, confidence=True)
+        return _confidence((fetched, agreement.value_space(con)), _reference_end_of(fetched, reference_weeks))
+
+    return _stored_or_live(con, f, reference_weeks, "confidence", compute)
 
 
-def _confidence(con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None) -> pd.DataFrame:
+def _confidence(
+    fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None, end: pd.Timestamp | None
+) -> pd.DataFrame:
+    """From the answers' arrays (fetched with their confidences), each answer's top-level branch looked up by
+    its value index: the moments are sums by an integer code, where SQL grouped ten million rows and joined
+    the node table to them."""
     empty = pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
-    if end is None:
+    if end is None or fetched is None or fetched[0].confidence is None or fetched[0].day is None:
         return empty
-    clause, params = f.where("a")
-    frame = con.execute(CONFIDENCE.replace("{P}", clause), params).df()
-    if frame.empty:
+    answers, space = fetched
+    stated = np.flatnonzero(~np.isnan(answers.confidence))
+    top = space.ancestors[0, answers.value[stated]]
+    confidence = answers.confidence[stated]
+    sums = _sums_by_week(top, answers.day[stated], np.asarray(space.node_ids, dtype=object), s=confidence,
+                         ss=confidence * confidence)
+    if sums.empty:
         return empty
+    # The variance of a single answer is 0; sums of squares lose nothing that matters for values in [0, 1].
+    frame = sums.rename(columns={"key": "branch"}).assign(
+        mean=sums["s"] / sums["n"],
+        var=np.where(sums["n"] > 1, np.maximum(sums["ss"] - sums["s"] ** 2 / sums["n"], 0) / (sums["n"] - 1), 0.0),
+    )
     early = frame["week"] < end
     ref = _pool_moments(frame[early]).set_index("branch")
     later = frame[~early].merge(ref, left_on="branch", right_index=True, suffixes=("", "_ref"))
@@ -720,18 +760,19 @@ def _model(
         keep[keep] = mask[item[keep]]
     branch, names = pd.factorize(np.asarray(rows["branch"], dtype=object)[keep])
     day, disagree = np.asarray(rows["day"])[keep], np.asarray(rows["disagree"])[keep]
-    frame = _counts_by_week(branch, day, disagree, np.asarray(names))
+    frame = _sums_by_week(branch, day, np.asarray(names), disagree=disagree.astype(bool))
     if frame.empty:
         return empty
-    frame = frame.rename(columns={"key": "branch", "hits": "disagree"})
+    frame = frame.rename(columns={"key": "branch"})
     return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
 
 
-def _counts_by_week(key: np.ndarray, day: np.ndarray, hit: np.ndarray, names: np.ndarray) -> pd.DataFrame:
-    """Rows and hits per (key, week) from integer keys (indices into ``names``) and week-start days, by one
-    bincount over a packed code: the frame a GROUP BY (key, week) would give, without a hash table."""
+def _sums_by_week(key: np.ndarray, day: np.ndarray, names: np.ndarray, **weights: np.ndarray) -> pd.DataFrame:
+    """Rows per (key, week), as ``n``, and the sum of each of ``weights`` (integer sums for boolean weights)
+    from integer keys (indices into ``names``) and week-start days, by bincounts over a packed code: the frame
+    a GROUP BY (key, week) would give, without a hash table."""
     if key.size == 0:
-        return pd.DataFrame({"key": [], "week": [], "n": [], "hits": []})
+        return pd.DataFrame({"key": [], "week": [], "n": [], **{name: [] for name in weights}})
     first = int(day.min())
     offset = day - first
     present = np.bincount(offset) > 0
@@ -741,14 +782,19 @@ def _counts_by_week(key: np.ndarray, day: np.ndarray, hit: np.ndarray, names: np
     code = key.astype(width) * width(days.size)
     code += (np.cumsum(present) - 1).astype(width)[offset]
     n = np.bincount(code)
-    hits = np.bincount(code[np.asarray(hit, dtype=bool)], minlength=n.size)
     used = np.flatnonzero(n)
+    sums = {}
+    for name, weight in weights.items():
+        if weight.dtype == bool:
+            sums[name] = np.bincount(code[weight], minlength=n.size)[used].astype(np.int64)
+        else:
+            sums[name] = np.bincount(code, weights=weight, minlength=n.size)[used]
     return pd.DataFrame(
         {
             "key": names[used // days.size],
             "week": pd.to_datetime(days[used % days.size], unit="D"),
             "n": n[used],
-            "hits": hits[used].astype(np.int64),
+            **sums,
         }
     )
 
@@ -783,10 +829,10 @@ def _annotators(
     names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
     names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
     agree = consensus[answers.item] == answers.value
-    frame = _counts_by_week(answers.annotator, answers.day, agree, names)
+    frame = _sums_by_week(answers.annotator, answers.day, names, agree=agree)
     if frame.empty:
         return empty
-    frame = frame.rename(columns={"key": "annotator_id", "hits": "agree"})
+    frame = frame.rename(columns={"key": "annotator_id"})
     return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
 
 
@@ -962,7 +1008,7 @@ def _frames(
     end = None
     fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None
     if not _no_window_after_reference(f, reference_weeks):
-        fetched = (agreement.fetch(con, f, annotator=True), agreement.value_space(con))
+        fetched = (agreement.fetch(con, f, annotator=True, confidence=True), agreement.value_space(con))
         end = _reference_end_of(fetched[0], reference_weeks)
 
     def ordered() -> tuple[agreement.Answers, agreement.ValueSpace] | None:
@@ -982,7 +1028,7 @@ def _frames(
         # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
         in_scope = None if f.is_empty() or fetched is None else _mask(fetched[0].item)
         return {
-            "confidence": _confidence(con, f, end),
+            "confidence": _confidence(fetched, end),
             "model": _model(con, f, end, in_scope),
             "annotators": _annotators(con, f, end, fetched),
         }

@@ -131,6 +131,17 @@ def test_branch_distribution_counts_answers_by_child_on_their_path() -> None:
     assert sums[(drift.ROOT, "a")] == (4, 4 + 1 + 1, 4 + 1 + 1, 4 + 1 + 1 + 1)
 
 
+def test_label_counts_do_not_depend_on_the_order_of_answers_within_a_unit() -> None:
+    """The compiled pass reads each (item, week) run as a multiset: answers shuffled within their units, as
+    a scan that is not sorted by value leaves them, give the same sums."""
+    con = planted(True)
+    answers, space = agreement.scan(con, Filters()), agreement.value_space(con)
+    shuffle = np.lexsort((np.random.default_rng(3).random(answers.item.size), answers.day, answers.item))
+    assert not np.array_equal(answers.value[shuffle], answers.value)
+    shuffled = agreement.Answers(answers.item[shuffle], answers.value[shuffle], answers.day[shuffle])
+    pd.testing.assert_frame_equal(drift.label_counts(shuffled, space), drift.label_counts(answers, space))
+
+
 def test_design_effect_gives_the_item_clustered_variance_of_a_share() -> None:
     """A node's share of its parent's answers is a ratio over items; its variance with the items as clusters is
     the robust (HC0) variance of a weighted mean of each item's share, weighted by its answers."""
