@@ -52,7 +52,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy import sparse
 
-from queries import answer_arrays, frame_writes
+from queries import answer_arrays, frame_writes, unit_sums
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -296,15 +296,6 @@ def packed_sort(
         None if middle is None else (((key >> low_bits) & ((1 << mid_bits) - 1)) + mid_base).astype(np.int32),
         (key & ((1 << low_bits) - 1)).astype(np.int32),
     )
-
-
-def run_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """np.add.reduceat(values, starts) for integer values and ascending run starts (the first at 0), as differences
-    of one running total: twice as fast at millions of rows, and exact, also for wrapping uint64 hash sums (the
-    wrap cancels in the difference). Not for floats, whose running total would lose the small runs' precision."""
-    running = np.zeros(values.size + 1, dtype=np.uint64 if values.dtype == np.uint64 else np.int64)
-    np.cumsum(values, out=running[1:])
-    return np.diff(running[np.append(starts, values.size)])
 
 
 def _span(column: np.ndarray) -> tuple[int, int]:
@@ -599,42 +590,32 @@ def _patterns(
     answers' own values."""
     g, item, value = (np.asarray(arrays[k]) for k in ("g", "item_idx", "v"))  # any integer type: no copies
     n_values = len(space.node_ids)
-    new = np.ones(g.size, dtype=bool)
-    new[1:] = (g[1:] != g[:-1]) | (item[1:] != item[:-1])
-    all_starts = np.flatnonzero(new)
-    del new
-    all_lengths = np.diff(np.append(all_starts, g.size))
     # A unit's pattern is identified by a random-coefficient sum of its value counts plus a group salt;
     # two different patterns collide with probability about 2^-60.
-    salt = _salt(n_values, 1)[value]
-    answers = all_lengths
-    if "n" in arrays:
-        with np.errstate(over="ignore"):
-            salt *= np.asarray(arrays["n"]).astype(np.uint64)
-        answers = run_sums(np.asarray(arrays["n"]), all_starts)
-    summed = run_sums(salt, all_starts)
-    del salt
+    count = np.asarray(arrays["n"], dtype=np.int64) if "n" in arrays else np.zeros(0, dtype=np.int64)
+    all_starts, answers, summed = unit_sums.unit_keys(g, item, value, _salt(n_values, 1), count)
+    all_lengths = np.diff(np.append(all_starts, g.size))
     pairable = answers >= 2
     starts, unit_lengths, summed = all_starts[pairable], all_lengths[pairable], summed[pairable]
     del all_starts, all_lengths, answers, pairable
     unit_code = g[starts]
     with np.errstate(over="ignore"):
         key = summed + unit_code.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    # Distinct keys in ascending order (the pattern order every statistic and bootstrap draw follows) with
-    # one unit standing for each: any unit of a pattern has the same cells, so an unstable argsort (numpy's
-    # vectorised one) serves, several times faster than np.unique's stable sort.
-    by_key = np.argsort(key)
-    sorted_key = key[by_key]
-    new_key = np.ones(key.size, dtype=bool)
-    new_key[1:] = sorted_key[1:] != sorted_key[:-1]
-    key_starts = np.flatnonzero(new_key)
-    del sorted_key, new_key
-    first = by_key[key_starts]
+    # Distinct keys by hashing (linear, where sorting every unit's key cost as much as the rest), then put in
+    # ascending order: the pattern order every statistic and bootstrap draw follows. Any unit of a pattern
+    # has the same cells, so the first one found stands for it.
+    codes, distinct = pd.factorize(key)
+    rank = np.empty(distinct.size, dtype=np.int64)
+    rank[np.argsort(distinct)] = np.arange(distinct.size)
+    unit_pattern = rank[codes]
+    first = np.empty(distinct.size, dtype=np.int64)
+    del codes, distinct, rank, key
+    first[unit_pattern[::-1]] = np.arange(unit_pattern.size - 1, -1, -1)  # the last write is the first unit
     if unit_weight is None:
-        multiplicity = np.diff(np.append(key_starts, key.size))
+        multiplicity = np.bincount(unit_pattern, minlength=first.size)
     else:
-        multiplicity = np.add.reduceat(unit_weight[item[starts[by_key]]], key_starts)
-    del by_key, key_starts
+        multiplicity = np.bincount(unit_pattern, weights=unit_weight[item[starts]], minlength=first.size)
+    del unit_pattern
     lengths = unit_lengths[first]
     pattern = np.repeat(np.arange(first.size), lengths)
     offsets = np.arange(pattern.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)

@@ -53,12 +53,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numba
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from queries import agreement, frame_writes, soft_labels
+from queries import agreement, frame_writes, soft_labels, unit_sums
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -266,7 +265,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     child: the number of items, sum y_i^2 and sum y_i m_i per child and sum m_i^2 (see design_effects).
 
     The answers arrive sorted by item and window, so each (item, window) unit is a run; one compiled pass
-    (_unit_sums) counts every unit's answers per node at every depth and adds its sums to the cells.
+    (unit_sums.label_counts) counts every unit's answers per node at every depth and adds its sums to the cells.
     """
     if answers.day is None or answers.item.size == 0:
         return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
@@ -283,7 +282,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     n_cells = (n_values + 1) * days.size  # branch codes: node indices and the root as n_values
     counts, sum_y2, sum_ym = (np.zeros(n_cells * n_values) for _ in range(3))
     items, sum_m2 = np.zeros(n_cells), np.zeros(n_cells)
-    _unit_sums(
+    unit_sums.label_counts(
         answers.item, answers.day, answers.value, first_day, window_of_day, np.ascontiguousarray(space.ancestors),
         space.depth, parent, days.size, counts, sum_y2, sum_ym, items, sum_m2,
     )
@@ -302,79 +301,6 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
             "sum_m2": sum_m2[cell],
         }
     )
-
-
-@numba.njit(cache=True, nogil=True)
-def _unit_sums(
-    item: np.ndarray,
-    day: np.ndarray,
-    value: np.ndarray,
-    first_day: int,
-    window_of_day: np.ndarray,
-    ancestors: np.ndarray,
-    depth: np.ndarray,
-    parent: np.ndarray,
-    n_windows: int,
-    counts: np.ndarray,
-    sum_y2: np.ndarray,
-    sum_ym: np.ndarray,
-    items: np.ndarray,
-    sum_m2: np.ndarray,
-) -> None:
-    """label_counts' sums, added into the cell arrays: per (item, window) unit and depth, y answers per child
-    and m per branch (the child's parent) in scratch arrays indexed by node, then y, y^2, y m per (branch,
-    window, child) and 1, m^2 per (branch, window). Linear in the answers; the order within a unit is free."""
-    n_values = parent.size
-    per_value = np.zeros(n_values, dtype=np.int64)  # the unit's answers per value
-    distinct = np.empty(n_values, dtype=np.int64)
-    y = np.zeros(n_values, dtype=np.int64)
-    m = np.zeros(n_values + 1, dtype=np.int64)
-    counted = np.zeros(n_values + 1, dtype=np.bool_)  # the branch's item and m^2 are added once per unit
-    touched = np.empty(n_values, dtype=np.int64)
-    low = 0
-    size = item.size
-    while low < size:
-        high = low
-        n_distinct = 0
-        while high < size and item[high] == item[low] and day[high] == day[low]:
-            v = value[high]
-            if per_value[v] == 0:
-                distinct[n_distinct] = v
-                n_distinct += 1
-            per_value[v] += 1
-            high += 1
-        window = window_of_day[day[low] - first_day]
-        for d in range(ancestors.shape[0]):
-            n_touched = 0
-            for j in range(n_distinct):
-                v = distinct[j]
-                if depth[v] > d:
-                    child = ancestors[d, v]
-                    if y[child] == 0:
-                        touched[n_touched] = child
-                        n_touched += 1
-                    y[child] += per_value[v]
-                    m[parent[child]] += per_value[v]
-            for t in range(n_touched):
-                child = touched[t]
-                branch = parent[child]
-                cell = branch * n_windows + window
-                if not counted[branch]:
-                    counted[branch] = True
-                    items[cell] += 1
-                    sum_m2[cell] += m[branch] * m[branch]
-                code = cell * n_values + child
-                counts[code] += y[child]
-                sum_y2[code] += y[child] * y[child]
-                sum_ym[code] += y[child] * m[branch]
-            for t in range(n_touched):
-                child = touched[t]
-                y[child] = 0
-                m[parent[child]] = 0
-                counted[parent[child]] = False
-        for j in range(n_distinct):
-            per_value[distinct[j]] = 0
-        low = high
 
 
 def design_effects(n: np.ndarray, sum_y2: np.ndarray, sum_ym: np.ndarray, sum_m2: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
-from queries import agreement, derived_base, drift
+from queries import agreement, derived_base, drift, unit_sums
 from queries.alpha import alpha_from_counts
 from queries.connection import memory
 from queries.errors import LabelgovError
@@ -340,13 +340,26 @@ def test_levels_from_collapsed_patterns_equal_levels_from_every_answer(con) -> N
         pd.testing.assert_frame_equal(agreement._table(units, space, 40), agreement._table(direct, space, 40))
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
-def test_run_sums_equal_reduceat_also_when_hash_sums_wrap(dtype: type) -> None:
+@pytest.mark.parametrize("weighted", [False, True])
+def test_unit_keys_are_the_runs_and_their_wrapping_hash_sums(weighted: bool) -> None:
+    """unit_keys against numpy: run starts where the group or the item changes, answers per run and the
+    uint64 sum of salt[value] x count, which wraps (the salts are near 2^63)."""
     rng = np.random.default_rng(3)
-    values = rng.integers(0, 2**62, 5000, dtype=np.int64).astype(dtype) * dtype(3)  # uint64 sums wrap
-    starts = np.flatnonzero(np.r_[True, rng.random(4999) < 0.2])
-    assert np.array_equal(agreement.run_sums(values, starts), np.add.reduceat(values, starts))
-    assert agreement.run_sums(values[:0], starts[:0]).size == 0
+    item = np.sort(rng.integers(0, 900, 5000))
+    group = np.sort(rng.integers(0, 4, 5000)).astype(np.int8)
+    order = np.lexsort((item, group))
+    group, item = group[order], item[order]
+    value = rng.integers(0, 12, 5000).astype(np.int32)
+    salt = agreement._salt(12, 1)
+    count = rng.integers(1, 5, 5000) if weighted else np.zeros(0, dtype=np.int64)
+    starts, answers, keys = unit_sums.unit_keys(group, item, value, salt, count)
+    expected = np.flatnonzero(np.r_[True, (group[1:] != group[:-1]) | (item[1:] != item[:-1])])
+    weights = count if weighted else np.ones(5000, dtype=np.int64)
+    assert np.array_equal(starts, expected)
+    assert np.array_equal(answers, np.add.reduceat(weights, expected))
+    with np.errstate(over="ignore"):
+        assert np.array_equal(keys, np.add.reduceat(salt[value] * weights.astype(np.uint64), expected))
+    assert unit_sums.unit_keys(group[:0], item[:0], value[:0], salt, count[:0])[0].size == 0
 
 
 def test_packed_sort_orders_rows_like_a_lexsort() -> None:
