@@ -52,7 +52,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy import sparse
 
-from queries import answer_arrays, frame_writes, unit_sums
+from queries import answer_arrays, compiled_sums, frame_writes
 from queries.alpha import observed_by_item
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -593,7 +593,7 @@ def _patterns(
     # A unit's pattern is identified by a random-coefficient sum of its value counts plus a group salt;
     # two different patterns collide with probability about 2^-60.
     count = np.asarray(arrays["n"], dtype=np.int64) if "n" in arrays else np.zeros(0, dtype=np.int64)
-    all_starts, answers, summed = unit_sums.unit_keys(g, item, value, _salt(n_values, 1), count)
+    all_starts, answers, summed = compiled_sums.unit_keys(g, item, value, _salt(n_values, 1), count)
     all_lengths = np.diff(np.append(all_starts, g.size))
     pairable = answers >= 2
     starts, unit_lengths, summed = all_starts[pairable], all_lengths[pairable], summed[pairable]

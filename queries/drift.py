@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from queries import agreement, frame_writes, soft_labels, unit_sums
+from queries import agreement, compiled_sums, frame_writes, soft_labels
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -265,7 +265,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     child: the number of items, sum y_i^2 and sum y_i m_i per child and sum m_i^2 (see design_effects).
 
     The answers arrive sorted by item and window, so each (item, window) unit is a run; one compiled pass
-    (unit_sums.label_counts) counts every unit's answers per node at every depth and adds its sums to the cells.
+    (compiled_sums.label_counts) counts every unit's answers per node at every depth and adds its sums to the cells.
     """
     if answers.day is None or answers.item.size == 0:
         return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
@@ -282,7 +282,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     n_cells = (n_values + 1) * days.size  # branch codes: node indices and the root as n_values
     counts, sum_y2, sum_ym = (np.zeros(n_cells * n_values) for _ in range(3))
     items, sum_m2 = np.zeros(n_cells), np.zeros(n_cells)
-    unit_sums.label_counts(
+    compiled_sums.label_counts(
         answers.item, answers.day, answers.value, first_day, window_of_day, np.ascontiguousarray(space.ancestors),
         space.depth, parent, days.size, counts, sum_y2, sum_ym, items, sum_m2,
     )
@@ -571,17 +571,14 @@ def _confidence(
     if end is None or fetched is None or fetched[0].confidence is None or fetched[0].day is None:
         return empty
     answers, space = fetched
-    stated = np.flatnonzero(~np.isnan(answers.confidence))
-    top = space.ancestors[0, answers.value[stated]]
-    confidence = answers.confidence[stated]
-    sums = _sums_by_week(top, answers.day[stated], np.asarray(space.node_ids, dtype=object), s=confidence,
-                         ss=confidence * confidence)
+    top = space.ancestors[0][answers.value]
+    sums = _sums_by_week(top, answers.day, answers.confidence, np.asarray(space.node_ids, dtype=object))
     if sums.empty:
         return empty
     # The variance of a single answer is 0; sums of squares lose nothing that matters for values in [0, 1].
+    n, total = sums["n"], sums["sum"]
     frame = sums.rename(columns={"key": "branch"}).assign(
-        mean=sums["s"] / sums["n"],
-        var=np.where(sums["n"] > 1, np.maximum(sums["ss"] - sums["s"] ** 2 / sums["n"], 0) / (sums["n"] - 1), 0.0),
+        mean=total / n, var=np.where(n > 1, np.maximum(sums["sum_sq"] - total**2 / n, 0) / (n - 1), 0.0)
     )
     early = frame["week"] < end
     ref = _pool_moments(frame[early]).set_index("branch")
@@ -686,41 +683,33 @@ def _model(
         keep[keep] = mask[item[keep]]
     branch, names = pd.factorize(np.asarray(rows["branch"], dtype=object)[keep])
     day, disagree = np.asarray(rows["day"])[keep], np.asarray(rows["disagree"])[keep]
-    frame = _sums_by_week(branch, day, np.asarray(names), disagree=disagree.astype(bool))
+    frame = _sums_by_week(branch, day, disagree, np.asarray(names))
     if frame.empty:
         return empty
-    frame = frame.rename(columns={"key": "branch"})
+    frame = frame.rename(columns={"key": "branch"}).assign(disagree=frame["sum"].astype(np.int64))
     return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
 
 
-def _sums_by_week(key: np.ndarray, day: np.ndarray, names: np.ndarray, **weights: np.ndarray) -> pd.DataFrame:
-    """Rows per (key, week), as ``n``, and the sum of each of ``weights`` (integer sums for boolean weights)
-    from integer keys (indices into ``names``) and week-start days, by bincounts over a packed code: the frame
-    a GROUP BY (key, week) would give, without a hash table."""
+def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray, names: np.ndarray) -> pd.DataFrame:
+    """Rows per (key, week) as ``n``, with the sum and the sum of squares of x, rows whose x is NaN left out,
+    from integer keys (indices into ``names``) and week-start days: the frame a GROUP BY (key, week) would
+    give, in one compiled pass (compiled_sums.window_sums)."""
     if key.size == 0:
-        return pd.DataFrame({"key": [], "week": [], "n": [], **{name: [] for name in weights}})
+        return pd.DataFrame({"key": [], "week": [], "n": [], "sum": [], "sum_sq": []})
     first = int(day.min())
-    offset = day - first
-    present = np.bincount(offset) > 0
+    present = np.bincount(day - first) > 0
     days = np.flatnonzero(present) + first
-    # Codes stay in the key's integer width while they fit (halves the per-row work at millions of rows).
-    width = np.int32 if (int(key.max()) + 1) * days.size < 2**31 else np.int64
-    code = key.astype(width) * width(days.size)
-    code += (np.cumsum(present) - 1).astype(width)[offset]
-    n = np.bincount(code)
+    window_of_day = (np.cumsum(present) - 1).astype(np.int64)
+    n_keys = int(key.max()) + 1
+    n, total, squares = compiled_sums.window_sums(key, day, x, first, window_of_day, days.size, n_keys)
     used = np.flatnonzero(n)
-    sums = {}
-    for name, weight in weights.items():
-        if weight.dtype == bool:
-            sums[name] = np.bincount(code[weight], minlength=n.size)[used].astype(np.int64)
-        else:
-            sums[name] = np.bincount(code, weights=weight, minlength=n.size)[used]
     return pd.DataFrame(
         {
             "key": names[used // days.size],
             "week": pd.to_datetime(days[used % days.size], unit="D"),
             "n": n[used],
-            **sums,
+            "sum": total[used],
+            "sum_sq": squares[used],
         }
     )
 
@@ -755,10 +744,10 @@ def _annotators(
     names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
     names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
     agree = consensus[answers.item] == answers.value
-    frame = _sums_by_week(answers.annotator, answers.day, names, agree=agree)
+    frame = _sums_by_week(answers.annotator, answers.day, agree.view(np.int8), names)
     if frame.empty:
         return empty
-    frame = frame.rename(columns={"key": "annotator_id"})
+    frame = frame.rename(columns={"key": "annotator_id"}).assign(agree=frame["sum"].astype(np.int64))
     return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
 
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
-from queries import agreement, derived_base, drift, unit_sums
+from queries import agreement, compiled_sums, derived_base, drift
 from queries.alpha import alpha_from_counts
 from queries.connection import memory
 from queries.errors import LabelgovError
@@ -352,14 +352,14 @@ def test_unit_keys_are_the_runs_and_their_wrapping_hash_sums(weighted: bool) -> 
     value = rng.integers(0, 12, 5000).astype(np.int32)
     salt = agreement._salt(12, 1)
     count = rng.integers(1, 5, 5000) if weighted else np.zeros(0, dtype=np.int64)
-    starts, answers, keys = unit_sums.unit_keys(group, item, value, salt, count)
+    starts, answers, keys = compiled_sums.unit_keys(group, item, value, salt, count)
     expected = np.flatnonzero(np.r_[True, (group[1:] != group[:-1]) | (item[1:] != item[:-1])])
     weights = count if weighted else np.ones(5000, dtype=np.int64)
     assert np.array_equal(starts, expected)
     assert np.array_equal(answers, np.add.reduceat(weights, expected))
     with np.errstate(over="ignore"):
         assert np.array_equal(keys, np.add.reduceat(salt[value] * weights.astype(np.uint64), expected))
-    assert unit_sums.unit_keys(group[:0], item[:0], value[:0], salt, count[:0])[0].size == 0
+    assert compiled_sums.unit_keys(group[:0], item[:0], value[:0], salt, count[:0])[0].size == 0
 
 
 def test_packed_sort_orders_rows_like_a_lexsort() -> None:

@@ -1,9 +1,10 @@
-"""Compiled passes over answers sorted into units (an item, or an item in a window: its answers contiguous).
+"""Sums over the answers in one compiled pass each.
 
-The statistics here are sums over units of small per-unit counts. In numpy each step of such a computation is a
-pass over every answer (compare neighbours, find run starts, gather, cumulative sums, per depth of the tree),
-and at millions of answers those passes, not the arithmetic, are the cost of a filtered page. numba compiles
-each loop once (cached beside the module) and walks the answers once per question.
+The statistics of a filtered page are sums over units (an item, or an item in a window: its answers
+contiguous) or over (key, window) cells of small per-answer quantities. In numpy each step of such a
+computation is a pass over every answer (compare neighbours, find run starts, gather, cumulative sums, pack
+codes, bincount, per depth of the tree), and at millions of answers those passes, not the arithmetic, are the
+cost of the page. numba compiles each loop once (cached beside the module) and walks the answers once.
 """
 
 from __future__ import annotations
@@ -111,3 +112,24 @@ def unit_keys(
         answers[u] += n
         keys[u] += salt[value[i]] * np.uint64(n)
     return starts, answers, keys
+
+
+@numba.njit(cache=True, nogil=True)
+def window_sums(
+    key: np.ndarray, day: np.ndarray, x: np.ndarray, first_day: int, window_of_day: np.ndarray, n_windows: int,
+    n_keys: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (key, window) cell, code key * n_windows + window: the rows, the sum of x and the sum of x^2, rows
+    whose x is NaN left out (a confidence not stated)."""
+    n = np.zeros(n_keys * n_windows, dtype=np.int64)
+    total = np.zeros(n_keys * n_windows)
+    squares = np.zeros(n_keys * n_windows)
+    for i in range(key.size):
+        value = np.float64(x[i])
+        if value != value:
+            continue
+        cell = key[i] * n_windows + window_of_day[day[i] - first_day]
+        n[cell] += 1
+        total[cell] += value
+        squares[cell] += value * value
+    return n, total, squares
