@@ -245,20 +245,31 @@ def _checks(kind: Kind, source: Source) -> list[Check]:
 
 
 def _id_checks(field: str, raw: RawField) -> list[Check]:
-    """Ids are joined, shown and exported as text: an object or list (a JSON value) would be stored as its
-    JSON text, which nobody can type back. Only JSON Lines and columns the reader typed as neither text nor
-    number can hold one, so CSV and typed Parquet files pay nothing for the check."""
-    as_json = raw.json_expr or ("to_json(" + field + "_raw)" if raw.family == "other" else None)
-    if as_json is None:
-        return []
-    return [
+    """Ids are joined, shown and exported as text. A NUL character ends a string for most tools that read an
+    export, so two distinct ids would print alike; it never belongs in an id and is refused from every format.
+    An object or list (a JSON value) would be stored as its JSON text, which nobody can type back; only JSON
+    Lines and columns the reader typed as neither text nor number can hold one, so CSV and typed Parquet files
+    pay nothing for that check."""
+    where = " (column ', $col_" + field + ", ')"
+    checks = [
         Check(
             "bad_id",
-            "json_type(" + as_json + ") IN ('OBJECT', 'ARRAY')",
-            "concat('" + field + " ', " + _raw_text(field) + ", ' (column ', $col_" + field
-            + ", ') is an object or list, not a text id')",
+            "contains(" + field + ", chr(0))",
+            "concat('" + field + " ', replace(" + field + ", chr(0), '\\0'), '" + where
+            + " holds a NUL character: ids must be plain text')",
         )
     ]
+    as_json = raw.json_expr or ("to_json(" + field + "_raw)" if raw.family == "other" else None)
+    if as_json is not None:
+        checks.append(
+            Check(
+                "bad_id",
+                "json_type(" + as_json + ") IN ('OBJECT', 'ARRAY')",
+                "concat('" + field + " ', " + _raw_text(field) + ", '" + where
+                + " is an object or list, not a text id')",
+            )
+        )
+    return checks
 
 
 def _probability_checks(field: str) -> list[Check]:

@@ -79,7 +79,7 @@ CASES: dict[str, Refused | Quarantined] = {
     "csv_latin1.csv": R("is not UTF-8 text"),
     "csv_utf16_bom.csv": R("is not UTF-8 text"),
     "csv_utf8_bom.csv": Q(2, 2, verbatim=(("item_id", "b1"),)),
-    "csv_nul_bytes.csv": Q(2, 2),
+    "csv_nul_bytes.csv": Q(2, 1, {"bad_id": 1}),
     "csv_unbalanced_quote.csv": Q(2, 1, {"unknown_label": 1}),
     "csv_ragged_rows.csv": Q(4, 2, {"malformed_row": 2}),
     "csv_nan_infinity.csv": Q(4, 1, {"bad_number": 3}),
