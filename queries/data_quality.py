@@ -51,26 +51,6 @@ ITEM_FIELDS = (
 )
 
 
-def answers_in_scope(f: Filters, joined: str = "") -> tuple[str, list[Any]]:
-    """``d_answers a`` (with ``joined``, a fixed join clause) restricted to the filters, as a FROM clause ending
-    in its WHERE predicate.
-
-    Filters.where writes the branch as ``item_idx IN (items of the branch)``, which DuckDB runs as a mark
-    join costing a third more than the scan itself (10M answers); the same items joined on the integer index
-    are a plain hash join, as cheap as the scan. d_items holds one row per item_idx, so the join keeps exactly
-    the answers the semi-join keeps.
-    """
-    if f.branch is None:
-        pred, params = f.where("a")
-        return "d_answers a " + joined + " WHERE " + pred, params
-    pred, params = f.model_copy(update={"branch": None}).where("a")
-    return (
-        "d_answers a " + joined + " JOIN (SELECT d.item_idx FROM d_items d "  # noqa: S608 - fixed join, Filters predicate
-        "WHERE list_contains(d.consensus_lineage, ?)) b ON b.item_idx = a.item_idx WHERE " + pred,
-        [f.branch, *params],
-    )
-
-
 # Unfiltered results are materialised at refresh (medians and leakage groups are global); filtered pages
 # sum the additive counts from the cells and recompute the rest from d_answers.
 CELLS_TABLE = "d_dq_cells"
@@ -169,7 +149,7 @@ def _scope_among(f: Filters, candidates: str) -> tuple[str, list[Any]]:
         if f.branch is not None:
             pred, params = pred + " AND list_contains(x.consensus_lineage, ?)", [*params, f.branch]
         return "SELECT x.item_idx FROM d_items x WHERE x.item_idx IN (" + candidates + ") AND " + pred, params  # noqa: S608 - fixed fragments
-    answers, params = answers_in_scope(f)
+    answers, params = f.answers_from()
     return "SELECT a.item_idx FROM " + answers + " AND a.item_idx IN (" + candidates + ")", params  # noqa: S608 - fixed fragments
 
 
@@ -206,7 +186,7 @@ def _answer_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> list[int]:
     """Answers in scope, then those lacking each ANSWER_FIELDS field: summed from the cells when they can say."""
     cells = _cells(con, f)
     if cells is None:
-        answers, params = answers_in_scope(f)
+        answers, params = f.answers_from()
         counts = ", ".join("count(*) FILTER (WHERE a." + c + " IS NULL)" for c, _ in ANSWER_FIELDS)
         sql = "SELECT count(*), " + counts + " FROM " + answers  # noqa: S608 - fixed columns
     else:
@@ -308,7 +288,7 @@ def _fast_candidates(
     per distinct duration for the population median (which sets the bar); the medians are then picked from
     the short lists. An annotator left out has a median at or above the bound, so none is flagged wrongly.
     """
-    answers, params = answers_in_scope(f)
+    answers, params = f.answers_from()
     bound = min_seconds
     if soft_labels.table_exists(con, "d_dq_annotators"):
         row = first_row(con.execute("SELECT max(population_median_s) FROM d_dq_annotators"))
@@ -371,7 +351,7 @@ def source_divergence(con: duckdb.DuckDBPyConnection, f: Filters, threshold: flo
         return soft_labels.empty_frame(DIVERGENCE_COLUMNS)
     cells = _cells(con, f)
     if cells is None:
-        answers, params = answers_in_scope(f)
+        answers, params = f.answers_from()
         counts = con.execute(_source_top(answers), params).df()
     else:
         where, params = cells

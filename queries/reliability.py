@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from queries import data_quality, frame_writes
+from queries import frame_writes
 from queries.dawid_skene import DSResult, dawid_skene
 from queries.filters import Filters
 from queries.results import arrays, first_row
@@ -244,7 +244,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         _write(con, res)
     con.execute("DROP TABLE IF EXISTS _ds_labels")
     # The unfiltered page views read these instead of scanning every answer.
-    everything, _ = data_quality.answers_in_scope(Filters(), ANNOTATOR_GOLD)
+    everything, _ = Filters().answers_from(ANNOTATOR_GOLD)
     con.execute("CREATE OR REPLACE TABLE d_annotator_reliability AS " + _annotator_rows(everything))
     con.execute("CREATE OR REPLACE TABLE d_reliability_weekly AS " + OVER_TIME_HEAD + "TRUE AND TRUE" + OVER_TIME_TAIL)
     return "full"
@@ -261,7 +261,7 @@ ANNOTATOR_GOLD = "LEFT JOIN d_gold g ON g.item_idx = a.item_idx"
 
 
 def _annotator_rows(answers: str) -> str:
-    """Per annotator over ``answers`` (a relation from data_quality.answers_in_scope joined with ANNOTATOR_GOLD):
+    """Per annotator over ``answers`` (a relation from Filters.answers_from joined with ANNOTATOR_GOLD):
     grouped by the integer index, the ids and model estimates joined to the two thousand groups afterwards."""
     return (
         "WITH p AS (SELECT a.annotator_idx, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, "
@@ -327,7 +327,7 @@ def annotator_table(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         sql = "SELECT * FROM d_annotator_reliability x WHERE " + where + " ORDER BY annotator_id"  # noqa: S608 - predicate from Filters.where
         frame = con.execute(sql, params).df()
     else:
-        answers, params = data_quality.answers_in_scope(f, ANNOTATOR_GOLD)
+        answers, params = f.answers_from(ANNOTATOR_GOLD)
         frame = con.execute(_annotator_rows(answers), params).df()
     return _with_wilson(frame)[ANNOTATOR_COLUMNS]
 
