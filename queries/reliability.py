@@ -30,7 +30,7 @@ which model produced it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -244,8 +244,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         _write(con, res)
     con.execute("DROP TABLE IF EXISTS _ds_labels")
     # The unfiltered page views read these instead of scanning every answer.
-    everything, _ = Filters().answers_from(ANNOTATOR_GOLD)
-    con.execute("CREATE OR REPLACE TABLE d_annotator_reliability AS " + _annotator_rows(everything))
+    con.execute("CREATE OR REPLACE TABLE d_annotator_reliability AS " + _annotator_rows(Filters())[0])
     con.execute("CREATE OR REPLACE TABLE d_reliability_weekly AS " + OVER_TIME_HEAD + "TRUE AND TRUE" + OVER_TIME_TAIL)
     return "full"
 
@@ -256,25 +255,31 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 GOLD = """(SELECT item_id, tree_version, node_id AS gold_node FROM d_gold)"""
 
 # Gold joins on the integer item index alone (d_gold has one row per item) with its version compared after the
-# join: a two-column join key costs twice the single integer one on ten million answers.
-ANNOTATOR_GOLD = "LEFT JOIN d_gold g ON g.item_idx = a.item_idx"
+# join: a two-column join key costs twice the single integer one on ten million answers. The gold counts are
+# summed apart, over the answers on gold items only: a left join carried every answer through it for the few
+# on gold items, and cost more than the rest of the table.
+ANNOTATOR_GOLD = "JOIN d_gold g ON g.item_idx = a.item_idx"
 
 
-def _annotator_rows(answers: str) -> str:
-    """Per annotator over ``answers`` (a relation from Filters.answers_from joined with ANNOTATOR_GOLD):
-    grouped by the integer index, the ids and model estimates joined to the two thousand groups afterwards."""
-    return (
-        "WITH p AS (SELECT a.annotator_idx, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, "
-        "count(*) AS answers, count(g.node_id) FILTER (WHERE g.tree_version = a.tree_version) AS gold_answers, "
-        "count(*) FILTER (WHERE g.tree_version = a.tree_version AND a.node_id = g.node_id) AS gold_correct, "
-        "median(a.duration_s) AS median_duration_s, sum(a.cost) AS total_cost, avg(a.cost) AS cost_per_answer "
-        "FROM " + answers + " GROUP BY a.annotator_idx) "
-        "SELECT x.annotator_id, p.kind, p.tier, p.answers, p.gold_answers, p.gold_correct, "
-        "p.gold_correct / nullif(p.gold_answers, 0) AS gold_accuracy, s.ds_accuracy, s.estimate_used, "
-        "s.spammer_score, p.median_duration_s, p.total_cost, p.cost_per_answer "
-        "FROM p JOIN d_annotator_index x USING (annotator_idx) LEFT JOIN d_ds_annotators s USING (annotator_id) "
-        "ORDER BY x.annotator_id"
+def _annotator_rows(f: Filters) -> tuple[str, list[Any]]:
+    """Per annotator over the answers in ``f``, and the parameters: grouped by the integer index, the ids and
+    model estimates joined to the two thousand groups afterwards."""
+    every, params = f.answers_from()
+    on_gold, _ = f.answers_from(ANNOTATOR_GOLD)
+    sql = (
+        "WITH p AS (SELECT a.annotator_idx, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, "  # noqa: S608 - fixed fragments around Filters.answers_from
+        "count(*) AS answers, median(a.duration_s) AS median_duration_s, sum(a.cost) AS total_cost, "
+        "avg(a.cost) AS cost_per_answer FROM " + every + " GROUP BY a.annotator_idx), "
+        "g AS (SELECT a.annotator_idx, count(*) FILTER (WHERE g.tree_version = a.tree_version) AS gold_answers, "
+        "count(*) FILTER (WHERE g.tree_version = a.tree_version AND a.node_id = g.node_id) AS gold_correct "
+        "FROM " + on_gold + " GROUP BY a.annotator_idx) "
+        "SELECT x.annotator_id, p.kind, p.tier, p.answers, coalesce(g.gold_answers, 0) AS gold_answers, "
+        "coalesce(g.gold_correct, 0) AS gold_correct, g.gold_correct / nullif(g.gold_answers, 0) AS gold_accuracy, "
+        "s.ds_accuracy, s.estimate_used, s.spammer_score, p.median_duration_s, p.total_cost, p.cost_per_answer "
+        "FROM p LEFT JOIN g USING (annotator_idx) JOIN d_annotator_index x USING (annotator_idx) "
+        "LEFT JOIN d_ds_annotators s USING (annotator_id) ORDER BY x.annotator_id"
     )
+    return sql, [*params, *params]
 
 
 # Fields that keep or drop every answer of an annotator: each annotator has one tier (derived_base takes it
@@ -327,8 +332,8 @@ def annotator_table(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         sql = "SELECT * FROM d_annotator_reliability x WHERE " + where + " ORDER BY annotator_id"  # noqa: S608 - predicate from Filters.where
         frame = con.execute(sql, params).df()
     else:
-        answers, params = f.answers_from(ANNOTATOR_GOLD)
-        frame = con.execute(_annotator_rows(answers), params).df()
+        sql, params = _annotator_rows(f)
+        frame = con.execute(sql, params).df()
     return _with_wilson(frame)[ANNOTATOR_COLUMNS]
 
 
