@@ -248,16 +248,18 @@ BOUND_MARGIN = 1.5
 SPEED_SCAN = (
     "SELECT GROUPING(a.annotator_idx) = 1 AS pooled, a.annotator_idx, a.duration_s, count(*) AS answers, "
     "count(a.duration_s) AS timed, list(a.duration_s) FILTER (WHERE a.duration_s < ?) AS low, "
-    "min(a.duration_s) FILTER (WHERE a.duration_s >= ?) AS high FROM {answers} "
+    "min(a.duration_s) FILTER (WHERE a.duration_s >= ?) AS high, any_value(a.annotator_kind) AS kind, "
+    "any_value(a.tier) AS tier FROM {answers} "
     "GROUP BY GROUPING SETS ((a.annotator_idx), (a.duration_s))"
 )
+# The candidates' rows from the scan's lists; each annotator has one kind and tier (derived_base takes them from
+# one annotators row), so the scan's any_value is theirs, where a second pass over every answer looked them up.
 FAST_ROWS = (
-    "(SELECT x.annotator_id, x.annotator_kind, x.tier, m.answers, m.timed_answers, m.median_duration_s, "
+    "(SELECT x.annotator_id, m.annotator_kind, m.tier, m.answers, m.timed_answers, m.median_duration_s, "
     "CAST(? AS DOUBLE) AS population_median_s FROM (SELECT unnest(CAST(? AS INTEGER[])) AS annotator_idx, "
+    "unnest(CAST(? AS VARCHAR[])) AS annotator_kind, unnest(CAST(? AS VARCHAR[])) AS tier, "
     "unnest(CAST(? AS BIGINT[])) AS answers, unnest(CAST(? AS BIGINT[])) AS timed_answers, "
-    "unnest(CAST(? AS DOUBLE[])) AS median_duration_s) m JOIN (SELECT annotator_idx, any_value(annotator_id) "
-    "AS annotator_id, any_value(annotator_kind) AS annotator_kind, any_value(tier) AS tier FROM d_answers "
-    "WHERE annotator_idx IN (SELECT unnest(CAST(? AS INTEGER[]))) GROUP BY annotator_idx) x USING (annotator_idx))"
+    "unnest(CAST(? AS DOUBLE[])) AS median_duration_s) m JOIN d_annotator_index x USING (annotator_idx))"
 )
 
 
@@ -304,20 +306,20 @@ def _fast_candidates(
         if not bar > bound:
             break
         bound = bar  # the filters raised the population median past the guess: list up to the bar itself
-    columns: dict[str, list[Any]] = {"idx": [], "answers": [], "timed": [], "median": []}
-    for _, idx, _, n, timed, listed, high in (r for r in rows if not r[0]):
+    columns: dict[str, list[Any]] = {"idx": [], "kind": [], "tier": [], "answers": [], "timed": [], "median": []}
+    for _, idx, _, n, timed, listed, high, kind, tier in (r for r in rows if not r[0]):
         low = np.sort(np.array(listed or [], dtype=float))
         first, second = (timed - 1) // 2, timed // 2
         if timed == 0 or first >= low.size:
             continue
         hi = low[second] if second < low.size else (float("nan") if high is None else high)
         columns["idx"].append(idx)
+        columns["kind"].append(kind)
+        columns["tier"].append(tier)
         columns["answers"].append(n)
         columns["timed"].append(timed)
         columns["median"].append(_middle(float(low[first]), float(hi)))
-    return FAST_ROWS, [
-        population, columns["idx"], columns["answers"], columns["timed"], columns["median"], columns["idx"],
-    ]
+    return FAST_ROWS, [population, *columns.values()]
 
 
 def too_fast_annotators(
