@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import duckdb
@@ -60,6 +61,9 @@ class AnswerArrays:
     columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, confidence (NaN: none stated),
     # source_version and the CODED
     dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
+    # Per branch asked for, whether each item index is in it: looked up once per version of the data, since a
+    # page asks for several periods or groupings of the same branch.
+    branches: dict[str, np.ndarray] = dataclass_field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -158,7 +162,9 @@ def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.n
     if f.tree_version is not None:
         keep &= c["source_version"] == f.tree_version
     if f.branch is not None:
-        keep &= _lookup(arrays(con, IN_BRANCH, [f.branch])["item_idx"], c["item_idx"])
+        if f.branch not in held.branches:
+            held.branches[f.branch] = _member_table(arrays(con, IN_BRANCH, [f.branch])["item_idx"], c["item_idx"])
+        keep &= held.branches[f.branch][c["item_idx"]]
     for column, field in CODED.items():
         wanted = getattr(f, field)
         if wanted:
@@ -176,7 +182,12 @@ def _days(day: Any) -> int:
 def _lookup(members: np.ndarray, column: np.ndarray) -> np.ndarray:
     """column IN members for non-negative integer columns, by indexing a table of members: linear, where
     np.isin sorts."""
+    return _member_table(members, column)[column]
+
+
+def _member_table(members: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """A boolean table indexed by the values of ``column``, True at ``members``."""
     top = max(int(column.max(initial=0)), int(members.max(initial=0))) + 1
     table = np.zeros(top, dtype=bool)
     table[members.astype(np.int64)] = True
-    return table[column]
+    return table

@@ -130,10 +130,10 @@ def _volumes(con: duckdb.DuckDBPyConnection, f: Filters, period: Period) -> tupl
     One pass over both periods' answers, split by the period's first day: the filter's semi-joins (a branch
     is a lookup in every item's lineage) and the joins to the per-item tables are built once, not per period.
     """
-    where, params = _within(f, period.previous_start, period.end).where("a")
+    answers, params = _within(f, period.previous_start, period.end).answers_from()
     rows = con.execute(
         "WITH s AS (SELECT a.item_idx, a.created_at >= ? AS current, count(*) AS n, sum(a.cost) AS cost "
-        "FROM d_answers a WHERE " + where + " GROUP BY ALL) "
+        "FROM " + answers + " GROUP BY ALL) "
         "SELECT s.current, count(*), coalesce(sum(s.n), 0), sum(s.cost) / nullif(count(*), 0), avg(d.ds_p), "
         "count(o.item_idx), count(*) FILTER (WHERE o.escalated) "
         "FROM s LEFT JOIN " + _ds_items(con) + " d USING (item_idx) "
