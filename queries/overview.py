@@ -276,22 +276,31 @@ def _stored_tiles(con: duckdb.DuckDBPyConnection) -> Overview:
 
 
 def weekly_trends(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
-    """Per week: items answered, answers, spend per item, mean Dawid-Skene confidence, share escalated."""
+    """Per week: items answered, answers, spend per item, mean Dawid-Skene confidence, share escalated and
+    nominal alpha."""
+    weekly = weekly_counts(con, f)
+    return with_alpha(weekly, pd.DataFrame() if weekly.empty else agreement.agreement_table(con, f, by="week"))
+
+
+def weekly_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """weekly_trends without alpha: the dashboard takes alpha from the weekly agreement table it also shows on
+    the Label tree page, so that a filter computes that table once for both."""
     if not soft_labels.table_exists(con, "d_answers"):
-        return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
+        return soft_labels.empty_frame(TREND_COLUMNS)
     cells = f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
-    frame = _weekly_counts(con, f) if cells is None else _weekly_from_cells(con, *cells)
-    if frame.empty:
+    return _weekly_counts(con, f) if cells is None else _weekly_from_cells(con, *cells)
+
+
+def with_alpha(weekly: pd.DataFrame, alphas: pd.DataFrame) -> pd.DataFrame:
+    """weekly_counts' rows with each week's nominal alpha from agreement_table(by="week") (NaN without one)."""
+    if weekly.empty:
         return soft_labels.empty_frame([*TREND_COLUMNS, "alpha"])
-    alphas = agreement.agreement_table(con, f, by="week", bootstrap=0)
-    if not alphas.empty:
-        frame = frame.merge(
-            alphas[["group", "alpha_nominal"]].rename(columns={"group": "week", "alpha_nominal": "alpha"}),
-            on="week", how="left",
-        )
-    else:
-        frame["alpha"] = float("nan")
-    return frame
+    if alphas.empty:
+        return weekly.assign(alpha=float("nan"))
+    return weekly.merge(
+        alphas[["group", "alpha_nominal"]].rename(columns={"group": "week", "alpha_nominal": "alpha"}),
+        on="week", how="left",
+    )
 
 
 def _weekly_from_cells(con: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> pd.DataFrame:

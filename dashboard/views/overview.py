@@ -12,7 +12,7 @@ import streamlit as st
 from dashboard import access, charts
 from dashboard.components import chart, empty_state, fmt, fmt_delta, guarded, link_button, table
 from dashboard.views.drift import alert_links
-from queries import data_quality, drift, hierarchy_accuracy, overview
+from queries import agreement, data_quality, drift, hierarchy_accuracy, overview
 from queries.filters import Filters
 
 TILES_PER_ROW = 4
@@ -114,7 +114,10 @@ def _gold(filters: Filters) -> None:
 
 
 def _trends(filters: Filters) -> None:
-    weekly = access.query(overview.weekly_trends, filters)
+    # The weekly agreement table is the Label tree page's too: one computation per filter serves both.
+    weekly = overview.with_alpha(
+        access.query(overview.weekly_counts, filters), access.query(agreement.agreement_table, filters, by="week")
+    )
     st.subheader("Weekly trends")
     st.caption("Select points on a chart to narrow the dashboard to those weeks.")
     left, right = st.columns(2)
