@@ -466,8 +466,11 @@ def consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: in
 
 
 def _block(code: np.ndarray, item: np.ndarray, value: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows with a value (-1 marks an answer that drops out of this grouping); a row is one answer."""
+    """Rows with a value (-1 marks an answer that drops out of this grouping); a row is one answer. When none
+    drops out the arrays are used as they are, not copied."""
     keep = value >= 0
+    if keep.all():
+        return {"g": code, "item_idx": item, "v": value}
     return {"g": code[keep], "item_idx": item[keep], "v": value[keep]}
 
 

@@ -4,7 +4,9 @@ The statistics of a filtered page are sums over units (an item, or an item in a 
 contiguous) or over (key, window) cells of small per-answer quantities. In numpy each step of such a
 computation is a pass over every answer (compare neighbours, find run starts, gather, cumulative sums, pack
 codes, bincount, per depth of the tree), and at millions of answers those passes, not the arithmetic, are the
-cost of the page. numba compiles each loop once (cached beside the module) and walks the answers once.
+cost of the page. numba compiles each loop once (cached beside the module) and walks the answers once. The
+public functions give the loops fixed array types (int32 answer columns, int64 codes, float64 values), so that
+each compiles once rather than once per combination of the callers' integer widths.
 """
 
 from __future__ import annotations
@@ -13,8 +15,47 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
 def label_counts(
+    item: np.ndarray, day: np.ndarray, value: np.ndarray, first_day: int, window_of_day: np.ndarray,
+    ancestors: np.ndarray, depth: np.ndarray, parent: np.ndarray, n_windows: int, counts: np.ndarray,
+    sum_y2: np.ndarray, sum_ym: np.ndarray, items: np.ndarray, sum_m2: np.ndarray,
+) -> None:
+    """drift.label_counts' sums, added into the cell arrays (see _label_counts)."""
+    _label_counts(
+        _int32(item), _int32(day), _int32(value), first_day, _int64(window_of_day), _int64(ancestors),
+        _int64(depth), _int64(parent), n_windows, counts, sum_y2, sum_ym, items, sum_m2,
+    )
+
+
+def unit_keys(
+    group: np.ndarray, item: np.ndarray, value: np.ndarray, salt: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit (a run of equal group and item): its first row, its answers and its pattern hash (see
+    _unit_keys)."""
+    return _unit_keys(_int64(group), _int32(item), _int32(value), salt, _int64(count))
+
+
+def window_sums(
+    key: np.ndarray, day: np.ndarray, x: np.ndarray, first_day: int, window_of_day: np.ndarray, n_windows: int,
+    n_keys: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (key, window) cell: rows, sum of x and sum of x^2, NaN x left out (see _window_sums)."""
+    return _window_sums(
+        _int64(key), _int32(day), np.asarray(x, dtype=np.float64), first_day, _int64(window_of_day), n_windows,
+        n_keys,
+    )
+
+
+def _int32(column: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(column, dtype=np.int32)
+
+
+def _int64(column: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(column, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_counts(
     item: np.ndarray,
     day: np.ndarray,
     value: np.ndarray,
@@ -87,7 +128,7 @@ def label_counts(
 
 
 @numba.njit(cache=True, nogil=True)
-def unit_keys(
+def _unit_keys(
     group: np.ndarray, item: np.ndarray, value: np.ndarray, salt: np.ndarray, count: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per unit (a run of equal group and item): its first row, its answers and its pattern hash, the sum of
@@ -115,7 +156,7 @@ def unit_keys(
 
 
 @numba.njit(cache=True, nogil=True)
-def window_sums(
+def _window_sums(
     key: np.ndarray, day: np.ndarray, x: np.ndarray, first_day: int, window_of_day: np.ndarray, n_windows: int,
     n_keys: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -283,7 +283,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     counts, sum_y2, sum_ym = (np.zeros(n_cells * n_values) for _ in range(3))
     items, sum_m2 = np.zeros(n_cells), np.zeros(n_cells)
     compiled_sums.label_counts(
-        answers.item, answers.day, answers.value, first_day, window_of_day, np.ascontiguousarray(space.ancestors),
+        answers.item, answers.day, answers.value, first_day, window_of_day, space.ancestors,
         space.depth, parent, days.size, counts, sum_y2, sum_ym, items, sum_m2,
     )
     code = np.flatnonzero(counts)
@@ -338,30 +338,45 @@ class _Aligned:
 
 
 def _aligned(counts: pd.DataFrame, end: pd.Timestamp) -> _Aligned | None:
-    early = counts["week"] < end
+    """Rows in (branch, week) order and children in name order, as a pivot table of the counts would give;
+    built by bincounts over integer codes, since pandas' pivot tables cost more than the tests themselves."""
+    week = counts["week"].to_numpy()
+    early = week < np.datetime64(end)
     if early.all() or not early.any():
         return None
-    sums = ["n", "sum_y2", "sum_ym"]
-    later = counts[~early].pivot_table(index=["branch", "week"], columns="child", values=sums, aggfunc="sum")
-    reference = counts[early].pivot_table(index="branch", columns="child", values=sums, aggfunc="sum")
-    children = later["n"].columns.union(reference["n"].columns)
-    branches = later.index.get_level_values("branch")
-    cells = counts.groupby(["branch", "week"])[["items", "sum_m2"]].first()
-    cell_now = cells.reindex(later.index).to_numpy(dtype=float)
-    cell_ref = cells[cells.index.get_level_values("week") < end].groupby(level="branch").sum()
-    cell_ref = cell_ref.reindex(branches, fill_value=0).to_numpy(dtype=float)
+    branch, branch_names = pd.factorize(counts["branch"], sort=True)
+    weeks, week_names = pd.factorize(week, sort=True)
+    child, child_names = pd.factorize(counts["child"], sort=True)
+    n_branches, n_weeks, n_children = branch_names.size, week_names.size, child_names.size
+    cell = branch * n_weeks + weeks
+    rows, row_of = np.unique(cell[~early], return_inverse=True)
+    row_branch = rows // n_weeks
+    # Each (branch, week) cell's items and sum m^2 repeat on every child's row: any row gives them.
+    per_cell = np.zeros((n_branches * n_weeks, 2))
+    per_cell[cell] = counts[["items", "sum_m2"]].to_numpy(dtype=float)
+    early_cells = np.unique(cell[early])
+    cell_ref = np.zeros((n_branches, 2))
+    np.add.at(cell_ref, early_cells // n_weeks, per_cell[early_cells])
+    cell_now, cell_ref = per_cell[rows], cell_ref[row_branch]
 
-    def now(column: str) -> np.ndarray:
-        return later[column].reindex(columns=children).fillna(0).to_numpy(dtype=float)
+    def table(column: str, keep: np.ndarray, row: np.ndarray, n_rows: int) -> np.ndarray:
+        code = row * n_children + child[keep]
+        values = counts[column].to_numpy(dtype=float)[keep]
+        return np.bincount(code, weights=values, minlength=n_rows * n_children).reshape(n_rows, n_children)
 
-    def then(column: str) -> np.ndarray:
-        return reference[column].reindex(index=branches, columns=children).fillna(0).to_numpy(dtype=float)
-
-    both = {column: now(column) + then(column) for column in sums[1:]}
-    design = design_effects(now("n") + then("n"), both["sum_y2"], both["sum_ym"], cell_now[:, 1] + cell_ref[:, 1])
+    now = {c: table(c, ~early, row_of, rows.size) for c in ("n", "sum_y2", "sum_ym")}
+    then = {c: table(c, early, branch[early], n_branches)[row_branch] for c in ("n", "sum_y2", "sum_ym")}
+    design = design_effects(
+        now["n"] + then["n"], now["sum_y2"] + then["sum_y2"], now["sum_ym"] + then["sum_ym"],
+        cell_now[:, 1] + cell_ref[:, 1],
+    )
+    index = pd.MultiIndex.from_arrays(
+        [np.asarray(branch_names, dtype=object)[row_branch], week_names[rows % n_weeks]], names=["branch", "week"]
+    )
     # NaN: a child seen in neither side or the only one seen, which takes no part in a test.
     return _Aligned(
-        later.index, children, now("n"), then("n"), np.nan_to_num(design, nan=1.0), (cell_now[:, 0], cell_ref[:, 0])
+        index, pd.Index(child_names, name="child"), now["n"], then["n"], np.nan_to_num(design, nan=1.0),
+        (cell_now[:, 0], cell_ref[:, 0]),
     )
 
 
@@ -395,30 +410,35 @@ def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.Da
 def _compare_rates(
     frame: pd.DataFrame, key: str, reference_weeks_end: pd.Timestamp, success: str, total: str
 ) -> pd.DataFrame:
-    """Per (key, week) share success/total against the key's pooled reference share: two-proportion z-test."""
-    early = frame["week"] < reference_weeks_end
-    ref = frame[early].groupby(key)[[success, total]].sum()
-    later = frame[~early].merge(ref, left_on=key, right_index=True, suffixes=("", "_ref"))
-    rate = later[success] / later[total]
-    ref_rate = later[success + "_ref"] / later[total + "_ref"]
-    pooled = (later[success] + later[success + "_ref"]) / (later[total] + later[total + "_ref"])
+    """Per (key, week) share success/total against the key's pooled reference share: two-proportion z-test.
+    Keys without reference rows are not compared. Sums by integer code (an annotator table has tens of
+    thousands of rows, where a pandas group-by and merge cost more than the test)."""
+    early = (frame["week"] < reference_weeks_end).to_numpy()
+    code, names = pd.factorize(frame[key])
+    hits, n = frame[success].to_numpy(dtype=float), frame[total].to_numpy(dtype=float)
+    ref_hits = np.bincount(code[early], weights=hits[early], minlength=names.size)
+    ref_n = np.bincount(code[early], weights=n[early], minlength=names.size)
+    has_reference = np.zeros(names.size, dtype=bool)
+    has_reference[code[early]] = True
+    later = np.flatnonzero(~early & has_reference[code])
+    hits, n, their = hits[later], n[later], code[later]
+    rate, ref_rate = hits / n, ref_hits[their] / ref_n[their]
+    pooled = (hits + ref_hits[their]) / (n + ref_n[their])
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(pooled * (1 - pooled) * (1 / later[total] + 1 / later[total + "_ref"]))
+        se = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / ref_n[their]))
         z = (rate - ref_rate) / se
     p_value = np.where(
-        (later[total] >= MIN_ANSWERS) & (later[total + "_ref"] >= MIN_ANSWERS) & (se > 0),
-        2 * stats.norm.sf(np.abs(z)),
-        np.nan,
+        (n >= MIN_ANSWERS) & (ref_n[their] >= MIN_ANSWERS) & (se > 0), 2 * stats.norm.sf(np.abs(z)), np.nan
     )
     out = pd.DataFrame(
         {
-            key: later[key].to_numpy(),
-            "week": _labels(later["week"]),
-            "rate": rate.to_numpy(),
-            "reference_rate": ref_rate.to_numpy(),
-            "change": (rate - ref_rate).to_numpy(),
+            key: frame[key].to_numpy()[later],
+            "week": _labels(frame["week"].to_numpy()[later]),
+            "rate": rate,
+            "reference_rate": ref_rate,
+            "change": rate - ref_rate,
             "p_value": p_value,
-            "n": later[total].astype(np.int64).to_numpy(),
+            "n": n.astype(np.int64),
         }
     )
     out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())

@@ -142,6 +142,25 @@ def test_label_counts_do_not_depend_on_the_order_of_answers_within_a_unit() -> N
     pd.testing.assert_frame_equal(drift.label_counts(shuffled, space), drift.label_counts(answers, space))
 
 
+def test_sums_by_week_equal_a_group_by_and_leave_out_unstated_values() -> None:
+    """_sums_by_week against a pandas group-by, on confidences of which a fifth are not stated (NaN): those rows
+    count nowhere, not even in n, and a week whose every row is NaN has no row."""
+    rng = np.random.default_rng(5)
+    key = rng.integers(0, 7, 4000)
+    day = 20454 + 7 * rng.integers(0, 9, 4000)  # week starts
+    x = np.where(rng.random(4000) < 0.2, np.nan, rng.random(4000))
+    x[day == 20454 + 7 * 8] = np.nan
+    got = drift._sums_by_week(key, day, x, np.array(list("abcdefg"), dtype=object))
+    frame = pd.DataFrame({"key": np.array(list("abcdefg"))[key], "week": pd.to_datetime(day, unit="D"), "x": x})
+    want = frame.dropna().groupby(["key", "week"])["x"].agg(["size", "sum", lambda v: (v * v).sum()])
+    want.columns = ["n", "sum", "sum_sq"]
+    assert pd.Timestamp(20454 + 7 * 8, unit="D") not in set(got["week"])
+    got = got.set_index(["key", "week"]).sort_index()
+    assert list(got.index) == list(want.index)
+    assert np.array_equal(got["n"].to_numpy(), want["n"].to_numpy())
+    assert np.allclose(got[["sum", "sum_sq"]].to_numpy(), want[["sum", "sum_sq"]].to_numpy(), rtol=1e-12)
+
+
 def test_design_effect_gives_the_item_clustered_variance_of_a_share() -> None:
     """A node's share of its parent's answers is a ratio over items; its variance with the items as clusters is
     the robust (HC0) variance of a weighted mean of each item's share, weighted by its answers."""
