@@ -6,7 +6,7 @@ computation is a pass over every answer (compare neighbours, find run starts, ga
 codes, bincount, per depth of the tree), and at millions of answers those passes, not the arithmetic, are the
 cost of the page. numba compiles each loop once (cached beside the module) and walks the answers once. The
 public functions give the loops fixed array types (int32 answer columns, int64 codes, float64 values), so that
-each compiles once rather than once per combination of the callers' integer widths.
+each compiles once or twice rather than once per combination of the callers' integer widths.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ def unit_keys(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per unit (a run of equal group and item): its first row, its answers and its pattern hash (see
     _unit_keys)."""
-    return _unit_keys(_int64(group), _int32(item), _int32(value), salt, _int64(count))
+    # Group codes stay int64 when they need it (a node and a day packed together) and int32 otherwise: copying
+    # millions of week codes to int64 cost more than the loop.
+    group = group if group.dtype in (np.int32, np.int64) else _int32(group)
+    return _unit_keys(np.ascontiguousarray(group), _int32(item), _int32(value), salt, _int64(count))
 
 
 def window_sums(
