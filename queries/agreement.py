@@ -456,12 +456,22 @@ def _level_units(answers: Answers, space: ValueSpace, level: int | None) -> Iter
 
 
 def consensus_by_item(con: duckdb.DuckDBPyConnection, names: list[str], size: int) -> np.ndarray:
-    """Each item's consensus value index (-1 unknown), looked up per answer by array indexing: cheaper than
-    carrying the item's lineage through the answer scan."""
+    """Each item's consensus value index (-1 unknown), at least ``size`` long, looked up per answer by array
+    indexing: cheaper than carrying the item's lineage through the answer scan. Read-only: the dashboard keeps
+    one per version of the data (answer_arrays.kept)."""
+    out = answer_arrays.kept(con, "consensus:" + "\x1f".join(names), lambda: _consensus(con, names))
+    if out.size < size:
+        out = np.concatenate([out, np.full(size - out.size, -1, dtype=np.int64)])
+        out.flags.writeable = False
+    return out
+
+
+def _consensus(con: duckdb.DuckDBPyConnection, names: list[str]) -> np.ndarray:
     rows = arrays(con, CONSENSUS, [names])
     item = np.asarray(rows["item_idx"], dtype=np.int64)
-    out = np.full(max(size, int(item.max()) + 1 if item.size else 0), -1, dtype=np.int64)
+    out = np.full(int(item.max()) + 1 if item.size else 0, -1, dtype=np.int64)
     out[item] = np.asarray(rows["c"], dtype=np.int64)
+    out.flags.writeable = False
     return out
 
 

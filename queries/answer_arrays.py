@@ -21,9 +21,10 @@ many filters.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -32,6 +33,7 @@ from queries.connection import cache_key
 from queries.filters import Filters
 from queries.results import arrays
 
+T = TypeVar("T")
 # Stands for NULL in the integer day columns: below every date a filter can hold.
 NO_DAY = np.iinfo(np.int32).min
 # Text columns the filters compare, each stored as its 1-based position in the column's sorted distinct values
@@ -64,6 +66,8 @@ class AnswerArrays:
     # Per branch asked for, whether each item index is in it: looked up once per version of the data, since a
     # page asks for several periods or groupings of the same branch.
     branches: dict[str, np.ndarray] = dataclass_field(default_factory=dict)
+    # What ``kept`` computed for this version of the data, by name.
+    kept: dict[str, Any] = dataclass_field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -104,6 +108,19 @@ def filtered(
         *(["confidence"] if confidence else []),
     ]
     return {name: held.columns[name][rows] for name in names}
+
+
+def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) -> T:
+    """``compute()``, once per version of the data in a process that holds the answers: small derived tables
+    that every filtered question reads whole (each item's consensus, the dated predictions) are kept beside
+    the arrays and dropped with them. Elsewhere, and for warehouses in memory, it is just ``compute()``. The
+    result is shared: callers must not change it."""
+    held = _arrays(con) if _enabled else None
+    if held is None:
+        return compute()
+    if name not in held.kept:
+        held.kept[name] = compute()
+    return held.kept[name]
 
 
 def _arrays(con: duckdb.DuckDBPyConnection) -> AnswerArrays | None:

@@ -42,7 +42,8 @@ def window_sums(
     key: np.ndarray, day: np.ndarray, x: np.ndarray, first_day: int, window_of_day: np.ndarray, n_windows: int,
     n_keys: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per (key, window) cell: rows, sum of x and sum of x^2, NaN x left out (see _window_sums)."""
+    """Per (key, window) cell: rows, sum of x and sum of x^2, rows with NaN x or a negative key left out (see
+    _window_sums)."""
     return _window_sums(
         _int64(key), _int32(day), np.asarray(x, dtype=np.float64), first_day, _int64(window_of_day), n_windows,
         n_keys,
@@ -164,13 +165,14 @@ def _window_sums(
     n_keys: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (key, window) cell, code key * n_windows + window: the rows, the sum of x and the sum of x^2, rows
-    whose x is NaN left out (a confidence not stated)."""
+    whose x is NaN (a confidence not stated) or whose key is negative (none, as pandas codes a missing value)
+    left out."""
     n = np.zeros(n_keys * n_windows, dtype=np.int64)
     total = np.zeros(n_keys * n_windows)
     squares = np.zeros(n_keys * n_windows)
     for i in range(key.size):
         value = np.float64(x[i])
-        if value != value:
+        if value != value or key[i] < 0:
             continue
         cell = key[i] * n_windows + window_of_day[day[i] - first_day]
         n[cell] += 1

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from queries import agreement, compiled_sums, frame_writes, soft_labels
+from queries import agreement, answer_arrays, compiled_sums, frame_writes, soft_labels
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -692,22 +692,33 @@ def _model(
     empty = pd.DataFrame({c: [] for c in ["branch", *RATE_COLUMNS]})
     if end is None:
         return empty
-    if soft_labels.table_exists(con, PREDICTIONS_TABLE):
-        rows = arrays(con, "SELECT * FROM " + PREDICTIONS_TABLE)  # noqa: S608 - fixed name
-    else:
-        rows = arrays(con, PREDICTION_ROWS)
-    item = np.asarray(rows["item_idx"], dtype=np.int64)
+    rows = answer_arrays.kept(con, PREDICTIONS_TABLE, lambda: _predictions(con))
+    item = rows["item_idx"]
     mask = in_scope if in_scope is not None else _in_scope(con, f)
     keep = np.ones(item.size, dtype=bool) if mask is None else item < mask.size
     if mask is not None:
         keep[keep] = mask[item[keep]]
-    branch, names = pd.factorize(np.asarray(rows["branch"], dtype=object)[keep])
-    day, disagree = np.asarray(rows["day"])[keep], np.asarray(rows["disagree"])[keep]
-    frame = _sums_by_week(branch, day, disagree, np.asarray(names))
+    frame = _sums_by_week(rows["branch"][keep], rows["day"][keep], rows["disagree"][keep], rows["names"])
     if frame.empty:
         return empty
     frame = frame.rename(columns={"key": "branch"}).assign(disagree=frame["sum"].astype(np.int64))
     return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
+
+
+def _predictions(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """The dated predictions with their branch as an integer code into ``names``."""
+    if soft_labels.table_exists(con, PREDICTIONS_TABLE):
+        rows = arrays(con, "SELECT * FROM " + PREDICTIONS_TABLE)  # noqa: S608 - fixed name
+    else:
+        rows = arrays(con, PREDICTION_ROWS)
+    branch, names = pd.factorize(np.asarray(rows["branch"], dtype=object))
+    return {
+        "item_idx": np.asarray(rows["item_idx"], dtype=np.int64),
+        "day": np.asarray(rows["day"]),
+        "disagree": np.asarray(rows["disagree"]),
+        "branch": branch,
+        "names": np.asarray(names, dtype=object),
+    }
 
 
 def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray, names: np.ndarray) -> pd.DataFrame:
