@@ -76,12 +76,12 @@ def _relation(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return table if soft_labels.table_exists(con, table) else "(" + TABLES[table] + ")"
 
 
-def _kept_votes(pred: str, gold: str) -> str:
-    """Votes per gold item and node among the answers the predicate keeps."""
-    return (
-        "SELECT a.item_idx, a.node_id, count(*) AS n FROM d_answers a WHERE " + pred + " "  # noqa: S608 - fixed
-        "AND a.item_idx IN (SELECT item_idx FROM " + gold + ") GROUP BY ALL"
-    )
+def _kept_votes(f: Filters, gold: str) -> tuple[str, list[Any]]:
+    """Votes per gold item and node among the answers the filters keep. ``gold`` has one row per item, so
+    joining it (a hash join DuckDB pushes into the scan) keeps each answer once, and costs less than testing
+    every answer for membership."""
+    answers, params = f.answers_from("JOIN " + gold + " g ON g.item_idx = a.item_idx")
+    return "SELECT a.item_idx, a.node_id, count(*) AS n FROM " + answers + " GROUP BY ALL", params  # noqa: S608 - fixed
 
 
 # Plurality node of the kept votes, ties to the node first in tree order.
@@ -102,8 +102,8 @@ def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple
     else:
         # Every row is a gold item's, so the items with a kept answer are the scope: the same scan that
         # counts the votes selects them, instead of a DISTINCT over every matching answer.
-        pred, params = f.where("a")
-        head = "WITH kept AS (" + _kept_votes(pred, gold) + ") "
+        kept, params = _kept_votes(f, gold)
+        head = "WITH kept AS (" + kept + ") "
         parts = [MAJORITY_FROM_KEPT]
         scope, scope_params = "s.item_idx IN (SELECT item_idx FROM kept)", []
     if soft_labels.table_exists(con, "d_ds_items"):
@@ -145,10 +145,10 @@ def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Data
     if depth == 0 or not soft_labels.table_exists(con, "d_items"):
         return soft_labels.empty_frame(columns)
     pairs, params = _pairs(con, f)
-    if _stored(con, f):
+    if f.is_empty() and _stored(con, f):
         return _scores(con, pairs, params, depth, columns)
-    # Both statements of _scores read the pairs: computed from the answers, they are kept once in a
-    # temporary table rather than recomputed twice.
+    # Both statements of _scores read the pairs: computed from the answers, or chosen from the stored ones by
+    # a lookup in every item's lineage, they are kept once in a temporary table rather than found twice.
     con.execute("CREATE OR REPLACE TEMP TABLE " + SCORED + " AS " + pairs, params)
     try:
         return _scores(con, "SELECT * FROM " + SCORED, [], depth, columns)  # noqa: S608 - fixed name
