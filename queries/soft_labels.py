@@ -114,7 +114,11 @@ def item_scope(f: Filters) -> tuple[str | None, list[Any]]:
     if f.is_empty():
         return None, []
     if item_level_only(f):
-        pred, params = f.where("x")
+        # The branch tested on each item's own lineage: Filters.where would collect the branch's items from
+        # d_items a second time and probe every row against them.
+        pred, params = f.model_copy(update={"branch": None}).where("x")
+        if f.branch is not None:
+            pred, params = pred + " AND list_contains(x.item_lineage, ?)", [*params, f.branch]
         sub = (
             "SELECT x.item_idx FROM (SELECT item_idx, source, segment, consensus_lineage AS item_lineage "  # noqa: S608 - fixed SQL fragments
             "FROM d_items) x WHERE " + pred
