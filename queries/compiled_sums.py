@@ -5,8 +5,8 @@ contiguous) or over (key, window) cells of small per-answer quantities. In numpy
 computation is a pass over every answer (compare neighbours, find run starts, gather, cumulative sums, pack
 codes, bincount, per depth of the tree), and at millions of answers those passes, not the arithmetic, are the
 cost of the page. numba compiles each loop once (cached beside the module) and walks the answers once. The
-public functions give the loops fixed array types (int32 answer columns, int64 codes, float64 values), so that
-each compiles once or twice rather than once per combination of the callers' integer widths.
+public functions give the loops fixed array types (int32 answer columns, int32 or int64 codes, float64 values),
+so that each compiles once or twice rather than once per combination of the callers' integer widths.
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ def unit_keys(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per unit (a run of equal group and item): its first row, its answers and its pattern hash (see
     _unit_keys)."""
-    # Group codes stay int64 when they need it (a node and a day packed together) and int32 otherwise: copying
-    # millions of week codes to int64 cost more than the loop.
-    group = group if group.dtype in (np.int32, np.int64) else _int32(group)
-    return _unit_keys(np.ascontiguousarray(group), _int32(item), _int32(value), salt, _int64(count))
+    return _unit_keys(_codes(group), _int32(item), _int32(value), salt, _int64(count))
 
 
 def window_sums(
@@ -45,7 +42,7 @@ def window_sums(
     """Per (key, window) cell: rows, sum of x and sum of x^2, rows with NaN x or a negative key left out (see
     _window_sums)."""
     return _window_sums(
-        _int64(key), _int32(day), np.asarray(x, dtype=np.float64), first_day, _int64(window_of_day), n_windows,
+        _codes(key), _int32(day), np.asarray(x, dtype=np.float64), first_day, _int64(window_of_day), n_windows,
         n_keys,
     )
 
@@ -56,6 +53,12 @@ def _int32(column: np.ndarray) -> np.ndarray:
 
 def _int64(column: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(column, dtype=np.int64)
+
+
+def _codes(column: np.ndarray) -> np.ndarray:
+    """Group or key codes as they are when int32 or int64 (a node and a day packed together need 64 bits),
+    else widened to int32: copying millions of narrow codes to int64 cost more than the loop."""
+    return np.ascontiguousarray(column) if column.dtype in (np.int32, np.int64) else _int32(column)
 
 
 @numba.njit(cache=True, nogil=True)
