@@ -56,17 +56,19 @@ NODES = "(SELECT DISTINCT ON (node_id) node_id, is_leaf, lineage FROM d_nodes OR
 
 # The newest prediction per item and model version is picked by row id first, so that only the chosen maps are
 # unnested; dividing by the map's sum makes the sparse maps (small probabilities dropped) sum to one again.
+# The item index is joined per prediction, before the maps are unnested: joined per entry, the string key
+# was probed seven times as often (a third of the step's SQL on the large demo).
 D_PRED_LEAF = """
 CREATE OR REPLACE TABLE d_pred_leaf AS
 WITH newest AS (
     SELECT max_by(rowid, (created_at, batch_id)) AS r FROM predictions GROUP BY item_id, model, model_version
 ), entries AS (
-    SELECT p.item_id, p.model, p.model_version, list_sum(map_values(p.probabilities)) AS total,
+    SELECT x.item_idx, p.item_id, p.model, p.model_version, list_sum(map_values(p.probabilities)) AS total,
            unnest(map_keys(p.probabilities)) AS node_id, unnest(map_values(p.probabilities)) AS p
-    FROM predictions p WHERE p.rowid IN (SELECT r FROM newest)
+    FROM predictions p JOIN d_item_index x USING (item_id) WHERE p.rowid IN (SELECT r FROM newest)
 )
-SELECT x.item_idx, e.item_id, e.model, e.model_version, e.node_id, e.p / e.total AS p
-FROM entries e JOIN d_item_index x USING (item_id)
+SELECT e.item_idx, e.item_id, e.model, e.model_version, e.node_id, e.p / e.total AS p
+FROM entries e
 WHERE e.p > 0
 """
 

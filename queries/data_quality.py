@@ -91,9 +91,12 @@ CELLS = (
 
 
 def _per_annotator(pred: str) -> str:
-    """Answers, timed answers and median duration per annotator, with the population median beside them."""
+    """Answers, timed answers and median duration per annotator, with the population median beside them.
+
+    The answers are read twice rather than shared: DuckDB would materialise a shared ``a`` (ten million rows
+    at refresh) and scan it back, which cost three times the two narrow scans."""
     return (
-        "WITH a AS (SELECT a.annotator_id, a.annotator_kind, a.tier, a.duration_s FROM d_answers a "  # noqa: S608 - fixed
+        "WITH a AS NOT MATERIALIZED (SELECT a.annotator_id, a.annotator_kind, a.tier, a.duration_s FROM d_answers a "  # noqa: S608 - fixed
         "WHERE " + pred + "), "
         "pop AS (SELECT median(duration_s) AS population_median_s FROM a) "
         "SELECT annotator_id, any_value(annotator_kind) AS annotator_kind, any_value(tier) AS tier, "

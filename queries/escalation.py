@@ -41,13 +41,19 @@ SHARE_SLACK = 1e-9
 # alone. ``{items}`` and ``{logged}`` restrict the item indices and the escalation log's item ids.
 OUTCOMES_SELECT = """
 WITH crowd_votes AS (
-    SELECT item_idx, tree_version, node_id, count(*) AS n FROM d_answers WHERE stage = 'initial' AND {items}
+    SELECT item_idx, tree_version, value_idx, count(*) AS n FROM d_answers WHERE stage = 'initial' AND {items}
     GROUP BY ALL
 ), crowd AS (
     -- Plurality with ties to the node first in tree order: votes in the high word, negated ordinal in the low.
-    SELECT v.item_idx, arg_max(v.node_id, (v.n << 32) - n.ordinal) AS crowd_node, max(v.n) / sum(v.n) AS crowd_share
-    FROM crowd_votes v JOIN d_nodes n USING (tree_version, node_id)
-    GROUP BY v.item_idx
+    -- Votes are grouped and ranked by the node's integer value_idx (d_answers holds one tree version, so it is
+    -- one node there) and the id looked up once per item: the same on id strings cost a third of the step.
+    SELECT b.item_idx, n.node_id AS crowd_node, b.crowd_share
+    FROM (
+        SELECT v.item_idx, any_value(v.tree_version) AS tree_version,
+               arg_max(v.value_idx, (v.n << 32) - n.ordinal) AS value_idx, max(v.n) / sum(v.n) AS crowd_share
+        FROM crowd_votes v JOIN d_nodes n USING (tree_version, value_idx)
+        GROUP BY v.item_idx
+    ) b JOIN d_nodes n USING (tree_version, value_idx)
 ), per_item AS (
     SELECT item_idx,
            count(*) FILTER (WHERE stage = 'initial') AS crowd_answers,

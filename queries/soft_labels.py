@@ -622,14 +622,15 @@ TIER_PARTS = ("d_soft_tier_level_parts", "d_soft_tier_branch_parts")
 GROUP = "d.consensus_node, d.source, d.segment"
 
 
-def _level_parts(levels: str, keys: str = "") -> str:
-    """Level sums per ``keys`` (columns of ``levels`` with their trailing comma), source, cut and group."""
+def _level_parts(levels: str, keys: str = "", items: str = "d_items") -> str:
+    """Level sums per ``keys`` (columns of ``levels`` with their trailing comma), source, cut and group of
+    ``items`` (d_items or a part of it that holds every item of ``levels``)."""
     return (
         "SELECT " + keys + "l.source AS soft_source, l.depth, " + GROUP + ", min(l.item_idx) AS item_idx, "
         "count(*) AS items, sum(l.entropy) AS s_entropy, sum(l.top_share) AS s_top_share, sum(l.gap) AS s_gap, "
         "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2) AS judged, "
         "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2 AND " + AMBIGUOUS + ") AS ambiguous "
-        "FROM " + levels + " l LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+        "FROM " + levels + " l LEFT JOIN " + items + " d USING (item_idx) GROUP BY ALL"
     )
 
 
@@ -638,8 +639,9 @@ LEVEL = "b.level_answers >= 2"
 NORM = "b.child_answers >= 2 AND c.children >= 2"
 
 
-def _branch_parts(branches: str, keys: str = "") -> str:
-    """Branch sums per ``keys`` (columns of ``branches`` with their trailing comma), node and group."""
+def _branch_parts(branches: str, keys: str = "", items: str = "d_items") -> str:
+    """Branch sums per ``keys`` (columns of ``branches`` with their trailing comma), node and group of ``items``
+    (as in _level_parts)."""
     return (
         "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
         "SELECT " + keys + "b.node_id, b.depth, " + GROUP + ", min(b.item_idx) AS item_idx, count(*) AS items, "
@@ -651,7 +653,7 @@ def _branch_parts(branches: str, keys: str = "") -> str:
         "count(*) FILTER (WHERE " + LEVEL + " AND b.mass < 1) AS n_disagree, "
         "count(*) FILTER (WHERE " + NORM + ") AS n_norm, "
         "sum(b.child_entropy / log2(c.children)) FILTER (WHERE " + NORM + ") AS s_norm "
-        "FROM " + branches + " b LEFT JOIN c USING (node_id) LEFT JOIN d_items d USING (item_idx) GROUP BY ALL"
+        "FROM " + branches + " b LEFT JOIN c USING (node_id) LEFT JOIN " + items + " d USING (item_idx) GROUP BY ALL"
     )
 
 
@@ -662,11 +664,14 @@ TIER_LEVELS = (
     "JOIN (SELECT DISTINCT item_idx, tier FROM _tier_rows) k USING (item_idx) "
     "WHERE p.source = 'posterior' AND p.item_idx >= ? AND p.item_idx < ?)"
 )
+# The chunk's own items: the tier sums of one chunk join them instead of all of d_items, which cost each
+# chunk a hash table of every item (a third of the tier sums' time on the large demo).
+CHUNK_GROUPS = "(SELECT * FROM d_items WHERE item_idx >= ? AND item_idx < ?)"
 PARTS_SQL = {
     "d_soft_level_parts": _level_parts("d_soft_levels"),
     "d_soft_branch_parts": _branch_parts("d_soft_branches"),
-    "d_soft_tier_level_parts": _level_parts(TIER_LEVELS, "l.tier, "),
-    "d_soft_tier_branch_parts": _branch_parts("_tier_rows", "b.tier, "),
+    "d_soft_tier_level_parts": _level_parts(TIER_LEVELS, "l.tier, ", CHUNK_GROUPS),
+    "d_soft_tier_branch_parts": _branch_parts("_tier_rows", "b.tier, ", CHUNK_GROUPS),
 }
 TIER_TABLES = {"d_soft_levels": "d_soft_tier_level_parts", "d_soft_branches": "d_soft_tier_branch_parts"}
 
@@ -704,7 +709,7 @@ def _write_tier_parts(
         )
         target = TIER_TABLES[table]
         head = "CREATE OR REPLACE TABLE " + target + " AS " if create else "INSERT INTO " + target + " BY NAME "
-        params = [*amb, *chunk] if target == "d_soft_tier_level_parts" else amb
+        params = [*amb, *chunk, *chunk] if target == "d_soft_tier_level_parts" else [*amb, *chunk]
         con.execute(head + PARTS_SQL[target], params)
         del _tier_rows, rows  # freed before the next table is built
 

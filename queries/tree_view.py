@@ -131,10 +131,14 @@ def children_confusion(con: duckdb.DuckDBPyConnection, f: Filters, node_id: str 
 VOLUME_CELLS = "d_tree_volume_cells"
 CELL_FIELDS = frozenset({"branch", "sources", "segments", "tiers"})
 # (item, tier code, place, answers): tier code 0 for answers without a tier, else the 1-based position in
-# the sorted tier list bound as the parameter; a place is soft_labels' (tree_version, node_id) index.
+# the sorted tier list bound as the parameter; a place is soft_labels' (tree_version, node_id) index. The
+# answers are counted per node's integer value_idx (one node per version) and the few places joined to the
+# counts: grouping ten million answers on the node id string cost half as much again.
 CELL_ROWS = (
-    "SELECT a.item_idx, CAST(coalesce(list_position(?, a.tier), 0) AS INTEGER) AS tier, p.place, "  # noqa: S608 - fixed SQL fragments
-    "count(*) AS n FROM d_answers a JOIN " + soft_labels.PLACES + " p USING (tree_version, node_id) GROUP BY ALL"
+    "SELECT c.item_idx, c.tier, p.place, c.n FROM (SELECT a.item_idx, "  # noqa: S608 - fixed SQL fragments
+    "CAST(coalesce(list_position(?, a.tier), 0) AS INTEGER) AS tier, a.tree_version, a.value_idx, count(*) AS n "
+    "FROM d_answers a GROUP BY ALL) c JOIN (SELECT p.place, n.tree_version, n.value_idx FROM " + soft_labels.PLACES
+    + " p JOIN d_nodes n USING (tree_version, node_id)) p USING (tree_version, value_idx)"
 )
 # Each place's depth and its rank in depth-first order (a node's subtree is a run of ranks).
 PLACE_ORDER = (
