@@ -113,9 +113,10 @@ def filtered(
 def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) -> T:
     """``compute()``, once per version of the data in a process that holds the answers: small derived tables
     that every filtered question reads whole (each item's consensus, the dated predictions) are kept beside
-    the arrays and dropped with them. Elsewhere, and for warehouses in memory, it is just ``compute()``. The
-    result is shared: callers must not change it."""
-    held = _arrays(con) if _enabled else None
+    the arrays and dropped with them. Elsewhere (also before a filtered question has fetched the arrays for
+    this version: an unfiltered one never holds them) it is just ``compute()``. The result is shared: callers
+    must not change it."""
+    held = _arrays(con, fetch=False) if _enabled else None
     if held is None:
         return compute()
     if name not in held.kept:
@@ -123,13 +124,16 @@ def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) ->
     return held.kept[name]
 
 
-def _arrays(con: duckdb.DuckDBPyConnection) -> AnswerArrays | None:
+def _arrays(con: duckdb.DuckDBPyConnection, fetch: bool = True) -> AnswerArrays | None:
+    """The arrays of this warehouse file and version; fetched when not held yet, unless ``fetch`` is False."""
     global _held
     path = con.execute(WAREHOUSE_FILE).fetchall()
     if not path or not path[0][0]:
         return None
     key = (str(path[0][0]), cache_key(con))
     with _lock:  # one build at a time: two concurrent builds would hold the answers twice
+        if not fetch and (_held is None or _held[0] != key):
+            return None
         if _held is None or _held[0] != key:
             _held = None  # the old arrays go before the new ones are fetched
             _held = (key, build(con))

@@ -113,3 +113,20 @@ def test_warehouses_in_memory_and_unfiltered_questions_are_not_held(in_memory: N
     assert answer_arrays.filtered(con, Filters(sources=("x",)), None, annotator=False) is None
     assert answer_arrays.filtered(con, Filters(), None, annotator=False) is None
     assert answer_arrays._held is None
+
+
+def test_kept_tables_wait_for_a_filtered_question(small_demo: Path, in_memory: None) -> None:
+    """A table kept beside the arrays is computed afresh until a filtered question has fetched the arrays of
+    this version (an unfiltered question never holds them), then computed once."""
+    calls: list[int] = []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    with connect(small_demo, read_only=True) as con:
+        assert answer_arrays.kept(con, "probe", compute) == 1
+        assert answer_arrays.kept(con, "probe", compute) == 2  # nothing held yet: not kept
+        agreement.fetch(con, Filters(tiers=("expert",)))  # a filtered question holds the arrays
+        assert answer_arrays.kept(con, "probe", compute) == 3
+        assert answer_arrays.kept(con, "probe", compute) == 3
