@@ -274,7 +274,7 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     present = np.bincount(answers.day - first_day) > 0
     days = np.flatnonzero(present) + first_day
     window_of_day = (np.cumsum(present) - 1).astype(np.int64)
-    # Each node's parent (the root as n_values for the top-level areas) and depth below the root (1 at the top).
+    # Each node's parent, the root (n_values) for the top-level areas.
     parent = np.full(n_values, n_values, dtype=np.int64)
     for d in range(1, space.ancestors.shape[0]):
         inner = space.ancestors[d] >= 0
