@@ -63,10 +63,8 @@ class AnswerArrays:
     columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, confidence (NaN: none stated),
     # source_version and the CODED
     dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
-    # Per branch asked for, whether each item index is in it: looked up once per version of the data, since a
-    # page asks for several periods or groupings of the same branch.
-    branches: dict[str, np.ndarray] = dataclass_field(default_factory=dict)
-    # What ``kept`` computed for this version of the data, by name.
+    # What ``kept`` computed for this version of the data, by name; also each branch's item table, since a page
+    # asks for several periods or groupings of the same branch.
     kept: dict[str, Any] = dataclass_field(default_factory=dict)
 
     @property
@@ -183,9 +181,10 @@ def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.n
     if f.tree_version is not None:
         keep &= c["source_version"] == f.tree_version
     if f.branch is not None:
-        if f.branch not in held.branches:
-            held.branches[f.branch] = _member_table(arrays(con, IN_BRANCH, [f.branch])["item_idx"], c["item_idx"])
-        keep &= held.branches[f.branch][c["item_idx"]]
+        name = "branch:" + f.branch
+        if name not in held.kept:
+            held.kept[name] = _member_table(arrays(con, IN_BRANCH, [f.branch])["item_idx"], c["item_idx"])
+        keep &= held.kept[name][c["item_idx"]]
     for column, field in CODED.items():
         wanted = getattr(f, field)
         if wanted:

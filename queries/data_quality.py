@@ -147,11 +147,9 @@ def _scope_among(f: Filters, candidates: str) -> tuple[str, list[Any]]:
     if f.is_empty():
         return candidates, []
     if soft_labels.item_level_only(f):
-        # The branch tested on the candidates' own rows: Filters.where would first collect the whole branch.
-        pred, params = f.model_copy(update={"branch": None}).where("x")
-        if f.branch is not None:
-            pred, params = pred + " AND list_contains(x.consensus_lineage, ?)", [*params, f.branch]
-        return "SELECT x.item_idx FROM d_items x WHERE x.item_idx IN (" + candidates + ") AND " + pred, params  # noqa: S608 - fixed fragments
+        # item_scope's d_items rows, the candidates' only: its subquery ends in its WHERE predicate.
+        sub, params = soft_labels.item_scope(f)
+        return str(sub) + " AND x.item_idx IN (" + candidates + ")", params
     answers, params = f.answers_from()
     return "SELECT a.item_idx FROM " + answers + " AND a.item_idx IN (" + candidates + ")", params  # noqa: S608 - fixed fragments
 

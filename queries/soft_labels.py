@@ -108,8 +108,9 @@ def item_level_only(f: Filters) -> bool:
 def item_scope(f: Filters) -> tuple[str | None, list[Any]]:
     """A subquery of the item_idx values the filters keep, None when they keep every item.
 
-    Item-level filters are answered from ``d_items``; any other field keeps the items that have at
-    least one matching answer.
+    Item-level filters are answered from ``d_items`` (rows ``x``; the subquery ends in its WHERE predicate,
+    so a caller may add conditions on ``x``); any other field keeps the items that have at least one matching
+    answer.
     """
     if f.is_empty():
         return None, []
