@@ -317,31 +317,98 @@ def _rows(
     branch_week sorts each block by week with a stable radix sort, so items stay sorted within a week. (The
     week and subtree groupings have their own paths, _week_units and _subtree_units.)
     """
-    item, value = answers.item, answers.value
+    item, value, day = answers.item, answers.value, answers.day
     if grouping == "overall":
         yield _block(np.zeros(item.size, dtype=np.int8), item, value)
         return
-    depths = space.ancestors.shape[0]
-    day = answers.day
-    if day is None and grouping.endswith("week"):
+    weekly = grouping.endswith("week")
+    if weekly and day is None:
         raise ValueError("grouping " + grouping + " needs the answers' days")
-    names = space.node_ids
-    consensus = consensus_by_item(con, names, int(item.max()) + 1 if item.size else 0)
     seen = space.coarsened().astype(np.int32)  # per-answer arrays stay int32; group codes are widened to int64
-    for d in range(depths):
-        # The branch is a property of the item: found per item, then spread to its answers in one indexing.
-        by_item = np.where(consensus >= 0, space.ancestors[d, np.maximum(consensus, 0)], -1).astype(np.int32)
-        by_item[(by_item < 0) | ~space.internal[np.maximum(by_item, 0)]] = -1
-        branch = by_item[item]
+    consensus = consensus_by_item(con, space.node_ids, int(item.max()) + 1 if item.size else 0)
+    for branch_of in _branches(space):
+        branch = branch_of[consensus][item]  # the branch is the item's: found per item, then spread to answers
         mapped = seen[np.maximum(branch, 0), value]
         mapped[branch < 0] = -1
         code = branch.astype(np.int64) * BRANCH_WEEK_STRIDE
-        if grouping.endswith("week") and day is not None:
+        if weekly and day is not None:
             code += day
             yield from _in_blocks(code, item, mapped, day)
         else:
             yield from _in_blocks(code, item, mapped, branch)
         del code, branch, mapped
+
+
+def _branches(space: ValueSpace) -> np.ndarray:
+    """[depth - 1, node] -> the branch at that depth of an item whose consensus is the node (the Filters branch
+    semantics): the node's ancestor there when that is an internal node, else -1. The last column, -1, is
+    what an item without a consensus (node -1) finds."""
+    ancestor = space.ancestors
+    inner = (ancestor >= 0) & space.internal[np.maximum(ancestor, 0)]
+    return np.hstack([np.where(inner, ancestor, -1), np.full((ancestor.shape[0], 1), -1)]).astype(np.int32)
+
+
+@dataclass
+class UnitGroups:
+    """How summed_table groups the answers' units: the units (runs of an item, and of a day for the weekly
+    groupings: the answers are sorted by item, day and value, so every unit's rows are contiguous), and per
+    pass of the grouping (a depth or a level) each unit's group and the row of ``seen`` through which that
+    pass sees its values. Groups are dense indices in output order (pass, then code); ``codes`` holds their
+    group codes."""
+
+    bounds: np.ndarray  # where each unit's rows start, then the number of rows
+    group: np.ndarray  # passes x units: dense group index, -1 for none
+    pass_row: np.ndarray  # per pass, the row of seen its units are counted through; -1: the group's branch
+    windows: int  # branch groups are numbered (pass * values + branch) * windows + window
+    seen: np.ndarray  # rows x values: the value a pass counts for an own value, -1 to drop the answer
+    codes: np.ndarray  # group code per dense group
+
+    @property
+    def rows(self) -> tuple[np.ndarray, int]:
+        return self.pass_row, self.windows
+
+
+def unit_groups(
+    con: duckdb.DuckDBPyConnection, answers: Answers, space: ValueSpace, grouping: str, level: int | None = None
+) -> UnitGroups:
+    """The units and groups of any grouping for summed_table (see the module notes for each grouping)."""
+    item, day = answers.item, answers.day
+    weekly = grouping.endswith("week")
+    if weekly and day is None:
+        raise ValueError("grouping " + grouping + " needs the answers' days")
+    bounds = compiled_sums.unit_bounds(item, day if weekly else None)
+    first = bounds[:-1]
+    n_values = len(space.node_ids)
+    own = np.arange(n_values)[None, :]
+    one = np.zeros(1, dtype=np.int64)
+    if grouping == "overall":
+        return UnitGroups(bounds, np.zeros((1, first.size), dtype=np.int32), one, 1, own, one)
+    if grouping == "level":
+        depths = space.ancestors.shape[0]
+        levels = np.arange(1, depths + 1) if level is None else np.array([level] if level <= depths else [])
+        seen = np.array([space.at_level(own[0], lv) for lv in levels], dtype=np.int64).reshape(-1, n_values)
+        passes = np.arange(levels.size)
+        group = np.repeat(passes[:, None].astype(np.int32), first.size, axis=1)
+        return UnitGroups(bounds, group, passes, 1, seen, levels.astype(np.int64))
+    days, window = np.zeros(1, dtype=np.int64), np.zeros(first.size, dtype=np.int32)
+    if weekly and day is not None and first.size:
+        unit_day = day[first].astype(np.int64)
+        low = int(unit_day.min())
+        present = np.bincount(unit_day - low) > 0
+        days = np.flatnonzero(present) + low
+        window = (np.cumsum(present) - 1).astype(np.int32)[unit_day - low]
+    if grouping == "week":
+        return UnitGroups(bounds, window[None, :], one, 1, own, days)
+    # Branch groupings: the unit's branch at each depth.
+    seen = np.vstack([space.coarsened(), own])
+    depths = space.ancestors.shape[0]
+    consensus = consensus_by_item(con, space.node_ids, int(item.max()) + 1 if item.size else 0)
+    group = compiled_sums.branch_groups(item[first], window, consensus, _branches(space), days.size)
+    # branch sees values from the branch (coarsened rows, one per branch), subtree its own (the last row).
+    pass_row = np.full(depths, -1 if grouping.startswith("branch") else n_values, dtype=np.int64)
+    dense = np.arange(depths * n_values * days.size)
+    codes = (dense // days.size) % n_values * BRANCH_WEEK_STRIDE + days[dense % days.size]
+    return UnitGroups(bounds, group, pass_row, days.size, seen, codes)
 
 
 def _week_units(answers: Answers, space: ValueSpace) -> Units:
@@ -529,8 +596,28 @@ def _summarised(
     metric: str,
     level: int | None = None,
 ) -> pd.DataFrame:
-    """Every statistic per group code, block by block (see _rows)."""
-    empty = _block(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    """Every statistic per group code: summed over units (summed_table) for analytic intervals, from patterns
+    block by block (see _rows) for bootstrap replicates."""
+    tables = _bootstrapped(con, answers, space, grouping, replicates, metric, level) if replicates > 0 else []
+    if tables:
+        table = pd.concat(tables, ignore_index=True)
+    else:
+        table = summed_table(answers.value, unit_groups(con, answers, space, grouping, level), space, metric)
+    # Weekly blocks hold ranges of weeks across all branches: order by group code as one block would.
+    # (Branch blocks already come in code order within each depth.)
+    return table.sort_values("group", kind="stable", ignore_index=True) if grouping.endswith("week") else table
+
+
+def _bootstrapped(
+    con: duckdb.DuckDBPyConnection,
+    answers: Answers,
+    space: ValueSpace,
+    grouping: str,
+    replicates: int,
+    metric: str,
+    level: int | None,
+) -> list[pd.DataFrame]:
+    """The tables with percentile bootstrap intervals, block by block, from the units collapsed into patterns."""
     if grouping == "level":
         units: Iterator[Units] = _level_units(answers, space, level)
     elif grouping == "week":
@@ -539,13 +626,7 @@ def _summarised(
         units = _subtree_units(con, answers, space, grouping.endswith("week"))
     else:
         units = (build_units(rows, space) for rows in _rows(con, answers, space, grouping))
-    tables = [_table(block, space, replicates, metric) for block in units]
-    if not tables:
-        return _table(build_units(empty, space), space, 0, metric)
-    table = pd.concat(tables, ignore_index=True)
-    # Weekly blocks hold ranges of weeks across all branches: order by group code as one block would.
-    # (Branch blocks already come in code order within each depth.)
-    return table.sort_values("group", kind="stable", ignore_index=True) if grouping.endswith("week") else table
+    return [_table(block, space, replicates, metric) for block in units]
 
 
 @dataclass
@@ -655,10 +736,21 @@ def _alphas(units: Units, weights: np.ndarray, delta2: np.ndarray) -> tuple[np.n
         (np.ones(units.m.size), (units.unit_group, np.arange(units.m.size))), shape=(n_groups, units.m.size)
     )
     scale = 1.0 / (units.m - 1.0)
-    total = membership @ (units.m[:, None] * weights)
-    observed_nominal = membership @ (((units.m * units.m - units.m - units.agree) * scale)[:, None] * weights)
-    observed_tree = membership @ ((units.observed_tree * scale)[:, None] * weights)
-    by_value = np.asarray(units.cells @ weights).reshape(n_groups, units.n_values, weights.shape[1])
+    return _alpha_from(
+        membership @ (units.m[:, None] * weights),
+        membership @ (((units.m * units.m - units.m - units.agree) * scale)[:, None] * weights),
+        membership @ ((units.observed_tree * scale)[:, None] * weights),
+        np.asarray(units.cells @ weights).reshape(n_groups, units.n_values, weights.shape[1]),
+        delta2,
+    )
+
+
+def _alpha_from(
+    total: np.ndarray, observed_nominal: np.ndarray, observed_tree: np.ndarray, by_value: np.ndarray,
+    delta2: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nominal and tree alpha from a group's sums (groups x R, answers per value groups x values x R): the
+    answers, the observed disagreements (each unit's over m - 1) and the answers per value."""
     expected_nominal = (total * total - (by_value * by_value).sum(axis=1)) / (total - 1.0)
     expected_tree = np.einsum("gcr,cd,gdr->gr", by_value, delta2, by_value) / (total - 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -692,93 +784,121 @@ def _bootstrap(units: Units, delta2: np.ndarray, replicates: int, metric: str) -
     return low, high
 
 
-def standard_error(units: Units, delta2: np.ndarray, metric: str) -> np.ndarray:
-    """Per group, the first-order bootstrap standard error of alpha (see the module notes).
-
-    With unit weights w, alpha = 1 - D_o / D_e, D_o = sum_u w_u o_u (o_u the unit's observed
-    disagreement over m_u - 1) and D_e = S / (N - 1), N = sum_u w_u m_u, S = N^2 - sum_c N_c^2 (nominal) or
-    N' delta2 N (tree) over the value totals N_c = sum_u w_u n_uc. The influence of a unit is the derivative
-    of alpha in its weight; a unit's n_u . N_g (or n_u' delta2 N_g) is one sparse product because each
-    pattern's cells are indexed by (group, value)."""
-    n_groups = units.groups.size
-    k = units.multiplicity
-    g = units.unit_group
-    m = units.m
-    observed = units.m * units.m - units.m - units.agree if metric == "nominal" else units.observed_tree
-    o = observed / (m - 1.0)
-    total = np.bincount(g, weights=k * m, minlength=n_groups)
-    d_obs = np.bincount(g, weights=k * o, minlength=n_groups)
-    by_value = np.asarray(units.cells @ k).reshape(n_groups, units.n_values)
-    if metric == "nominal":
-        s = total * total - (by_value * by_value).sum(axis=1)
-        ds = 2.0 * total[g] * m - 2.0 * (units.cells.T @ by_value.ravel())
-    else:
-        s = np.einsum("gc,cd,gd->g", by_value, delta2, by_value)
-        ds = 2.0 * (units.cells.T @ (by_value @ delta2).ravel())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d_exp = s / (total - 1.0)
-        dd_exp = ds / (total[g] - 1.0) - s[g] * m / (total[g] - 1.0) ** 2
-        influence = -(o * d_exp[g] - d_obs[g] * dd_exp) / d_exp[g] ** 2
-        n_units = np.bincount(g, weights=k, minlength=n_groups)
-        first = np.bincount(g, weights=k * influence, minlength=n_groups)
-        second = np.bincount(g, weights=k * influence * influence, minlength=n_groups)
-        variance = np.clip(second - first * first / n_units, 0.0, None)
-    return np.where(n_units >= 2, np.sqrt(variance), np.nan)
-
-
-def _interval(
-    units: Units, delta2: np.ndarray, replicates: int, metric: str, value: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The percentile bootstrap when replicates are asked for, else the analytic normal interval."""
-    if units.m.size == 0:
-        return np.full(units.groups.size, np.nan), np.full(units.groups.size, np.nan)
-    if replicates > 0:
-        return _bootstrap(units, delta2, replicates, metric)
-    half = Z95 * standard_error(units, delta2, metric)
-    return value - half, value + half
-
-
 def _fleiss_and_percent(units: Units) -> tuple[np.ndarray, np.ndarray]:
     n_groups = units.groups.size
     k = units.multiplicity
     with np.errstate(divide="ignore", invalid="ignore"):
         share = units.agree / (units.m * (units.m - 1.0))
-        per_group = np.bincount(units.unit_group, weights=k, minlength=n_groups)
-        percent = np.bincount(units.unit_group, weights=k * share, minlength=n_groups) / per_group
         m_int = units.m.astype(np.int64)
         top = int(m_int.max()) + 1 if m_int.size else 1
         tally = np.bincount(units.unit_group * top + m_int, weights=k, minlength=n_groups * top).reshape(n_groups, top)
         modal = tally.argmax(axis=1)
         chosen = np.where(m_int == modal[units.unit_group], k, 0.0)
-        n_chosen = tally[np.arange(n_groups), modal]
-        p_bar = np.bincount(units.unit_group, weights=chosen * share, minlength=n_groups) / n_chosen
-        by_value = np.asarray(units.cells @ chosen).reshape(n_groups, units.n_values)
-        p_value = by_value / (n_chosen * modal)[:, None]
-        p_expected = (p_value * p_value).sum(axis=1)
-        fleiss = np.where((n_chosen >= 2) & (p_expected < 1), (p_bar - p_expected) / (1.0 - p_expected), np.nan)
+        fleiss = _fleiss_from(
+            modal,
+            tally[np.arange(n_groups), modal],
+            np.bincount(units.unit_group, weights=chosen * share, minlength=n_groups),
+            np.asarray(units.cells @ chosen).reshape(n_groups, units.n_values),
+        )
+        percent = np.bincount(units.unit_group, weights=k * share, minlength=n_groups) / np.bincount(
+            units.unit_group, weights=k, minlength=n_groups
+        )
     return fleiss, percent
 
 
+def _fleiss_from(modal: np.ndarray, n_chosen: np.ndarray, chosen_share: np.ndarray, by_value: np.ndarray) -> np.ndarray:
+    """Fleiss' kappa per group from its units with the modal answer count: their number, the sum of their
+    shares of agreeing pairs and their answers per value (groups x values)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_bar = chosen_share / n_chosen
+        p_value = by_value / (n_chosen * modal)[:, None]
+        p_expected = (p_value * p_value).sum(axis=1)
+        return np.where((n_chosen >= 2) & (p_expected < 1), (p_bar - p_expected) / (1.0 - p_expected), np.nan)
+
+
 def _table(units: Units, space: ValueSpace, replicates: int, metric: str = "nominal") -> pd.DataFrame:
-    """Every statistic per group code; ``group`` is still the integer code."""
+    """Every statistic per group code with the percentile bootstrap interval; ``group`` is still the integer
+    code."""
     nominal, tree = _alphas(units, units.multiplicity[:, None], space.delta2)
-    low, high = _interval(units, space.delta2, replicates, metric, (nominal if metric == "nominal" else tree)[:, 0])
+    low, high = _bootstrap(units, space.delta2, replicates, metric)
     fleiss, percent = _fleiss_and_percent(units)
     n_groups = units.groups.size
     k = units.multiplicity
+    return _frame(
+        units.groups, nominal[:, 0], tree[:, 0], (low, high), fleiss, percent,
+        np.bincount(units.unit_group, weights=k, minlength=n_groups),
+        np.bincount(units.unit_group, weights=k * units.m, minlength=n_groups),
+    )
+
+
+def _frame(
+    groups: np.ndarray, nominal: np.ndarray, tree: np.ndarray, interval: tuple[np.ndarray, np.ndarray],
+    fleiss: np.ndarray, percent: np.ndarray, n_items: np.ndarray, n_answers: np.ndarray,
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "group": units.groups,
-            "alpha_nominal": nominal[:, 0],
-            "alpha_tree": tree[:, 0],
-            "ci_low": low,
-            "ci_high": high,
+            "group": groups,
+            "alpha_nominal": nominal,
+            "alpha_tree": tree,
+            "ci_low": interval[0],
+            "ci_high": interval[1],
             "fleiss_kappa": fleiss,
             "percent_agreement": percent,
-            "n_items": np.bincount(units.unit_group, weights=k, minlength=n_groups).astype(np.int64),
-            "n_answers": np.bincount(units.unit_group, weights=k * units.m, minlength=n_groups).astype(np.int64),
+            "n_items": n_items.astype(np.int64),
+            "n_answers": n_answers.astype(np.int64),
         }
     )
+
+
+def summed_table(value: np.ndarray, groups: UnitGroups, space: ValueSpace, metric: str = "nominal") -> pd.DataFrame:
+    """Every statistic per group code with the analytic interval, in two compiled passes over the units.
+
+    The statistics and the influence of each unit are sums over units, so no pattern is needed: patterns pay
+    for themselves only when bootstrap replicates reweight them, and hashing every unit into one cost more than
+    the statistics. The first pass sums what alpha, percent agreement and Fleiss' modal count need; the second,
+    knowing each group's totals, sums the units' influence on alpha and its square (the standard error a
+    bootstrap over units converges to, see the module notes) and the modal units' counts for Fleiss' kappa.
+    """
+    n_groups = groups.codes.size
+    width = int(np.diff(groups.bounds).max()) + 1 if groups.bounds.size > 1 else 1
+    units, answers, observed, observed_tree, share, by_value, tally = compiled_sums.unit_sums(
+        value, groups.bounds, groups.group, groups.rows, groups.seen, n_groups, space.delta2, width
+    )
+    nominal, tree = (
+        a[:, 0]
+        for a in _alpha_from(
+            answers[:, None], observed[:, None], observed_tree[:, None], by_value[:, :, None], space.delta2
+        )
+    )
+    if metric == "nominal":
+        s, dot, d_obs = answers * answers - (by_value * by_value).sum(axis=1), by_value, observed
+    else:
+        dot = by_value @ space.delta2
+        s, d_obs = (dot * by_value).sum(axis=1), observed_tree
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.column_stack([answers, s, s / (answers - 1.0), d_obs])
+        percent = share / units
+    modal = tally.argmax(axis=1)
+    first, second, n_chosen, chosen_share, chosen_value = compiled_sums.unit_spread(
+        value, groups.bounds, groups.group, groups.rows, groups.seen, metric == "tree", space.delta2, dot, terms,
+        modal,
+    )
+    half = Z95 * _spread(first, second, units)
+    estimate = nominal if metric == "nominal" else tree
+    fleiss = _fleiss_from(modal, n_chosen, chosen_share, chosen_value)
+    found = units > 0
+    return _frame(
+        groups.codes[found], nominal[found], tree[found], ((estimate - half)[found], (estimate + half)[found]),
+        fleiss[found], percent[found], units[found], answers[found],
+    )
+
+
+def _spread(first: np.ndarray, second: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """The standard deviation of a sum of ``units`` influence values with these sums and sums of squares: NaN
+    for a group of one unit."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = np.clip(second - first * first / units, 0.0, None)
+    return np.where(units >= 2, np.sqrt(variance), np.nan)
 
 
 def day_label(days: np.ndarray) -> list[str]:

@@ -11,6 +11,9 @@ so that each compiles once or twice rather than once per combination of the call
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 
@@ -182,3 +185,278 @@ def _window_sums(
         total[cell] += value
         squares[cell] += value * value
     return n, total, squares
+
+
+
+def unit_bounds(item: np.ndarray, day: np.ndarray | None) -> np.ndarray:
+    """Where each unit's rows start, and the row count at the end: a unit is a run of equal item, and of equal
+    day too when ``day`` is given."""
+    return _unit_bounds(_int32(item), _int32(item if day is None else day), day is not None)
+
+
+def unit_sums(
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, rows: tuple[np.ndarray, int], seen: np.ndarray,
+    n_groups: int, delta2: np.ndarray, width: int,
+) -> tuple[np.ndarray, ...]:
+    """Per group: the sums alpha, percent agreement and Fleiss' modal count need (see _unit_sums)."""
+    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(rows[0]), rows[1], _int64(seen))
+    return _halves(
+        lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width),
+        bounds.size - 1,
+    )
+
+
+def unit_spread(
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, rows: tuple[np.ndarray, int], seen: np.ndarray,
+    tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """Per group: sums of the units' influence on alpha and of its square, and the sums over the units with
+    the modal answer count that Fleiss' kappa reads (see _unit_spread)."""
+    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(rows[0]), rows[1], _int64(seen))
+    terms = (
+        np.asarray(delta2, dtype=np.float64), np.ascontiguousarray(dot, dtype=np.float64),
+        np.ascontiguousarray(group_terms, dtype=np.float64), _int64(modal),
+    )
+    return _halves(lambda lo, hi: _unit_spread(*arrays, lo, hi, tree, *terms), bounds.size - 1)
+
+
+
+def branch_groups(
+    unit_item: np.ndarray, window: np.ndarray, consensus: np.ndarray, branches: np.ndarray, n_windows: int
+) -> np.ndarray:
+    """Per depth and unit, the unit's branch group (see _branch_groups)."""
+    return _branch_groups(_int32(unit_item), _int32(window), _int64(consensus), _int64(branches), n_windows)
+
+# Units below which splitting a pass over them between two threads costs more than it saves.
+SPLIT_UNITS = 100_000
+
+
+def _halves(run: Callable[[int, int], tuple[np.ndarray, ...]], units: int) -> tuple[np.ndarray, ...]:
+    """``run`` over units [0, units) as two halves on two threads, its per-group sums added: the loops release
+    the GIL, and a page's question is otherwise one core's work while the other waits."""
+    if units < SPLIT_UNITS:
+        return run(0, units)
+    half = units // 2
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        second = pool.submit(run, half, units)
+        first = run(0, half)
+        return tuple(a + b for a, b in zip(first, second.result(), strict=True))
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_bounds(item: np.ndarray, day: np.ndarray, by_day: bool) -> np.ndarray:
+    units = 1 if item.size else 0
+    for i in range(1, item.size):
+        if item[i] != item[i - 1] or (by_day and day[i] != day[i - 1]):
+            units += 1
+    bounds = np.empty(units + 1, dtype=np.int64)
+    u = 0
+    for i in range(item.size):
+        if i == 0 or item[i] != item[i - 1] or (by_day and day[i] != day[i - 1]):
+            bounds[u] = i
+            u += 1
+    bounds[units] = item.size
+    return bounds
+
+
+@numba.njit(cache=True, nogil=True)
+def _own_counts(low: int, high: int, value: np.ndarray, count: np.ndarray, distinct: np.ndarray) -> int:
+    """The unit's answers per own value into ``count`` (zero on entry), its distinct values into ``distinct``;
+    returns how many distinct values. Values come mostly in runs (the answers are sorted by value within a
+    day), so the scratch array is touched once per run rather than once per answer."""
+    n_distinct = 0
+    r = low
+    while r < high:
+        v = value[r]
+        end = r + 1
+        while end < high and value[end] == v:
+            end += 1
+        if count[v] == 0:
+            distinct[n_distinct] = v
+            n_distinct += 1
+        count[v] += end - r
+        r = end
+    return n_distinct
+
+
+@numba.njit(cache=True, nogil=True)
+def _seen_counts(
+    n_own: int, own: np.ndarray, own_distinct: np.ndarray, seen: np.ndarray, row: int, count: np.ndarray,
+    distinct: np.ndarray,
+) -> tuple[int, int]:
+    """The unit's answers per value as one pass sees them (seen[row]: own value -> seen value, -1 drops the
+    answer) into ``count`` (zero on entry) and ``distinct``; returns (distinct values, answers)."""
+    n_distinct = 0
+    m = 0
+    for a in range(n_own):
+        v = own_distinct[a]
+        w = seen[row, v]
+        if w < 0:
+            continue
+        if count[w] == 0:
+            distinct[n_distinct] = w
+            n_distinct += 1
+        count[w] += own[v]
+        m += own[v]
+    return n_distinct, m
+
+
+@numba.njit(cache=True, nogil=True)
+def _row(pass_row: int, group: int, windows: int, n_values: int) -> int:
+    """The row of ``seen`` a unit of ``group`` is counted through: the pass's, or the group's branch."""
+    return pass_row if pass_row >= 0 else (group // windows) % n_values
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear(count: np.ndarray, distinct: np.ndarray, n_distinct: int) -> None:
+    for a in range(n_distinct):
+        count[distinct[a]] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _tree_pairs(n_distinct: int, count: np.ndarray, distinct: np.ndarray, delta2: np.ndarray) -> float:
+    """sum over ordered pairs of distinct values c != k of n_c n_k delta2_ck."""
+    total = 0.0
+    if n_distinct < 2:
+        return total
+    for a in range(n_distinct):
+        for b in range(n_distinct):
+            if a != b:
+                total += count[distinct[a]] * count[distinct[b]] * delta2[distinct[a], distinct[b]]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_sums(
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, windows: int, seen: np.ndarray,
+    lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int,
+) -> tuple[np.ndarray, ...]:
+    """Per group: pairable units, their answers, the observed disagreement (nominal and tree, each unit's over
+    m - 1), the sum of the units' shares of agreeing pairs, the answers per value (groups x values) and the
+    units per answer count (groups x width, for Fleiss' modal count).
+
+    Each unit in [lo, hi) has its own values counted once; each pass p then sees them through a row of
+    ``seen`` and adds them to group[p, u] (-1: the unit is in no group of that pass), so the passes of a
+    grouping (its depths or levels) cost one walk over the answers. The row is pass_row[p], or when that is
+    -1 the group's branch (groups numbered (pass * values + branch) * windows + window, see _row)."""
+    n_values = seen.shape[1]
+    units = np.zeros(n_groups)
+    answers = np.zeros(n_groups)
+    observed = np.zeros(n_groups)
+    observed_tree = np.zeros(n_groups)
+    share = np.zeros(n_groups)
+    by_value = np.zeros((n_groups, n_values))
+    tally = np.zeros((n_groups, width))
+    own = np.zeros(n_values, dtype=np.int64)
+    own_distinct = np.empty(n_values, dtype=np.int64)
+    count = np.zeros(n_values, dtype=np.int64)
+    distinct = np.empty(n_values, dtype=np.int64)
+    for u in range(lo, hi):
+        n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
+        for p in range(group.shape[0]):
+            g = group[p, u]
+            if g < 0:
+                continue
+            row = _row(pass_row[p], g, windows, seen.shape[1])
+            n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
+            if m >= 2:
+                units[g] += 1
+                answers[g] += m
+                tally[g, m] += 1
+                if n_distinct == 1:  # unanimous, the commonest unit: no disagreement, every pair agrees
+                    by_value[g, distinct[0]] += m
+                    share[g] += 1.0
+                else:
+                    squares = 0
+                    for a in range(n_distinct):
+                        n_c = count[distinct[a]]
+                        squares += n_c * n_c
+                        by_value[g, distinct[a]] += n_c
+                    observed[g] += (m * m - squares) / (m - 1.0)
+                    observed_tree[g] += _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
+                    share[g] += (squares - m) / (m * (m - 1.0))
+            _clear(count, distinct, n_distinct)
+        _clear(own, own_distinct, n_own)
+    return units, answers, observed, observed_tree, share, by_value, tally
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _unit_spread(
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, windows: int, seen: np.ndarray,
+    lo: int, hi: int, tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """Per group: the sum of the units' influence on alpha and of its square, and over the units with the
+    modal answer count, their number, their shares of agreeing pairs and their answers per value (the units
+    and passes as in _unit_sums).
+
+    A unit's influence is -(o d_exp - d_obs dd_exp) / d_exp^2 (see agreement.summed_table) with o its observed
+    disagreement over m - 1 and dd_exp = ds / (N - 1) - s m / (N - 1)^2, where ds = 2 N m - 2 n.N_g (nominal,
+    ``dot`` the group's answers per value) or 2 n.(delta2 N_g) (tree, ``dot`` = N_g delta2). ``group_terms``
+    holds N, s, d_exp and d_obs per group."""
+    n_groups, n_values = dot.shape
+    total, d_exp = group_terms[:, 0], group_terms[:, 2]
+    slope = 1.0 / (total - 1.0)  # per group once, so that a unit costs no division but its own
+    curve = group_terms[:, 1] * slope * slope
+    scale = 1.0 / (d_exp * d_exp)
+    first = np.zeros(n_groups)
+    second = np.zeros(n_groups)
+    chosen = np.zeros(n_groups)
+    chosen_share = np.zeros(n_groups)
+    chosen_value = np.zeros((n_groups, n_values))
+    own = np.zeros(n_values, dtype=np.int64)
+    own_distinct = np.empty(n_values, dtype=np.int64)
+    count = np.zeros(n_values, dtype=np.int64)
+    distinct = np.empty(n_values, dtype=np.int64)
+    for u in range(lo, hi):
+        n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
+        for p in range(group.shape[0]):
+            g = group[p, u]
+            if g < 0:
+                continue
+            row = _row(pass_row[p], g, windows, seen.shape[1])
+            n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
+            if m >= 2:
+                squares = 0
+                towards = 0.0
+                for a in range(n_distinct):
+                    n_c = count[distinct[a]]
+                    squares += n_c * n_c
+                    towards += n_c * dot[g, distinct[a]]
+                o = 0.0  # a unanimous unit observes no disagreement
+                if tree:
+                    if n_distinct > 1:
+                        o = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
+                    ds = 2.0 * towards
+                else:
+                    if n_distinct > 1:
+                        o = (m * m - squares) / (m - 1.0)
+                    ds = 2.0 * group_terms[g, 0] * m - 2.0 * towards
+                dd_exp = ds * slope[g] - curve[g] * m
+                influence = -(o * group_terms[g, 2] - group_terms[g, 3] * dd_exp) * scale[g]
+                first[g] += influence
+                second[g] += influence * influence
+                if m == modal[g]:
+                    chosen[g] += 1
+                    chosen_share[g] += 1.0 if n_distinct == 1 else (squares - m) / (m * (m - 1.0))
+                    for a in range(n_distinct):
+                        chosen_value[g, distinct[a]] += count[distinct[a]]
+            _clear(count, distinct, n_distinct)
+        _clear(own, own_distinct, n_own)
+    return first, second, chosen, chosen_share, chosen_value
+
+
+@numba.njit(cache=True, nogil=True)
+def _branch_groups(
+    unit_item: np.ndarray, window: np.ndarray, consensus: np.ndarray, branches: np.ndarray, n_windows: int
+) -> np.ndarray:
+    """A unit's branch at depth d is branches[d, its item's consensus] (the last column for none); its group is
+    (d * values + branch) * n_windows + its window, -1 without a branch."""
+    depths = branches.shape[0]
+    n_values = branches.shape[1] - 1
+    group = np.empty((depths, unit_item.size), dtype=np.int32)
+    for u in range(unit_item.size):
+        c = consensus[unit_item[u]]
+        for d in range(depths):
+            b = branches[d, c if c >= 0 else n_values]
+            group[d, u] = (d * n_values + b) * n_windows + window[u] if b >= 0 else -1
+    return group

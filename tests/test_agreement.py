@@ -254,8 +254,9 @@ def test_analytic_interval_matches_a_brute_force_bootstrap_over_items(answers: p
     replacement (data copied, no patterns), per week group."""
     con = warehouse(answers)
     derived_base.build(con)
-    space, units = week_units(con)
-    se = agreement.standard_error(units, space.delta2, metric)
+    space = agreement.value_space(con)
+    table = agreement.grouped(con, Filters(), "week", 0, metric)
+    se = ((table["ci_high"] - table["ci_low"]) / (2 * agreement.Z95)).to_numpy()
     con.close()
     frame = answers.assign(week=pd.to_datetime(answers["created_at"]).dt.to_period("W-SUN").dt.start_time)
     rng = np.random.default_rng(3)
@@ -299,7 +300,7 @@ def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
 ) -> None:
     space = agreement.value_space(con)
     answers = agreement.scan(con, Filters())
-    whole = agreement.grouped_answers(con, answers, space, grouping)
+    whole = agreement.grouped_answers(con, answers, space, grouping, 20)
     monkeypatch.setattr(agreement, "BLOCK_ROWS", 50)  # a week or a branch of the fixture has hundreds of answers
     blocks = list(agreement._rows(con, answers, space, grouping))
     depths = 1 if grouping == "week" else space.ancestors.shape[0]
@@ -307,7 +308,26 @@ def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
     weekly = grouping.endswith("week")
     keys = [set((b["g"] % agreement.BRANCH_WEEK_STRIDE if weekly else b["g"]).tolist()) for b in blocks]
     assert all(not (a & b) for a, b in itertools.pairwise(keys)), "a week or branch was split between two blocks"
-    pd.testing.assert_frame_equal(agreement.grouped_answers(con, answers, space, grouping), whole)
+    # Statistics, not intervals: the replicates' draws follow the blocks.
+    columns = [c for c in whole.columns if c not in ("ci_low", "ci_high")]
+    pd.testing.assert_frame_equal(agreement.grouped_answers(con, answers, space, grouping, 20)[columns], whole[columns])
+
+
+@pytest.mark.parametrize("grouping", ["overall", "level", "week", "branch", "branch_week", "subtree", "subtree_week"])
+@pytest.mark.parametrize("metric", ["nominal", "tree"])
+def test_summed_tables_equal_the_tables_from_patterns(con, grouping: str, metric: str) -> None:
+    """The analytic path sums over units in compiled passes, the bootstrap path over collapsed patterns: two
+    computations of the same groups, alphas, kappas and counts."""
+    space = agreement.value_space(con)
+    answers = agreement.scan(con, Filters(), None if grouping in agreement.DAYLESS else "week")
+    summed = agreement.grouped_answers(con, answers, space, grouping, 0, metric)
+    patterned = agreement.grouped_answers(con, answers, space, grouping, 30, metric)
+    assert len(summed) >= 1 and summed["fleiss_kappa"].notna().any()
+    columns = [c for c in summed.columns if c not in ("ci_low", "ci_high")]
+    pd.testing.assert_frame_equal(summed[columns], patterned[columns], rtol=1e-12)
+    estimate = summed["alpha_nominal" if metric == "nominal" else "alpha_tree"]
+    inside = (summed["ci_low"] <= estimate) & (estimate <= summed["ci_high"])
+    assert inside[summed["n_items"] >= 2].all()
 
 
 @pytest.mark.parametrize("block_rows", [1, 3, 7])
