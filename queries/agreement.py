@@ -752,7 +752,10 @@ def _alpha_from(
     """Nominal and tree alpha from a group's sums (groups x R, answers per value groups x values x R): the
     answers, the observed disagreements (each unit's over m - 1) and the answers per value."""
     expected_nominal = (total * total - (by_value * by_value).sum(axis=1)) / (total - 1.0)
-    expected_tree = np.einsum("gcr,cd,gdr->gr", by_value, delta2, by_value) / (total - 1.0)
+    # (by_value' delta2 by_value) per group and column, the product with delta2 as one matrix product.
+    n_groups, n_values, n_columns = by_value.shape
+    spread = (by_value.transpose(0, 2, 1).reshape(-1, n_values) @ delta2).reshape(n_groups, n_columns, n_values)
+    expected_tree = (spread.transpose(0, 2, 1) * by_value).sum(axis=1) / (total - 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         nominal = np.where(expected_nominal > 0, 1.0 - observed_nominal / expected_nominal, np.nan)
         tree = np.where(expected_tree > 1e-12, 1.0 - observed_tree / expected_tree, np.nan)

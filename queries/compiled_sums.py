@@ -20,14 +20,21 @@ import numpy as np
 
 def label_counts(
     item: np.ndarray, day: np.ndarray, value: np.ndarray, first_day: int, window_of_day: np.ndarray,
-    ancestors: np.ndarray, depth: np.ndarray, parent: np.ndarray, n_windows: int, counts: np.ndarray,
-    sum_y2: np.ndarray, sum_ym: np.ndarray, items: np.ndarray, sum_m2: np.ndarray,
-) -> None:
-    """drift.label_counts' sums, added into the cell arrays (see _label_counts)."""
-    _label_counts(
-        _int32(item), _int32(day), _int32(value), first_day, _int64(window_of_day), _int64(ancestors),
-        _int64(depth), _int64(parent), n_windows, counts, sum_y2, sum_ym, items, sum_m2,
-    )
+    ancestors: np.ndarray, depth: np.ndarray, parent: np.ndarray, n_windows: int,
+) -> tuple[np.ndarray, ...]:
+    """drift.label_counts' sums per cell: counts, sum y^2 and sum y m per (branch, window, child), items and
+    sum m^2 per (branch, window) (see _label_counts). Whole items go to one of two threads."""
+    arrays = (_int32(item), _int32(day), _int32(value))
+    tables = (_int64(window_of_day), _int64(ancestors), _int64(depth), _int64(parent))
+    n_values = parent.size
+    n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
+
+    def run(low: int, high: int) -> tuple[np.ndarray, ...]:
+        out = (*(np.zeros(n_cells * n_values) for _ in range(3)), np.zeros(n_cells), np.zeros(n_cells))
+        _label_counts(*(a[low:high] for a in arrays), first_day, *tables, n_windows, *out)
+        return out
+
+    return _halves(run, item.size, int(np.searchsorted(arrays[0], arrays[0][item.size // 2])) if item.size else 0)
 
 
 def unit_keys(
@@ -227,18 +234,21 @@ def branch_groups(
     """Per depth and unit, the unit's branch group (see _branch_groups)."""
     return _branch_groups(_int32(unit_item), _int32(window), _int64(consensus), _int64(branches), n_windows)
 
-# Units below which splitting a pass over them between two threads costs more than it saves.
+# Units or rows below which splitting a pass over them between two threads costs more than it saves.
 SPLIT_UNITS = 100_000
 
 
-def _halves(run: Callable[[int, int], tuple[np.ndarray, ...]], units: int) -> tuple[np.ndarray, ...]:
-    """``run`` over units [0, units) as two halves on two threads, its per-group sums added: the loops release
-    the GIL, and a page's question is otherwise one core's work while the other waits."""
-    if units < SPLIT_UNITS:
-        return run(0, units)
-    half = units // 2
+def _halves(
+    run: Callable[[int, int], tuple[np.ndarray, ...]], size: int, middle: int | None = None
+) -> tuple[np.ndarray, ...]:
+    """``run`` over [0, size) as two halves, split at ``middle`` (default the middle), on two threads, its
+    per-cell sums added: the loops release the GIL, and a page's question is otherwise one core's work while
+    the other waits."""
+    if size < SPLIT_UNITS:
+        return run(0, size)
+    half = size // 2 if middle is None else middle
     with ThreadPoolExecutor(max_workers=1) as pool:
-        second = pool.submit(run, half, units)
+        second = pool.submit(run, half, size)
         first = run(0, half)
         return tuple(a + b for a, b in zip(first, second.result(), strict=True))
 

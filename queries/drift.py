@@ -279,12 +279,9 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     for d in range(1, space.ancestors.shape[0]):
         inner = space.ancestors[d] >= 0
         parent[space.ancestors[d, inner]] = space.ancestors[d - 1, inner]
-    n_cells = (n_values + 1) * days.size  # branch codes: node indices and the root as n_values
-    counts, sum_y2, sum_ym = (np.zeros(n_cells * n_values) for _ in range(3))
-    items, sum_m2 = np.zeros(n_cells), np.zeros(n_cells)
-    compiled_sums.label_counts(
-        answers.item, answers.day, answers.value, first_day, window_of_day, space.ancestors,
-        space.depth, parent, days.size, counts, sum_y2, sum_ym, items, sum_m2,
+    counts, sum_y2, sum_ym, items, sum_m2 = compiled_sums.label_counts(
+        answers.item, answers.day, answers.value, first_day, window_of_day, space.ancestors, space.depth, parent,
+        days.size,
     )
     code = np.flatnonzero(counts)
     cell, child = code // n_values, code % n_values
