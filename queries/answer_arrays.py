@@ -7,8 +7,9 @@ warehouse file and cache key (data version and refresh count: they change with e
 and refresh), sorted by item, week and value; a filter is then a boolean mask over them, and a mask keeps that
 order, so the rows need no sort either.
 
-The cost is memory: 24 to 33 bytes per answer, as the columns' ranges allow (246 MB for the large demo's ten
-million; the stated confidence, a double so that its moments equal the SQL ones, is a third of it), in the
+The cost is memory: 32 to 41 bytes per answer, as the columns' ranges allow (328 MB for the large demo's ten
+million; the stated confidence and the duration, doubles so that moments and medians equal the SQL ones, are
+half of it), in the
 process that enables it, and a few seconds for the first filtered question after each change of the data. So
 it is off unless a process turns it on (``enable``): a command that asks one question would pay the build for nothing,
 and refresh, which computes everything unfiltered under a memory budget, never uses it. Warehouses in memory
@@ -44,6 +45,7 @@ ROWS = """
 SELECT item_idx, value_idx AS v, coalesce(day, ?) AS day, annotator_idx,
        coalesce(CAST(date_diff('day', DATE '1970-01-01', created_at) AS INTEGER), ?) AS created,
        CAST(coalesce(confidence, 'NaN') AS DOUBLE) AS confidence,
+       CAST(coalesce(duration_s, 'NaN') AS DOUBLE) AS duration,
        CAST(coalesce(source_version, 0) AS INTEGER) AS source_version,
        CAST(coalesce(list_position(CAST(? AS VARCHAR[]), tier), 0) AS INTEGER) AS tier,
        CAST(coalesce(list_position(CAST(? AS VARCHAR[]), stage), 0) AS INTEGER) AS stage,
@@ -61,7 +63,7 @@ class AnswerArrays:
     """Every answer, sorted by item, week start day (NO_DAY first) and value index."""
 
     columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, confidence (NaN: none stated),
-    # source_version and the CODED
+    # duration (NaN: not timed), source_version and the CODED
     dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
     # What ``kept`` computed for this version of the data, by name; also each branch's item table, since a page
     # asks for several periods or groupings of the same branch.
@@ -89,14 +91,14 @@ def filtered(
     """The columns agreement.fetch asks for, already sorted, or None when the arrays do not serve the question:
     not enabled, no filter (refresh, and pages that read stored tables), a warehouse in memory, or a window
     other than the week."""
-    if not _enabled or f.is_empty() or window not in (None, "week"):
+    if window not in (None, "week"):
         return None
-    held = _arrays(con)
-    if held is None:
+    scope = in_scope(con, f)
+    if scope is None:
         return None
-    keep = mask(con, held, f)
+    columns, keep = scope
     if window is not None:
-        keep &= held.columns["day"] != NO_DAY
+        keep &= columns["day"] != NO_DAY
     rows = np.flatnonzero(keep)
     names = [
         "item_idx",
@@ -105,7 +107,22 @@ def filtered(
         *(["annotator_idx"] if annotator else []),
         *(["confidence"] if confidence else []),
     ]
-    return {name: held.columns[name][rows] for name in names}
+    return {name: columns[name][rows] for name in names}
+
+
+def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Every held column and the mask of the answers ``f`` keeps, for a question that reads a few columns once
+    and need not copy them out; None where ``filtered`` is None. The columns are shared: read-only."""
+    if not _enabled or f.is_empty():
+        return None
+    held = _arrays(con)
+    return None if held is None else (held.columns, mask(con, held, f))
+
+
+def names(con: duckdb.DuckDBPyConnection, column: str) -> list[str]:
+    """The values of a CODED column in code order (code c is names[c - 1]) in the arrays held now."""
+    held = _arrays(con, fetch=False)
+    return [] if held is None else held.dictionaries[column]
 
 
 def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) -> T:

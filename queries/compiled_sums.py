@@ -470,3 +470,70 @@ def _branch_groups(
             b = branches[d, c if c >= 0 else n_values]
             group[d, u] = (d * n_values + b) * n_windows + window[u] if b >= 0 else -1
     return group
+
+
+def timed_counts(
+    keep: np.ndarray, annotator: np.ndarray, duration: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over the rows ``keep`` marks: answers and timed answers (duration not NaN) per annotator index, and the
+    durations of the timed ones. The annotator column keeps its held integer type: one compilation per type,
+    where a widened copy of ten million indices cost more than the loop."""
+    return _timed_counts(keep, np.ascontiguousarray(annotator), np.asarray(duration, dtype=np.float64), size)
+
+
+def under_counts(keep: np.ndarray, annotator: np.ndarray, duration: np.ndarray, bar: float, size: int) -> np.ndarray:
+    """Over the rows ``keep`` marks: answers per annotator index with a duration below ``bar``."""
+    return _under_counts(keep, np.ascontiguousarray(annotator), np.asarray(duration, dtype=np.float64), bar, size)
+
+
+def durations_of(
+    keep: np.ndarray, annotator: np.ndarray, duration: np.ndarray, chosen: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Over the rows ``keep`` marks, the ``size`` timed answers of the ``chosen`` annotators (a boolean table by
+    annotator index): their annotators and durations, in row order."""
+    return _durations_of(keep, np.ascontiguousarray(annotator), np.asarray(duration, dtype=np.float64), chosen, size)
+
+
+# The loops below test a filter's mask on every answer; a mask over rows sorted by item is irregular, so each
+# test is added as 0 or 1 instead of branched on (a mispredicted branch per answer cost more than the loop).
+@numba.njit(cache=True, nogil=True)
+def _timed_counts(
+    keep: np.ndarray, annotator: np.ndarray, duration: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    answers = np.zeros(size, dtype=np.int64)
+    timed = np.zeros(size, dtype=np.int64)
+    n_timed = 0
+    for i in range(keep.size):
+        counted = np.int64(keep[i])
+        is_timed = counted & (duration[i] == duration[i])
+        answers[annotator[i]] += counted
+        timed[annotator[i]] += is_timed
+        n_timed += is_timed
+    seconds = np.empty(n_timed + 1)
+    n_timed = 0
+    for i in range(keep.size):
+        seconds[n_timed] = duration[i]  # overwritten by the next timed answer unless this one is
+        n_timed += np.int64(keep[i]) & (duration[i] == duration[i])
+    return answers, timed, seconds[:n_timed]
+
+
+@numba.njit(cache=True, nogil=True)
+def _under_counts(keep: np.ndarray, annotator: np.ndarray, duration: np.ndarray, bar: float, size: int) -> np.ndarray:
+    under = np.zeros(size, dtype=np.int64)
+    for i in range(keep.size):
+        under[annotator[i]] += np.int64(keep[i]) & (duration[i] < bar)  # False for NaN
+    return under
+
+
+@numba.njit(cache=True, nogil=True)
+def _durations_of(
+    keep: np.ndarray, annotator: np.ndarray, duration: np.ndarray, chosen: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    who = np.empty(size + 1, dtype=annotator.dtype)
+    seconds = np.empty(size + 1)
+    n = 0
+    for i in range(keep.size):
+        who[n] = annotator[i]
+        seconds[n] = duration[i]
+        n += np.int64(keep[i]) & np.int64(chosen[annotator[i]]) & (duration[i] == duration[i])
+    return who[:n], seconds[:n]

@@ -14,6 +14,7 @@ for the overview page. The thresholds are parameters with documented defaults:
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -22,7 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from queries import frame_writes, overview, soft_labels
+from queries import answer_arrays, compiled_sums, frame_writes, overview, soft_labels
 from queries.filters import Filters
 from queries.results import first_row
 
@@ -269,6 +270,13 @@ def _middle(lo: float, hi: float) -> float:
     return (lo + hi) / 2
 
 
+def _median(values: npt.NDArray[np.float64]) -> float:
+    """The median of some values (at least one), from a partition rather than a sort."""
+    middles = [(values.size - 1) // 2, values.size // 2]
+    low, high = np.partition(values, middles)[middles]
+    return _middle(float(low), float(high))
+
+
 def _median_of_counts(values: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]) -> float | None:
     """The median of ``values`` each repeated ``counts`` times; None when there are none."""
     order = np.argsort(values, kind="stable")  # NaN last, where DuckDB sorts it
@@ -291,6 +299,9 @@ def _fast_candidates(
     per distinct duration for the population median (which sets the bar); the medians are then picked from
     the short lists. An annotator left out has a median at or above the bound, so none is flagged wrongly.
     """
+    scope = answer_arrays.in_scope(con, f)
+    if scope is not None:
+        return _fast_in_memory(con, *scope, min_seconds, relative)
     answers, params = f.answers_from()
     bound = min_seconds
     if soft_labels.table_exists(con, "d_dq_annotators"):
@@ -321,6 +332,50 @@ def _fast_candidates(
         columns["timed"].append(timed)
         columns["median"].append(_middle(float(low[first]), float(hi)))
     return FAST_ROWS, [population, *columns.values()]
+
+
+# Each annotator's kind and tier from the annotators row derived_base joins to their answers.
+PEOPLE = (
+    "SELECT x.annotator_idx, coalesce(an.kind, 'crowd'), an.tier FROM d_annotator_index x "
+    "LEFT JOIN (SELECT DISTINCT ON (annotator_id) annotator_id, kind, tier FROM annotators) an USING (annotator_id) "
+    "WHERE x.annotator_idx IN (SELECT unnest(CAST(? AS INTEGER[])))"
+)
+
+
+def _fast_in_memory(
+    con: duckdb.DuckDBPyConnection, columns: dict[str, np.ndarray], keep: np.ndarray, min_seconds: float,
+    relative: float,
+) -> tuple[str, list[Any]]:
+    """_fast_candidates over the answers held in memory (answer_arrays), where a filtered SQL scan of every
+    answer cost most of the overview's wait: one compiled pass counts each annotator's answers and collects
+    the durations for the population median (a partition), a second counts each annotator's durations under
+    the bar, and exact medians are taken only for the annotators whose lower middle duration is under it, the
+    only ones whose median can be."""
+    annotator, duration = columns["annotator_idx"], columns["duration"]
+    size = int(annotator.max()) + 1 if annotator.size else 0
+    answers, timed, seconds = compiled_sums.timed_counts(keep, annotator, duration, size)
+    population = _median(seconds) if seconds.size else None
+    bar = min_seconds if population is None else max(min_seconds, relative * population)
+    under = compiled_sums.under_counts(keep, annotator, duration, bar, size)
+    candidates = np.flatnonzero((timed > 0) & (under > (timed - 1) // 2))
+    chosen = np.zeros(size, dtype=bool)
+    chosen[candidates] = True
+    n = timed[candidates]
+    who, seconds = compiled_sums.durations_of(keep, annotator, duration, chosen, int(n.sum()))
+    order = np.argsort(who, kind="stable")  # each candidate's durations together (a radix sort on small ints)
+    bounds = np.searchsorted(who[order], [*candidates, size])
+    medians = [_median(seconds[order[low:high]]) for low, high in itertools.pairwise(bounds)]
+    people = {r[0]: r[1:] for r in con.execute(PEOPLE, [candidates.tolist()]).fetchall()}
+    found = [people.get(i, ("crowd", None)) for i in candidates.tolist()]
+    return FAST_ROWS, [
+        population,
+        candidates.tolist(),
+        [kind for kind, _ in found],
+        [tier for _, tier in found],
+        answers[candidates].tolist(),
+        n.tolist(),
+        medians,
+    ]
 
 
 def too_fast_annotators(

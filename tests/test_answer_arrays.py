@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from queries import agreement, answer_arrays, drift
+from queries import agreement, answer_arrays, data_quality, drift
 from queries.connection import bump_data_version, connect, memory
 from queries.filters import Filters
 
@@ -89,6 +90,19 @@ def test_page_results_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_me
             for name in ("matrix", "shares", "agreement", "annotators", "alerts"):
                 pd.testing.assert_frame_equal(getattr(held[0], name), getattr(live[0], name), obj=f"{name} {f}")
             pd.testing.assert_frame_equal(held[1], live[1], obj=str(f))
+
+
+def test_too_fast_annotators_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_memory: None) -> None:
+    with connect(small_demo, read_only=True) as con:
+        # Bars low and high enough that every case has annotators on both sides of it.
+        for f, relative in itertools.product(_cases(con), (0.2, 0.9)):
+            held = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
+            answer_arrays._enabled = False
+            live = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
+            answer_arrays._enabled = True
+            pd.testing.assert_frame_equal(held, live, obj=str(f))
+        flagged = data_quality.too_fast_annotators(con, _cases(con)[0], relative=0.9, min_answers=1)
+        assert len(flagged) > 1 and flagged["tier"].notna().any() and flagged["annotator_kind"].notna().all()
 
 
 def test_arrays_follow_a_change_of_the_data(small_demo: Path, tmp_path: Path, in_memory: None) -> None:
