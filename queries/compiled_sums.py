@@ -537,3 +537,35 @@ def _durations_of(
         seconds[n] = duration[i]
         n += np.int64(keep[i]) & np.int64(chosen[annotator[i]]) & (duration[i] == duration[i])
     return who[:n], seconds[:n]
+
+
+def medians_by(keep: np.ndarray, key: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
+    """Per key index below ``size``, the median of x over the rows ``keep`` marks (NaN x left out; the mean
+    of the two middle values for an even count, as DuckDB's median; NaN for none)."""
+    return _medians_by(keep, np.ascontiguousarray(key), np.asarray(x, dtype=np.float64), size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _medians_by(keep: np.ndarray, key: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
+    """A counting sort of the values by key, then a partition of each key's slice: linear, where sorting every
+    row by (key, value) is not."""
+    counts = np.zeros(size + 1, dtype=np.int64)
+    for i in range(keep.size):
+        counts[key[i] + 1] += np.int64(keep[i]) & (x[i] == x[i])
+    starts = np.cumsum(counts)
+    place = starts[:-1].copy()
+    values = np.empty(starts[-1])
+    for i in range(keep.size):
+        if keep[i] and x[i] == x[i]:
+            values[place[key[i]]] = x[i]
+            place[key[i]] += 1
+    out = np.full(size, np.nan)
+    for k in range(size):
+        n = starts[k + 1] - starts[k]
+        if n == 0:
+            continue
+        part = np.partition(values[starts[k]:starts[k + 1]], (n - 1) // 2)
+        low = part[(n - 1) // 2]
+        high = low if n % 2 else np.min(part[n // 2:])
+        out[k] = (low + high) / 2
+    return out

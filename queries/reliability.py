@@ -30,6 +30,7 @@ which model produced it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -37,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from queries import frame_writes
+from queries import answer_arrays, compiled_sums, frame_writes
 from queries.dawid_skene import DSResult, dawid_skene
 from queries.filters import Filters
 from queries.results import arrays, first_row
@@ -262,21 +263,24 @@ GOLD = """(SELECT item_id, tree_version, node_id AS gold_node FROM d_gold)"""
 ANNOTATOR_GOLD = "JOIN d_gold g ON g.item_idx = a.item_idx"
 
 
-def _annotator_rows(f: Filters) -> tuple[str, list[Any]]:
+def _annotator_rows(f: Filters, median: bool = True) -> tuple[str, list[Any]]:
     """Per annotator over the answers in ``f``, and the parameters: grouped by the integer index, the ids and
-    model estimates joined to the two thousand groups afterwards."""
+    model estimates joined to the two thousand groups afterwards. Without ``median`` the median duration is
+    left NULL for the caller to fill in (and the rows carry annotator_idx)."""
     every, params = f.answers_from()
     on_gold, _ = f.answers_from(ANNOTATOR_GOLD)
     sql = (
         "WITH p AS (SELECT a.annotator_idx, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, "  # noqa: S608 - fixed fragments around Filters.answers_from
-        "count(*) AS answers, median(a.duration_s) AS median_duration_s, sum(a.cost) AS total_cost, "
+        "count(*) AS answers, " + ("median(a.duration_s)" if median else "NULL::DOUBLE") + " AS median_duration_s, "
+        "sum(a.cost) AS total_cost, "
         "avg(a.cost) AS cost_per_answer FROM " + every + " GROUP BY a.annotator_idx), "
         "g AS (SELECT a.annotator_idx, count(*) FILTER (WHERE g.tree_version = a.tree_version) AS gold_answers, "
         "count(*) FILTER (WHERE g.tree_version = a.tree_version AND a.node_id = g.node_id) AS gold_correct "
         "FROM " + on_gold + " GROUP BY a.annotator_idx) "
         "SELECT x.annotator_id, p.kind, p.tier, p.answers, coalesce(g.gold_answers, 0) AS gold_answers, "
         "coalesce(g.gold_correct, 0) AS gold_correct, g.gold_correct / nullif(g.gold_answers, 0) AS gold_accuracy, "
-        "s.ds_accuracy, s.estimate_used, s.spammer_score, p.median_duration_s, p.total_cost, p.cost_per_answer "
+        "s.ds_accuracy, s.estimate_used, s.spammer_score, p.median_duration_s, p.total_cost, p.cost_per_answer, "
+        "p.annotator_idx "
         "FROM p LEFT JOIN g USING (annotator_idx) JOIN d_annotator_index x USING (annotator_idx) "
         "LEFT JOIN d_ds_annotators s USING (annotator_id) ORDER BY x.annotator_id"
     )
@@ -333,8 +337,21 @@ def annotator_table(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         sql = "SELECT * FROM d_annotator_reliability x WHERE " + where + " ORDER BY annotator_id"  # noqa: S608 - predicate from Filters.where
         frame = con.execute(sql, params).df()
     else:
-        sql, params = _annotator_rows(f)
-        frame = con.execute(sql, params).df()
+        scope = answer_arrays.in_scope(con, f)
+        sql, params = _annotator_rows(f, median=scope is None)
+        if scope is None:
+            frame = con.execute(sql, params).df()
+        else:
+            # Exact medians for every annotator were half the SQL's cost; the held answers give them in compiled
+            # passes (answer_arrays.in_scope mirrors the filter the SQL applies), on a thread beside the SQL.
+            columns, keep = scope
+            size = int(columns["annotator_idx"].max(initial=0)) + 1
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                medians = pool.submit(
+                    compiled_sums.medians_by, keep, columns["annotator_idx"], columns["duration"], size
+                )
+                frame = con.execute(sql, params).df()
+                frame["median_duration_s"] = medians.result()[frame["annotator_idx"].to_numpy(dtype=np.int64)]
     return _with_wilson(frame)[ANNOTATOR_COLUMNS]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from queries import agreement, answer_arrays, data_quality, drift
+from queries import agreement, answer_arrays, data_quality, drift, reliability
 from queries.connection import bump_data_version, connect, memory
 from queries.filters import Filters
 
@@ -92,15 +91,21 @@ def test_page_results_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_me
             pd.testing.assert_frame_equal(held[1], live[1], obj=str(f))
 
 
-def test_too_fast_annotators_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_memory: None) -> None:
+def test_speed_checks_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_memory: None) -> None:
     with connect(small_demo, read_only=True) as con:
         # Bars low and high enough that every case has annotators on both sides of it.
-        for f, relative in itertools.product(_cases(con), (0.2, 0.9)):
-            held = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
+        for f in _cases(con):
+            for relative in (0.2, 0.9):
+                held = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
+                answer_arrays._enabled = False
+                live = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
+                answer_arrays._enabled = True
+                pd.testing.assert_frame_equal(held, live, obj=str(f))
+            held_table = reliability.annotator_table(con, f)
             answer_arrays._enabled = False
-            live = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
+            live_table = reliability.annotator_table(con, f)
             answer_arrays._enabled = True
-            pd.testing.assert_frame_equal(held, live, obj=str(f))
+            pd.testing.assert_frame_equal(held_table, live_table, obj=str(f))
         flagged = data_quality.too_fast_annotators(con, _cases(con)[0], relative=0.9, min_answers=1)
         assert len(flagged) > 1 and flagged["tier"].notna().any() and flagged["annotator_kind"].notna().all()
 
