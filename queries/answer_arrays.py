@@ -68,6 +68,7 @@ class AnswerArrays:
     # What ``kept`` computed for this version of the data, by name; also each branch's item table, since a page
     # asks for several periods or groupings of the same branch.
     kept: dict[str, Any] = dataclass_field(default_factory=dict)
+    masks: dict[str, np.ndarray] = dataclass_field(default_factory=dict)  # see mask, in order of use
 
     @property
     def size(self) -> int:
@@ -188,13 +189,33 @@ def _narrow(column: np.ndarray) -> np.ndarray:
 
 
 def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.ndarray:
-    """The answers Filters.where keeps, as a boolean array over ``held``."""
+    """The answers Filters.where keeps, as a boolean array over ``held`` (the caller's own: it may change it).
+
+    The part of the mask that is not about dates is kept for the last few filters (MASKS_KEPT): a page asks
+    several questions of one filter, and the overview asks for two periods of it, so the lookups of branch,
+    tier or source in every answer are made once per filter rather than once per question."""
     c = held.columns
-    keep = np.ones(held.size, dtype=bool)
+    keep = _undated_mask(con, held, f.model_copy(update={"start": None, "end": None})).copy()
     if f.start is not None:
         keep &= c["created"] >= _days(f.start)
     if f.end is not None:
         keep &= (c["created"] <= _days(f.end)) & (c["created"] != NO_DAY)
+    return keep
+
+
+# Undated masks kept per version of the data: one byte per answer each (10 MB at ten million answers).
+MASKS_KEPT = 4
+
+
+def _undated_mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.ndarray:
+    key = f.model_dump_json()
+    with _lock:
+        kept = held.masks.pop(key, None)
+        if kept is not None:
+            held.masks[key] = kept  # the most recently used last
+            return kept
+    c = held.columns
+    keep = np.ones(held.size, dtype=bool)
     if f.tree_version is not None:
         keep &= c["source_version"] == f.tree_version
     if f.branch is not None:
@@ -209,6 +230,11 @@ def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.n
             keep &= _lookup(np.array([positions[v] for v in wanted if v in positions], dtype=np.int64), c[column])
     if f.annotators:
         keep &= _lookup(arrays(con, ANNOTATORS, [list(f.annotators)])["annotator_idx"], c["annotator_idx"])
+    keep.flags.writeable = False
+    with _lock:
+        held.masks[key] = keep
+        while len(held.masks) > MASKS_KEPT:
+            held.masks.pop(next(iter(held.masks)))
     return keep
 
 

@@ -8,17 +8,19 @@ of data (ending on the newest answer in scope), compared with the four weeks bef
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import duckdb
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from queries import agreement, frame_writes, soft_labels
+from queries import agreement, answer_arrays, frame_writes, soft_labels
 from queries.filters import Filters
 from queries.governance_store import OPEN_STATUSES
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -130,7 +132,11 @@ def _volumes(con: duckdb.DuckDBPyConnection, f: Filters, period: Period) -> tupl
     One pass over both periods' answers, split by the period's first day: the filter's semi-joins (a branch
     is a lookup in every item's lineage) and the joins to the per-item tables are built once, not per period.
     """
-    answers, params = _within(f, period.previous_start, period.end).answers_from()
+    both = _within(f, period.previous_start, period.end)
+    scope = answer_arrays.in_scope(con, both)
+    if scope is not None:
+        return _volumes_held(con, both, period, *scope)
+    answers, params = both.answers_from()
     rows = con.execute(
         "WITH s AS (SELECT a.item_idx, a.created_at >= ? AS current, count(*) AS n, sum(a.cost) AS cost "
         "FROM " + answers + " GROUP BY ALL) "
@@ -144,6 +150,70 @@ def _volumes(con: duckdb.DuckDBPyConnection, f: Filters, period: Period) -> tupl
         bool(r[0]): (int(r[1]), int(r[2]), _clean(r[3]), _clean(r[4]), int(r[5]), int(r[6])) for r in rows
     }
     return found.get(True, NO_VOLUME), found.get(False, NO_VOLUME)
+
+
+SPEND = "SELECT a.created_at >= ? AS current, sum(a.cost) FROM {answers} GROUP BY 1"
+
+
+@dataclass(frozen=True)
+class _PerItem:
+    """Each item's Dawid-Skene confidence (NaN: none) and escalation outcome (-1: none, 1: escalated, else 0),
+    indexed by item_idx."""
+
+    confidence: np.ndarray
+    outcome: np.ndarray
+
+
+def _per_item(con: duckdb.DuckDBPyConnection) -> _PerItem:
+    ds = arrays(con, "SELECT item_idx, ds_p FROM " + _ds_items(con))  # noqa: S608 - fixed relation
+    outcomes = arrays(con, "SELECT item_idx, coalesce(escalated, FALSE) AS escalated FROM " + _outcomes(con))  # noqa: S608 - fixed relation
+    size = int(max(ds["item_idx"].max(initial=-1), outcomes["item_idx"].max(initial=-1))) + 1
+    confidence = np.full(size, np.nan)
+    confidence[ds["item_idx"]] = np.asarray(ds["ds_p"], dtype=float)
+    outcome = np.full(size, -1, dtype=np.int8)
+    outcome[outcomes["item_idx"]] = np.asarray(outcomes["escalated"], dtype=np.int8)
+    return _PerItem(confidence, outcome)
+
+
+def _at(table: np.ndarray, index: np.ndarray, missing: float) -> np.ndarray:
+    """table[index], ``missing`` past its end (an item newer than the per-item tables)."""
+    inside = index < table.size
+    return np.where(inside, table[np.where(inside, index, 0)] if table.size else missing, missing)
+
+
+def _volumes_held(
+    con: duckdb.DuckDBPyConnection, f: Filters, period: Period, columns: dict[str, np.ndarray], keep: np.ndarray
+) -> tuple[Volume, Volume]:
+    """_volumes from the answers held in memory (answer_arrays): an item's answers are contiguous there, so a
+    period's distinct items are where the item index changes, and its per-item numbers are lookups in tables
+    kept beside the answers. Only the spend, a column not held, is summed in SQL, without grouping by item."""
+    answers, params = f.answers_from()
+    spend = dict(con.execute(SPEND.replace("{answers}", answers), [period.start, *params]).fetchall())
+    per_item = answer_arrays.kept(con, "overview:per_item", lambda: _per_item(con))
+    rows = np.flatnonzero(keep)
+    item = columns["item_idx"][rows]
+    current = columns["created"][rows] >= (period.start - date(1970, 1, 1)).days
+    found = []
+    for now in (True, False):
+        theirs = item[current == now]
+        if theirs.size == 0:
+            found.append(NO_VOLUME)
+            continue
+        distinct = theirs[np.flatnonzero(np.diff(theirs, prepend=-1))]
+        known = _at(per_item.confidence, distinct, np.nan)
+        outcome = _at(per_item.outcome, distinct, -1)
+        cost = spend.get(now)
+        found.append(
+            (
+                int(distinct.size),
+                int(theirs.size),
+                None if cost is None else _clean(cost / distinct.size),
+                _clean(np.nanmean(known)) if (~np.isnan(known)).any() else None,
+                int((outcome >= 0).sum()),
+                int((outcome == 1).sum()),
+            )
+        )
+    return found[0], found[1]
 
 
 def open_proposals(con: duckdb.DuckDBPyConnection) -> int:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from queries import agreement, answer_arrays, data_quality, drift, reliability
+from queries import agreement, answer_arrays, data_quality, drift, overview, reliability
 from queries.connection import bump_data_version, connect, memory
 from queries.filters import Filters
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -91,23 +94,36 @@ def test_page_results_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_me
             pd.testing.assert_frame_equal(held[1], live[1], obj=str(f))
 
 
-def test_speed_checks_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_memory: None) -> None:
+def _held_and_live(question: Callable[[], T]) -> tuple[T, T]:
+    """The answer from the arrays in memory, then from SQL."""
+    held = question()
+    answer_arrays._enabled = False
+    try:
+        return held, question()
+    finally:
+        answer_arrays._enabled = True
+
+
+def test_checks_and_tables_from_the_arrays_equal_the_sql_scan(small_demo: Path, in_memory: None) -> None:
     with connect(small_demo, read_only=True) as con:
-        # Bars low and high enough that every case has annotators on both sides of it.
         for f in _cases(con):
+            # Bars low and high enough that every case has annotators on both sides of it.
             for relative in (0.2, 0.9):
-                held = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
-                answer_arrays._enabled = False
-                live = data_quality.too_fast_annotators(con, f, relative=relative, min_answers=1)
-                answer_arrays._enabled = True
+                held, live = _held_and_live(
+                    lambda f=f, r=relative: data_quality.too_fast_annotators(con, f, relative=r, min_answers=1)
+                )
                 pd.testing.assert_frame_equal(held, live, obj=str(f))
-            held_table = reliability.annotator_table(con, f)
-            answer_arrays._enabled = False
-            live_table = reliability.annotator_table(con, f)
-            answer_arrays._enabled = True
-            pd.testing.assert_frame_equal(held_table, live_table, obj=str(f))
+            held, live = _held_and_live(lambda f=f: reliability.annotator_table(con, f))
+            pd.testing.assert_frame_equal(held, live, obj=str(f))
+            tiles, sql_tiles = _held_and_live(lambda f=f: overview.overview(con, f))
+            assert tiles.period == sql_tiles.period
+            for tile, sql_tile in zip(tiles.tiles, sql_tiles.tiles, strict=True):
+                for got, want in ((tile.value, sql_tile.value), (tile.previous, sql_tile.previous)):
+                    assert (got is None) == (want is None) and (got is None or got == pytest.approx(want, rel=1e-12))
         flagged = data_quality.too_fast_annotators(con, _cases(con)[0], relative=0.9, min_answers=1)
         assert len(flagged) > 1 and flagged["tier"].notna().any() and flagged["annotator_kind"].notna().all()
+        numbers = overview.overview(con, _cases(con)[1]).tiles
+        assert all(t.value is not None for t in numbers), "every tile has a value under a source filter"
 
 
 def test_arrays_follow_a_change_of_the_data(small_demo: Path, tmp_path: Path, in_memory: None) -> None:
