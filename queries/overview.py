@@ -84,13 +84,19 @@ def period_of(con: duckdb.DuckDBPyConnection, f: Filters) -> Period | None:
 
 
 def _newest_day(con: duckdb.DuckDBPyConnection, f: Filters) -> date | None:
-    """The day of the newest answer in scope.
+    """The day of the newest answer in scope: a maximum over the answers held in memory where a process holds
+    them (answer_arrays), else in SQL.
 
     Under a filter the stored cells can express (Filters.cell_where), the newest week with a cell in scope
     is read from them first and only the answers from that week on are scanned: the newest answer in scope
     lies in that week, and the answers are stored in time order, so the scan skips all but the last row
     groups instead of testing a branch, source or tier on every answer.
     """
+    scope = answer_arrays.in_scope(con, f)
+    if scope is not None:
+        created = scope[0]["created"][scope[1]]
+        newest = int(created.max()) if created.size else answer_arrays.NO_DAY
+        return None if newest == answer_arrays.NO_DAY else date(1970, 1, 1) + timedelta(days=newest)
     where, params = f.where("a")
     cells = f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
     if cells is not None:
