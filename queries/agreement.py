@@ -353,19 +353,14 @@ class UnitGroups:
     """How summed_table groups the answers' units: the units (runs of an item, and of a day for the weekly
     groupings: the answers are sorted by item, day and value, so every unit's rows are contiguous), and per
     pass of the grouping (a depth or a level) each unit's group and the row of ``seen`` through which that
-    pass sees its values. Groups are dense indices in output order (pass, then code); ``codes`` holds their
-    group codes."""
+    pass sees its values. Groups are dense indices (branch groups numbered (window * depths + depth) * values +
+    branch, so that the branch is the index modulo the values); ``codes`` holds their group codes."""
 
     bounds: np.ndarray  # where each unit's rows start, then the number of rows
     group: np.ndarray  # passes x units: dense group index, -1 for none
     pass_row: np.ndarray  # per pass, the row of seen its units are counted through; -1: the group's branch
-    windows: int  # branch groups are numbered (pass * values + branch) * windows + window
     seen: np.ndarray  # rows x values: the value a pass counts for an own value, -1 to drop the answer
     codes: np.ndarray  # group code per dense group
-
-    @property
-    def rows(self) -> tuple[np.ndarray, int]:
-        return self.pass_row, self.windows
 
 
 def unit_groups(
@@ -382,14 +377,14 @@ def unit_groups(
     own = np.arange(n_values)[None, :]
     one = np.zeros(1, dtype=np.int64)
     if grouping == "overall":
-        return UnitGroups(bounds, np.zeros((1, first.size), dtype=np.int32), one, 1, own, one)
+        return UnitGroups(bounds, np.zeros((1, first.size), dtype=np.int32), one, own, one)
     if grouping == "level":
         depths = space.ancestors.shape[0]
         levels = np.arange(1, depths + 1) if level is None else np.array([level] if level <= depths else [])
         seen = np.array([space.at_level(own[0], lv) for lv in levels], dtype=np.int64).reshape(-1, n_values)
         passes = np.arange(levels.size)
         group = np.repeat(passes[:, None].astype(np.int32), first.size, axis=1)
-        return UnitGroups(bounds, group, passes, 1, seen, levels.astype(np.int64))
+        return UnitGroups(bounds, group, passes, seen, levels.astype(np.int64))
     days, window = np.zeros(1, dtype=np.int64), np.zeros(first.size, dtype=np.int32)
     if weekly and day is not None and first.size:
         unit_day = day[first].astype(np.int64)
@@ -398,17 +393,17 @@ def unit_groups(
         days = np.flatnonzero(present) + low
         window = (np.cumsum(present) - 1).astype(np.int32)[unit_day - low]
     if grouping == "week":
-        return UnitGroups(bounds, window[None, :], one, 1, own, days)
+        return UnitGroups(bounds, window[None, :], one, own, days)
     # Branch groupings: the unit's branch at each depth.
     seen = np.vstack([space.coarsened(), own])
     depths = space.ancestors.shape[0]
     consensus = consensus_by_item(con, space.node_ids, int(item.max()) + 1 if item.size else 0)
-    group = compiled_sums.branch_groups(item[first], window, consensus, _branches(space), days.size)
+    group = compiled_sums.branch_groups(item[first], window, consensus, _branches(space))
     # branch sees values from the branch (coarsened rows, one per branch), subtree its own (the last row).
     pass_row = np.full(depths, -1 if grouping.startswith("branch") else n_values, dtype=np.int64)
-    dense = np.arange(depths * n_values * days.size)
-    codes = (dense // days.size) % n_values * BRANCH_WEEK_STRIDE + days[dense % days.size]
-    return UnitGroups(bounds, group, pass_row, days.size, seen, codes)
+    dense = np.arange(days.size * depths * n_values)
+    codes = dense % n_values * BRANCH_WEEK_STRIDE + days[dense // (depths * n_values)]
+    return UnitGroups(bounds, group, pass_row, seen, codes)
 
 
 def _week_units(answers: Answers, space: ValueSpace) -> Units:
@@ -865,7 +860,7 @@ def summed_table(value: np.ndarray, groups: UnitGroups, space: ValueSpace, metri
     n_groups = groups.codes.size
     width = int(np.diff(groups.bounds).max()) + 1 if groups.bounds.size > 1 else 1
     units, answers, observed, observed_tree, share, by_value, tally = compiled_sums.unit_sums(
-        value, groups.bounds, groups.group, groups.rows, groups.seen, n_groups, space.delta2, width
+        value, groups.bounds, groups.group, groups.pass_row, groups.seen, n_groups, space.delta2, width
     )
     nominal, tree = (
         a[:, 0]
@@ -883,7 +878,7 @@ def summed_table(value: np.ndarray, groups: UnitGroups, space: ValueSpace, metri
         percent = share / units
     modal = tally.argmax(axis=1)
     first, second, n_chosen, chosen_share, chosen_value = compiled_sums.unit_spread(
-        value, groups.bounds, groups.group, groups.rows, groups.seen, metric == "tree", space.delta2, dot, terms,
+        value, groups.bounds, groups.group, groups.pass_row, groups.seen, metric == "tree", space.delta2, dot, terms,
         modal,
     )
     half = Z95 * _spread(first, second, units)

@@ -202,11 +202,11 @@ def unit_bounds(item: np.ndarray, day: np.ndarray | None) -> np.ndarray:
 
 
 def unit_sums(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, rows: tuple[np.ndarray, int], seen: np.ndarray,
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
     n_groups: int, delta2: np.ndarray, width: int,
 ) -> tuple[np.ndarray, ...]:
     """Per group: the sums alpha, percent agreement and Fleiss' modal count need (see _unit_sums)."""
-    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(rows[0]), rows[1], _int64(seen))
+    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen))
     return _halves(
         lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width),
         bounds.size - 1,
@@ -214,12 +214,12 @@ def unit_sums(
 
 
 def unit_spread(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, rows: tuple[np.ndarray, int], seen: np.ndarray,
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
     tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """Per group: sums of the units' influence on alpha and of its square, and the sums over the units with
     the modal answer count that Fleiss' kappa reads (see _unit_spread)."""
-    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(rows[0]), rows[1], _int64(seen))
+    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen))
     terms = (
         np.asarray(delta2, dtype=np.float64), np.ascontiguousarray(dot, dtype=np.float64),
         np.ascontiguousarray(group_terms, dtype=np.float64), _int64(modal),
@@ -228,11 +228,9 @@ def unit_spread(
 
 
 
-def branch_groups(
-    unit_item: np.ndarray, window: np.ndarray, consensus: np.ndarray, branches: np.ndarray, n_windows: int
-) -> np.ndarray:
+def branch_groups(unit_item: np.ndarray, window: np.ndarray, consensus: np.ndarray, branches: np.ndarray) -> np.ndarray:
     """Per depth and unit, the unit's branch group (see _branch_groups)."""
-    return _branch_groups(_int32(unit_item), _int32(window), _int64(consensus), _int64(branches), n_windows)
+    return _branch_groups(_int32(unit_item), _int32(window), _int64(consensus), _int64(branches))
 
 # Units or rows below which splitting a pass over them between two threads costs more than it saves.
 SPLIT_UNITS = 100_000
@@ -312,9 +310,9 @@ def _seen_counts(
 
 
 @numba.njit(cache=True, nogil=True)
-def _row(pass_row: int, group: int, windows: int, n_values: int) -> int:
+def _row(pass_row: int, group: int, n_values: int) -> int:
     """The row of ``seen`` a unit of ``group`` is counted through: the pass's, or the group's branch."""
-    return pass_row if pass_row >= 0 else (group // windows) % n_values
+    return pass_row if pass_row >= 0 else group % n_values
 
 
 @numba.njit(cache=True, nogil=True)
@@ -338,7 +336,7 @@ def _tree_pairs(n_distinct: int, count: np.ndarray, distinct: np.ndarray, delta2
 
 @numba.njit(cache=True, nogil=True)
 def _unit_sums(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, windows: int, seen: np.ndarray,
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
     lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int,
 ) -> tuple[np.ndarray, ...]:
     """Per group: pairable units, their answers, the observed disagreement (nominal and tree, each unit's over
@@ -348,7 +346,7 @@ def _unit_sums(
     Each unit in [lo, hi) has its own values counted once; each pass p then sees them through a row of
     ``seen`` and adds them to group[p, u] (-1: the unit is in no group of that pass), so the passes of a
     grouping (its depths or levels) cost one walk over the answers. The row is pass_row[p], or when that is
-    -1 the group's branch (groups numbered (pass * values + branch) * windows + window, see _row)."""
+    -1 the group's branch (groups numbered (window * passes + pass) * values + branch, see _row)."""
     n_values = seen.shape[1]
     units = np.zeros(n_groups)
     answers = np.zeros(n_groups)
@@ -367,7 +365,7 @@ def _unit_sums(
             g = group[p, u]
             if g < 0:
                 continue
-            row = _row(pass_row[p], g, windows, seen.shape[1])
+            row = _row(pass_row[p], g, seen.shape[1])
             n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
             if m >= 2:
                 units[g] += 1
@@ -392,7 +390,7 @@ def _unit_sums(
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _unit_spread(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, windows: int, seen: np.ndarray,
+    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
     lo: int, hi: int, tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """Per group: the sum of the units' influence on alpha and of its square, and over the units with the
@@ -423,7 +421,7 @@ def _unit_spread(
             g = group[p, u]
             if g < 0:
                 continue
-            row = _row(pass_row[p], g, windows, seen.shape[1])
+            row = _row(pass_row[p], g, seen.shape[1])
             n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
             if m >= 2:
                 squares = 0
@@ -457,10 +455,11 @@ def _unit_spread(
 
 @numba.njit(cache=True, nogil=True)
 def _branch_groups(
-    unit_item: np.ndarray, window: np.ndarray, consensus: np.ndarray, branches: np.ndarray, n_windows: int
+    unit_item: np.ndarray, window: np.ndarray, consensus: np.ndarray, branches: np.ndarray
 ) -> np.ndarray:
     """A unit's branch at depth d is branches[d, its item's consensus] (the last column for none); its group is
-    (d * values + branch) * n_windows + its window, -1 without a branch."""
+    (its window * depths + d) * values + branch, -1 without a branch: window-major, so that the groups a
+    unit adds to at every depth lie close together in the per-group arrays."""
     depths = branches.shape[0]
     n_values = branches.shape[1] - 1
     group = np.empty((depths, unit_item.size), dtype=np.int32)
@@ -468,7 +467,7 @@ def _branch_groups(
         c = consensus[unit_item[u]]
         for d in range(depths):
             b = branches[d, c if c >= 0 else n_values]
-            group[d, u] = (d * n_values + b) * n_windows + window[u] if b >= 0 else -1
+            group[d, u] = (window[u] * depths + d) * n_values + b if b >= 0 else -1
     return group
 
 
