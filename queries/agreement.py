@@ -995,13 +995,23 @@ def agreement_table(
 # The top annotators are counted on the integer index alone and their ids joined to the two thousand groups
 # after; their answers are then read again through a join on the fifteen of them, which DuckDB pushes into the
 # scan. Holding every filtered answer with its id string for both steps (one CTE used twice) cost twice as much.
-PAIRWISE = """
+TOP_COUNTED = """
 WITH counted AS (SELECT a.annotator_idx, count(*) AS n FROM {ALL} GROUP BY 1),
 top AS (
     SELECT annotator_idx, annotator_id, row_number() OVER (ORDER BY annotator_id) AS r
     FROM (SELECT c.annotator_idx, x.annotator_id FROM counted c JOIN d_annotator_index x USING (annotator_idx)
           ORDER BY c.n DESC, x.annotator_id LIMIT ?)
-),
+),"""
+# The same top annotators when their answers were counted in memory: the counts of the candidates (every
+# annotator with at least the top-th largest count) are bound, and ties are broken by id as above.
+TOP_GIVEN = """
+WITH top AS (
+    SELECT annotator_idx, annotator_id, row_number() OVER (ORDER BY annotator_id) AS r
+    FROM (SELECT c.annotator_idx, x.annotator_id
+          FROM (SELECT unnest(CAST(? AS INTEGER[])) AS annotator_idx, unnest(CAST(? AS BIGINT[])) AS n) c
+          JOIN d_annotator_index x USING (annotator_idx) ORDER BY c.n DESC, x.annotator_id LIMIT ?)
+),"""
+PAIRWISE = """
 one AS (SELECT t.r, a.item_idx, arg_max(a.value_idx, a.created_at) AS v FROM {TOP} GROUP BY ALL),
 pairs AS (
     SELECT x.r AS ra, y.r AS rb, x.v AS va, y.v AS vb FROM one x JOIN one y ON x.item_idx = y.item_idx AND x.r < y.r
@@ -1032,8 +1042,18 @@ def pairwise_kappa(con: duckdb.DuckDBPyConnection, f: Filters, top: int = 15) ->
 def _pairs(con: duckdb.DuckDBPyConnection, f: Filters, top: int) -> pd.DataFrame:
     every, params = f.answers_from()
     theirs, _ = f.answers_from("JOIN top t ON t.annotator_idx = a.annotator_idx")
-    sql = PAIRWISE.replace("{ALL}", every).replace("{TOP}", theirs)  # fixed fragments; values are bound
-    frame = con.execute(sql, [*params, top, *params]).df()
+    scope = answer_arrays.in_scope(con, f)
+    if scope is None:
+        head, head_params = TOP_COUNTED.replace("{ALL}", every), [*params, top]
+    else:
+        # Every annotator's answers counted over the held answers: a scan of every answer in scope less.
+        columns, keep = scope
+        counts = compiled_sums.counts_by(keep, columns["annotator_idx"], int(columns["annotator_idx"].max()) + 1)
+        bar = np.sort(counts)[-top] if counts.size >= top else 0
+        candidates = np.flatnonzero((counts >= bar) & (counts > 0))
+        head, head_params = TOP_GIVEN, [candidates.tolist(), counts[candidates].tolist(), top]
+    sql = head + PAIRWISE.replace("{TOP}", theirs)  # fixed fragments; values are bound
+    frame = con.execute(sql, [*head_params, *params]).df()
     frame["kappa"] = frame["kappa"].astype(float)
     frame["n_items"] = frame["n_items"].astype(np.int64)
     return frame[PAIR_COLUMNS]

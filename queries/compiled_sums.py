@@ -568,3 +568,16 @@ def _medians_by(keep: np.ndarray, key: np.ndarray, x: np.ndarray, size: int) -> 
         high = low if n % 2 else np.min(part[n // 2:])
         out[k] = (low + high) / 2
     return out
+
+
+def counts_by(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
+    """Rows per key index below ``size`` among the rows ``keep`` marks."""
+    return _counts_by(keep, np.ascontiguousarray(key), size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _counts_by(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
+    counts = np.zeros(size, dtype=np.int64)
+    for i in range(keep.size):
+        counts[key[i]] += np.int64(keep[i])
+    return counts

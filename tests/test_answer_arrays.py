@@ -113,8 +113,9 @@ def test_checks_and_tables_from_the_arrays_equal_the_sql_scan(small_demo: Path, 
                     lambda f=f, r=relative: data_quality.too_fast_annotators(con, f, relative=r, min_answers=1)
                 )
                 pd.testing.assert_frame_equal(held, live, obj=str(f))
-            held, live = _held_and_live(lambda f=f: reliability.annotator_table(con, f))
-            pd.testing.assert_frame_equal(held, live, obj=str(f))
+            for table in (reliability.annotator_table, agreement.pairwise_kappa):
+                held, live = _held_and_live(lambda f=f, table=table: table(con, f))
+                pd.testing.assert_frame_equal(held, live, obj=f"{table.__name__} {f}")
             tiles, sql_tiles = _held_and_live(lambda f=f: overview.overview(con, f))
             assert tiles.period == sql_tiles.period
             for tile, sql_tile in zip(tiles.tiles, sql_tiles.tiles, strict=True):
