@@ -156,27 +156,38 @@ def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Data
         con.execute("DROP TABLE IF EXISTS " + SCORED)
 
 
+# Every measure of a pair depends on its predicted and gold nodes alone, so the pairs are counted per
+# (method, predicted node, gold node) first and each distinct combination is scored once, weighted by its
+# count: list intersections over a few thousand combinations rather than over every gold item of every method.
+COMBOS = (
+    "WITH q AS ({PAIRS}), w AS (SELECT method, pred_node, gold_node, any_value(pl) AS pl, "
+    "any_value(p_leaf) AS p_leaf, any_value(gl) AS gl, any_value(g_leaf) AS g_leaf, count(*) AS w, "
+    "len(list_intersect(any_value(pl), any_value(gl))) AS common FROM q GROUP BY method, pred_node, gold_node) "
+)
+
+
 def _scores(
     con: duckdb.DuckDBPyConnection, pairs: str, params: list[Any], depth: int, columns: list[str]
 ) -> pd.DataFrame:
     """hierarchical_accuracy's table from the pairs query ``pairs`` (from _pairs, or a read of ``SCORED``)."""
+    combos = COMBOS.replace("{PAIRS}", pairs)
     scores = con.execute(
-        "WITH q AS (" + pairs + ") SELECT method, count(*) AS n, "
-        "avg(CAST(pred_node = gold_node AS DOUBLE)) AS exact, "
-        "sum(len(list_intersect(pl, gl))) / sum(len(pl)) AS hP, "
-        "sum(len(list_intersect(pl, gl))) / sum(len(gl)) AS hR, "
-        "avg(len(pl) + len(gl) - 2 * len(list_intersect(pl, gl))) AS mean_tree_distance "
-        "FROM q GROUP BY method",
+        combos + "SELECT method, CAST(sum(w) AS BIGINT) AS n, "
+        "sum(w * CAST(pred_node = gold_node AS DOUBLE)) / sum(w) AS exact, "
+        "sum(w * common) / sum(w * len(pl)) AS hP, "
+        "sum(w * common) / sum(w * len(gl)) AS hR, "
+        "sum(w * (len(pl) + len(gl) - 2 * common)) / sum(w) AS mean_tree_distance "
+        "FROM w GROUP BY method",
         params,
     ).df()
     if scores.empty:
         return soft_labels.empty_frame(columns)
     levels = con.execute(
-        "WITH q AS (" + pairs + "), c AS (SELECT method, depth, "  # noqa: S608 - fixed SQL fragments
+        combos + ", c AS (SELECT method, depth, w, "  # noqa: S608 - fixed SQL fragments
         "CASE WHEN len(pl) >= depth OR p_leaf THEN pl[least(depth, len(pl))] END AS p_cut, "
         "CASE WHEN len(gl) >= depth OR g_leaf THEN gl[least(depth, len(gl))] END AS g_cut "
-        "FROM (SELECT *, unnest(range(1, ? + 1)) AS depth FROM q)) "
-        "SELECT method, depth, avg(CAST(coalesce(p_cut = g_cut, FALSE) AS DOUBLE)) AS accuracy "
+        "FROM (SELECT *, unnest(range(1, ? + 1)) AS depth FROM w)) "
+        "SELECT method, depth, sum(w * CAST(coalesce(p_cut = g_cut, FALSE) AS DOUBLE)) / sum(w) AS accuracy "
         "FROM c WHERE g_cut IS NOT NULL GROUP BY ALL",
         [*params, depth],
     ).df()
