@@ -581,3 +581,16 @@ def _counts_by(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
     for i in range(keep.size):
         counts[key[i]] += np.int64(keep[i])
     return counts
+
+
+def marked(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
+    """A boolean table of ``size`` key indices, True where a row ``keep`` marks has that key."""
+    return _marked(keep, np.ascontiguousarray(key), size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _marked(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=np.bool_)
+    for i in range(keep.size):
+        out[key[i]] |= keep[i]
+    return out

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
-from queries import frame_writes, soft_labels
+from queries import answer_arrays, compiled_sums, frame_writes, soft_labels
 from queries.connection import meta_value
 from queries.filters import Filters
 from queries.results import arrays, first_row
@@ -179,8 +179,9 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
     A branch-only filter is answered from the outcome table's own lineage column; other item-level
     filters (source, segment) from ``d_items``; a filter on who answered or when needs the answers, and
     keeps an item when any of its answers matches. That last set is found once with numpy over the
-    matching answers' item indices (a string ``DISTINCT`` over millions of answers costs twice as much)
-    and kept in ``SCOPE_TABLE``.
+    matching answers' item indices (a string ``DISTINCT`` over millions of answers costs twice as much), or
+    marked over the answers held in memory where a process holds them (answer_arrays), and kept in
+    ``SCOPE_TABLE``.
 
     ``gold_only`` reads only the gold items' answers, and the predicate is then false for items without
     gold: exact for the pages that score on gold alone, at a fraction of the scan.
@@ -192,14 +193,23 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
     if soft_labels.item_level_only(f):
         sub, params = soft_labels.item_scope(f)
         return ItemScope("o.item_idx IN (" + str(sub) + ")", params)
-    pred, params = f.where("a")
-    if gold_only:
-        pred += " AND a.item_idx IN (SELECT item_idx FROM d_gold)"
-    hit = arrays(con, "SELECT a.item_idx FROM d_answers a WHERE " + pred, params)["item_idx"]  # noqa: S608 - predicate from Filters.where
-    top = con.execute("SELECT coalesce(max(item_idx), -1) FROM d_item_outcomes").fetchall()[0][0]
-    highest = max(int(top), int(hit.max()) if hit.size else -1)
-    kept = np.zeros(highest + 1, dtype=bool)
-    kept[hit] = True
+    top = int(con.execute("SELECT coalesce(max(item_idx), -1) FROM d_item_outcomes").fetchall()[0][0])
+    held = answer_arrays.in_scope(con, f)
+    if held is not None:
+        # The answers held in memory mark the items in one compiled pass (no scan, no copy of the indices).
+        columns, keep = held
+        newest = int(columns["item_idx"][-1]) if keep.size else -1  # the answers are sorted by item
+        kept = compiled_sums.marked(keep, columns["item_idx"], max(top, newest) + 1)
+        if gold_only:
+            gold = answer_arrays.kept(con, "gold_items", lambda: arrays(con, GOLD_ITEMS)["item_idx"])
+            kept &= _members(gold, kept.size)
+    else:
+        pred, params = f.where("a")
+        if gold_only:
+            pred += " AND a.item_idx IN (SELECT item_idx FROM d_gold)"
+        hit = arrays(con, "SELECT a.item_idx FROM d_answers a WHERE " + pred, params)["item_idx"]  # noqa: S608 - predicate from Filters.where
+        kept = np.zeros(max(top, int(hit.max()) if hit.size else -1) + 1, dtype=bool)
+        kept[hit] = True
     inside = 2 * int(np.count_nonzero(kept)) <= kept.size
     listed = np.flatnonzero(kept if inside else ~kept).astype(np.int32)
     frame_writes.run_over(
@@ -210,6 +220,16 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
     )
     test = "o.item_idx IN " if inside else "o.item_idx NOT IN "
     return ItemScope(test + "(SELECT item_idx FROM " + SCOPE_TABLE + ")", [])  # noqa: S608 - fixed name
+
+
+GOLD_ITEMS = "SELECT item_idx FROM d_gold"
+
+
+def _members(items: np.ndarray, size: int) -> np.ndarray:
+    """A boolean table of ``size`` item indices, True at ``items``."""
+    out = np.zeros(size, dtype=bool)
+    out[items[items < size]] = True
+    return out
 
 
 def scoped_items(scope: ItemScope, column: str) -> tuple[str, list[object]]:

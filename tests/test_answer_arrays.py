@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from queries import agreement, answer_arrays, data_quality, drift, overview, reliability
+from queries import agreement, answer_arrays, cost_quality, data_quality, drift, escalation, overview, reliability
 from queries.connection import bump_data_version, connect, memory
 from queries.filters import Filters
 
@@ -113,7 +113,13 @@ def test_checks_and_tables_from_the_arrays_equal_the_sql_scan(small_demo: Path, 
                     lambda f=f, r=relative: data_quality.too_fast_annotators(con, f, relative=r, min_answers=1)
                 )
                 pd.testing.assert_frame_equal(held, live, obj=str(f))
-            for table in (reliability.annotator_table, agreement.pairwise_kappa):
+            tables = (
+                reliability.annotator_table,
+                agreement.pairwise_kappa,
+                escalation.gains_by,  # items in scope marked over the held answers
+                cost_quality.pareto_frontier,  # ... and only gold items among them
+            )
+            for table in tables:
                 held, live = _held_and_live(lambda f=f, table=table: table(con, f))
                 pd.testing.assert_frame_equal(held, live, obj=f"{table.__name__} {f}")
             tiles, sql_tiles = _held_and_live(lambda f=f: overview.overview(con, f))
