@@ -173,11 +173,21 @@ def nll_function(prob: FloatArray, target: npt.NDArray[np.int64]) -> Callable[[f
     log-sum-exp and the target term, and exp never overflows.
     """
     logp = np.log(np.maximum(prob, FLOOR))
-    logp -= logp.max(axis=1, keepdims=True)
+    top = logp.max(axis=1, keepdims=True)
+    logp -= top
     picked = logp[np.arange(prob.shape[0]), target]
+    # A model scores a few leaves of each item; the rest sit at FLOOR and share one log-probability per row, so
+    # their exponentials are one per row times their number: the search's cost follows the scored leaves.
+    at_floor = prob <= FLOOR
+    n_floor = at_floor.sum(axis=1)
+    floor_logp = np.log(FLOOR) - top[:, 0]
+    row, _ = np.nonzero(~at_floor)
+    scored = logp[~at_floor]
 
     def value(temperature: float) -> float:
-        return float(np.mean(np.log(np.exp(logp / temperature).sum(axis=1)) - picked / temperature))
+        sums = np.bincount(row, weights=np.exp(scored / temperature), minlength=prob.shape[0])
+        sums += n_floor * np.exp(floor_logp / temperature)
+        return float(np.mean(np.log(sums) - picked / temperature))
 
     return value
 
