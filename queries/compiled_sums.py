@@ -594,3 +594,55 @@ def _marked(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
     for i in range(keep.size):
         out[key[i]] |= keep[i]
     return out
+
+
+def masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
+    """The largest x among the rows ``keep`` marks, ``none`` when it marks none."""
+    return int(_masked_max(keep, np.ascontiguousarray(x), none))
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
+    best = none
+    for i in range(keep.size):
+        if keep[i] and x[i] > best:
+            best = x[i]
+    return best
+
+
+def period_items(
+    keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, confidence: np.ndarray, outcome: np.ndarray
+) -> np.ndarray:
+    """Per period (row 0: the rows ``keep`` marks created before day ``start``; row 1: from it on): distinct
+    items, answers, the sum and count of the items' confidences (NaN: none), items with an outcome (0 or 1;
+    -1: none) and items with outcome 1. ``item`` must be sorted, so that an item's rows are contiguous;
+    items past the tables' ends have neither."""
+    return _period_items(
+        keep, np.ascontiguousarray(item), np.ascontiguousarray(created), start,
+        np.asarray(confidence, dtype=np.float64), np.asarray(outcome, dtype=np.int8),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _period_items(
+    keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, confidence: np.ndarray, outcome: np.ndarray
+) -> np.ndarray:
+    out = np.zeros((2, 6))
+    last = np.full(2, -1, dtype=np.int64)
+    for i in range(keep.size):
+        if not keep[i]:
+            continue
+        p = 1 if created[i] >= start else 0
+        out[p, 1] += 1
+        it = item[i]
+        if it == last[p]:
+            continue
+        last[p] = it
+        out[p, 0] += 1
+        if it < confidence.size and confidence[it] == confidence[it]:
+            out[p, 2] += confidence[it]
+            out[p, 3] += 1
+        if it < outcome.size and outcome[it] >= 0:
+            out[p, 4] += 1
+            out[p, 5] += outcome[it] == 1
+    return out

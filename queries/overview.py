@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from queries import agreement, answer_arrays, frame_writes, soft_labels
+from queries import agreement, answer_arrays, compiled_sums, frame_writes, soft_labels
 from queries.filters import Filters
 from queries.governance_store import OPEN_STATUSES
 from queries.results import arrays, first_row
@@ -94,8 +94,7 @@ def _newest_day(con: duckdb.DuckDBPyConnection, f: Filters) -> date | None:
     """
     scope = answer_arrays.in_scope(con, f)
     if scope is not None:
-        created = scope[0]["created"][scope[1]]
-        newest = int(created.max()) if created.size else answer_arrays.NO_DAY
+        newest = compiled_sums.masked_max(scope[1], scope[0]["created"], answer_arrays.NO_DAY)
         return None if newest == answer_arrays.NO_DAY else date(1970, 1, 1) + timedelta(days=newest)
     where, params = f.where("a")
     cells = f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
@@ -181,42 +180,34 @@ def _per_item(con: duckdb.DuckDBPyConnection) -> _PerItem:
     return _PerItem(confidence, outcome)
 
 
-def _at(table: np.ndarray, index: np.ndarray, missing: float) -> np.ndarray:
-    """table[index], ``missing`` past its end (an item newer than the per-item tables)."""
-    inside = index < table.size
-    return np.where(inside, table[np.where(inside, index, 0)] if table.size else missing, missing)
-
-
 def _volumes_held(
     con: duckdb.DuckDBPyConnection, f: Filters, period: Period, columns: dict[str, np.ndarray], keep: np.ndarray
 ) -> tuple[Volume, Volume]:
-    """_volumes from the answers held in memory (answer_arrays): an item's answers are contiguous there, so a
-    period's distinct items are where the item index changes, and its per-item numbers are lookups in tables
-    kept beside the answers. Only the spend, a column not held, is summed in SQL, without grouping by item."""
+    """_volumes from the answers held in memory (answer_arrays) in one compiled pass: an item's answers are
+    contiguous there, so a period's distinct items are where the item index changes, and its per-item numbers
+    are lookups in tables kept beside the answers. Only the spend, a column not held, is summed in SQL,
+    without grouping by item."""
     answers, params = f.answers_from()
     spend = dict(con.execute(SPEND.replace("{answers}", answers), [period.start, *params]).fetchall())
     per_item = answer_arrays.kept(con, "overview:per_item", lambda: _per_item(con))
-    rows = np.flatnonzero(keep)
-    item = columns["item_idx"][rows]
-    current = columns["created"][rows] >= (period.start - date(1970, 1, 1)).days
+    start = (period.start - date(1970, 1, 1)).days
+    sums = compiled_sums.period_items(
+        keep, columns["item_idx"], columns["created"], start, per_item.confidence, per_item.outcome
+    )
     found = []
     for now in (True, False):
-        theirs = item[current == now]
-        if theirs.size == 0:
-            found.append(NO_VOLUME)
-            continue
-        distinct = theirs[np.flatnonzero(np.diff(theirs, prepend=-1))]
-        known = _at(per_item.confidence, distinct, np.nan)
-        outcome = _at(per_item.outcome, distinct, -1)
+        items, n, ds_sum, ds_n, outcomes, escalated = sums[int(now)].tolist()
         cost = spend.get(now)
         found.append(
-            (
-                int(distinct.size),
-                int(theirs.size),
-                None if cost is None else _clean(cost / distinct.size),
-                _clean(np.nanmean(known)) if (~np.isnan(known)).any() else None,
-                int((outcome >= 0).sum()),
-                int((outcome == 1).sum()),
+            NO_VOLUME
+            if items == 0
+            else (
+                int(items),
+                int(n),
+                None if cost is None else _clean(cost / items),
+                _clean(ds_sum / ds_n) if ds_n else None,
+                int(outcomes),
+                int(escalated),
             )
         )
     return found[0], found[1]
