@@ -8,6 +8,7 @@ of data (ending on the newest answer in scope), compared with the four weeks bef
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -221,8 +222,8 @@ def open_proposals(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def _numbers(con: duckdb.DuckDBPyConnection, f: Filters, volume: Volume) -> dict[str, float | None]:
-    """The tiles' numbers for one period: ``f`` is the filter narrowed to it, ``volume`` its _volumes part."""
+def _numbers(con: duckdb.DuckDBPyConnection, alpha: float, volume: Volume) -> dict[str, float | None]:
+    """The tiles' numbers for one period from its alpha and its _volumes part."""
     items, answers, cost, accuracy, outcomes, escalated = volume
     if items == 0:
         return {"items": 0, "annotations": 0, "alpha": None, "estimated_accuracy": None,
@@ -234,7 +235,7 @@ def _numbers(con: duckdb.DuckDBPyConnection, f: Filters, volume: Volume) -> dict
     return {
         "items": items,
         "annotations": answers,
-        "alpha": _clean(agreement.alpha(con, f, bootstrap=0).value),
+        "alpha": _clean(alpha),
         "estimated_accuracy": accuracy,
         "escalation_rate": _clean(rate),
         "cost_per_item": cost,
@@ -269,9 +270,20 @@ def _tiles(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
     if period is None:
         empty = [Tile(key=k, label=lbl, value=None, previous=None, kind=kind, help=h) for k, lbl, kind, h in TILES]
         return Overview(period=None, tiles=empty)
-    current, previous = _volumes(con, f, period)
-    now = _numbers(con, _within(f, period.start, period.end), current)
-    before = _numbers(con, _within(f, period.previous_start, period.previous_end), previous)
+    periods = ((period.start, period.end), (period.previous_start, period.previous_end))
+    if f.is_empty():
+        # Refresh, inside its transaction: a second cursor would not see the tables it has just written.
+        current, previous = _volumes(con, f, period)
+        alpha_now, alpha_before = (agreement.alpha(con, _within(f, *p), bootstrap=0).value for p in periods)
+    else:
+        # A page: the volumes are SQL and counting passes, alpha compiled sums; on two threads (the volumes on
+        # their own cursor) they overlap.
+        with ThreadPoolExecutor(max_workers=1) as pool, con.cursor() as cursor:
+            volumes = pool.submit(_volumes, cursor, f, period)
+            alpha_now, alpha_before = (agreement.alpha(con, _within(f, *p), bootstrap=0).value for p in periods)
+            current, previous = volumes.result()
+    now = _numbers(con, alpha_now, current)
+    before = _numbers(con, alpha_before, previous)
     had_data = before["items"] not in (0, None)
     tiles = [
         Tile(key=k, label=lbl, value=now[k], previous=before[k] if had_data else None, kind=kind, help=h)
