@@ -28,8 +28,9 @@ Definitions:
 - Confidence intervals: by default the normal interval alpha +- 1.96 se, where se is the standard error a
   bootstrap over units converges to, in closed form: alpha is a smooth function of per-unit sums, so
   its bootstrap variance is, to first order, the variance of the per-unit influence values (delta method /
-  infinitesimal jackknife), sum_u IF_u^2 - (sum_u IF_u)^2 / n per group. It costs one pass over the
-  units instead of hundreds of replicates, which is what lets every table at ten million answers be
+  infinitesimal jackknife), sum_u IF_u^2 - (sum_u IF_u)^2 / n per group. It costs a second pass over the
+  units instead of hundreds of replicates (summed_table: two compiled walks over the sorted answers, every
+  depth or level of a grouping in the same walk), which is what lets every table at ten million answers be
   computed in seconds. ``bootstrap=R`` (R > 0) asks for the percentile bootstrap instead: a replicate
   draws, within each group, as many units as the group has, with replacement; the draw counts
   (multinomial) become unit weights, so no data is copied. Units with identical value counts are kept
