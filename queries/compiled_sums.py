@@ -268,6 +268,17 @@ def _unit_bounds(item: np.ndarray, day: np.ndarray, by_day: bool) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
+def _scratch(n_values: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-unit counts by own value and their distinct values, then the same as a pass sees them."""
+    return (
+        np.zeros(n_values, dtype=np.int64),
+        np.empty(n_values, dtype=np.int64),
+        np.zeros(n_values, dtype=np.int64),
+        np.empty(n_values, dtype=np.int64),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
 def _own_counts(low: int, high: int, value: np.ndarray, count: np.ndarray, distinct: np.ndarray) -> int:
     """The unit's answers per own value into ``count`` (zero on entry), its distinct values into ``distinct``;
     returns how many distinct values. Values come mostly in runs (the answers are sorted by value within a
@@ -355,10 +366,7 @@ def _unit_sums(
     share = np.zeros(n_groups)
     by_value = np.zeros((n_groups, n_values))
     tally = np.zeros((n_groups, width))
-    own = np.zeros(n_values, dtype=np.int64)
-    own_distinct = np.empty(n_values, dtype=np.int64)
-    count = np.zeros(n_values, dtype=np.int64)
-    distinct = np.empty(n_values, dtype=np.int64)
+    own, own_distinct, count, distinct = _scratch(n_values)
     for u in range(lo, hi):
         n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
         for p in range(group.shape[0]):
@@ -411,10 +419,7 @@ def _unit_spread(
     chosen = np.zeros(n_groups)
     chosen_share = np.zeros(n_groups)
     chosen_value = np.zeros((n_groups, n_values))
-    own = np.zeros(n_values, dtype=np.int64)
-    own_distinct = np.empty(n_values, dtype=np.int64)
-    count = np.zeros(n_values, dtype=np.int64)
-    distinct = np.empty(n_values, dtype=np.int64)
+    own, own_distinct, count, distinct = _scratch(n_values)
     for u in range(lo, hi):
         n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
         for p in range(group.shape[0]):
@@ -581,19 +586,6 @@ def _counts_by(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
     for i in range(keep.size):
         counts[key[i]] += np.int64(keep[i])
     return counts
-
-
-def marked(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
-    """A boolean table of ``size`` key indices, True where a row ``keep`` marks has that key."""
-    return _marked(keep, np.ascontiguousarray(key), size)
-
-
-@numba.njit(cache=True, nogil=True)
-def _marked(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
-    out = np.zeros(size, dtype=np.bool_)
-    for i in range(keep.size):
-        out[key[i]] |= keep[i]
-    return out
 
 
 def masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:

@@ -199,7 +199,7 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
         # The answers held in memory mark the items in one compiled pass (no scan, no copy of the indices).
         columns, keep = held
         newest = int(columns["item_idx"][-1]) if keep.size else -1  # the answers are sorted by item
-        kept = compiled_sums.marked(keep, columns["item_idx"], max(top, newest) + 1)
+        kept = compiled_sums.counts_by(keep, columns["item_idx"], max(top, newest) + 1) > 0
         if gold_only:
             gold = answer_arrays.kept(con, "gold_items", lambda: arrays(con, GOLD_ITEMS)["item_idx"])
             kept &= _members(gold, kept.size)
