@@ -7,16 +7,20 @@ warehouse file and cache key (data version and refresh count: they change with e
 and refresh), sorted by item, week and value; a filter is then a boolean mask over them, and a mask keeps that
 order, so the rows need no sort either.
 
+Questions that read a few columns once (counts, medians, an item scope) take the held columns and the mask
+(``in_scope``) and walk them in compiled loops; those that sort or group many (agreement, drift) take copies of
+the rows the filter keeps (``filtered``).
+
 The cost is memory: 32 to 41 bytes per answer, as the columns' ranges allow (328 MB for the large demo's ten
 million; the stated confidence and the duration, doubles so that moments and medians equal the SQL ones, are
-half of it), in the
-process that enables it, and a few seconds for the first filtered question after each change of the data. So
-it is off unless a process turns it on (``enable``): a command that asks one question would pay the build for nothing,
-and refresh, which computes everything unfiltered under a memory budget, never uses it. Warehouses in memory
-have no file to key them on and are not cached.
+half of it), plus a byte per answer for each of the last few filters' masks, in the process that enables it,
+and a few seconds for the first filtered question after each change of the data. So it is off unless a process
+turns it on (``enable``): a command that asks one question would pay the build for nothing, and refresh, which
+computes everything unfiltered under a memory budget, never uses it. Warehouses in memory have no file to key
+them on and are not cached.
 
 ``mask`` mirrors Filters.where field by field (a NULL never matches a condition); tests compare the two on
-many filters.
+many filters, and the results of every page function served from here with the SQL ones.
 """
 
 from __future__ import annotations
