@@ -124,12 +124,6 @@ def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.n
     return None if held is None else (held.columns, mask(con, held, f))
 
 
-def names(con: duckdb.DuckDBPyConnection, column: str) -> list[str]:
-    """The values of a CODED column in code order (code c is names[c - 1]) in the arrays held now."""
-    held = _arrays(con, fetch=False)
-    return [] if held is None else held.dictionaries[column]
-
-
 def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) -> T:
     """``compute()``, once per version of the data in a process that holds the answers: small derived tables
     that every filtered question reads whole (each item's consensus, the dated predictions) are kept beside
@@ -253,8 +247,14 @@ def _lookup(members: np.ndarray, column: np.ndarray) -> np.ndarray:
 
 
 def _member_table(members: np.ndarray, column: np.ndarray) -> np.ndarray:
-    """A boolean table indexed by the values of ``column``, True at ``members``."""
-    top = max(int(column.max(initial=0)), int(members.max(initial=0))) + 1
-    table = np.zeros(top, dtype=bool)
-    table[members.astype(np.int64)] = True
+    """member_table indexed by every value of ``column``."""
+    return member_table(members, max(int(column.max(initial=0)), int(members.max(initial=-1))) + 1)
+
+
+def member_table(members: np.ndarray, size: int) -> np.ndarray:
+    """A boolean table of ``size`` non-negative indices (items, annotators), True at ``members`` (those past the
+    end left out): a membership test is then one indexing, linear where np.isin sorts."""
+    table = np.zeros(size, dtype=bool)
+    members = np.asarray(members, dtype=np.int64)
+    table[members[members < size]] = True
     return table

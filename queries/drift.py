@@ -672,14 +672,12 @@ def _in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> np.ndarray | None:
     if scope is None:
         return None
     items = arrays(con, "SELECT item_idx FROM (" + scope + ")", params)["item_idx"]  # noqa: S608 - scope from item_scope
-    return _mask(items)
+    return _items_table(items)
 
 
-def _mask(items: np.ndarray) -> np.ndarray:
-    """A boolean array indexed by item index, True for ``items``: O(n), where np.unique would sort."""
-    out = np.zeros(int(items.max()) + 1 if items.size else 0, dtype=bool)
-    out[items] = True
-    return out
+def _items_table(items: np.ndarray) -> np.ndarray:
+    """A boolean array indexed by item index, True for ``items``."""
+    return answer_arrays.member_table(items, int(items.max()) + 1 if items.size else 0)
 
 
 def _model(
@@ -969,7 +967,7 @@ def _frames(
 
     def the_others() -> dict[str, pd.DataFrame]:
         # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
-        in_scope = None if f.is_empty() or fetched is None else _mask(fetched[0].item)
+        in_scope = None if f.is_empty() or fetched is None else _items_table(fetched[0].item)
         return {
             "confidence": _confidence(fetched, end),
             "model": _model(con, f, end, in_scope),

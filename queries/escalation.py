@@ -202,7 +202,7 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
         kept = compiled_sums.counts_by(keep, columns["item_idx"], max(top, newest) + 1) > 0
         if gold_only:
             gold = answer_arrays.kept(con, "gold_items", lambda: arrays(con, GOLD_ITEMS)["item_idx"])
-            kept &= _members(gold, kept.size)
+            kept &= answer_arrays.member_table(gold, kept.size)
     else:
         pred, params = f.where("a")
         if gold_only:
@@ -223,13 +223,6 @@ def item_scope(con: duckdb.DuckDBPyConnection, f: Filters, gold_only: bool = Fal
 
 
 GOLD_ITEMS = "SELECT item_idx FROM d_gold"
-
-
-def _members(items: np.ndarray, size: int) -> np.ndarray:
-    """A boolean table of ``size`` item indices, True at ``items``."""
-    out = np.zeros(size, dtype=bool)
-    out[items[items < size]] = True
-    return out
 
 
 def scoped_items(scope: ItemScope, column: str) -> tuple[str, list[object]]:
