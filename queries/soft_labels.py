@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from queries import soft_label_walk
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -319,35 +320,6 @@ def run_starts(key: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, dtype=np.int64)
 
 
-def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start of every run of equal values in a sorted key, and each row's run index."""
-    starts = run_starts(key)
-    first = np.zeros(key.size, dtype=np.int64)
-    first[starts[1:]] = 1
-    return starts, np.cumsum(first)
-
-
-def _top_two(group: np.ndarray, starts: np.ndarray, value: np.ndarray, tie: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per group (rows sorted by group): the row with the largest value (ties to the smallest ``tie``), that
-    value, and the runner-up value (0 for a group of one). Reductions over the runs, no sort."""
-    if not starts.size:
-        return starts, np.zeros(0), np.zeros(0)
-    best = np.maximum.reduceat(value, starts)
-    leading = value == best[group]
-    first_tie = np.minimum.reduceat(np.where(leading, tie, np.iinfo(np.int64).max), starts)
-    candidate = np.flatnonzero(leading & (tie == first_tie[group]))
-    top = candidate[np.r_[True, group[candidate][1:] != group[candidate][:-1]]]
-    rest = value.copy()
-    rest[top] = -np.inf
-    second = np.maximum.reduceat(rest, starts)
-    return top, best, np.where(np.isfinite(second), second, 0.0)
-
-
-def _entropy_sum(mass: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mass > 0, mass * np.log2(np.where(mass > 0, mass, 1.0)), 0.0)
-
-
 Rows = dict[str, np.ndarray]
 
 
@@ -368,104 +340,51 @@ def _weight_rows(
 def _soft_arrays(tree: Tree, raw: Rows, counted: bool) -> Iterator[tuple[str, pa.Table]]:
     """The mass, level and (for answer counts) branch rows of the items in ``raw``, in item order, one
     table at a time so that each can be written and freed before the next is built (peak memory). Rows of
-    one (item, place) may come split (by tier): the cut expansion below adds them up."""
-    item = np.asarray(raw["item_idx"], dtype=np.int64)
-    place = np.asarray(raw["place"], dtype=np.int64)
-    w = np.asarray(raw["w"], dtype=np.float64)
-    answers = np.asarray(raw["answers"], dtype=np.float64) if counted else np.zeros(item.size)
-    depths, k = tree.cut.shape[0], tree.size
-    # Every weight at every cut it reaches; a key (item, depth, cut node) sorts rows by item, then depth.
-    cut = tree.cut[:, place] if item.size else np.zeros((depths, 0), dtype=np.int64)
-    depth_of, source = np.nonzero(cut > 0)  # (depth - 1, weight row) of every reached cut
-    key = (item[source] * depths + depth_of) * k + cut[depth_of, source]
-    del cut, depth_of, item, place
-    order = sort_order(key)
-    key, source = key[order], source[order]
-    del order
-    starts, _ = _groups(key)
-    s = np.add.reduceat(w[source], starts) if starts.size else np.zeros(0)
-    n = np.add.reduceat(answers[source], starts) if starts.size else np.zeros(0)
-    key = key[starts]
-    del source, starts, w, answers
-    node = key % k
-    level = key // k  # item * depths + depth - 1
-    m_item, m_depth = level // depths, level % depths + 1
-    l_starts, l_of = _groups(level)
-    mass = s / np.add.reduceat(s, l_starts)[l_of] if s.size else s
-    # Per item and cut: entropy, top node (ties to the first in tree order), its share and its lead.
-    top, top_share, runner = _top_two(l_of, l_starts, mass, tree.ordinal[node])
-    level_answers = np.add.reduceat(n, l_starts) if n.size else n
+    one (item, place) may come split (by tier): the walk adds them up."""
+    answers = raw["answers"] if counted else np.zeros(len(raw["item_idx"]))
+    got = soft_label_walk.walk(
+        raw["item_idx"], raw["place"], raw["w"], answers, tree.cut, tree.ordinal, tree.depth, tree.parent,
+        tree.is_leaf, branches=counted,
+    )
     yield "d_soft_mass", _frame(
-        counted, item_idx=m_item, node_id=_names(tree, node), depth=m_depth, mass=mass, answers=n
+        counted, item_idx=got.item, node_id=_names(tree, got.node), depth=got.depth, mass=got.mass, answers=got.answers
     )
     yield "d_soft_levels", _frame(
-            counted,
-            item_idx=m_item[l_starts],
-            depth=m_depth[l_starts],
-            answers=level_answers,
-            entropy=np.maximum(0.0, -np.add.reduceat(_entropy_sum(mass), l_starts) if mass.size else mass),
-            top_node=_names(tree, node[top]),
-            top_share=top_share,
-            gap=top_share - runner,
+        counted,
+        item_idx=got.level_item,
+        depth=got.level_depth,
+        answers=got.level_answers,
+        entropy=got.entropy,
+        top_node=_names(tree, got.top_node),
+        top_share=got.top_share,
+        gap=got.gap,
     )
     if counted:
-        yield "d_soft_branches", _branches(tree, m_item, m_depth, node, mass, n, l_of, level_answers)
+        yield "d_soft_branches", _branches(tree, got)
 
 
-def _branches(
-    tree: Tree,
-    item: np.ndarray,
-    depth: np.ndarray,
-    node: np.ndarray,
-    mass: np.ndarray,
-    answers: np.ndarray,
-    level_of: np.ndarray,
-    level_answers: np.ndarray,
-) -> pa.Table:
+def _branches(tree: Tree, got: soft_label_walk.Walked) -> pa.Table:
     """Per item and internal node on its own cut: mass, the split among its children and the flag inputs."""
-    k, depths = tree.size, tree.cut.shape[0]
-    own = tree.depth[node] == depth
-    # Children: nodes on their own cut, grouped under the parent's (item, depth, node) key.
-    kid = np.flatnonzero(own & (tree.parent[node] > 0))
-    kid_key = (item[kid] * depths + depth[kid] - 2) * k + tree.parent[node[kid]]
-    kid_order = sort_order(kid_key)
-    kid, kid_key = kid[kid_order], kid_key[kid_order]
-    k_starts, k_of = _groups(kid_key)
-    k_mass = mass[kid]
-    total = np.add.reduceat(k_mass, k_starts) if kid.size else np.zeros(0)
-    _, k_top, k_second = _top_two(k_of, k_starts, k_mass, np.zeros(kid.size, dtype=np.int64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spread = np.add.reduceat(_entropy_sum(k_mass), k_starts) if kid.size else total
-        k_entropy = np.maximum(0.0, np.log2(total) - spread / total)
-    k_answers = np.add.reduceat(answers[kid], k_starts) if kid.size else np.zeros(0)
-    # The branches, and the number of different leaves per item (nodes on the deepest cut).
-    branch = np.flatnonzero(own & ~tree.is_leaf[node])
-    b_key = (item[branch] * depths + depth[branch] - 1) * k + node[branch]
-    at = np.searchsorted(kid_key[k_starts], b_key)
-    found = at < k_starts.size
-    found[found] = kid_key[k_starts][at[found]] == b_key[found]
-    at = np.where(found, at, 0)
-    deepest = depth == depths
-    leaves = np.bincount(item[deepest], minlength=int(item.max()) + 1 if item.size else 0)
+    row, found = got.branch_row, got.has_children
 
     def child(values: np.ndarray, kind: pa.DataType = FLOAT) -> pa.Array:
         """The child statistic of each branch, NULL for a branch without children on its cut."""
-        return pa.array(values[at] if values.size else np.zeros(branch.size), kind, mask=~found)
+        return pa.array(values, kind, mask=~found)
 
     return pa.table(
         {
-            "source": _repeat("annotations", branch.size),
-            "item_idx": pa.array(item[branch], pa.int32()),
-            "node_id": _names(tree, node[branch]),
-            "depth": pa.array(depth[branch], pa.int64()),
-            "mass": pa.array(mass[branch], pa.float64()),
-            "answers": pa.array(answers[branch], pa.int64()),
-            "level_answers": pa.array(level_answers[level_of[branch]], pa.int64()),
-            "child_answers": child(k_answers, pa.int64()),
-            "child_entropy": child(k_entropy),
-            "child_top_share": child(k_top / total if total.size else total),
-            "child_gap": child((k_top - k_second) / total if total.size else total),
-            "leaves": pa.array(leaves[item[branch]] if item.size else np.zeros(0), pa.int64()),
+            "source": _repeat("annotations", row.size),
+            "item_idx": pa.array(got.item[row], pa.int32()),
+            "node_id": _names(tree, got.node[row]),
+            "depth": pa.array(got.depth[row], pa.int64()),
+            "mass": pa.array(got.mass[row], pa.float64()),
+            "answers": pa.array(got.answers[row], pa.int64()),
+            "level_answers": pa.array(got.branch_level_answers, pa.int64()),
+            "child_answers": child(np.where(found, got.child_answers, 0), pa.int64()),
+            "child_entropy": child(got.child_entropy),
+            "child_top_share": child(got.child_top_share),
+            "child_gap": child(got.child_gap),
+            "leaves": pa.array(got.leaves, pa.int64()),
         }
     )
 
