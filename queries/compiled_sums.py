@@ -638,3 +638,27 @@ def _period_items(
             out[p, 4] += 1
             out[p, 5] += outcome[it] == 1
     return out
+
+
+def group_order(key: np.ndarray) -> np.ndarray:
+    """The stable permutation that sorts rows by an integer key of a small range (item indices): a counting
+    sort, linear where a comparison sort of millions of keys is not."""
+    return _group_order(_int64(key))
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_order(key: np.ndarray) -> np.ndarray:
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    low, high = key.min(), key.max()
+    start = np.zeros(high - low + 2, dtype=np.int64)
+    for x in key:
+        start[x - low + 1] += 1
+    for i in range(1, start.size):
+        start[i] += start[i - 1]
+    order = np.empty(key.size, dtype=np.int64)
+    for r in range(key.size):
+        at = key[r] - low
+        order[start[at]] = r
+        start[at] += 1
+    return order

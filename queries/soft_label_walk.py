@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from queries import compiled_sums
+
 
 @dataclass(frozen=True)
 class Walked:
@@ -56,7 +58,7 @@ def walk(
     """Soft-label rows of weight rows (item, place, w, answers); ``cut[depth - 1, place]`` is the place's node
     code at each depth (0: none). Rows of one (item, place) may come split: they add up."""
     item = np.asarray(item, dtype=np.int64)
-    order = _item_order(item)
+    order = compiled_sums.group_order(item)
     # Gathered once into item order, the walks read the rows sequentially: through the permutation, every
     # row was a cache miss in each of the two walks.
     rows = (
@@ -86,25 +88,6 @@ def _outputs(n_mass: int, n_levels: int, n_branches: int) -> tuple[np.ndarray, .
         np.empty(n_branches, np.float64), np.empty(n_branches, np.float64), np.empty(n_branches, np.float64),
         np.empty(n_branches, np.float64), np.empty(n_branches, np.int64),
     )
-
-
-@numba.njit(cache=True, nogil=True)
-def _item_order(item: np.ndarray) -> np.ndarray:
-    """The stable permutation that sorts rows by item: a counting sort over the items' range."""
-    if item.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    low, high = item.min(), item.max()
-    start = np.zeros(high - low + 2, dtype=np.int64)
-    for x in item:
-        start[x - low + 1] += 1
-    for i in range(1, start.size):
-        start[i] += start[i - 1]
-    order = np.empty(item.size, dtype=np.int64)
-    for r in range(item.size):
-        at = item[r] - low
-        order[start[at]] = r
-        start[at] += 1
-    return order
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -300,21 +300,6 @@ def _tree(con: duckdb.DuckDBPyConnection) -> Tree:
 FLOAT = pa.float64()
 
 
-def sort_order(key: np.ndarray) -> np.ndarray:
-    """The stable sorting permutation of non-negative integer keys.
-
-    Packs each key with its row number into one int64 and sorts the values: numpy's value sort is a
-    vectorised radix-like sort, about ten times faster than its stable argsort (a merge sort) on the
-    millions of keys per chunk. Keys too wide to share 63 bits with the row number take the argsort.
-    """
-    n = key.size
-    bits = max(int(n - 1).bit_length(), 1)
-    if not n or key.min() < 0 or int(key.max()) >= 1 << (63 - bits):
-        return np.argsort(key, kind="stable")
-    packed = np.sort((key.astype(np.int64) << bits) | np.arange(n, dtype=np.int64))
-    return packed & ((1 << bits) - 1)
-
-
 def run_starts(key: np.ndarray) -> np.ndarray:
     """Start of every run of equal values in a sorted key."""
     return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, dtype=np.int64)

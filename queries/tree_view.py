@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from queries import frame_writes, soft_labels
+from queries import frame_writes, soft_labels, tree_view_walk
 from queries.filters import Filters
 from queries.results import arrays, first_row
 from queries.soft_labels import Source
@@ -175,84 +175,6 @@ def cell_where(f: Filters) -> tuple[str, list[object]] | None:
     return "x.by_tier = ? AND " + pred, [bool(f.tiers), *params]
 
 
-def _pairs(group: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every ordered pair (i, j) of rows within each run of ``group`` (sorted), with n_i n_j, or n_i (n_i - 1)
-    on the diagonal: Krippendorff's coincidences of one item's answers, without building the item x child
-    matrix."""
-    starts = soft_labels.run_starts(group)
-    size = np.diff(np.r_[starts, group.size])
-    square = size * size
-    run = np.repeat(np.arange(starts.size), square)
-    offset = np.arange(int(square.sum())) - np.repeat(np.cumsum(square) - square, square)
-    i = starts[run] + offset // size[run]
-    j = starts[run] + offset % size[run]
-    return i, j, n[i] * n[j] - np.where(i == j, n[i], 0.0)
-
-
-class _Cells:
-    """Additive sums per cell (group x tier code, code 0 = every tier) and node, filled depth by depth."""
-
-    def __init__(self, tree: soft_labels.Tree, cells: int) -> None:
-        self.tree = tree
-        self.bins = cells * tree.size
-        self.volume = np.zeros(self.bins)
-        self.ambiguity = np.zeros(self.bins)
-        self.items = np.zeros(self.bins)
-        self.cells = cells
-        # (level, cell, parent, first, second, pairs) arrays per level, after an empty one.
-        self.pairs = [tuple(np.zeros(0, dtype=np.int64) for _ in range(6))]
-
-    def add_depth(
-        self,
-        depth: int,
-        pseudo: np.ndarray,
-        cell_of: np.ndarray,
-        place: np.ndarray,
-        n: np.ndarray,
-        place_depth: np.ndarray,
-    ) -> None:
-        """One cut: each pseudo-item's (item, or item and tier) mass at its nodes, and the pairs of answers
-        between the children of one parent (level ``depth - 1``), as in node_volumes and children_confusion.
-
-        Rows come sorted by pseudo-item and then by place in depth-first tree order, so the answers under one
-        node of the cut, and the children of one parent, are runs of rows: no sort per cut. d_answers holds
-        one tree version, so a node has one parent and one place per node.
-        """
-        k = self.tree.size
-        cut = self.tree.cut[depth - 1, place]
-        reach = np.flatnonzero(cut > 0)
-        key = pseudo[reach] * k + cut[reach]
-        starts = soft_labels.run_starts(key)
-        s = np.add.reduceat(n[reach], starts) if starts.size else np.zeros(0)
-        key, first = key[starts], reach[starts]
-        del reach, starts
-        who, node = key // k, key % k
-        per = soft_labels.run_starts(who)
-        mass = s / np.repeat(np.add.reduceat(s, per), np.diff(np.r_[per, who.size])) if s.size else s
-        cell = cell_of[who]
-        # Volumes: a node at its own depth only (a shallow leaf also stands in deeper cuts).
-        own = self.tree.depth[node] == depth
-        at = cell[own] * k + node[own]
-        self.volume += np.bincount(at, mass[own], self.bins)
-        self.ambiguity += np.bincount(at, 1 - mass[own], self.bins)
-        self.items += np.bincount(at, minlength=self.bins)
-        # Pairs: answers at or below this depth, grouped by their parent on the cut above.
-        child = np.flatnonzero(place_depth[place[first]] >= depth)
-        parent = self.tree.cut[depth - 2, place[first[child]]] if depth > 1 else np.zeros(child.size, dtype=np.int64)
-        i, j, pairs = _pairs(who[child] * k + parent, s[child])
-        # Summed into dense bins per cell and sibling pair present here; chunks add up when written.
-        code = node[child[i]] * k + node[child[j]]
-        present = np.bincount(code, minlength=k * k) > 0
-        width = max(int(present.sum()), 1)
-        total = np.bincount(cell[child[i]] * width + (np.cumsum(present) - 1)[code], pairs, self.cells * width)
-        bins = np.flatnonzero(total > 0)
-        codes = np.flatnonzero(present)[bins % width]
-        up = np.zeros(k, dtype=np.int64)
-        up[node[child]] = parent
-        level = np.full(bins.size, depth - 1)
-        self.pairs.append((level, bins // width, up[codes // k], codes // k, codes % k, total[bins]))
-
-
 def _dictionary(codes: np.ndarray, names: list[str | None] | np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     """Strings from codes into a short list of names, built by Arrow rather than as Python strings."""
     return pa.DictionaryArray.from_arrays(
@@ -290,15 +212,17 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     rep[g[order][firsts]] = g_item[order][firsts]
     # A pseudo-item is an item (tier code 0) or an item's answers of one tier; its cell is (group, tier code).
     cell_of = (group_of[:, None] * width + np.arange(width)).ravel()
-    cells = _Cells(tree, rep.size * width)
-    # Items a chunk at a time bound the arrays' memory; each mode's rows sorted as add_depth reads them.
-    for low in range(0, size, soft_labels.CHUNK_ITEMS):
-        part = np.flatnonzero((item >= low) & (item < low + soft_labels.CHUNK_ITEMS))
-        tiered = part[tier[part] > 0]
-        for rows, pseudo in ((part, item[part] * width), (tiered, item[tiered] * width + tier[tiered])):
-            order = soft_labels.sort_order(pseudo * place_rank.size + place_rank[place[rows]])
-            for depth in range(1, tree.cut.shape[0] + 1):
-                cells.add_depth(depth, pseudo[order], cell_of, place[rows[order]], n[rows[order]], place_depth)
+    cells = rep.size * width
+    siblings = tree_view_walk.sibling_pairs(tree.parent, tree.depth)
+    volume, ambiguity, items = (np.zeros((cells, tree.size)) for _ in range(3))
+    pairs = np.zeros((cells, siblings.size))
+    # Every answer (tier code 0), then the answers with a tier by tier; the walk groups each by pseudo-item.
+    tiered = np.flatnonzero(tier > 0)
+    for rows, pseudo in ((slice(None), item * width), (tiered, item[tiered] * width + tier[tiered])):
+        tree_view_walk.walk(
+            pseudo, place[rows], n[rows], place_rank, cell_of, tree.cut, tree.depth, tree.parent, place_depth,
+            siblings, volume, ambiguity, items, pairs,
+        )
     del item, tier, place, n
 
     def keys(cell: np.ndarray) -> dict[str, pa.Array]:
@@ -309,25 +233,28 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
             "by_tier": pa.array(code > 0),
         }
 
-    held = np.flatnonzero(cells.items > 0)
+    held = np.flatnonzero(items.ravel() > 0)
     node = held % tree.size
     volumes = pa.table({
         **keys(held // tree.size),
         "node_id": _dictionary(node, tree.node_ids),
         "depth": pa.array(tree.depth[node], pa.int64()),
-        "volume": pa.array(cells.volume[held]),
-        "s_ambiguity": pa.array(cells.ambiguity[held]),
-        "items": pa.array(cells.items[held], pa.int64()),
+        "volume": pa.array(volume.ravel()[held]),
+        "s_ambiguity": pa.array(ambiguity.ravel()[held]),
+        "items": pa.array(items.ravel()[held], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", volumes, "CREATE OR REPLACE TABLE " + VOLUME_CELLS + " AS " + VOLUME_ROWS)
-    level, cell, parent, first, second, pairs = (np.concatenate(part) for part in zip(*cells.pairs, strict=True))
+    bins = np.flatnonzero(pairs.ravel() > 0)
+    cell, code = bins // max(siblings.size, 1), bins % max(siblings.size, 1)
+    first, second = siblings.first[code], siblings.second[code]
+    level, parent = tree.depth[first] - 1, tree.parent[first]
     confusion = pa.table({
         **keys(cell),
         "level": pa.array(level, pa.int32()),
         "parent": _dictionary(parent, tree.node_ids, parent == 0),
         "first": _dictionary(first, tree.node_ids),
         "second": _dictionary(second, tree.node_ids),
-        "pairs": pa.array(pairs, pa.int64()),
+        "pairs": pa.array(pairs.ravel()[bins], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", confusion, "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS " + PAIR_CELLS)
     return "full"
