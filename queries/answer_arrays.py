@@ -11,13 +11,13 @@ Questions that read a few columns once (counts, medians, an item scope) take the
 (``in_scope``) and walk them in compiled loops; those that sort or group many (agreement, drift) take copies of
 the rows the filter keeps (``filtered``).
 
-The cost is memory: 32 to 41 bytes per answer, as the columns' ranges allow (328 MB for the large demo's ten
-million; the stated confidence and the duration, doubles so that moments and medians equal the SQL ones, are
-half of it), plus a byte per answer for each of the last few filters' masks, in the process that enables it,
-and a few seconds for the first filtered question after each change of the data. So it is off unless a process
-turns it on (``enable``): a command that asks one question would pay the build for nothing, and refresh, which
-computes everything unfiltered under a memory budget, never uses it. Warehouses in memory have no file to key
-them on and are not cached.
+The cost is memory: 40 to 49 bytes per answer, as the columns' ranges allow (410 MB for the large demo's ten
+million; the stated confidence, the duration and the cost, doubles so that moments, medians and sums equal the
+SQL ones, are 24 of them), plus a byte per answer for each of the last few filters' masks, in the process that
+enables it, and a few seconds for the first filtered question after each change of the data. So it is off unless
+a process turns it on (``enable``): a command that asks one question would pay the build for nothing, and
+refresh, which computes everything unfiltered under a memory budget, never uses it. Warehouses in memory have no
+file to key them on and are not cached.
 
 ``mask`` mirrors Filters.where field by field (a NULL never matches a condition); tests compare the two on
 many filters, and the results of every page function served from here with the SQL ones.
@@ -50,6 +50,7 @@ SELECT item_idx, value_idx AS v, coalesce(day, ?) AS day, annotator_idx,
        coalesce(CAST(date_diff('day', DATE '1970-01-01', created_at) AS INTEGER), ?) AS created,
        CAST(coalesce(confidence, 'NaN') AS DOUBLE) AS confidence,
        CAST(coalesce(duration_s, 'NaN') AS DOUBLE) AS duration,
+       CAST(coalesce(cost, 'NaN') AS DOUBLE) AS cost,
        CAST(coalesce(source_version, 0) AS INTEGER) AS source_version,
        CAST(coalesce(list_position(CAST(? AS VARCHAR[]), tier), 0) AS INTEGER) AS tier,
        CAST(coalesce(list_position(CAST(? AS VARCHAR[]), stage), 0) AS INTEGER) AS stage,
@@ -67,7 +68,7 @@ class AnswerArrays:
     """Every answer, sorted by item, week start day (NO_DAY first) and value index."""
 
     columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, confidence (NaN: none stated),
-    # duration (NaN: not timed), source_version and the CODED
+    # duration (NaN: not timed), cost (NaN: none stated), source_version and the CODED
     dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
     # What ``kept`` computed for this version of the data, by name; also each branch's item table, since a page
     # asks for several periods or groupings of the same branch.

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numba
 import numpy as np
+
+T = TypeVar("T")
 
 
 def label_counts(
@@ -545,34 +548,94 @@ def _durations_of(
 
 def medians_by(keep: np.ndarray, key: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
     """Per key index below ``size``, the median of x over the rows ``keep`` marks (NaN x left out; the mean
-    of the two middle values for an even count, as DuckDB's median; NaN for none)."""
-    return _medians_by(keep, np.ascontiguousarray(key), np.asarray(x, dtype=np.float64), size)
+    of the two middle values for an even count, as DuckDB's median; NaN for none).
+
+    A counting sort of the values by key, then a selection in each key's slice: linear, where sorting every row
+    by (key, value) is not. Each phase runs as two halves on two threads: the rows (each half counts its rows
+    and writes them to its own part of every key's slice) and then the keys.
+    """
+    key, x = np.ascontiguousarray(key), np.asarray(x, dtype=np.float64)
+    middle = keep.size // 2 if keep.size >= SPLIT_UNITS else keep.size
+    with ThreadPoolExecutor(max_workers=1) as pool:
+
+        def halves(run: Callable[..., T], first: tuple[Any, ...], second: tuple[Any, ...]) -> tuple[T, T]:
+            later = pool.submit(run, *second)
+            return run(*first), later.result()
+
+        rows = ((0, middle), (middle, keep.size))
+        low, high = halves(_valid_counts, (keep, key, x, *rows[0], size), (keep, key, x, *rows[1], size))
+        starts = np.r_[0, np.cumsum(low + high)]
+        values = np.empty(int(starts[-1]))
+        halves(
+            _scatter, (keep, key, x, *rows[0], starts[:-1].copy(), values),
+            (keep, key, x, *rows[1], starts[:-1] + low, values),
+        )
+        out = np.full(size, np.nan)
+        split = min(int(np.searchsorted(starts, starts[-1] // 2)), size)
+        halves(_select_medians, (values, starts, 0, split, out), (values, starts, split, size, out))
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _medians_by(keep: np.ndarray, key: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
-    """A counting sort of the values by key, then a partition of each key's slice: linear, where sorting every
-    row by (key, value) is not."""
-    counts = np.zeros(size + 1, dtype=np.int64)
-    for i in range(keep.size):
-        counts[key[i] + 1] += np.int64(keep[i]) & (x[i] == x[i])
-    starts = np.cumsum(counts)
-    place = starts[:-1].copy()
-    values = np.empty(starts[-1])
-    for i in range(keep.size):
+def _valid_counts(keep: np.ndarray, key: np.ndarray, x: np.ndarray, low: int, high: int, size: int) -> np.ndarray:
+    counts = np.zeros(size, dtype=np.int64)
+    for i in range(low, high):
+        counts[key[i]] += np.int64(keep[i]) & (x[i] == x[i])
+    return counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(
+    keep: np.ndarray, key: np.ndarray, x: np.ndarray, low: int, high: int, place: np.ndarray, values: np.ndarray
+) -> None:
+    for i in range(low, high):
         if keep[i] and x[i] == x[i]:
             values[place[key[i]]] = x[i]
             place[key[i]] += 1
-    out = np.full(size, np.nan)
-    for k in range(size):
-        n = starts[k + 1] - starts[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_medians(values: np.ndarray, starts: np.ndarray, low: int, high: int, out: np.ndarray) -> None:
+    """Medians of the slices of keys ``low:high``, each found by selection in place (the slices are scratch)."""
+    for k in range(low, high):
+        first, n = starts[k], starts[k + 1] - starts[k]
         if n == 0:
             continue
-        part = np.partition(values[starts[k]:starts[k + 1]], (n - 1) // 2)
-        low = part[(n - 1) // 2]
-        high = low if n % 2 else np.min(part[n // 2:])
-        out[k] = (low + high) / 2
-    return out
+        middle = first + (n - 1) // 2
+        _select(values, first, starts[k + 1] - 1, middle)
+        below = values[middle]
+        above = below
+        if n % 2 == 0:  # the smallest of the upper part, which selection left to the right of the middle
+            above = values[middle + 1]
+            for i in range(middle + 2, starts[k + 1]):
+                above = min(above, values[i])
+        out[k] = (below + above) / 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(values: np.ndarray, left: int, right: int, k: int) -> None:
+    """Reorder ``values[left:right + 1]`` so that position k holds the value a sort would put there, smaller or
+    equal values before it and larger or equal after (Hoare's selection, median-of-three pivots)."""
+    while left < right:
+        mid = (left + right) // 2
+        a, b, c = values[left], values[mid], values[right]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = left, right
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            right = j
+        elif k >= i:
+            left = i
+        else:
+            return
 
 
 def counts_by(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
@@ -586,6 +649,44 @@ def _counts_by(keep: np.ndarray, key: np.ndarray, size: int) -> np.ndarray:
     for i in range(keep.size):
         counts[key[i]] += np.int64(keep[i])
     return counts
+
+
+def annotator_sums(
+    keep: np.ndarray, annotator: np.ndarray, item: np.ndarray, value: np.ndarray, cost: np.ndarray,
+    gold_value: np.ndarray, size: int,
+) -> tuple[np.ndarray, ...]:
+    """Per annotator index below ``size``, over the rows ``keep`` marks: answers, answers on gold items
+    (``gold_value[item] >= 0``), those equal to the gold value, and the sum and the number of the stated costs
+    (NaN: none). The annotator table's columns in one pass."""
+    return _annotator_sums(
+        keep, np.ascontiguousarray(annotator), np.ascontiguousarray(item), np.ascontiguousarray(value),
+        np.asarray(cost, dtype=np.float64), _int64(gold_value), size,
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _annotator_sums(
+    keep: np.ndarray, annotator: np.ndarray, item: np.ndarray, value: np.ndarray, cost: np.ndarray,
+    gold_value: np.ndarray, size: int,
+) -> tuple[np.ndarray, ...]:
+    answers = np.zeros(size, dtype=np.int64)
+    gold = np.zeros(size, dtype=np.int64)
+    correct = np.zeros(size, dtype=np.int64)
+    cost_sum = np.zeros(size)
+    costed = np.zeros(size, dtype=np.int64)
+    for i in range(keep.size):
+        if not keep[i]:
+            continue
+        a = annotator[i]
+        answers[a] += 1
+        g = gold_value[item[i]] if item[i] < gold_value.size else -1
+        if g >= 0:
+            gold[a] += 1
+            correct[a] += value[i] == g
+        if not np.isnan(cost[i]):
+            cost_sum[a] += cost[i]
+            costed[a] += 1
+    return answers, gold, correct, cost_sum, costed
 
 
 def masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:

@@ -263,15 +263,14 @@ GOLD = """(SELECT item_id, tree_version, node_id AS gold_node FROM d_gold)"""
 ANNOTATOR_GOLD = "JOIN d_gold g ON g.item_idx = a.item_idx"
 
 
-def _annotator_rows(f: Filters, median: bool = True) -> tuple[str, list[Any]]:
+def _annotator_rows(f: Filters) -> tuple[str, list[Any]]:
     """Per annotator over the answers in ``f``, and the parameters: grouped by the integer index, the ids and
-    model estimates joined to the two thousand groups afterwards. Without ``median`` the median duration is
-    left NULL for the caller to fill in (and the rows carry annotator_idx)."""
+    model estimates joined to the two thousand groups afterwards."""
     every, params = f.answers_from()
     on_gold, _ = f.answers_from(ANNOTATOR_GOLD)
     sql = (
         "WITH p AS (SELECT a.annotator_idx, any_value(a.annotator_kind) AS kind, any_value(a.tier) AS tier, "  # noqa: S608 - fixed fragments around Filters.answers_from
-        "count(*) AS answers, " + ("median(a.duration_s)" if median else "NULL::DOUBLE") + " AS median_duration_s, "
+        "count(*) AS answers, median(a.duration_s) AS median_duration_s, "
         "sum(a.cost) AS total_cost, "
         "avg(a.cost) AS cost_per_answer FROM " + every + " GROUP BY a.annotator_idx), "
         "g AS (SELECT a.annotator_idx, count(*) FILTER (WHERE g.tree_version = a.tree_version) AS gold_answers, "
@@ -338,21 +337,61 @@ def annotator_table(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         frame = con.execute(sql, params).df()
     else:
         scope = answer_arrays.in_scope(con, f)
-        sql, params = _annotator_rows(f, median=scope is None)
         if scope is None:
+            sql, params = _annotator_rows(f)
             frame = con.execute(sql, params).df()
         else:
-            # Exact medians for every annotator were half the SQL's cost; the held answers give them in compiled
-            # passes (answer_arrays.in_scope mirrors the filter the SQL applies), on a thread beside the SQL.
-            columns, keep = scope
-            size = int(columns["annotator_idx"].max(initial=0)) + 1
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                medians = pool.submit(
-                    compiled_sums.medians_by, keep, columns["annotator_idx"], columns["duration"], size
-                )
-                frame = con.execute(sql, params).df()
-                frame["median_duration_s"] = medians.result()[frame["annotator_idx"].to_numpy(dtype=np.int64)]
+            frame = _held_annotator_rows(con, *scope)
     return _with_wilson(frame)[ANNOTATOR_COLUMNS]
+
+
+# Each annotator's own attributes and model estimates (the same under every filter), and each gold item's value
+# index (-1: none): what the held answers' per-annotator sums are joined to. Gold and answers are both in the
+# as-of tree version, so the version test of ANNOTATOR_GOLD always holds here.
+ANNOTATOR_ATTRIBUTES = (
+    "SELECT r.annotator_id, r.kind, r.tier, r.ds_accuracy, r.estimate_used, r.spammer_score, x.annotator_idx "
+    "FROM d_annotator_reliability r JOIN d_annotator_index x USING (annotator_id) ORDER BY r.annotator_id"
+)
+GOLD_VALUES = "SELECT g.item_idx, n.value_idx FROM d_gold g JOIN d_nodes n USING (tree_version, node_id)"
+
+
+def _held_annotator_rows(
+    con: duckdb.DuckDBPyConnection, columns: dict[str, np.ndarray], keep: np.ndarray
+) -> pd.DataFrame:
+    """_annotator_rows' table from the held answers (answer_arrays.in_scope): counts, gold hits and cost sums
+    in one compiled pass and the exact medians on a thread beside it, where SQL scanned every answer."""
+
+    def gold_values() -> np.ndarray:
+        rows = arrays(con, GOLD_VALUES)
+        out = np.full(int(rows["item_idx"].max(initial=-1)) + 1, -1, dtype=np.int64)
+        out[np.asarray(rows["item_idx"], dtype=np.int64)] = rows["value_idx"]
+        return out
+
+    people = answer_arrays.kept(con, "annotator_attributes", lambda: con.execute(ANNOTATOR_ATTRIBUTES).df())
+    gold = answer_arrays.kept(con, "gold_values", gold_values)
+    who = columns["annotator_idx"]
+    size = max(int(who.max(initial=0)), int(people["annotator_idx"].max()) if len(people) else 0) + 1
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        medians = pool.submit(compiled_sums.medians_by, keep, who, columns["duration"], size)
+        answers, on_gold, correct, cost, costed = compiled_sums.annotator_sums(
+            keep, who, columns["item_idx"], columns["v"], columns["cost"], gold, size
+        )
+        median = medians.result()
+    at = people["annotator_idx"].to_numpy(dtype=np.int64)
+    seen = answers[at] > 0
+    at = at[seen]
+    # DuckDB gives an empty result object columns where it gives others strings: the same frame as the SQL's.
+    rows = people[seen].reset_index(drop=True) if at.size else con.execute(ANNOTATOR_ATTRIBUTES + " LIMIT 0").df()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return rows.assign(
+            answers=answers[at],
+            gold_answers=on_gold[at],
+            gold_correct=correct[at],
+            gold_accuracy=np.where(on_gold[at] > 0, correct[at] / on_gold[at], np.nan),
+            median_duration_s=median[at],
+            total_cost=np.where(costed[at] > 0, cost[at], np.nan),
+            cost_per_answer=np.where(costed[at] > 0, cost[at] / costed[at], np.nan),
+        )
 
 
 def confusion_matrix(con: duckdb.DuckDBPyConnection, f: Filters, annotator_id: str) -> pd.DataFrame:

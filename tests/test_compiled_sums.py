@@ -1,0 +1,50 @@
+"""The compiled passes over held answers, against numpy and pandas on random rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from queries import compiled_sums
+
+
+@pytest.mark.parametrize("rows", [1_000, 300_000])
+def test_medians_by_key_equal_pandas(rows: int) -> None:
+    """Both sizes: below and above the size that splits the passes over two threads. Whole-second values make
+    ties common; keys with no, one and two kept values are included."""
+    rng = np.random.default_rng(rows)
+    key = rng.integers(0, 60, rows).astype(np.int16)
+    key[key == 7] = 8  # key 7: no rows at all
+    x = rng.integers(0, 40, rows).astype(np.float64)
+    x[rng.random(rows) < 0.05] = np.nan
+    keep = rng.random(rows) < 0.7
+    keep[key == 9] = False
+    keep[np.flatnonzero(key == 9)[:1]] = True  # key 9: one kept row
+    keep[key == 10] = False
+    keep[np.flatnonzero((key == 10) & ~np.isnan(x))[:2]] = True  # key 10: two, an even count
+    got = compiled_sums.medians_by(keep, key, x, 64)
+    want = pd.Series(x[keep]).groupby(key[keep]).median().reindex(range(64))
+    np.testing.assert_array_equal(got, want.to_numpy())
+    assert np.isnan(got[7]) and not np.isnan(got[9]) and not np.isnan(got[10])
+
+
+def test_annotator_sums_equal_a_direct_count() -> None:
+    rng = np.random.default_rng(3)
+    rows = 50_000
+    annotator, item = rng.integers(0, 30, rows), rng.integers(0, 500, rows)
+    value, cost = rng.integers(0, 5, rows), rng.random(rows)
+    cost[rng.random(rows) < 0.1] = np.nan
+    keep = rng.random(rows) < 0.8
+    gold = np.where(rng.random(450) < 0.3, rng.integers(0, 5, 450), -1)  # items 450 and up have no gold entry
+    answers, on_gold, correct, total, costed = compiled_sums.annotator_sums(
+        keep, annotator, item, value, cost, gold, 30
+    )
+    g = np.where(item < gold.size, gold[np.minimum(item, gold.size - 1)], -1)
+    frame = pd.DataFrame({"a": annotator, "gold": g >= 0, "hit": (g >= 0) & (value == g), "cost": cost})[keep]
+    by = frame.groupby("a")
+    np.testing.assert_array_equal(answers, by.size().reindex(range(30), fill_value=0))
+    np.testing.assert_array_equal(on_gold, by["gold"].sum().reindex(range(30), fill_value=0))
+    np.testing.assert_array_equal(correct, by["hit"].sum().reindex(range(30), fill_value=0))
+    np.testing.assert_allclose(total, by["cost"].sum().reindex(range(30), fill_value=0), rtol=1e-12)
+    np.testing.assert_array_equal(costed, by["cost"].count().reindex(range(30), fill_value=0))
