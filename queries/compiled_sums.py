@@ -703,6 +703,20 @@ def _masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
     return best
 
 
+def masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
+    """The smallest x other than ``none`` (a NULL) among the rows ``keep`` marks, ``none`` when there is none."""
+    return int(_masked_min(keep, np.ascontiguousarray(x), none))
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
+    best = none
+    for i in range(keep.size):
+        if keep[i] and x[i] != none and (best == none or x[i] < best):
+            best = x[i]
+    return best
+
+
 def period_items(
     keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, confidence: np.ndarray, outcome: np.ndarray
 ) -> np.ndarray:

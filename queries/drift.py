@@ -102,12 +102,18 @@ REFERENCE_END_KEY = "drift_reference_end"
 
 
 def _reference_end(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int) -> pd.Timestamp | None:
+    """The first dated week in scope plus the reference window: from the held answers' week days where a
+    process holds them (a scan of every answer otherwise, the larger part of a filtered matrix question)."""
     _check_reference(reference_weeks)
-    clause, params = f.where("a")
-    row = first_row(con.execute(FIRST_WEEK.replace("{P}", clause), params))
-    if not row or row[0] is None:
-        return None
-    return pd.Timestamp(row[0]) + pd.Timedelta(weeks=reference_weeks)
+    scope = answer_arrays.in_scope(con, f)
+    if scope is not None:
+        day = compiled_sums.masked_min(scope[1], scope[0]["day"], answer_arrays.NO_DAY)
+        first = None if day == answer_arrays.NO_DAY else pd.Timestamp(day, unit="D")
+    else:
+        clause, params = f.where("a")
+        row = first_row(con.execute(FIRST_WEEK.replace("{P}", clause), params))
+        first = None if not row or row[0] is None else pd.Timestamp(row[0])
+    return None if first is None else first + pd.Timedelta(weeks=reference_weeks)
 
 
 def _reference_end_of(answers: agreement.Fetched, reference_weeks: int) -> pd.Timestamp | None:

@@ -48,3 +48,12 @@ def test_annotator_sums_equal_a_direct_count() -> None:
     np.testing.assert_array_equal(correct, by["hit"].sum().reindex(range(30), fill_value=0))
     np.testing.assert_allclose(total, by["cost"].sum().reindex(range(30), fill_value=0), rtol=1e-12)
     np.testing.assert_array_equal(costed, by["cost"].count().reindex(range(30), fill_value=0))
+
+
+def test_masked_min_leaves_out_nulls_and_unkept_rows() -> None:
+    none = np.iinfo(np.int32).min
+    x = np.array([5, none, 3, 9, none, 2], dtype=np.int32)
+    keep = np.array([True, True, True, True, True, False])
+    assert compiled_sums.masked_min(keep, x, none) == 3  # 2 is not kept, NULLs never win
+    assert compiled_sums.masked_min(keep & (x == none), x, none) == none  # only NULLs
+    assert compiled_sums.masked_min(np.zeros(6, dtype=bool), x, none) == none
