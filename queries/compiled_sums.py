@@ -703,6 +703,41 @@ def _masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
     return best
 
 
+def plurality_of(
+    keep: np.ndarray, value: np.ndarray, low: np.ndarray, high: np.ndarray, rank: np.ndarray
+) -> np.ndarray:
+    """Per slice [low, high) of the rows: the value most of its kept rows hold, ties to the smallest ``rank``
+    (-1 for a slice without kept rows)."""
+    return _plurality_of(keep, np.ascontiguousarray(value), _int64(low), _int64(high), _int64(rank))
+
+
+@numba.njit(cache=True, nogil=True)
+def _plurality_of(
+    keep: np.ndarray, value: np.ndarray, low: np.ndarray, high: np.ndarray, rank: np.ndarray
+) -> np.ndarray:
+    out = np.full(low.size, -1, dtype=np.int64)
+    count = np.zeros(rank.size, dtype=np.int64)
+    seen = np.empty(rank.size, dtype=np.int64)
+    for s in range(low.size):
+        m = 0
+        for i in range(low[s], high[s]):
+            if keep[i]:
+                v = value[i]
+                if count[v] == 0:
+                    seen[m] = v
+                    m += 1
+                count[v] += 1
+        best = -1
+        for t in range(m):
+            v = seen[t]
+            if best < 0 or count[v] > count[best] or (count[v] == count[best] and rank[v] < rank[best]):
+                best = v
+        out[s] = best
+        for t in range(m):
+            count[seen[t]] = 0
+    return out
+
+
 def masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
     """The smallest x other than ``none`` (a NULL) among the rows ``keep`` marks, ``none`` when there is none."""
     return int(_masked_min(keep, np.ascontiguousarray(x), none))

@@ -24,11 +24,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from queries import soft_labels
+from queries import answer_arrays, compiled_sums, frame_writes, soft_labels
 from queries.contested import MODEL_NODE
 from queries.filters import Filters
+from queries.results import arrays
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -91,6 +94,46 @@ MAJORITY_FROM_KEPT = (
 )
 
 
+# The plurality node of each gold item's kept answers, found over the answers held in memory (_held_majority).
+MAJORITY = "_hier_majority"
+# Per value index, its node id and tree order (the latest version's, as soft_labels.NODES).
+VALUE_NODES = (
+    "SELECT DISTINCT ON (value_idx) value_idx, node_id, ordinal FROM d_nodes ORDER BY value_idx, tree_version DESC"
+)
+
+
+def _held_majority(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> bool:
+    """MAJORITY_FROM_KEPT's rows written to MAJORITY from the answers held in memory (answer_arrays), False
+    where the process does not hold them. The held answers are sorted by item, so each gold item's answers
+    are one slice of the filter's mask: a compiled count per slice, where SQL scanned every answer."""
+    scope = answer_arrays.in_scope(con, f)
+    if scope is None:
+        return False
+    columns, keep = scope
+
+    def slices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The gold items and the bounds of their answers among the held ones (the same for every filter)."""
+        items = arrays(con, "SELECT item_idx FROM " + gold + " ORDER BY item_idx")["item_idx"]  # noqa: S608 - fixed relation
+        held = columns["item_idx"]
+        wanted = items.astype(held.dtype)
+        return items, np.searchsorted(held, wanted, "left"), np.searchsorted(held, wanted, "right")
+
+    items, low, high = answer_arrays.kept(con, "hier_gold_slices", slices)
+    nodes = answer_arrays.kept(con, "value_nodes", lambda: arrays(con, VALUE_NODES))
+    rank = np.full(int(nodes["value_idx"].max(initial=-1)) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    rank[nodes["value_idx"]] = nodes["ordinal"]
+    best = compiled_sums.plurality_of(keep, columns["v"], low, high, rank)
+    found = best >= 0
+    names = np.full(rank.size, None, dtype=object)
+    names[nodes["value_idx"]] = nodes["node_id"]
+    rows = pa.table(
+        {"item_idx": pa.array(items[found], pa.int32()), "node_id": pa.array(names[best[found]], pa.string())}
+    )
+    write = "CREATE OR REPLACE TEMP TABLE " + MAJORITY + " AS SELECT * FROM _majority_rows"  # noqa: S608 - fixed name
+    frame_writes.run_over(con, "_majority_rows", rows, write)
+    return True
+
+
 def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple[str, list[Any]]:
     """(method, item_idx, node_id) for every method that has results, restricted to the filtered items."""
     params: list[Any] = []
@@ -99,6 +142,10 @@ def _predictions(con: duckdb.DuckDBPyConnection, f: Filters, gold: str) -> tuple
         parts = ["SELECT 'majority' AS method, d.item_idx, d.consensus_node AS node_id FROM d_items d "  # noqa: S608
                  "WHERE d.item_idx IN (SELECT item_idx FROM " + gold + ")"]
         scope, scope_params = soft_labels.scoped("s.item_idx", f)
+    elif _held_majority(con, f, gold):
+        head = ""
+        parts = ["SELECT 'majority' AS method, item_idx, node_id FROM " + MAJORITY]  # noqa: S608 - fixed name
+        scope, scope_params = "s.item_idx IN (SELECT item_idx FROM " + MAJORITY + ")", []  # noqa: S608 - fixed name
     else:
         # Every row is a gold item's, so the items with a kept answer are the scope: the same scan that
         # counts the votes selects them, instead of a DISTINCT over every matching answer.
@@ -153,7 +200,8 @@ def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Data
     try:
         return _scores(con, "SELECT * FROM " + SCORED, [], depth, columns)  # noqa: S608 - fixed name
     finally:
-        con.execute("DROP TABLE IF EXISTS " + SCORED)
+        for table in (SCORED, MAJORITY):
+            con.execute("DROP TABLE IF EXISTS " + table)
 
 
 # Every measure of a pair depends on its predicted and gold nodes alone, so the pairs are counted per

@@ -12,7 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from queries import agreement, answer_arrays, cost_quality, data_quality, drift, escalation, overview, reliability
+from queries import (
+    agreement,
+    answer_arrays,
+    cost_quality,
+    data_quality,
+    drift,
+    escalation,
+    hierarchy_accuracy,
+    overview,
+    reliability,
+)
 from queries.connection import bump_data_version, connect, memory
 from queries.filters import Filters
 
@@ -125,6 +135,7 @@ def test_checks_and_tables_from_the_arrays_equal_the_sql_scan(small_demo: Path, 
                 agreement.pairwise_kappa,
                 escalation.gains_by,  # items in scope marked over the held answers
                 cost_quality.pareto_frontier,  # ... and only gold items among them
+                hierarchy_accuracy.hierarchical_accuracy,  # each gold item's plurality over the held answers
             )
             for table in tables:
                 held, live = _held_and_live(lambda f=f, table=table: table(con, f))

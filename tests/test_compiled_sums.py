@@ -57,3 +57,12 @@ def test_masked_min_leaves_out_nulls_and_unkept_rows() -> None:
     assert compiled_sums.masked_min(keep, x, none) == 3  # 2 is not kept, NULLs never win
     assert compiled_sums.masked_min(keep & (x == none), x, none) == none  # only NULLs
     assert compiled_sums.masked_min(np.zeros(6, dtype=bool), x, none) == none
+
+
+def test_plurality_of_slices_breaks_ties_by_rank() -> None:
+    value = np.array([2, 1, 1, 2, 0, 3, 3, 0, 0], dtype=np.int8)
+    keep = np.array([True, True, True, True, False, True, True, True, False])
+    rank = np.array([5, 9, 1, 0])  # value 3 comes first in tree order, then 2, 0, 1
+    low, high = np.array([0, 4, 5, 8]), np.array([4, 5, 8, 8])
+    # 2,1,1,2: a tie between 1 and 2, to 2 (rank 1); 0 unkept: none; 3,3,0: 3; an empty slice: none.
+    np.testing.assert_array_equal(compiled_sums.plurality_of(keep, value, low, high, rank), [2, -1, 3, -1])
