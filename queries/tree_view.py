@@ -215,7 +215,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     cells = rep.size * width
     siblings = tree_view_walk.sibling_pairs(tree.parent, tree.depth)
     volume, ambiguity, items = (np.zeros((cells, tree.size)) for _ in range(3))
-    pairs = np.zeros((cells, siblings.size))
+    pairs = tree_view_walk.PairSums.empty(siblings.size, cells)
     # Every answer (tier code 0), then the answers with a tier by tier; the walk groups each by pseudo-item.
     tiered = np.flatnonzero(tier > 0)
     for rows, pseudo in ((slice(None), item * width), (tiered, item[tiered] * width + tier[tiered])):
@@ -244,8 +244,8 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         "items": pa.array(items.ravel()[held], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", volumes, "CREATE OR REPLACE TABLE " + VOLUME_CELLS + " AS " + VOLUME_ROWS)
-    bins = np.flatnonzero(pairs.ravel() > 0)
-    cell, code = bins // max(siblings.size, 1), bins % max(siblings.size, 1)
+    slot, cell = np.nonzero(pairs.table[: pairs.used])
+    code = pairs.codes()[slot]
     first, second = siblings.first[code], siblings.second[code]
     level, parent = tree.depth[first] - 1, tree.parent[first]
     confusion = pa.table({
@@ -254,7 +254,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         "parent": _dictionary(parent, tree.node_ids, parent == 0),
         "first": _dictionary(first, tree.node_ids),
         "second": _dictionary(second, tree.node_ids),
-        "pairs": pa.array(pairs.ravel()[bins], pa.int64()),
+        "pairs": pa.array(pairs.table[slot, cell], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", confusion, "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS " + PAIR_CELLS)
     return "full"

@@ -4,8 +4,10 @@ Each pseudo-item (an item, or an item's answers of one tier) contributes, at eve
 at the cut's nodes (to the volume cells) and the ordered pairs of its answers between siblings (to the
 confusion cells). As array operations that meant, per chunk of items and per depth, run detection, reductions
 and a repeat-based expansion of every item's pairs; here each pseudo-item's few rows are walked once per
-depth while they are in cache, and the sums go straight into dense tables: volumes per (cell, node) and pairs
-per (cell, sibling pair), where a sibling pair is one (first, second) of the children of one parent.
+depth while they are in cache, and the sums go straight into tables: volumes per (cell, node), dense, and pairs
+per (sibling pair, cell), where a sibling pair is one (first, second) of the children of one parent. A tree of
+wide parents has many possible pairs and few of them answered together, so the pair table has a row per pair
+seen, added as the walk meets them, rather than one per possible pair.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ class SiblingPairs:
     @property
     def size(self) -> int:
         return int(self.first.size)
+
+
+@dataclass
+class PairSums:
+    """Sums per (sibling pair seen, cell): ``table[slot_of[code], cell]``; rows beyond ``used`` are spare."""
+
+    slot_of: np.ndarray  # per pair code: its row of the table, -1 until seen
+    table: np.ndarray
+    used: int = 0
+
+    @classmethod
+    def empty(cls, codes: int, cells: int) -> PairSums:
+        return cls(np.full(codes, -1, dtype=np.int64), np.zeros((64, cells)))
+
+    def codes(self) -> np.ndarray:
+        """The pair code of each used row."""
+        out = np.zeros(self.used, dtype=np.int64)
+        seen = np.flatnonzero(self.slot_of >= 0)
+        out[self.slot_of[seen]] = seen
+        return out
 
 
 def sibling_pairs(parent: np.ndarray, node_depth: np.ndarray) -> SiblingPairs:
@@ -68,19 +90,19 @@ def walk(
     volume: np.ndarray,
     ambiguity: np.ndarray,
     items: np.ndarray,
-    pairs: np.ndarray,
+    pairs: PairSums,
 ) -> None:
     """Adds the rows' volumes into ``volume``, ``ambiguity`` and ``items`` (cells x nodes) and their pairs into
-    ``pairs`` (cells x pair codes). A row is (pseudo-item, place, answers); ``cell_of[pseudo]`` is its cell."""
+    ``pairs``. A row is (pseudo-item, place, answers); ``cell_of[pseudo]`` is its cell."""
     pseudo = np.asarray(pseudo, dtype=np.int64)
     cell_of = np.asarray(cell_of, dtype=np.int64)
     order = compiled_sums.group_order(pseudo)
-    _walk(
+    pairs.table, pairs.used = _walk(
         pseudo[order], np.asarray(place, dtype=np.int64)[order], np.asarray(n, dtype=np.float64)[order],
         np.asarray(place_rank, dtype=np.int64), cell_of,
         np.ascontiguousarray(cut, dtype=np.int64), np.asarray(node_depth, dtype=np.int64),
         np.asarray(parent, dtype=np.int64), np.asarray(place_depth, dtype=np.int64), siblings.offset,
-        siblings.position, siblings.width, volume, ambiguity, items, pairs,
+        siblings.position, siblings.width, volume, ambiguity, items, pairs.slot_of, pairs.table, pairs.used,
     )
 
 
@@ -89,8 +111,8 @@ def _walk(
     pseudo: np.ndarray, place: np.ndarray, n: np.ndarray, place_rank: np.ndarray, cell_of: np.ndarray,
     cut: np.ndarray, node_depth: np.ndarray, parent: np.ndarray, place_depth: np.ndarray, offset: np.ndarray,
     position: np.ndarray, width: np.ndarray, volume: np.ndarray, ambiguity: np.ndarray, items: np.ndarray,
-    pairs: np.ndarray,
-) -> None:
+    slot_of: np.ndarray, pairs: np.ndarray, used: int,
+) -> tuple[np.ndarray, int]:
     """Rows come grouped by pseudo-item. Within one, they are put in depth-first place order, so that at every
     cut the answers under one node, and the children of one parent, are runs of rows."""
     depths = cut.shape[0]
@@ -158,6 +180,17 @@ def _walk(
                     for j in range(q, stop):
                         b = run_kid[j]
                         value = run_sum[a] * run_sum[b] - (run_sum[a] if a == b else 0.0)
-                        pairs[cell, offset[up] + position[run_node[a]] * width[up] + position[run_node[b]]] += value
+                        if value == 0:
+                            continue
+                        code = offset[up] + position[run_node[a]] * width[up] + position[run_node[b]]
+                        if slot_of[code] < 0:
+                            if used == pairs.shape[0]:  # a full table doubles
+                                bigger = np.zeros((2 * used, pairs.shape[1]))
+                                bigger[:used] = pairs
+                                pairs = bigger
+                            slot_of[code] = used
+                            used += 1
+                        pairs[slot_of[code], cell] += value
                 q = stop
         at = end
+    return pairs, used
