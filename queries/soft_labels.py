@@ -22,7 +22,7 @@ reaching the branch's depth chose this branch but at least two different leaves 
 Refresh materialises ``d_soft_mass``, ``d_soft_levels`` and ``d_soft_branches``; per-item maths, so only
 items with new answers are recomputed. Pages read them (or sums of them) for item-level filters (branch,
 source, segment, which only choose items), read per-tier sums for a filter on one annotator tier, and
-otherwise recompute the answers' soft labels from ``d_answers`` with the refresh's array maths.
+otherwise recompute the answers' soft labels from ``d_answers`` with the refresh's walk (``soft_label_walk``).
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def _weight_rows(
 
 
 def _soft_arrays(tree: Tree, raw: Rows, counted: bool) -> Iterator[tuple[str, pa.Table]]:
-    """The mass, level and (for answer counts) branch rows of the items in ``raw``, in item order, one
+    """The mass, level and (for answer counts) branch rows of the items in ``raw``, in item order, as one Arrow
     table at a time so that each can be written and freed before the next is built (peak memory). Rows of
     one (item, place) may come split (by tier): the walk adds them up."""
     answers = raw["answers"] if counted else np.zeros(len(raw["item_idx"]))

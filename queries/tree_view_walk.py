@@ -114,7 +114,8 @@ def _walk(
     slot_of: np.ndarray, pairs: np.ndarray, used: int,
 ) -> tuple[np.ndarray, int]:
     """Rows come grouped by pseudo-item. Within one, they are put in depth-first place order, so that at every
-    cut the answers under one node, and the children of one parent, are runs of rows."""
+    cut the answers under one node, and the children of one parent, are runs of rows. d_answers holds one tree
+    version, so a node has one parent and one place: the cut's parent of a child is the child's own."""
     depths = cut.shape[0]
     rows = np.empty(0, dtype=np.int64)
     run_node = np.empty(0, dtype=np.int64)
