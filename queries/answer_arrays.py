@@ -125,6 +125,11 @@ def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.n
     return None if held is None else (held.columns, mask(con, held, f))
 
 
+def holds(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether this process holds the answers of ``con``'s current data, so that ``kept`` keeps."""
+    return _enabled and _arrays(con, fetch=False) is not None
+
+
 def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) -> T:
     """``compute()``, once per version of the data in a process that holds the answers: small derived tables
     that every filtered question reads whole (each item's consensus, the dated predictions) are kept beside

@@ -36,9 +36,9 @@ import pyarrow as pa
 from pydantic import BaseModel
 from scipy.optimize import minimize_scalar
 
-from queries import frame_writes
+from queries import answer_arrays, frame_writes
 from queries.errors import LabelgovError
-from queries.escalation import item_scope, scoped_items
+from queries.escalation import ItemScope, item_scope, scoped_items
 from queries.filters import Filters
 from queries.results import arrays, first_row
 from queries.soft_labels import table_exists as _table_exists
@@ -207,11 +207,29 @@ class GoldMatrix(BaseModel):
 
     model_config = {"arbitrary_types_allowed": True}
 
+    items: npt.NDArray[np.int64]  # item indices, sorted: the rows
     prob: FloatArray  # items x leaves
     branch: npt.NDArray[np.object_]
     leaf_target: npt.NDArray[np.int64]  # gold leaf column, -1 when gold is not a leaf
+    deepest: npt.NDArray[np.int64]  # per item: its deepest level with a gold row
     cut: list[npt.NDArray[np.int64]]  # per level: leaf column -> cut node index
     gold_cut: list[npt.NDArray[np.int64]]  # per level: the gold's cut node index, -1 when gold is above it
+
+    def rows(self, keep: npt.NDArray[np.bool_]) -> GoldMatrix | None:
+        """The matrix of the items ``keep`` marks, as gold_matrix builds it for a scope of those items (its
+        levels end at the deepest level they reach); None for no items."""
+        if not keep.any():
+            return None
+        levels = int(self.deepest[keep].max())
+        return GoldMatrix(
+            items=self.items[keep],
+            prob=self.prob[keep],
+            branch=self.branch[keep],
+            leaf_target=self.leaf_target[keep],
+            deepest=self.deepest[keep],
+            cut=self.cut[:levels],
+            gold_cut=[g[keep] for g in self.gold_cut[:levels]],
+        )
 
 
 def _model_names(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -228,8 +246,24 @@ def models(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldMatrix | None:
-    """Dense probabilities of the gold items in scope; the gold on each cut comes from ``d_pred_level``."""
+    """Dense probabilities of the gold items in scope; the gold on each cut comes from ``d_pred_level``.
+
+    A process that holds the answers in memory (answer_arrays) keeps every gold item's matrix per model and
+    data version, and a filter chooses its rows: building it is strings and pandas per gold item, most of a
+    filtered calibration question, and the same for every filter.
+    """
     scope = item_scope(con, f, gold_only=True)
+    if f.is_empty() or not answer_arrays.holds(con):
+        return _gold_matrix(con, scope, model)
+    every = answer_arrays.kept(con, "gold_matrix " + model, lambda: _gold_matrix(con, ItemScope("TRUE", []), model))
+    if every is None:
+        return None
+    listed = arrays(con, "SELECT o.item_idx FROM d_item_outcomes o WHERE " + scope.sql, scope.params)["item_idx"]  # noqa: S608 - scope from item_scope
+    size = int(max(every.items.max(), listed.max(initial=-1))) + 1
+    return every.rows(answer_arrays.member_table(listed, size)[every.items])
+
+
+def _gold_matrix(con: duckdb.DuckDBPyConnection, scope: ItemScope, model: str) -> GoldMatrix | None:
     leaves = con.execute("SELECT node_id, lineage FROM " + NODES + " n WHERE is_leaf ORDER BY node_id").df()  # noqa: S608 - fixed text
     # Each probability's leaf column found in SQL (-1: not a leaf of the tree), not by string lookups in pandas.
     rows = arrays(
@@ -265,9 +299,11 @@ def gold_matrix(con: duckdb.DuckDBPyConnection, f: Filters, model: str) -> GoldM
         gold_cut.append(at.map(on_cut).fillna(-1).to_numpy(np.int64))
     first = gold.drop_duplicates("item_idx").set_index("item_idx").reindex(items)
     return GoldMatrix(
+        items=items.astype(np.int64),
         prob=prob,
         branch=first["branch"].to_numpy(object),
         leaf_target=first["gold_leaf"].map(leaf_col).fillna(-1).to_numpy(np.int64),
+        deepest=gold.groupby("item_idx")["level"].max().reindex(items).to_numpy(np.int64),
         cut=cut,
         gold_cut=gold_cut,
     )

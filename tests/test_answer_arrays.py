@@ -15,6 +15,7 @@ import pytest
 from queries import (
     agreement,
     answer_arrays,
+    calibration,
     cost_quality,
     data_quality,
     drift,
@@ -136,6 +137,8 @@ def test_checks_and_tables_from_the_arrays_equal_the_sql_scan(small_demo: Path, 
                 escalation.gains_by,  # items in scope marked over the held answers
                 cost_quality.pareto_frontier,  # ... and only gold items among them
                 hierarchy_accuracy.hierarchical_accuracy,  # each gold item's plurality over the held answers
+                calibration.calibration_table,  # rows of every gold item's matrix, kept per data version
+                calibration.reliability_bins,
             )
             for table in tables:
                 held, live = _held_and_live(lambda f=f, table=table: table(con, f))
