@@ -6,7 +6,8 @@ computation is a pass over every answer (compare neighbours, find run starts, ga
 codes, bincount, per depth of the tree), and at millions of answers those passes, not the arithmetic, are the
 cost of the page. numba compiles each loop once (cached beside the module) and walks the answers once. The
 public functions give the loops fixed array types (int32 answer columns, int32 or int64 codes, float64 values),
-so that each compiles once or twice rather than once per combination of the callers' integer widths.
+so that each compiles once or twice rather than once per combination of the callers' integer widths. The
+orderings and selections such sums need (a counting sort by item, medians and pluralities per key) are here too.
 """
 
 from __future__ import annotations
@@ -703,6 +704,20 @@ def _masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
     return best
 
 
+def masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
+    """The smallest x other than ``none`` (a NULL) among the rows ``keep`` marks, ``none`` when there is none."""
+    return int(_masked_min(keep, np.ascontiguousarray(x), none))
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
+    best = none
+    for i in range(keep.size):
+        if keep[i] and x[i] != none and (best == none or x[i] < best):
+            best = x[i]
+    return best
+
+
 def plurality_of(
     keep: np.ndarray, value: np.ndarray, low: np.ndarray, high: np.ndarray, rank: np.ndarray
 ) -> np.ndarray:
@@ -736,20 +751,6 @@ def _plurality_of(
         for t in range(m):
             count[seen[t]] = 0
     return out
-
-
-def masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
-    """The smallest x other than ``none`` (a NULL) among the rows ``keep`` marks, ``none`` when there is none."""
-    return int(_masked_min(keep, np.ascontiguousarray(x), none))
-
-
-@numba.njit(cache=True, nogil=True)
-def _masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
-    best = none
-    for i in range(keep.size):
-        if keep[i] and x[i] != none and (best == none or x[i] < best):
-            best = x[i]
-    return best
 
 
 def period_items(
