@@ -754,29 +754,34 @@ def _plurality_of(
 
 
 def period_items(
-    keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, confidence: np.ndarray, outcome: np.ndarray
+    keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, cost: np.ndarray, confidence: np.ndarray,
+    outcome: np.ndarray,
 ) -> np.ndarray:
     """Per period (row 0: the rows ``keep`` marks created before day ``start``; row 1: from it on): distinct
     items, answers, the sum and count of the items' confidences (NaN: none), items with an outcome (0 or 1;
-    -1: none) and items with outcome 1. ``item`` must be sorted, so that an item's rows are contiguous;
-    items past the tables' ends have neither."""
+    -1: none), items with outcome 1, and the sum and count of the answers' stated costs (NaN: none). ``item``
+    must be sorted, so that an item's rows are contiguous; items past the tables' ends have neither."""
     return _period_items(
-        keep, np.ascontiguousarray(item), np.ascontiguousarray(created), start,
+        keep, np.ascontiguousarray(item), np.ascontiguousarray(created), start, np.asarray(cost, dtype=np.float64),
         np.asarray(confidence, dtype=np.float64), np.asarray(outcome, dtype=np.int8),
     )
 
 
 @numba.njit(cache=True, nogil=True)
 def _period_items(
-    keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, confidence: np.ndarray, outcome: np.ndarray
+    keep: np.ndarray, item: np.ndarray, created: np.ndarray, start: int, cost: np.ndarray, confidence: np.ndarray,
+    outcome: np.ndarray,
 ) -> np.ndarray:
-    out = np.zeros((2, 6))
+    out = np.zeros((2, 8))
     last = np.full(2, -1, dtype=np.int64)
     for i in range(keep.size):
         if not keep[i]:
             continue
         p = 1 if created[i] >= start else 0
         out[p, 1] += 1
+        if cost[i] == cost[i]:
+            out[p, 6] += cost[i]
+            out[p, 7] += 1
         it = item[i]
         if it == last[p]:
             continue

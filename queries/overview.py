@@ -141,7 +141,7 @@ def _volumes(con: duckdb.DuckDBPyConnection, f: Filters, period: Period) -> tupl
     both = _within(f, period.previous_start, period.end)
     scope = answer_arrays.in_scope(con, both)
     if scope is not None:
-        return _volumes_held(con, both, period, *scope)
+        return _volumes_held(con, period, *scope)
     answers, params = both.answers_from()
     rows = con.execute(
         "WITH s AS (SELECT a.item_idx, a.created_at >= ? AS current, count(*) AS n, sum(a.cost) AS cost "
@@ -156,9 +156,6 @@ def _volumes(con: duckdb.DuckDBPyConnection, f: Filters, period: Period) -> tupl
         bool(r[0]): (int(r[1]), int(r[2]), _clean(r[3]), _clean(r[4]), int(r[5]), int(r[6])) for r in rows
     }
     return found.get(True, NO_VOLUME), found.get(False, NO_VOLUME)
-
-
-SPEND = "SELECT a.created_at >= ? AS current, sum(a.cost) FROM {answers} GROUP BY 1"
 
 
 @dataclass(frozen=True)
@@ -182,30 +179,26 @@ def _per_item(con: duckdb.DuckDBPyConnection) -> _PerItem:
 
 
 def _volumes_held(
-    con: duckdb.DuckDBPyConnection, f: Filters, period: Period, columns: dict[str, np.ndarray], keep: np.ndarray
+    con: duckdb.DuckDBPyConnection, period: Period, columns: dict[str, np.ndarray], keep: np.ndarray
 ) -> tuple[Volume, Volume]:
     """_volumes from the answers held in memory (answer_arrays) in one compiled pass: an item's answers are
     contiguous there, so a period's distinct items are where the item index changes, and its per-item numbers
-    are lookups in tables kept beside the answers. Only the spend, a column not held, is summed in SQL,
-    without grouping by item."""
-    answers, params = f.answers_from()
-    spend = dict(con.execute(SPEND.replace("{answers}", answers), [period.start, *params]).fetchall())
+    are lookups in tables kept beside the answers."""
     per_item = answer_arrays.kept(con, "overview:per_item", lambda: _per_item(con))
     start = (period.start - date(1970, 1, 1)).days
     sums = compiled_sums.period_items(
-        keep, columns["item_idx"], columns["created"], start, per_item.confidence, per_item.outcome
+        keep, columns["item_idx"], columns["created"], start, columns["cost"], per_item.confidence, per_item.outcome
     )
     found = []
     for now in (True, False):
-        items, n, ds_sum, ds_n, outcomes, escalated = sums[int(now)].tolist()
-        cost = spend.get(now)
+        items, n, ds_sum, ds_n, outcomes, escalated, cost, costed = sums[int(now)].tolist()
         found.append(
             NO_VOLUME
             if items == 0
             else (
                 int(items),
                 int(n),
-                None if cost is None else _clean(cost / items),
+                _clean(cost / items) if costed else None,
                 _clean(ds_sum / ds_n) if ds_n else None,
                 int(outcomes),
                 int(escalated),
@@ -276,8 +269,8 @@ def _tiles(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
         current, previous = _volumes(con, f, period)
         alpha_now, alpha_before = (agreement.alpha(con, _within(f, *p), bootstrap=0).value for p in periods)
     else:
-        # A page: the volumes are SQL and counting passes, alpha compiled sums; on two threads (the volumes on
-        # their own cursor) they overlap.
+        # A page: the volumes are counting passes (SQL where no answers are held), alpha compiled sums; on two
+        # threads (the volumes on their own cursor) they overlap.
         with ThreadPoolExecutor(max_workers=1) as pool, con.cursor() as cursor:
             volumes = pool.submit(_volumes, cursor, f, period)
             alpha_now, alpha_before = (agreement.alpha(con, _within(f, *p), bootstrap=0).value for p in periods)
