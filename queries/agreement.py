@@ -901,8 +901,10 @@ def _spread(first: np.ndarray, second: np.ndarray, units: np.ndarray) -> np.ndar
 
 
 def day_label(days: np.ndarray) -> list[str]:
-    """ISO dates of days since 1970, vectorised: a weekly table can have tens of thousands of rows."""
-    return np.datetime_as_string(np.asarray(days, dtype=np.int64).astype("datetime64[D]"), unit="D").tolist()
+    """ISO dates of days since 1970: a weekly table can have tens of thousands of rows but only a few dozen
+    weeks, so each distinct day is formatted once."""
+    distinct, inverse = np.unique(np.asarray(days, dtype=np.int64), return_inverse=True)
+    return np.datetime_as_string(distinct.astype("datetime64[D]"), unit="D")[inverse].tolist()
 
 
 def grouped(

@@ -579,29 +579,77 @@ def confidence_drift(
     effect size as Cohen's d against the reference standard deviation."""
     def compute() -> pd.DataFrame:
         fetched = agreement.fetch(con, f, confidence=True)
-        return _confidence((fetched, agreement.value_space(con)), _reference_end_of(fetched, reference_weeks))
+        tables = _week_tables(con, (fetched, agreement.value_space(con)))
+        return _confidence(tables, _reference_end_of(fetched, reference_weeks))
 
     return _stored_or_live(con, f, reference_weeks, "confidence", compute)
 
 
-def _confidence(
-    fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None, end: pd.Timestamp | None
-) -> pd.DataFrame:
-    """From the answers' arrays (fetched with their confidences), each answer's top-level branch looked up by
-    its value index: the moments are sums by an integer code, where SQL grouped ten million rows and joined
-    the node table to them."""
-    empty = pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
-    if end is None or fetched is None or fetched[0].confidence is None or fetched[0].day is None:
-        return empty
+@dataclass
+class _WeekTables:
+    """The answer-level sums per (key, week) that confidence and annotator drift test, with the items that
+    have an answer (a boolean table by item index), from one compiled pass over the fetched answers
+    (compiled_sums.answer_week_sums). Keys are integer codes: confidence's index ``branches``, annotators'
+    are annotator indices (named only on the rows a test returns)."""
+
+    confidence: pd.DataFrame | None  # key, week, n, sum, sum_sq; None when not fetched with confidences
+    annotators: pd.DataFrame | None  # key, week, n, agree; None when not fetched with annotators
+    branches: np.ndarray
+    items: np.ndarray
+
+
+def _week_tables(
+    con: duckdb.DuckDBPyConnection, fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None
+) -> _WeekTables | None:
+    if fetched is None or fetched[0].day is None:
+        return None
     answers, space = fetched
-    top = space.ancestors[0][answers.value]
-    sums = _sums_by_week(top, answers.day, answers.confidence, np.asarray(space.node_ids, dtype=object))
-    if sums.empty:
+    consensus = (
+        np.zeros(0, dtype=np.int64)
+        if answers.annotator is None
+        else agreement.consensus_by_item(con, space.node_ids, int(answers.item.max(initial=-1)) + 1)
+    )
+    top = space.ancestors[0] if space.ancestors.size else np.zeros(0, dtype=np.int64)
+    days, stated, agreed, items = compiled_sums.answer_week_sums(
+        answers.item, answers.value, answers.day, answers.annotator, answers.confidence, top, consensus
+    )
+    return _WeekTables(
+        None
+        if answers.confidence is None
+        else _cell_frame(stated[..., 0], {"sum": stated[..., 1], "sum_sq": stated[..., 2]}, days),
+        None if answers.annotator is None else _cell_frame(agreed[..., 0], {"agree": agreed[..., 1]}, days),
+        np.asarray(space.node_ids, dtype=object),
+        items,
+    )
+
+
+def _cell_frame(n: np.ndarray, sums: dict[str, np.ndarray], days: np.ndarray) -> pd.DataFrame:
+    """Cells (key by window) with rows, as the frame a GROUP BY (key, week) would give: key, week, n and
+    the ``sums``."""
+    key, window = np.nonzero(n)
+    return pd.DataFrame(
+        {
+            "key": key,
+            "week": pd.to_datetime(days[window], unit="D"),
+            "n": n[key, window],
+            **{name: cells[key, window] for name, cells in sums.items()},
+        }
+    )
+
+
+def _confidence(tables: _WeekTables | None, end: pd.Timestamp | None) -> pd.DataFrame:
+    """From the sums per top-level branch (by the answer's value) and week of the stated confidences: where
+    SQL grouped ten million rows and joined the node table to them."""
+    empty = pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
+    if end is None or tables is None or tables.confidence is None or tables.confidence.empty:
         return empty
+    sums = tables.confidence
     # The variance of a single answer is 0; sums of squares lose nothing that matters for values in [0, 1].
     n, total = sums["n"], sums["sum"]
-    frame = sums.rename(columns={"key": "branch"}).assign(
-        mean=total / n, var=np.where(n > 1, np.maximum(sums["sum_sq"] - total**2 / n, 0) / (n - 1), 0.0)
+    frame = sums.assign(
+        branch=tables.branches[sums["key"].to_numpy()],
+        mean=total / n,
+        var=np.where(n > 1, np.maximum(sums["sum_sq"] - total**2 / n, 0) / (n - 1), 0.0),
     )
     early = frame["week"] < end
     ref = _pool_moments(frame[early]).set_index("branch")
@@ -734,16 +782,9 @@ def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray, names: np.nda
     window_of_day = (np.cumsum(present) - 1).astype(np.int64)
     n_keys = int(key.max()) + 1
     n, total, squares = compiled_sums.window_sums(key, day, x, first, window_of_day, days.size, n_keys)
-    used = np.flatnonzero(n)
-    return pd.DataFrame(
-        {
-            "key": names[used // days.size],
-            "week": pd.to_datetime(days[used % days.size], unit="D"),
-            "n": n[used],
-            "sum": total[used],
-            "sum_sq": squares[used],
-        }
-    )
+    shape = (n_keys, days.size)
+    frame = _cell_frame(n.reshape(shape), {"sum": total.reshape(shape), "sum_sq": squares.reshape(shape)}, days)
+    return frame.assign(key=names[frame["key"].to_numpy()])
 
 
 def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> pd.DataFrame:
@@ -755,32 +796,24 @@ def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks:
 
 
 def _annotators(
-    con: duckdb.DuckDBPyConnection,
-    f: Filters,
-    end: pd.Timestamp | None,
-    fetched: tuple[agreement.Fetched, agreement.ValueSpace] | None = None,
+    con: duckdb.DuckDBPyConnection, f: Filters, end: pd.Timestamp | None, tables: _WeekTables | None = None
 ) -> pd.DataFrame:
-    """Counted from the answers' arrays (``fetched``: with annotators, when the caller has them): the
-    consensus is looked up per item by indexing, where SQL would join every answer to its item."""
+    """Counted from the answers' arrays (``tables``: their sums, when the caller has them): the consensus is
+    looked up per item by indexing, where SQL would join every answer to its item."""
     empty = pd.DataFrame({c: [] for c in ["annotator_id", *RATE_COLUMNS]})
     if end is None:
         return empty
-    if fetched is None:
-        space = agreement.value_space(con)
-        fetched = (agreement.fetch(con, f, annotator=True), space)
-    answers, space = fetched
-    if answers.item.size == 0 or answers.annotator is None or answers.day is None:
+    if tables is None:
+        tables = _week_tables(con, (agreement.fetch(con, f, annotator=True), agreement.value_space(con)))
+    if tables is None or tables.annotators is None or tables.annotators.empty:
         return empty
-    consensus = agreement.consensus_by_item(con, space.node_ids, int(answers.item.max()) + 1)
+    frame = tables.annotators.rename(columns={"key": "annotator_id"})
+    out = _compare_rates(frame, "annotator_id", end, "agree", "n")
     index = arrays(con, "SELECT annotator_idx, annotator_id FROM d_annotator_index")
     names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
     names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
-    agree = consensus[answers.item] == answers.value
-    frame = _sums_by_week(answers.annotator, answers.day, agree.view(np.int8), names)
-    if frame.empty:
-        return empty
-    frame = frame.rename(columns={"key": "annotator_id"}).assign(agree=frame["sum"].astype(np.int64))
-    return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
+    out["annotator_id"] = names[out["annotator_id"].to_numpy()]
+    return out.sort_values(["annotator_id", "week"], ignore_index=True)[["annotator_id", *RATE_COLUMNS]]
 
 
 TREE_CHANGES = """
@@ -972,12 +1005,13 @@ def _frames(
         return {"agreement": _agreement_drift(cursor, f, end, 0, scanned)}
 
     def the_others() -> dict[str, pd.DataFrame]:
+        tables = _week_tables(con, fetched)
         # The items with an answer in scope are the items the filters keep (see soft_labels.item_scope).
-        in_scope = None if f.is_empty() or fetched is None else _items_table(fetched[0].item)
+        in_scope = None if f.is_empty() or tables is None else tables.items
         return {
-            "confidence": _confidence(fetched, end),
+            "confidence": _confidence(tables, end),
             "model": _model(con, f, end, in_scope),
-            "annotators": _annotators(con, f, end, fetched),
+            "annotators": _annotators(con, f, end, tables),
         }
 
     if not parallel or end is None:

@@ -66,3 +66,36 @@ def test_plurality_of_slices_breaks_ties_by_rank() -> None:
     low, high = np.array([0, 4, 5, 8]), np.array([4, 5, 8, 8])
     # 2,1,1,2: a tie between 1 and 2, to 2 (rank 1); 0 unkept: none; 3,3,0: 3; an empty slice: none.
     np.testing.assert_array_equal(compiled_sums.plurality_of(keep, value, low, high, rank), [2, -1, 3, -1])
+
+
+def test_answer_week_sums_equal_pandas_group_bys() -> None:
+    """Confidence sums by (top-level branch of the value, week) and agreement with the item's consensus by
+    (annotator, week), against pandas group-bys in the narrow integer widths the held answers use; unstated
+    confidences (NaN), answers without an annotator (-1) and weeks absent from the rows are left out."""
+    rng = np.random.default_rng(11)
+    rows = 40_000
+    item = np.sort(rng.integers(0, 900, rows)).astype(np.int32)
+    value = rng.integers(0, 6, rows).astype(np.int8)
+    day = (20454 + 7 * rng.choice([0, 1, 3, 4, 8], rows)).astype(np.int16)  # weeks 2, 5, 6, 7 absent
+    annotator = rng.integers(-1, 40, rows).astype(np.int16)
+    confidence = np.where(rng.random(rows) < 0.4, np.nan, rng.random(rows))
+    top = np.array([0, 0, 2, 2, 4, 4])  # each value's top-level node
+    consensus = rng.integers(-1, 6, 1000)
+    days, stated, agreed, seen = compiled_sums.answer_week_sums(
+        item, value, day, annotator, confidence, top, consensus
+    )
+    np.testing.assert_array_equal(days, np.unique(day))
+    np.testing.assert_array_equal(np.flatnonzero(seen), np.unique(item))
+    week = np.searchsorted(days, day)
+    frame = pd.DataFrame({"top": top[value], "week": week, "c": confidence})
+    want = frame.dropna().groupby(["top", "week"])["c"].agg(["size", "sum", lambda v: (v * v).sum()])
+    got = stated[want.index.get_level_values(0), want.index.get_level_values(1)]
+    np.testing.assert_allclose(got, want.to_numpy(), rtol=1e-12)
+    assert stated[..., 0].sum() == want["size"].sum()  # nothing counted outside those cells
+    people = pd.DataFrame({"a": annotator, "week": week, "agree": consensus[item] == value})
+    want = people[annotator >= 0].groupby(["a", "week"])["agree"].agg(["size", "sum"])
+    got = agreed[want.index.get_level_values(0), want.index.get_level_values(1)]
+    np.testing.assert_array_equal(got, want.to_numpy())
+    assert agreed[..., 0].sum() == want["size"].sum()
+    days, stated, agreed, seen = compiled_sums.answer_week_sums(item, value, day, None, None, top, consensus[:0])
+    assert stated.size == 0 and agreed.size == 0 and seen.sum() == np.unique(item).size
