@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import duckdb
 import numpy as np
 
+from queries import compiled_sums
 from queries.connection import cache_key
 from queries.filters import Filters
 from queries.results import arrays
@@ -105,7 +106,6 @@ def filtered(
     columns, keep = scope
     if window is not None:
         keep &= columns["day"] != NO_DAY
-    rows = np.flatnonzero(keep)
     names = [
         "item_idx",
         "v",
@@ -113,7 +113,7 @@ def filtered(
         *(["annotator_idx"] if annotator else []),
         *(["confidence"] if confidence else []),
     ]
-    return {name: columns[name][rows] for name in names}
+    return {name: compiled_sums.compress(keep, columns[name]) for name in names}
 
 
 def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.ndarray], np.ndarray] | None:

@@ -133,6 +133,25 @@ def _answer_week_sums(
     return days, stated.reshape((n_top, n_windows, 3)), agreed.reshape((n_annotators, n_windows, 2)), seen
 
 
+def compress(keep: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """``column[keep]``: the rows a filter keeps out of ten million, copied without a branch per row (a filter
+    on annotators or tiers keeps rows scattered through the answers, where a branch is mispredicted at every
+    other row) and without numpy's index array of the kept rows."""
+    kept = int(np.count_nonzero(keep))
+    out = np.empty(kept + 1, dtype=column.dtype)  # the last row's write lands one past the kept rows
+    if keep.size:
+        _compress(keep, np.ascontiguousarray(column), out)
+    return out[:kept]
+
+
+@numba.njit(cache=True, nogil=True)
+def _compress(keep: np.ndarray, column: np.ndarray, out: np.ndarray) -> None:
+    j = 0
+    for i in range(keep.size):
+        out[j] = column[i]
+        j += keep[i]
+
+
 def _int32(column: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(column, dtype=np.int32)
 

@@ -99,3 +99,14 @@ def test_answer_week_sums_equal_pandas_group_bys() -> None:
     assert agreed[..., 0].sum() == want["size"].sum()
     days, stated, agreed, seen = compiled_sums.answer_week_sums(item, value, day, None, None, top, consensus[:0])
     assert stated.size == 0 and agreed.size == 0 and seen.sum() == np.unique(item).size
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.float64])
+def test_compress_keeps_the_marked_rows_in_order(dtype: type) -> None:
+    rng = np.random.default_rng(13)
+    column = rng.integers(-100, 100, 10_001).astype(dtype)
+    for keep in (rng.random(column.size) < 0.37, np.ones(column.size, bool), np.zeros(column.size, bool)):
+        got = compiled_sums.compress(keep, column)
+        assert got.dtype == column.dtype
+        np.testing.assert_array_equal(got, column[keep])
+    assert compiled_sums.compress(np.zeros(0, bool), column[:0]).size == 0
