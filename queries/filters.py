@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from queries.errors import LabelgovError
 
 # Table aliases a caller may ask the predicate to be written against.
-ALIASES = frozenset({"a", "c", "d_answers", "x"})
+ALIASES = frozenset({"a", "c", "d_answers", "o", "x"})
 TUPLE_FIELDS = ("sources", "segments", "tiers", "annotators", "stages")
 STAGES = frozenset({"initial", "escalated", "review", "adjudication"})
 NODE_ID = re.compile(r"^[a-z0-9_-]+$")

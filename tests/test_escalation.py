@@ -444,3 +444,39 @@ def test_a_new_tree_version_or_full_refreshes_outcomes_in_full() -> None:
     store_tree(con, parse_tree(TREE.replace("b3: {}", "b3: {}, b4: {}")), created_by="test")
     bump_data_version(con)
     assert {s.step: s.mode for s in refresh(con).steps}["escalation"] == "full"
+
+
+def test_item_level_scopes_keep_the_items_of_that_source_segment_and_branch(small_demo: Path) -> None:
+    """Item-level filters read the outcome rows' own lineage, source and segment: the items they keep are the
+    d_items rows with that source, segment and consensus branch, alone and combined; the replayed redundancy
+    rows carry the same columns, so the curve scores exactly those gold items."""
+    from queries import cost_quality
+    from queries.escalation import item_scope
+
+    with duckdb.connect(str(small_demo), read_only=True) as con:
+        source, segment = con.execute("SELECT any_value(source), any_value(segment) FROM d_items").fetchone()
+        smallest = "SELECT consensus_lineage[1] FROM d_items GROUP BY 1 ORDER BY count(*) LIMIT 1"
+        branch = con.execute(smallest).fetchone()[0]
+        cases = [
+            (Filters(sources=(source,)), "source = ?", [source]),
+            (Filters(segments=(segment, "nowhere")), "segment = ?", [segment]),
+            (Filters(branch=branch, sources=(source,)), "source = ? AND list_contains(consensus_lineage, ?)",
+             [source, branch]),
+        ]
+        for f, pred, params in cases:
+            want = {r[0] for r in con.execute(
+                "SELECT item_idx FROM d_items WHERE " + pred
+                + " AND item_idx IN (SELECT item_idx FROM d_item_outcomes)",
+                params,
+            ).fetchall()}
+            scope = item_scope(con, f)
+            got = {r[0] for r in con.execute(
+                "SELECT o.item_idx FROM d_item_outcomes o WHERE " + scope.sql, scope.params
+            ).fetchall()}
+            assert got == want and 0 < len(got) < con.execute("SELECT count(*) FROM d_items").fetchone()[0]
+            curve = cost_quality.redundancy_curve(con, f)
+            gold = len(want & {r[0] for r in con.execute(
+                "SELECT DISTINCT item_idx FROM d_cost_quality_items"
+            ).fetchall()})
+            one = curve[(curve["branch"] == "all") & (curve["k"] == 1)]
+            assert gold > 0 and set(one["n_items"]) == {gold}
