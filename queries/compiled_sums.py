@@ -61,39 +61,17 @@ def window_sums(
     )
 
 
-def answer_week_sums(
-    item: np.ndarray, value: np.ndarray, day: np.ndarray, annotator: np.ndarray | None,
-    confidence: np.ndarray | None, top_of_value: np.ndarray, consensus: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Drift's per-week sums over the answers themselves, in one pass where a gather, a comparison and a
-    grouping each walked every answer: the window days present (sorted); per (top-level branch of the answer's
-    value, window) the stated confidences' count, sum and sum of squares (``confidence`` None: no
-    rows); per (annotator, window) the answers and those equal to their item's ``consensus`` (``annotator``
-    None: no rows); and which items have an answer. The columns keep their own integer widths: copying
-    millions of narrow codes to a common width cost more than the loop."""
-    n_items = int(item.max(initial=-1)) + 1
-    consensus = _int64(consensus)
-    if annotator is not None and consensus.size < n_items:
-        raise ValueError("the consensus table does not cover every item")
-    return _answer_week_sums(
-        np.ascontiguousarray(item), np.ascontiguousarray(value), np.ascontiguousarray(day),
-        np.ascontiguousarray(annotator if annotator is not None else np.zeros(0, dtype=day.dtype)),
-        np.zeros(0) if confidence is None else np.asarray(confidence, dtype=np.float64),
-        _int64(top_of_value), consensus, n_items,
-    )
+def day_windows(day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct window-start days present, sorted, and for each day from the first its window's index (-1:
+    none): grouping answers by window is then an indexing, where numpy needed an offset copy of every day and
+    a bincount over it."""
+    if day.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return _day_windows(np.ascontiguousarray(day))
 
 
 @numba.njit(cache=True, nogil=True)
-def _answer_week_sums(
-    item: np.ndarray, value: np.ndarray, day: np.ndarray, annotator: np.ndarray, confidence: np.ndarray,
-    top_of_value: np.ndarray, consensus: np.ndarray, n_items: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows with a NaN confidence (not stated), a negative value or a negative annotator (none) count nowhere
-    in the sums they lack."""
-    if item.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0, 3)), np.zeros((0, 0, 2), dtype=np.int64), np.zeros(
-            n_items, dtype=np.bool_
-        )
+def _day_windows(day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first, last = np.int64(day[0]), np.int64(day[0])
     for d in day:
         first, last = min(first, np.int64(d)), max(last, np.int64(d))
@@ -109,6 +87,42 @@ def _answer_week_sums(
     for k in range(window_of_day.size):
         if window_of_day[k] >= 0:
             days[window_of_day[k]] = first + k
+    return days, window_of_day
+
+
+def answer_week_sums(
+    item: np.ndarray, value: np.ndarray, day: np.ndarray, annotator: np.ndarray | None,
+    confidence: np.ndarray | None, top_of_value: np.ndarray, consensus: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Drift's per-week sums over the answers themselves, in one pass where a gather, a comparison and a
+    grouping each walked every answer: the window days present (sorted); per (top-level branch of the answer's
+    value, window) the stated confidences' count, sum and sum of squares (``confidence`` None: no
+    rows); per (annotator, window) the answers and those equal to their item's ``consensus`` (``annotator``
+    None: no rows); and which items have an answer. The columns keep their own integer widths: copying
+    millions of narrow codes to a common width cost more than the loop."""
+    n_items = int(item.max(initial=-1)) + 1
+    consensus = _int64(consensus)
+    if annotator is not None and consensus.size < n_items:
+        raise ValueError("the consensus table does not cover every item")
+    days, window_of_day = day_windows(day)
+    first = int(days[0]) if days.size else 0
+    sums = _answer_week_sums(
+        np.ascontiguousarray(item), np.ascontiguousarray(value), np.ascontiguousarray(day),
+        np.ascontiguousarray(annotator if annotator is not None else np.zeros(0, dtype=day.dtype)),
+        np.zeros(0) if confidence is None else np.asarray(confidence, dtype=np.float64),
+        _int64(top_of_value), consensus, n_items, first, window_of_day, days.size,
+    )
+    return days, *sums
+
+
+@numba.njit(cache=True, nogil=True)
+def _answer_week_sums(
+    item: np.ndarray, value: np.ndarray, day: np.ndarray, annotator: np.ndarray, confidence: np.ndarray,
+    top_of_value: np.ndarray, consensus: np.ndarray, n_items: int, first: int, window_of_day: np.ndarray,
+    n_windows: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with a NaN confidence (not stated), a negative value or a negative annotator (none) count nowhere
+    in the sums they lack."""
     n_top = np.int64(top_of_value.max()) + 1 if confidence.size else 0
     n_annotators = 0
     for a in annotator:
@@ -130,7 +144,7 @@ def _answer_week_sums(
             cell = (np.int64(annotator[i]) * n_windows + w) * 2
             agreed[cell] += 1
             agreed[cell + 1] += consensus[it] == v
-    return days, stated.reshape((n_top, n_windows, 3)), agreed.reshape((n_annotators, n_windows, 2)), seen
+    return stated.reshape((n_top, n_windows, 3)), agreed.reshape((n_annotators, n_windows, 2)), seen
 
 
 def compress(keep: np.ndarray, column: np.ndarray) -> np.ndarray:

@@ -276,10 +276,8 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     if answers.day is None or answers.item.size == 0:
         return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
     n_values = len(space.node_ids)
-    first_day = int(answers.day.min())
-    present = np.bincount(answers.day - first_day) > 0
-    days = np.flatnonzero(present) + first_day
-    window_of_day = (np.cumsum(present) - 1).astype(np.int64)
+    days, window_of_day = compiled_sums.day_windows(answers.day)
+    first_day = int(days[0])
     # Each node's parent, the root (n_values) for the top-level areas.
     parent = np.full(n_values, n_values, dtype=np.int64)
     for d in range(1, space.ancestors.shape[0]):
@@ -776,10 +774,8 @@ def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray, names: np.nda
     give, in one compiled pass (compiled_sums.window_sums)."""
     if key.size == 0:
         return pd.DataFrame({"key": [], "week": [], "n": [], "sum": [], "sum_sq": []})
-    first = int(day.min())
-    present = np.bincount(day - first) > 0
-    days = np.flatnonzero(present) + first
-    window_of_day = (np.cumsum(present) - 1).astype(np.int64)
+    days, window_of_day = compiled_sums.day_windows(day)
+    first = int(days[0])
     n_keys = int(key.max()) + 1
     n, total, squares = compiled_sums.window_sums(key, day, x, first, window_of_day, days.size, n_keys)
     shape = (n_keys, days.size)
