@@ -211,11 +211,15 @@ CUTS = (
 
 
 def _mass_sql(weights: str) -> str:
-    """Expand each weight to every cut it reaches and normalise within (item, depth)."""
+    """Expand each weight to every cut it reaches and normalise within (item, depth).
+
+    The totals per (item, depth) are a grouping joined back: as a window partitioned by item and depth the
+    same sums cost DuckDB twice as much (it sorts the partitions)."""
     return (
-        "SELECT g.item_idx, k.node_id, g.depth, g.s / sum(g.s) OVER (PARTITION BY g.item_idx, g.depth) AS mass, "  # noqa: S608 - fixed SQL fragments
-        "g.answers FROM (SELECT w.item_idx, c.depth, c.cut, sum(w.w) AS s, CAST(sum(w.answers) AS BIGINT) AS answers "
-        "FROM (" + weights + ") w JOIN " + CUTS + " c USING (tree_version, node_id) GROUP BY ALL) g "
+        "WITH g AS (SELECT w.item_idx, c.depth, c.cut, sum(w.w) AS s, CAST(sum(w.answers) AS BIGINT) AS answers "  # noqa: S608 - fixed SQL fragments
+        "FROM (" + weights + ") w JOIN " + CUTS + " c USING (tree_version, node_id) GROUP BY ALL), "
+        "t AS (SELECT item_idx, depth, sum(s) AS total FROM g GROUP BY ALL) "
+        "SELECT g.item_idx, k.node_id, g.depth, g.s / t.total AS mass, g.answers FROM g JOIN t USING (item_idx, depth) "
         "JOIN " + NODE_CODES + " k ON k.code = g.cut"
     )
 
