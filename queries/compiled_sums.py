@@ -802,10 +802,12 @@ def masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _masked_max(keep: np.ndarray, x: np.ndarray, none: int) -> int:
-    best = none
+    """Selects rather than branches (see _masked_min)."""
+    below = np.int64(none)
+    best = below
     for i in range(keep.size):
-        if keep[i] and x[i] > best:
-            best = x[i]
+        v = np.int64(x[i])
+        best = max(best, v if keep[i] & (v != below) else below)
     return best
 
 
@@ -816,11 +818,14 @@ def masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _masked_min(keep: np.ndarray, x: np.ndarray, none: int) -> int:
-    best = none
+    """Selects rather than branches: a filter on annotators or tiers keeps rows scattered through the answers,
+    where a branch on ``keep`` is mispredicted at every other row."""
+    above = np.iinfo(np.int64).max
+    best = above
     for i in range(keep.size):
-        if keep[i] and x[i] != none and (best == none or x[i] < best):
-            best = x[i]
-    return best
+        v = np.int64(x[i])
+        best = min(best, v if keep[i] & (v != none) else above)
+    return none if best == above else best
 
 
 def plurality_of(

@@ -110,3 +110,17 @@ def test_compress_keeps_the_marked_rows_in_order(dtype: type) -> None:
         assert got.dtype == column.dtype
         np.testing.assert_array_equal(got, column[keep])
     assert compiled_sums.compress(np.zeros(0, bool), column[:0]).size == 0
+
+
+def test_masked_extremes_equal_numpy_on_scattered_rows() -> None:
+    """Rows kept at random (as a tier filter keeps them), NULLs among them: the branch-free loops agree with
+    numpy over the kept, non-NULL rows."""
+    none = np.iinfo(np.int32).min
+    rng = np.random.default_rng(17)
+    x = rng.integers(20000, 21000, 100_000).astype(np.int16)
+    x = np.where(rng.random(x.size) < 0.1, none, x).astype(np.int32)
+    keep = rng.random(x.size) < 0.5
+    valid = x[keep & (x != none)]
+    assert compiled_sums.masked_min(keep, x, none) == valid.min()
+    assert compiled_sums.masked_max(keep, x, none) == valid.max()
+    assert compiled_sums.masked_max(np.zeros(x.size, bool), x, none) == none
