@@ -588,7 +588,7 @@ class _WeekTables:
     """The answer-level sums per (key, week) that confidence and annotator drift test, with the items that
     have an answer (a boolean table by item index), from one compiled pass over the fetched answers
     (compiled_sums.answer_week_sums). Keys are integer codes: confidence's index ``branches``, annotators'
-    are annotator indices (named only on the rows a test returns)."""
+    are annotator indices."""
 
     confidence: pd.DataFrame | None  # key, week, n, sum, sum_sq; None when not fetched with confidences
     annotators: pd.DataFrame | None  # key, week, n, agree; None when not fetched with annotators
@@ -803,13 +803,11 @@ def _annotators(
         tables = _week_tables(con, (agreement.fetch(con, f, annotator=True), agreement.value_space(con)))
     if tables is None or tables.annotators is None or tables.annotators.empty:
         return empty
-    frame = tables.annotators.rename(columns={"key": "annotator_id"})
-    out = _compare_rates(frame, "annotator_id", end, "agree", "n")
     index = arrays(con, "SELECT annotator_idx, annotator_id FROM d_annotator_index")
     names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
     names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
-    out["annotator_id"] = names[out["annotator_id"].to_numpy()]
-    return out.sort_values(["annotator_id", "week"], ignore_index=True)[["annotator_id", *RATE_COLUMNS]]
+    frame = tables.annotators.assign(annotator_id=names[tables.annotators["key"].to_numpy()])
+    return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
 
 
 TREE_CHANGES = """
