@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from queries import answer_arrays, compiled_sums, frame_writes, overview, soft_labels
+from queries import answer_arrays, compiled_sums, escalation, frame_writes, overview, soft_labels
 from queries.filters import Filters
 from queries.results import first_row
 
@@ -139,15 +139,19 @@ def _cells(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[str, list[Any]] 
     return f.cell_where("c") if soft_labels.table_exists(con, CELLS_TABLE) else None
 
 
-def _scope_among(f: Filters, candidates: str) -> tuple[str, list[Any]]:
+def _scope_among(con: duckdb.DuckDBPyConnection, f: Filters, candidates: str) -> tuple[str, list[Any]]:
     """The item_idx values among ``candidates`` (a fixed subquery of a few items) that the filters keep.
 
     The same items as soft_labels.item_scope: item-level filters read d_items; any other filter keeps the items
-    with a matching answer, found by one scan of the answers probing the few candidates rather than by
+    with a matching answer. Where this process holds the answers (answer_arrays), those items are marked over
+    them once (escalation.item_scope); elsewhere one scan of the answers probes the few candidates rather than
     collecting every item in scope.
     """
     if f.is_empty():
         return candidates, []
+    if not soft_labels.item_level_only(f) and answer_arrays.holds(con):
+        scope = escalation.item_scope(con, f)
+        return "SELECT o.item_idx FROM (" + candidates + ") o WHERE " + scope.sql, scope.params  # noqa: S608 - fixed fragments, scope from item_scope
     if soft_labels.item_level_only(f):
         # item_scope's d_items rows, the candidates' only: its subquery ends in its WHERE predicate.
         sub, params = soft_labels.item_scope(f)
@@ -167,7 +171,7 @@ def cross_split_duplicates(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Dat
             "SELECT g.* FROM " + groups + " g ORDER BY g.kind DESC, g.n_items DESC, g.key"  # noqa: S608 - fixed SQL fragments
         ).df()[DUPLICATE_COLUMNS]
     # The groups' few items by index, then which of them are in scope.
-    scope, params = _scope_among(f, "SELECT item_idx FROM u")
+    scope, params = _scope_among(con, f, "SELECT item_idx FROM u")
     return con.execute(
         "WITH u AS (SELECT g.kind, g.key, x.item_idx FROM (SELECT kind, key, unnest(items) AS item_id FROM "  # noqa: S608 - fixed SQL fragments
         + groups + ") g JOIN d_item_index x USING (item_id)), "
@@ -202,7 +206,7 @@ def _answer_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> list[int]:
 def _items_missing(con: duckdb.DuckDBPyConnection, f: Filters) -> list[int]:
     """Items in scope lacking each ITEM_FIELDS field: the few incomplete items, then which of them are in scope."""
     incomplete = "SELECT d.item_idx FROM d_items d WHERE " + " OR ".join("d." + c + " IS NULL" for c, _ in ITEM_FIELDS)  # noqa: S608 - fixed columns
-    scope, params = _scope_among(f, incomplete)
+    scope, params = _scope_among(con, f, incomplete)
     counts = ", ".join("count(*) FILTER (WHERE d." + c + " IS NULL)" for c, _ in ITEM_FIELDS)
     row = con.execute(
         "SELECT " + counts + " FROM d_items d WHERE d.item_idx IN (" + scope + ")", params  # noqa: S608 - fixed columns

@@ -140,6 +140,8 @@ def test_checks_and_tables_from_the_arrays_equal_the_sql_scan(small_demo: Path, 
                 hierarchy_accuracy.hierarchical_accuracy,  # each gold item's plurality over the held answers
                 calibration.calibration_table,  # rows of every gold item's matrix, kept per data version
                 calibration.reliability_bins,
+                data_quality.cross_split_duplicates,  # the duplicates' items in scope, marked over the answers
+                data_quality.missing_metadata,
             )
             for table in tables:
                 held, live = _held_and_live(lambda f=f, table=table: table(con, f))
