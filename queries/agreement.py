@@ -388,11 +388,9 @@ def unit_groups(
         return UnitGroups(bounds, group, passes, seen, levels.astype(np.int64))
     days, window = np.zeros(1, dtype=np.int64), np.zeros(first.size, dtype=np.int32)
     if weekly and day is not None and first.size:
-        unit_day = day[first].astype(np.int64)
-        low = int(unit_day.min())
-        present = np.bincount(unit_day - low) > 0
-        days = np.flatnonzero(present) + low
-        window = (np.cumsum(present) - 1).astype(np.int32)[unit_day - low]
+        unit_day = day[first]
+        days, window_of_day = compiled_sums.day_windows(unit_day)
+        window = window_of_day.astype(np.int32)[unit_day - days[0]]
     if grouping == "week":
         return UnitGroups(bounds, window[None, :], one, own, days)
     # Branch groupings: the unit's branch at each depth.
