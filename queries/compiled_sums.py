@@ -478,12 +478,24 @@ def _unit_sums(
     own, own_distinct, count, distinct = _scratch(n_values)
     for u in range(lo, hi):
         n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
+        last_row, n_distinct, m = -1, 0, 0
+        unit_observed = unit_tree = unit_share = 0.0
         for p in range(group.shape[0]):
             g = group[p, u]
             if g < 0:
                 continue
             row = _row(pass_row[p], g, seen.shape[1])
-            n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
+            if row != last_row:  # passes through the same row (a subtree's depths) see the same counts
+                _clear(count, distinct, n_distinct)
+                n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
+                last_row = row
+                if m >= 2 and n_distinct > 1:
+                    squares = 0
+                    for a in range(n_distinct):
+                        squares += count[distinct[a]] * count[distinct[a]]
+                    unit_observed = (m * m - squares) / (m - 1.0)
+                    unit_tree = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
+                    unit_share = (squares - m) / (m * (m - 1.0))
             if m >= 2:
                 units[g] += 1
                 answers[g] += m
@@ -492,15 +504,12 @@ def _unit_sums(
                     by_value[g, distinct[0]] += m
                     share[g] += 1.0
                 else:
-                    squares = 0
                     for a in range(n_distinct):
-                        n_c = count[distinct[a]]
-                        squares += n_c * n_c
-                        by_value[g, distinct[a]] += n_c
-                    observed[g] += (m * m - squares) / (m - 1.0)
-                    observed_tree[g] += _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
-                    share[g] += (squares - m) / (m * (m - 1.0))
-            _clear(count, distinct, n_distinct)
+                        by_value[g, distinct[a]] += count[distinct[a]]
+                    observed[g] += unit_observed
+                    observed_tree[g] += unit_tree
+                    share[g] += unit_share
+        _clear(count, distinct, n_distinct)
         _clear(own, own_distinct, n_own)
     return units, answers, observed, observed_tree, share, by_value, tally
 
@@ -531,28 +540,31 @@ def _unit_spread(
     own, own_distinct, count, distinct = _scratch(n_values)
     for u in range(lo, hi):
         n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
+        last_row, n_distinct, m, squares = -1, 0, 0, 0
+        o = 0.0
         for p in range(group.shape[0]):
             g = group[p, u]
             if g < 0:
                 continue
             row = _row(pass_row[p], g, seen.shape[1])
-            n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
-            if m >= 2:
+            if row != last_row:  # as in _unit_sums: the counts, squares and disagreement once per row
+                _clear(count, distinct, n_distinct)
+                n_distinct, m = _seen_counts(n_own, own, own_distinct, seen, row, count, distinct)
+                last_row = row
                 squares = 0
+                for a in range(n_distinct):
+                    squares += count[distinct[a]] * count[distinct[a]]
+                o = 0.0  # a unanimous unit observes no disagreement
+                if m >= 2 and n_distinct > 1:
+                    if tree:
+                        o = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
+                    else:
+                        o = (m * m - squares) / (m - 1.0)
+            if m >= 2:
                 towards = 0.0
                 for a in range(n_distinct):
-                    n_c = count[distinct[a]]
-                    squares += n_c * n_c
-                    towards += n_c * dot[g, distinct[a]]
-                o = 0.0  # a unanimous unit observes no disagreement
-                if tree:
-                    if n_distinct > 1:
-                        o = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
-                    ds = 2.0 * towards
-                else:
-                    if n_distinct > 1:
-                        o = (m * m - squares) / (m - 1.0)
-                    ds = 2.0 * group_terms[g, 0] * m - 2.0 * towards
+                    towards += count[distinct[a]] * dot[g, distinct[a]]
+                ds = 2.0 * towards if tree else 2.0 * group_terms[g, 0] * m - 2.0 * towards
                 dd_exp = ds * slope[g] - curve[g] * m
                 influence = -(o * group_terms[g, 2] - group_terms[g, 3] * dd_exp) * scale[g]
                 first[g] += influence
@@ -562,7 +574,7 @@ def _unit_spread(
                     chosen_share[g] += 1.0 if n_distinct == 1 else (squares - m) / (m * (m - 1.0))
                     for a in range(n_distinct):
                         chosen_value[g, distinct[a]] += count[distinct[a]]
-            _clear(count, distinct, n_distinct)
+        _clear(count, distinct, n_distinct)
         _clear(own, own_distinct, n_own)
     return first, second, chosen, chosen_share, chosen_value
 
