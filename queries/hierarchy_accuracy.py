@@ -60,7 +60,7 @@ TABLES = {"d_hier_gold": GOLD_SQL, "d_hier_models": MODELS_SQL}
 # Every method's prediction beside gold for all items, kept at refresh: item-level filters (branch,
 # source, segment) then only choose rows of it instead of rebuilding the pairs from four tables.
 PAIRS = "d_hier_pairs"
-# The pairs in scope of one page call, scored by two statements.
+# The (method, predicted, gold) combinations of the pairs in scope of one page call, read by two statements.
 SCORED = "_hier_scored"
 
 
@@ -192,11 +192,14 @@ def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Data
     if depth == 0 or not soft_labels.table_exists(con, "d_items"):
         return soft_labels.empty_frame(columns)
     pairs, params = _pairs(con, f)
+    combos = COMBOS.replace("{PAIRS}", pairs)
     if f.is_empty() and _stored(con, f):
-        return _scores(con, pairs, params, depth, columns)
-    # Both statements of _scores read the pairs: computed from the answers, or chosen from the stored ones by
-    # a lookup in every item's lineage, they are kept once in a temporary table rather than found twice.
-    con.execute("CREATE OR REPLACE TEMP TABLE " + SCORED + " AS " + pairs, params)
+        return _scores(con, combos, params, depth, columns)
+    # Both statements of _scores read the combinations: counted from pairs computed from the answers, or
+    # chosen from the stored ones by a lookup in every item's lineage, they are kept once in a temporary table
+    # rather than found twice. The combinations, not the pairs: writing a lineage list per gold item and
+    # method cost six times the query that finds them.
+    con.execute("CREATE OR REPLACE TEMP TABLE " + SCORED + " AS " + combos, params)
     try:
         return _scores(con, "SELECT * FROM " + SCORED, [], depth, columns)  # noqa: S608 - fixed name
     finally:
@@ -208,19 +211,19 @@ def hierarchical_accuracy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.Data
 # (method, predicted node, gold node) first and each distinct combination is scored once, weighted by its
 # count: list intersections over a few thousand combinations rather than over every gold item of every method.
 COMBOS = (
-    "WITH q AS ({PAIRS}), w AS (SELECT method, pred_node, gold_node, any_value(pl) AS pl, "
-    "any_value(p_leaf) AS p_leaf, any_value(gl) AS gl, any_value(g_leaf) AS g_leaf, count(*) AS w, "
-    "len(list_intersect(any_value(pl), any_value(gl))) AS common FROM q GROUP BY method, pred_node, gold_node) "
+    "SELECT method, pred_node, gold_node, any_value(pl) AS pl, any_value(p_leaf) AS p_leaf, any_value(gl) AS gl, "
+    "any_value(g_leaf) AS g_leaf, count(*) AS w, len(list_intersect(any_value(pl), any_value(gl))) AS common "
+    "FROM ({PAIRS}) q GROUP BY method, pred_node, gold_node"
 )
 
 
 def _scores(
-    con: duckdb.DuckDBPyConnection, pairs: str, params: list[Any], depth: int, columns: list[str]
+    con: duckdb.DuckDBPyConnection, combos: str, params: list[Any], depth: int, columns: list[str]
 ) -> pd.DataFrame:
-    """hierarchical_accuracy's table from the pairs query ``pairs`` (from _pairs, or a read of ``SCORED``)."""
-    combos = COMBOS.replace("{PAIRS}", pairs)
+    """hierarchical_accuracy's table from the query ``combos`` (COMBOS over _pairs, or a read of ``SCORED``)."""
+    with_combos = "WITH w AS (" + combos + ") "
     scores = con.execute(
-        combos + "SELECT method, CAST(sum(w) AS BIGINT) AS n, "
+        with_combos + "SELECT method, CAST(sum(w) AS BIGINT) AS n, "
         "sum(w * CAST(pred_node = gold_node AS DOUBLE)) / sum(w) AS exact, "
         "sum(w * common) / sum(w * len(pl)) AS hP, "
         "sum(w * common) / sum(w * len(gl)) AS hR, "
@@ -231,7 +234,7 @@ def _scores(
     if scores.empty:
         return soft_labels.empty_frame(columns)
     levels = con.execute(
-        combos + ", c AS (SELECT method, depth, w, "  # noqa: S608 - fixed SQL fragments
+        with_combos + ", c AS (SELECT method, depth, w, "  # noqa: S608 - fixed SQL fragments
         "CASE WHEN len(pl) >= depth OR p_leaf THEN pl[least(depth, len(pl))] END AS p_cut, "
         "CASE WHEN len(gl) >= depth OR g_leaf THEN gl[least(depth, len(gl))] END AS g_cut "
         "FROM (SELECT *, unnest(range(1, ? + 1)) AS depth FROM w)) "
