@@ -316,10 +316,13 @@ def level_probabilities(prob: FloatArray, cut: npt.NDArray[np.int64]) -> FloatAr
     the matrix product goes to a multithreaded BLAS whose spinning threads doubled the CPU time of a
     filtered calibration table.
     """
+    out = np.zeros((prob.shape[0], int(cut.max()) + 1))
     order = np.argsort(cut, kind="stable")
     nodes, starts = np.unique(cut[order], return_index=True)
-    out = np.zeros((prob.shape[0], int(cut.max()) + 1))
-    out[:, nodes] = np.add.reduceat(prob[:, order], starts, axis=1)
+    if nodes.size == cut.size:  # every leaf its own node (the leaf level): a copy, nothing to add
+        out[:, cut] = prob
+    else:
+        out[:, nodes] = np.add.reduceat(prob[:, order], starts, axis=1)
     return out
 
 
