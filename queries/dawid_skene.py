@@ -3,12 +3,14 @@
 Every answer is a triple (item, annotator, observed label). The model is a sparse item-by-"response"
 count matrix ``A``, where a response is one (annotator, observed label) pair that occurs in the data,
 and a dense ``responses x classes`` table of confusion probabilities ``e[(w, l), c] = P(w answers l |
-truth c)``. Both EM steps are then one sparse-by-dense product each: the E-step sums, per item, the log
-confusion rows of its answers (``A @ log e``) and the M-step sums, per response, the posteriors of the
-items that received it (``A.T @ posteriors``). Nothing of size answers x classes is ever materialised,
-so memory stays linear in answers plus items x classes. The E-step runs over blocks of items, shared
-out over threads (scipy's products and numpy's ufuncs release the GIL), so that each block's
-log-likelihoods stay in cache while they are normalised.
+truth c)``. The E-step sums, per item, the log confusion rows of its answers (``A @ log e``) and the
+M-step sums, per response, the posteriors of the items that received it (``A.T @ posteriors``). Each
+is one compiled pass over the items' sparse rows per iteration (numba): the first sums an item's log
+confusion rows, normalises them and writes its posterior while the row is still in registers; the
+second scatters the posteriors into the response counts. Nothing of size answers x classes is ever
+materialised, so memory stays linear in answers plus items x classes. Both passes run over fixed
+ranges of items that threads share out (the compiled passes release the GIL); each range of the
+second sums its own response counts, added in order, so a fit does not depend on the number of threads.
 
 The update order, smoothing and stopping rule follow crowd-kit's ``DawidSkene`` and
 ``OneCoinDawidSkene`` exactly (initialisation from majority-vote shares, class priors as the mean
@@ -32,9 +34,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -43,12 +47,10 @@ from scipy import sparse
 from queries.errors import LabelgovError
 
 EPS = 1e-10
-SHORT_ROWS = 16
-# Items per E-step block: 8192 rows of 44 float32 classes are 1.4 MB, which stays in cache through the
-# normalisation passes.
-BLOCK_ROWS = 8192
-# Items per part of the M-step product, which the threads share; small fits are one part.
+# Items per part of the counts' pass, each summing its own response table; small fits are one part.
 PART_ROWS = 1 << 18
+# Items per block of the posteriors' pass: small enough that two threads share the work evenly.
+BLOCK_ROWS = 1 << 15
 MAX_THREADS = 4
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -104,34 +106,106 @@ def _dense(values: IntArray) -> tuple[IntArray, IntArray]:
     return np.flatnonzero(present).astype(np.int64), rank[values]
 
 
-def _row_reduce(op: np.ufunc, x: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
-    """``op`` across each row. With few classes, numpy's per-row reduction overhead dominates, and K
-    whole-column operations are an order of magnitude faster."""
-    if x.shape[1] > SHORT_ROWS:
-        return op.reduce(x, axis=1)
-    return functools.reduce(op, (x[:, c] for c in range(1, x.shape[1])), x[:, 0].copy())
+def _ranges(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-@dataclass(frozen=True)
-class _Block:
-    """Rows ``start:stop`` of the item-by-response matrix, sharing its arrays."""
+@numba.njit(cache=True, nogil=True)
+def _counts_pass(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int, post: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Add the posterior rows of items ``start:stop`` to the counts of every response they received (the
+    M-step's sums, ``A.T @ post``)."""
+    k = post.shape[1]
+    for i in range(start, stop):
+        for at in range(indptr[i], indptr[i + 1]):
+            pair, weight = indices[at], data[at]
+            for c in range(k):
+                counts[pair, c] += weight * post[i, c]
 
-    start: int
-    stop: int
-    matrix: sparse.csr_matrix
+
+@numba.njit(cache=True, nogil=True)
+def _fix_gold(row: np.ndarray, cls: int) -> None:
+    row[:] = 0.0
+    row[cls] = 1.0
 
 
-def _row_blocks(a: sparse.csr_matrix, rows: int) -> list[_Block]:
-    """Consecutive row blocks of ``a`` as views on its index and data arrays (no copy)."""
-    out = []
-    for start in range(0, a.shape[0], max(rows, 1)):
-        stop = min(start + rows, a.shape[0])
-        lo, hi = a.indptr[start], a.indptr[stop]
-        view = sparse.csr_matrix(
-            (a.data[lo:hi], a.indices[lo:hi], a.indptr[start : stop + 1] - lo), shape=(stop - start, a.shape[1])
-        )
-        out.append(_Block(start, stop, view))
-    return out
+@numba.njit(cache=True, nogil=True)
+def _start_pass(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int, post: np.ndarray,
+    class_sums: np.ndarray, gold: np.ndarray, pair_label: np.ndarray, trusted_pair: np.ndarray,
+    spread: np.ndarray,
+) -> float:
+    """Items ``start:stop``: majority-vote shares into ``post`` (half trusted, half others' where both
+    answered) and their column sums. Returns 0 (no entropy at the start)."""
+    k = spread.shape[1]
+    mine = np.empty(k)
+    others = np.empty(k)
+    for i in range(start, stop):
+        row = post[i]
+        if gold[i] >= 0:
+            _fix_gold(row, gold[i])
+        else:
+            mine[:] = 0.0
+            others[:] = 0.0
+            for at in range(indptr[i], indptr[i + 1]):
+                pair, weight = indices[at], np.float64(data[at])
+                votes = spread[pair_label[pair]]
+                target = mine if trusted_pair[pair] else others
+                for c in range(k):
+                    target[c] += weight * votes[c]
+            t_mine, t_others = mine.sum(), others.sum()
+            half = 0.5 if t_mine > 0 and t_others > 0 else 1.0
+            for c in range(k):
+                share = (mine[c] / t_mine if t_mine > 0 else 0.0) + (others[c] / t_others if t_others > 0 else 0.0)
+                row[c] = half * share
+        for c in range(k):
+            class_sums[c] += row[c]
+    return 0.0
+
+
+# fastmath lets the compiler vectorise the exponentials and the row's maximum and sums; every value is
+# finite (the log confusion table is clipped), which is all it assumes.
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _em_pass(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, start: int, stop: int, post: np.ndarray,
+    class_sums: np.ndarray, gold: np.ndarray, log_conf: np.ndarray, log_prior: np.ndarray,
+) -> float:
+    """Items ``start:stop``: posteriors into ``post`` (the E-step) and their column sums. Returns the
+    posteriors' summed entropy, which the bound needs.
+
+    The counts are summed in a pass of their own: gathering log confusion rows and scattering into count
+    rows in one pass has both tables in cache at once, and was slower than two passes."""
+    k = log_conf.shape[1]
+    lik = np.empty(k, dtype=np.float32)
+    scaled = np.empty(k, dtype=np.float32)
+    entropy = 0.0
+    for i in range(start, stop):
+        row = post[i]
+        if gold[i] >= 0:
+            _fix_gold(row, gold[i])
+        else:
+            lik[:] = log_prior
+            for at in range(indptr[i], indptr[i + 1]):
+                pair, weight = indices[at], data[at]
+                for c in range(k):
+                    lik[c] += weight * log_conf[pair, c]
+            lik -= lik.max()
+            total = np.float32(0.0)
+            for c in range(k):
+                scaled[c] = np.exp(lik[c])
+                total += scaled[c]
+            inverse = np.float32(1.0) / total
+            # -sum p log p with log p = lik - log(total), and sum p = 1.
+            dot = np.float32(0.0)
+            for c in range(k):
+                row[c] = scaled[c] * inverse
+                dot += row[c] * lik[c]
+            entropy += np.log(np.float64(total)) - dot
+        for c in range(k):
+            class_sums[c] += row[c]
+    return entropy
 
 
 def _threads() -> int:
@@ -196,10 +270,11 @@ class _Model:
         trusted: np.ndarray,
     ) -> None:
         self.k = n_classes
-        order = np.argsort(gold[0], kind="stable")  # sorted, so that each block finds its gold by bisection
-        self.gold_pos, self.gold_cls = gold[0][order], gold[1][order]
         pair_keys, pair = _dense(ann * n_labels + label)
         self.n_items = int(item.max()) + 1
+        # Per item: its gold class, or -1.
+        self.gold = np.full(self.n_items, -1, dtype=np.int64)
+        self.gold[gold[0]] = gold[1]
         self.pair_ann = pair_keys // n_labels
         self.pair_label = pair_keys % n_labels
         self.n_pairs = pair_keys.size
@@ -207,8 +282,10 @@ class _Model:
         ones = np.ones(item.size, dtype=np.float32)
         self.a = sparse.csr_matrix((ones, (item, pair)), shape=(self.n_items, self.n_pairs))
         self.a.sum_duplicates()
-        self.blocks = _row_blocks(self.a, BLOCK_ROWS)
-        self.parts = _row_blocks(self.a, PART_ROWS)
+        # Fixed by the data, not by the number of threads, so that the float32 sums and therefore the fit are
+        # the same on every machine.
+        self.parts = _ranges(self.n_items, PART_ROWS)
+        self.blocks = _ranges(self.n_items, BLOCK_ROWS)
         self.n_answers = item.size
         # Responses are sorted by annotator, so each annotator's rows are one contiguous block.
         self.ann_start = np.flatnonzero(np.r_[True, self.pair_ann[1:] != self.pair_ann[:-1]])
@@ -246,18 +323,6 @@ class _Model:
             conf[self.one_coin_coarse] = 1.0
         return conf, np.log(conf)
 
-    def counts(self, post: Float32Array, pool: ThreadPoolExecutor) -> Float32Array:
-        """Posterior mass per response and class, ``A.T @ post``, summed over parts of the items.
-
-        The parts are fixed by the data, not by the number of threads, so that the float32 sums and
-        therefore the fit are the same on every machine.
-
-        Each part's transpose is a CSC view: its product scatters into the small response table while
-        reading the posteriors in item order, several times faster than gathering them per response.
-        """
-        parts = pool.map(lambda h: h.matrix.T @ post[h.start : h.stop], self.parts)
-        return functools.reduce(np.add, parts)
-
     def skills(self, counts: Float32Array) -> FloatArray:
         """Per annotator: posterior mass on the label they gave, averaged over their leaf answers."""
         leaf = np.flatnonzero(self.leaf_pair)
@@ -268,68 +333,43 @@ class _Model:
         )
         return hit / np.maximum(self.leaf_answers, 1)
 
-    def e_step(
-        self, log_conf: Float32Array, priors: FloatArray, post: Float32Array, pool: ThreadPoolExecutor
-    ) -> tuple[FloatArray, float]:
-        """Posteriors written over ``post`` (gold items fixed at their gold class), the new class priors
-        (mean posterior) and the posteriors' summed entropy.
+    def _pass(
+        self, kernel: Callable[..., float], post: Float32Array, pool: ThreadPoolExecutor, *args: object
+    ) -> tuple[FloatArray, Float32Array, float]:
+        """Run ``kernel`` over every block of items, writing ``post``, then sum the posteriors per response:
+        the priors (mean posterior), the posterior mass per response and class (``A.T @ post``) and the
+        summed entropy. Each part sums its own counts; they are added in part order."""
+        csr = (self.a.indptr, self.a.indices, self.a.data)
 
-        The work goes block by block of items so that each block's log-likelihoods stay in cache through
-        the normalisation, and the blocks are shared out over threads (scipy and numpy release the GIL).
-        Overwriting the previous posteriors saves holding a few hundred MB twice at ten million answers.
-        """
-        log_prior = np.log(np.maximum(priors, EPS)).astype(np.float32)
+        def block(bounds: tuple[int, int]) -> tuple[FloatArray, float]:
+            class_sums = np.zeros(self.k)
+            return class_sums, kernel(*csr, *bounds, post, class_sums, *args)
 
-        def block(b: _Block) -> tuple[Float32Array, float]:
-            log_lik = b.matrix @ log_conf
-            log_lik += log_prior
-            log_lik -= _row_reduce(np.maximum, log_lik)[:, None]
-            out = np.exp(log_lik, out=post[b.start : b.stop])
-            total = _row_reduce(np.add, out)
-            out /= total[:, None]
-            # -sum p log p with log p = log_lik - log(total), and sum p = 1.
-            row_entropy = np.log(total) - np.einsum("tk,tk->t", out, log_lik)
-            lo, hi = np.searchsorted(self.gold_pos, (b.start, b.stop))
-            local = self.gold_pos[lo:hi] - b.start
-            row_entropy[local] = 0.0
-            out[local] = 0.0
-            out[local, self.gold_cls[lo:hi]] = 1.0
-            return np.ones(out.shape[0], dtype=out.dtype) @ out, float(row_entropy.sum(dtype=np.float64))
+        def part(bounds: tuple[int, int]) -> Float32Array:
+            counts = np.zeros((self.n_pairs, self.k), dtype=np.float32)
+            _counts_pass(*csr, *bounds, post, counts)
+            return counts
 
         sums, entropies = zip(*pool.map(block, self.blocks), strict=True)
-        priors = functools.reduce(np.add, sums).astype(np.float64) / self.n_items
-        return priors, float(sum(entropies))
+        counts = functools.reduce(lambda x, y: np.add(x, y, out=x), pool.map(part, self.parts))
+        return functools.reduce(np.add, sums) / self.n_items, counts, float(sum(entropies))
 
-    def start(self, spread: FloatArray, post: Float32Array, pool: ThreadPoolExecutor) -> FloatArray:
-        """Majority-vote shares (coarse answers spread over their leaves) into ``post``; returns the priors.
+    def e_step(
+        self, log_conf: Float32Array, priors: FloatArray, post: Float32Array, pool: ThreadPoolExecutor
+    ) -> tuple[FloatArray, Float32Array, float]:
+        """Posteriors written over ``post`` (gold items fixed at their gold class), then the new priors,
+        counts and entropy (see _pass). Overwriting the previous posteriors saves holding a few hundred MB
+        twice at ten million answers."""
+        log_prior = np.log(np.maximum(priors, EPS)).astype(np.float32)
+        return self._pass(_em_pass, post, pool, self.gold, log_conf, log_prior)
 
-        On an item with trusted answers, half the start is their shares and half the others' (see dawid_skene).
-        """
-        votes_per_pair = spread[self.pair_label]
-        trusted_votes = votes_per_pair * self.trusted_pair[:, None]
-        others_votes = votes_per_pair - trusted_votes
-        anyone_trusted = bool(self.trusted_pair.any())
-
-        def shares(b: _Block, votes: FloatArray) -> FloatArray:
-            counted = b.matrix @ votes
-            total = counted.sum(axis=1, keepdims=True)
-            return np.divide(counted, total, out=np.zeros_like(counted), where=total > 0)
-
-        def block(b: _Block) -> Float32Array:
-            out = post[b.start : b.stop]
-            if anyone_trusted:
-                trusted, others = shares(b, trusted_votes), shares(b, others_votes)
-                both = (trusted.sum(axis=1) > 0) & (others.sum(axis=1) > 0)
-                out[:] = np.where(both[:, None], (trusted + others) / 2, trusted + others)
-            else:  # the plain start, without a second product per block
-                out[:] = shares(b, votes_per_pair)
-            lo, hi = np.searchsorted(self.gold_pos, (b.start, b.stop))
-            local = self.gold_pos[lo:hi] - b.start
-            out[local] = 0.0
-            out[local, self.gold_cls[lo:hi]] = 1.0
-            return np.ones(out.shape[0], dtype=out.dtype) @ out
-
-        return functools.reduce(np.add, pool.map(block, self.blocks)).astype(np.float64) / self.n_items
+    def start(
+        self, spread: FloatArray, post: Float32Array, pool: ThreadPoolExecutor
+    ) -> tuple[FloatArray, Float32Array, float]:
+        """Majority-vote shares (coarse answers spread over their leaves) into ``post``, then the priors and
+        counts (see _pass). On an item with trusted answers, half the start is their shares and half the
+        others' (see dawid_skene)."""
+        return self._pass(_start_pass, post, pool, self.gold, self.pair_label, self.trusted_pair, spread)
 
     def loss(self, counts: Float32Array, log_conf: Float32Array, priors: FloatArray, entropy: float) -> float:
         """Evidence lower bound per answer, as crowd-kit computes it (the prior is counted per answer)."""
@@ -419,12 +459,10 @@ def dawid_skene(
     loss = -np.inf
     history: list[float] = []
     with ThreadPoolExecutor(_threads()) as pool:
-        priors = model.start(spread_m, post, pool)
-        counts = model.counts(post, pool)
+        priors, counts, _ = model.start(spread_m, post, pool)
         conf, log_conf = model.m_step(counts)
         for _ in range(n_iter):
-            priors, entropy = model.e_step(log_conf, priors, post, pool)
-            counts = model.counts(post, pool)
+            priors, counts, entropy = model.e_step(log_conf, priors, post, pool)
             conf, log_conf = model.m_step(counts)
             new_loss = model.loss(counts, log_conf, priors, entropy)
             history.append(new_loss)
