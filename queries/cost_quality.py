@@ -17,6 +17,7 @@ Today's point and the escalation what-if are per-item outcomes, so any filter on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
@@ -148,19 +149,28 @@ def replay(
     cost = answers["cost"].to_numpy(float)
     annotator = answers["annotator_idx"].to_numpy(np.int64)
     rng = np.random.default_rng(seed)
-    rows = []
-    for k in range(1, int(min(max_k, rank.max())) + 1):
+    ks = range(1, int(min(max_k, rank.max())) + 1)
+    # The Dawid-Skene fits of the k are independent, and one of a few hundred thousand answers leaves a core
+    # idle for much of each iteration (its passes are one or two blocks of items): two at a time fill both.
+    def fit(k: int) -> npt.NDArray[np.int64]:
         keep = rank <= k
-        spent = np.bincount(item[keep], weights=cost[keep], minlength=item_ids.size)
-        for method in methods:
-            if method == "mv":
-                predicted = _plurality(item[keep], label[keep], item_ids.size, len(index), rng)
-            else:
-                predicted = _dawid_skene(item[keep], annotator[keep], label[keep], item_ids.size, n_leaves, spread)
-            correct = (predicted == gold).astype(float)
-            rows.append(
-                pd.DataFrame({"item_idx": item_ids, "k": k, "method": method, "correct": correct, "cost": spent})
-            )
+        return _dawid_skene(item[keep], annotator[keep], label[keep], item_ids.size, n_leaves, spread)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fitted = {k: pool.submit(fit, k) for k in ks} if "ds" in methods else {}
+        rows = []
+        for k in ks:
+            keep = rank <= k
+            spent = np.bincount(item[keep], weights=cost[keep], minlength=item_ids.size)
+            for method in methods:
+                if method == "mv":
+                    predicted = _plurality(item[keep], label[keep], item_ids.size, len(index), rng)
+                else:
+                    predicted = fitted[k].result()
+                correct = (predicted == gold).astype(float)
+                rows.append(
+                    pd.DataFrame({"item_idx": item_ids, "k": k, "method": method, "correct": correct, "cost": spent})
+                )
     return pd.concat(rows, ignore_index=True)[ITEM_COLUMNS]
 
 
