@@ -8,6 +8,7 @@ touches the node is unanimous about it, near 1 when the node is only ever a mino
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -215,14 +216,22 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     cells = rep.size * width
     siblings = tree_view_walk.sibling_pairs(tree.parent, tree.depth)
     volume, ambiguity, items = (np.zeros((cells, tree.size)) for _ in range(3))
-    pairs = tree_view_walk.PairSums.empty(siblings.size, cells)
-    # Every answer (tier code 0), then the answers with a tier by tier; the walk groups each by pseudo-item.
-    tiered = np.flatnonzero(tier > 0)
-    for rows, pseudo in ((slice(None), item * width), (tiered, item[tiered] * width + tier[tiered])):
+
+    def walk(pseudo: np.ndarray, at: np.ndarray, answers: np.ndarray) -> tree_view_walk.PairSums:
+        pairs = tree_view_walk.PairSums.empty(siblings.size, cells)
         tree_view_walk.walk(
-            pseudo, place[rows], n[rows], place_rank, cell_of, tree.cut, tree.depth, tree.parent, place_depth,
-            siblings, volume, ambiguity, items, pairs,
+            pseudo, at, answers, place_rank, cell_of, tree.cut, tree.depth, tree.parent, place_depth, siblings,
+            volume, ambiguity, items, pairs,
         )
+        return pairs
+
+    # Every answer (tier code 0), and the answers with a tier by tier; the walk groups each by pseudo-item. The
+    # two add into disjoint cells (tier code 0, the tier codes), so they run side by side (the walk releases the
+    # GIL), each with its own pair table.
+    tiered = np.flatnonzero(tier > 0)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        by_tier = pool.submit(walk, item[tiered] * width + tier[tiered], place[tiered], n[tiered])
+        pairs = walk(item * width, place, n).merged(by_tier.result())
     del item, tier, place, n
 
     def keys(cell: np.ndarray) -> dict[str, pa.Array]:

@@ -54,6 +54,17 @@ class PairSums:
         out[self.slot_of[seen]] = seen
         return out
 
+    def merged(self, other: PairSums) -> PairSums:
+        """Both tables' sums in one, a row per pair either has seen: walks that add into disjoint cells can
+        then run side by side, each with its own table."""
+        codes = np.union1d(self.codes(), other.codes())
+        slot_of = np.full(self.slot_of.size, -1, dtype=np.int64)
+        slot_of[codes] = np.arange(codes.size)
+        table = np.zeros((codes.size, self.table.shape[1]))
+        for part in (self, other):
+            table[slot_of[part.codes()]] += part.table[: part.used]
+        return PairSums(slot_of, table, int(codes.size))
+
 
 def sibling_pairs(parent: np.ndarray, node_depth: np.ndarray) -> SiblingPairs:
     """The pair codes of a tree given each node code's parent code (0: top level) and depth (0: no node)."""
