@@ -28,6 +28,7 @@ otherwise recompute the answers' soft labels from ``d_answers`` with the refresh
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -326,15 +327,19 @@ def _weight_rows(
     )
 
 
-def _soft_arrays(tree: Tree, raw: Rows, counted: bool) -> Iterator[tuple[str, pa.Table]]:
-    """The mass, level and (for answer counts) branch rows of the items in ``raw``, in item order, as one Arrow
-    table at a time so that each can be written and freed before the next is built (peak memory). Rows of
-    one (item, place) may come split (by tier): the walk adds them up."""
+def _walk(tree: Tree, raw: Rows, counted: bool) -> soft_label_walk.Walked:
+    """The soft-label rows of the items in ``raw`` (see _soft_arrays). Rows of one (item, place) may come split
+    (by tier): the walk adds them up."""
     answers = raw["answers"] if counted else np.zeros(len(raw["item_idx"]))
-    got = soft_label_walk.walk(
+    return soft_label_walk.walk(
         raw["item_idx"], raw["place"], raw["w"], answers, tree.cut, tree.ordinal, tree.depth, tree.parent,
         tree.is_leaf, branches=counted,
     )
+
+
+def _soft_arrays(tree: Tree, got: soft_label_walk.Walked, counted: bool) -> Iterator[tuple[str, pa.Table]]:
+    """The mass, level and (for answer counts) branch rows of a walk, in item order, as one Arrow table at a
+    time so that each can be written and freed before the next is built (peak memory)."""
     yield "d_soft_mass", _frame(
         counted, item_idx=got.item, node_id=_names(tree, got.node), depth=got.depth, mass=got.mass, answers=got.answers
     )
@@ -489,24 +494,29 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     nodes = _tree(con)
     tiers = _tiers(con)
     in_chunk = "a.item_idx >= ? AND a.item_idx < ?"
-    for n, (low, high) in enumerate(_item_chunks(con)):
-        chunk = [low, high]
-        # One fetch split by tier serves both passes; the all-tier pass adds the tiers up.
-        answers = _weight_rows(con, _answer_weights(scope + " AND " + in_chunk, by_tier=True), chunk, tiers)
-        for table, rows in _soft_arrays(nodes, answers, counted=True):
-            _write(con, not incremental and n == 0, table, rows)
-            del rows  # freed before the next table is built
-        if redo_posterior and table_exists(con, "d_posterior"):
-            posterior_rows = _weight_rows(con, _posterior_weights("p.item_idx >= ? AND p.item_idx < ?"), chunk)
-            for table, extra in _soft_arrays(nodes, posterior_rows, counted=False):
-                _write(con, False, table, extra)
-                del extra
-        # Tier parts are per chunk: one with touched items (or a changed posterior) is redone whole.
-        if not incremental or redo_posterior or answers["item_idx"].size:
-            if incremental:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for n, (low, high) in enumerate(_item_chunks(con)):
+            chunk = [low, high]
+            # One fetch split by tier serves both passes; the all-tier pass adds the tiers up.
+            answers = _weight_rows(con, _answer_weights(scope + " AND " + in_chunk, by_tier=True), chunk, tiers)
+            # The tier walk needs nothing else, so in full it runs on a thread while the per-item tables are
+            # walked and written (the walk releases the GIL).
+            by_tier = None if incremental else pool.submit(_walk, nodes, _by_tier(answers, len(tiers)), True)
+            for table, rows in _soft_arrays(nodes, _walk(nodes, answers, True), counted=True):
+                _write(con, not incremental and n == 0, table, rows)
+                del rows  # freed before the next table is built
+            if redo_posterior and table_exists(con, "d_posterior"):
+                posterior_rows = _weight_rows(con, _posterior_weights("p.item_idx >= ? AND p.item_idx < ?"), chunk)
+                for table, extra in _soft_arrays(nodes, _walk(nodes, posterior_rows, False), counted=False):
+                    _write(con, False, table, extra)
+                    del extra
+            # Tier parts are per chunk: one with touched items (or a changed posterior) is redone whole.
+            if by_tier is None and (redo_posterior or answers["item_idx"].size):
                 answers = _weight_rows(con, _answer_weights(in_chunk, by_tier=True), chunk, tiers)
-            _write_tier_parts(con, nodes, answers, tiers, not incremental and n == 0, chunk)
-        del answers
+                by_tier = pool.submit(_walk, nodes, _by_tier(answers, len(tiers)), True)
+            if by_tier is not None:
+                _write_tier_parts(con, nodes, by_tier.result(), tiers, not incremental and n == 0, chunk)
+            del answers, by_tier
     for key, value in ((TREE_KEY, tree), (POSTERIOR_KEY, posterior)):
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
     _write_summaries(con)
@@ -602,15 +612,17 @@ def _by_tier(answers: Rows, tiers: int) -> Rows:
 
 
 def _write_tier_parts(
-    con: duckdb.DuckDBPyConnection, tree: Tree, answers: Rows, tiers: list[str], create: bool, chunk: list[int]
+    con: duckdb.DuckDBPyConnection, tree: Tree, walked: soft_label_walk.Walked, tiers: list[str], create: bool,
+    chunk: list[int],
 ) -> None:
-    """Soft-label every (item, tier) pair of one chunk and store the tier sums, replacing the chunk's old ones."""
+    """Store the tier sums of one chunk's (item, tier) pairs as walked (see _by_tier), replacing the chunk's old
+    ones."""
     amb = [Ambiguity().top_share_below, Ambiguity().gap_below]
     if not create:
         for table in TIER_PARTS:
             con.execute("DELETE FROM " + table + " WHERE item_idx >= ? AND item_idx < ?", chunk)  # noqa: S608 - allow-listed table name
     names = pa.array(tiers, pa.string())
-    for table, rows in _soft_arrays(tree, _by_tier(answers, len(tiers)), counted=True):
+    for table, rows in _soft_arrays(tree, walked, counted=True):
         if table not in TIER_TABLES:
             continue
         pseudo = rows["item_idx"].to_numpy().astype(np.int64)
@@ -797,7 +809,8 @@ def _answer_rows(con: duckdb.DuckDBPyConnection, f: Filters, table: str) -> pa.T
         return None
     pred, params = f.where("a")
     answers = _weight_rows(con, _answer_weights(pred), params)
-    return next(rows for name, rows in _soft_arrays(_tree(con), answers, counted=True) if name == table)
+    tree = _tree(con)
+    return next(rows for name, rows in _soft_arrays(tree, _walk(tree, answers, True), counted=True) if name == table)
 
 
 def _level_stats(con: duckdb.DuckDBPyConnection, f: Filters, amb: Ambiguity) -> pd.DataFrame:
