@@ -26,6 +26,7 @@ against soft labels) and ``d_calibration`` / ``d_temperature`` for the unfiltere
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
 import duckdb
@@ -558,11 +559,13 @@ def _pred_level_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
     gold_of[gold["item_idx"][mine]] = gold["node"][mine]
     widest = max((column_code.size for column_code in codes.columns), default=1)
     span = max(1, CHUNK_CELLS // max(widest * len(keys), 1))
-    tables = [
-        table
-        for start in range(0, n_items, span)
-        for table in _level_chunk(leaf, soft, gold_of, codes, keys, range(start, min(start + span, n_items)))
-    ]
+    # Chunks are independent and mostly numpy, which releases the GIL for most of each: two threads share them.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        chunks = pool.map(
+            lambda start: _level_chunk(leaf, soft, gold_of, codes, keys, range(start, min(start + span, n_items))),
+            range(0, n_items, span),
+        )
+        tables = [table for chunk in chunks for table in chunk]
     return pa.concat_tables(tables) if tables else PRED_LEVEL_SCHEMA.empty_table()
 
 
