@@ -69,7 +69,7 @@ SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
        n.depth, n.is_leaf, n.value_idx,
        a.stage, a.created_at, date_trunc('week', a.created_at) AS week,
        CAST(date_diff('day', DATE '1970-01-01', date_trunc('week', a.created_at)) AS INTEGER) AS day,
-       a.duration_s, a.cost, a.confidence, a.guideline_version, a.batch_id,
+       a.duration_s, a.cost, a.confidence,
        i.source, i.segment, i.split,
        coalesce(an.kind, 'crowd') AS annotator_kind, an.tier
 FROM annotations a
