@@ -282,8 +282,8 @@ class _Model:
         ones = np.ones(item.size, dtype=np.float32)
         self.a = sparse.csr_matrix((ones, (item, pair)), shape=(self.n_items, self.n_pairs))
         self.a.sum_duplicates()
-        # Fixed by the data, not by the number of threads, so that the float32 sums and therefore the fit are
-        # the same on every machine.
+        # Fixed by the data, not by the number of threads, so that the float32 sums and therefore the fit do
+        # not depend on how many threads share them.
         self.parts = _ranges(self.n_items, PART_ROWS)
         self.blocks = _ranges(self.n_items, BLOCK_ROWS)
         self.n_answers = item.size

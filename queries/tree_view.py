@@ -229,11 +229,13 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     # two add into disjoint cells (tier code 0, the tier codes), so they run side by side (the walk releases the
     # GIL), each with its own pair table.
     tiered = np.flatnonzero(tier > 0)
-    jobs = [(item[tiered] * width + tier[tiered], place[tiered], n[tiered]), (item * width, place, n)]
-    del item, tier, place, n, tiered  # only the walks' copies are needed now (peak memory)
+    tier_rows = (item[tiered] * width + tier[tiered], place[tiered], n[tiered])
+    every_row = (item * width, place, n)
+    del item, tier, place, n, tiered  # only the walks' inputs are needed now (peak memory)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        by_tier = pool.submit(walk, *jobs.pop(0))
-        pairs = walk(*jobs.pop()).merged(by_tier.result())
+        by_tier = pool.submit(walk, *tier_rows)
+        pairs = walk(*every_row).merged(by_tier.result())
+    del tier_rows, every_row
 
     def keys(cell: np.ndarray) -> dict[str, pa.Array]:
         code = cell % width
