@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from queries import frame_writes, soft_labels, tree_view
+from queries import derived_base, frame_writes, soft_labels, tree_view
 from queries.errors import LabelgovError
 from queries.filters import Filters
 
@@ -259,12 +259,13 @@ def item_detail(con: duckdb.DuckDBPyConnection, item_id: str) -> ItemDetail:
     if head.empty:
         raise LabelgovError(f"no item {item_id!r} with answers in the warehouse; check the id (ids are case-sensitive)")
     titled = "JOIN " + soft_labels.NODES + " n USING (node_id)"
+    version = derived_base.as_of_version(con) or 0
     annotations = con.execute(
         "SELECT a.annotation_id, a.annotator_id, a.annotator_kind, a.tier, r.reliability, a.stage, a.created_at, "  # noqa: S608 - fixed SQL fragments
-        "a.duration_s, a.confidence, a.node_id, n.title, a.depth FROM d_answers a " + titled + " "
-        "LEFT JOIN " + _reliability(con) + " r USING (annotator_id) WHERE a.item_id = ? "
+        "a.duration_s, a.confidence, a.node_id, n.title, a.depth FROM " + derived_base.ITEM_ANSWERS + " a "
+        + titled + " LEFT JOIN " + _reliability(con) + " r USING (annotator_id) "
         "ORDER BY a.created_at NULLS LAST, a.annotation_id",
-        [item_id],
+        [version, version, item_id],
     ).df()
     mass = soft_labels.item_node_mass(con, Filters(), "annotations", items=[item_id])
     posterior = (

@@ -44,9 +44,13 @@ ANSWERS_PER_CLASS_FOR_CONFUSION = 10
 CURVE_COLUMNS = ["k", "method", "branch", "accuracy", "cost_per_item", "n_items"]
 ITEM_COLUMNS = ["item_idx", "k", "method", "correct", "cost"]
 
+# An item's answers in a random order fixed by the seed: hashed on what the replay reads of them, so that two
+# answers in a tie are interchangeable (the same annotator, node and cost) and the order stays reproducible.
 REPLAY_SQL = """
 SELECT a.item_idx, a.annotator_idx, a.node_id, coalesce(a.cost, 0) AS cost, o.gold_node,
-       row_number() OVER (PARTITION BY a.item_idx ORDER BY hash(a.annotation_id || ?)) AS rk
+       row_number() OVER (
+           PARTITION BY a.item_idx ORDER BY hash(a.annotator_idx, a.created_at, a.node_id, a.cost, ?)
+       ) AS rk
 FROM d_answers a JOIN (SELECT item_idx, node_id AS gold_node FROM d_gold) o USING (item_idx)
 WHERE {pool}
 """

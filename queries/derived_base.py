@@ -57,13 +57,10 @@ JOIN d_item_index x USING (item_id)
 ORDER BY g.item_id, g.batch_id DESC
 """
 
-# Every answer mapped to the as-of version (parameters: that version, twice) in one pass over the
-# annotations: the item's attributes come from ``items`` directly, so no per-answer copy of the item's
-# consensus is needed (the branch filter is a semi-join on d_items). Not sorted: ordering ten million
-# wide rows costs more than the rest of the step together and spills under the refresh memory limit;
-# readers that need an item's answers together sort the few columns they fetch.
-D_ANSWERS = """
-CREATE OR REPLACE TABLE d_answers AS
+# Every answer mapped to the as-of version (parameters: that version, twice, then those of ``{answers}``,
+# a predicate on the annotations ``a``) in one pass over the annotations: the item's attributes come from
+# ``items`` directly, so no per-answer copy of the item's consensus is needed.
+ANSWERS_SELECT = """
 SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
        n.tree_version, n.node_id, a.tree_version AS source_version, a.node_id AS source_node_id,
        n.depth, n.is_leaf, n.value_idx,
@@ -79,7 +76,22 @@ JOIN d_item_index x USING (item_id)
 JOIN d_annotator_index ax USING (annotator_id)
 LEFT JOIN (SELECT DISTINCT ON (item_id) item_id, source, segment, split FROM items) i USING (item_id)
 LEFT JOIN (SELECT DISTINCT ON (annotator_id) annotator_id, kind, tier FROM annotators) an USING (annotator_id)
+WHERE {answers}
 """
+
+# The table keeps every column but the annotation id: a unique string per answer was a fifth of the cost of
+# writing the table, and only an item's detail shows it, which maps that item's few annotations again
+# (ITEM_ANSWERS). Not sorted: ordering ten million wide rows costs more than the rest of the step together
+# and spills under the refresh memory limit; readers that need an item's answers together sort the few
+# columns they fetch.
+D_ANSWERS = (
+    "CREATE OR REPLACE TABLE d_answers AS SELECT * EXCLUDE (annotation_id) FROM ("  # noqa: S608 - fixed SQL
+    + ANSWERS_SELECT.replace("{answers}", "TRUE")
+    + ")"
+)
+# One item's answers as d_answers holds them, with their annotation ids (parameters: the as-of version twice,
+# the item id).
+ITEM_ANSWERS = "(" + ANSWERS_SELECT.replace("{answers}", "a.item_id = ?") + ")"
 
 # Plurality node per item; ties go to the node first in the tree's order so the result is deterministic
 # (the vote count is the high word of the ranking key, the negated ordinal the low word). Votes are grouped

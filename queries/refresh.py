@@ -77,7 +77,7 @@ def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 
 # The shape of the derived tables: change it whenever a step adds, drops or reshapes a table, so that
 # a warehouse refreshed by another release asks for a refresh instead of failing in a page query.
-DERIVED_LAYOUT = "2026-12-07.2"
+DERIVED_LAYOUT = "2026-12-07.3"
 
 # Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
 STEPS: list[tuple[str, Step]] = [

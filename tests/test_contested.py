@@ -123,6 +123,8 @@ def test_item_detail() -> None:
     detail = contested.item_detail(con, "e2")
     assert detail.item["source"] == "app" and detail.item["answers"] == 2
     assert list(detail.annotations["node_id"]) == ["a1x", "a1y"]
+    ids = con.execute("SELECT annotation_id FROM annotations WHERE item_id = 'e2' ORDER BY created_at, annotation_id")
+    assert list(detail.annotations["annotation_id"]) == [r[0] for r in ids.fetchall()]
     reliability = dict(con.execute("SELECT annotator_id, ds_accuracy FROM d_ds_annotators").fetchall())
     for _, row in detail.annotations.iterrows():
         assert row["reliability"] == pytest.approx(reliability[row["annotator_id"]])

@@ -36,12 +36,13 @@ def test_refresh_builds_lineage_and_consensus_and_clears_staleness() -> None:
     assert is_stale(con)
     report = refresh(con)
     assert report.full and not is_stale(con)
-    rows = dict(
-        con.execute(
-            "SELECT a.annotation_id, n.lineage FROM d_answers a JOIN d_nodes n USING (tree_version, node_id)"
+    rows = {
+        (item, who): lineage
+        for item, who, lineage in con.execute(
+            "SELECT a.item_id, a.annotator_id, n.lineage FROM d_answers a JOIN d_nodes n USING (tree_version, node_id)"
         ).fetchall()
-    )
-    assert rows["t0"] == ["a", "a1"] and rows["t3"] == ["b"]
+    }
+    assert rows["i1", "u1"] == ["a", "a1"] and rows["i2", "u1"] == ["b"]
     consensus = dict(con.execute("SELECT item_id, consensus_node FROM d_items").fetchall())
     # i1: a1 twice beats a2; i2: a tie between b and a goes to the node first in tree order (a).
     assert consensus == {"i1": "a1", "i2": "a", "i3": "a2"}
@@ -57,8 +58,8 @@ def test_branch_filter_selects_items_by_consensus_subtree() -> None:
     items = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM d_answers a WHERE " + clause, params).fetchall()}
     assert items == {"i1", "i2", "i3"}
     clause, params = Filters(branch="a1", annotators=("u1",)).where("a")
-    got = con.execute("SELECT annotation_id FROM d_answers a WHERE " + clause, params).fetchall()
-    assert got == [("t0",)]
+    got = con.execute("SELECT item_id, annotator_id FROM d_answers a WHERE " + clause, params).fetchall()
+    assert got == [("i1", "u1")]
 
 
 def test_refresh_with_nothing_new_keeps_the_tables_and_a_new_write_refreshes_again() -> None:
