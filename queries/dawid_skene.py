@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import sparse
 
 from queries.errors import LabelgovError
+from queries.prefetch import prefetch_row
 
 EPS = 1e-10
 # Items per part of the counts' pass, each summing its own response table; small fits are one part.
@@ -52,6 +53,9 @@ PART_ROWS = 1 << 18
 # Items per block of the posteriors' pass: small enough that two threads share the work evenly.
 BLOCK_ROWS = 1 << 15
 MAX_THREADS = 4
+# How many answers ahead the passes ask for the confusion or count row they will read (see queries.prefetch):
+# far enough that the row arrives in time, near enough that it is still cached when its turn comes.
+AHEAD = 8
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -118,8 +122,11 @@ def _counts_pass(
     """Add the posterior rows of items ``start:stop`` to the counts of every response they received (the
     M-step's sums, ``A.T @ post``)."""
     k = post.shape[1]
+    ahead = indices.size - AHEAD
     for i in range(start, stop):
         for at in range(indptr[i], indptr[i + 1]):
+            if at < ahead:
+                prefetch_row(counts, indices[at + AHEAD])
             pair, weight = indices[at], data[at]
             for c in range(k):
                 counts[pair, c] += weight * post[i, c]
@@ -181,6 +188,7 @@ def _em_pass(
     lik = np.empty(k, dtype=np.float32)
     scaled = np.empty(k, dtype=np.float32)
     entropy = 0.0
+    ahead = indices.size - AHEAD
     for i in range(start, stop):
         row = post[i]
         if gold[i] >= 0:
@@ -188,6 +196,8 @@ def _em_pass(
         else:
             lik[:] = log_prior
             for at in range(indptr[i], indptr[i + 1]):
+                if at < ahead:
+                    prefetch_row(log_conf, indices[at + AHEAD])
                 pair, weight = indices[at], data[at]
                 for c in range(k):
                     lik[c] += weight * log_conf[pair, c]
