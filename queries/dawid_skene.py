@@ -104,10 +104,63 @@ def _dense(values: IntArray) -> tuple[IntArray, IntArray]:
     """Sorted distinct values and each value's rank, by a presence table rather than a sort."""
     if values.size and values.min() < 0:
         raise LabelgovError("Dawid-Skene indices must be non-negative integers")
-    present = np.zeros(int(values.max()) + 1 if values.size else 0, dtype=bool)
-    present[values] = True
-    rank = np.cumsum(present, dtype=np.int64) - 1
-    return np.flatnonzero(present).astype(np.int64), rank[values]
+    return _dense_pass(values)
+
+
+@numba.njit(cache=True, nogil=True)
+def _dense_pass(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_dense in two walks over the values (numpy's scatter, prefix sum, gather and compaction were four)."""
+    top = values.max() + 1 if values.size else 0
+    rank = np.zeros(top, dtype=np.int64)
+    for v in values:
+        rank[v] = 1
+    distinct = np.empty(int(rank.sum()), dtype=np.int64)
+    n = 0
+    for v in range(top):
+        if rank[v]:
+            distinct[n] = v
+            n += 1
+        rank[v] = n - 1
+    ranks = np.empty(values.size, dtype=np.int64)
+    for i in range(values.size):
+        ranks[i] = rank[values[i]]
+    return distinct, ranks
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_matrix(row: np.ndarray, col: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR arrays of how often each (row, col) pair occurs, each row's columns ascending: what scipy's
+    coo-to-csr conversion, index sort and duplicate sum give, in one counting sort and one compaction
+    (scipy's three passes and its copies were a tenth of a large fit, on one core)."""
+    start = np.zeros(n_rows + 1, dtype=np.int64)
+    for r in row:
+        start[r + 1] += 1
+    for i in range(n_rows):
+        start[i + 1] += start[i]
+    fill = start[:-1].copy()
+    cols = np.empty(row.size, dtype=np.int32)
+    for at in range(row.size):
+        cols[fill[row[at]]] = col[at]
+        fill[row[at]] += 1
+    indptr = np.empty(n_rows + 1, dtype=np.int32)
+    data = np.empty(row.size, dtype=np.float32)
+    indptr[0] = 0
+    out = 0
+    for i in range(n_rows):
+        # Compacted in place: a row's entries are read (from start[i] on) before anything is written over them.
+        cols[start[i]:start[i + 1]].sort()
+        at = start[i]
+        while at < start[i + 1]:
+            c = cols[at]
+            n = 0
+            while at < start[i + 1] and cols[at] == c:
+                n += 1
+                at += 1
+            cols[out] = c
+            data[out] = n
+            out += 1
+        indptr[i + 1] = out
+    return indptr, cols[:out], data[:out]
 
 
 def _ranges(n: int, size: int) -> list[tuple[int, int]]:
@@ -289,9 +342,8 @@ class _Model:
         self.pair_label = pair_keys % n_labels
         self.n_pairs = pair_keys.size
         self.pair_counts = np.bincount(pair, minlength=self.n_pairs)
-        ones = np.ones(item.size, dtype=np.float32)
-        self.a = sparse.csr_matrix((ones, (item, pair)), shape=(self.n_items, self.n_pairs))
-        self.a.sum_duplicates()
+        # The item x response count matrix as CSR arrays: (indptr, indices, data).
+        self.csr = _count_matrix(item, pair, self.n_items)
         # Fixed by the data, not by the number of threads, so that the float32 sums and therefore the fit do
         # not depend on how many threads share them.
         self.parts = _ranges(self.n_items, PART_ROWS)
@@ -349,7 +401,7 @@ class _Model:
         """Run ``kernel`` over every block of items, writing ``post``, then sum the posteriors per response:
         the priors (mean posterior), the posterior mass per response and class (``A.T @ post``) and the
         summed entropy. Each part sums its own counts; they are added in part order."""
-        csr = (self.a.indptr, self.a.indices, self.a.data)
+        csr = self.csr
 
         def block(bounds: tuple[int, int]) -> tuple[FloatArray, float]:
             class_sums = np.zeros(self.k)

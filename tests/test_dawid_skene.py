@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from crowdkit.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene
+from scipy import sparse
 
-from queries.dawid_skene import DSResult, dawid_skene
+from queries.dawid_skene import DSResult, _count_matrix, _dense, dawid_skene
 from queries.errors import LabelgovError
 from tests.conftest import require_shared
 
@@ -225,3 +226,19 @@ def test_frame_input_equals_array_input() -> None:
 def test_bad_input_is_one_clear_error(args: tuple, kwargs: dict, message: str) -> None:
     with pytest.raises(LabelgovError, match=message):
         dawid_skene(*args, **kwargs)
+
+
+def test_count_matrix_and_ranks_equal_scipy_and_numpy_with_repeated_answers() -> None:
+    rng = np.random.default_rng(3)
+    # Items 0..49 with gaps and repeats, so that rows are empty, long and hold the same response twice.
+    item = rng.choice(np.arange(0, 100, 2), size=2000)
+    response = rng.integers(0, 30, size=item.size)
+    ids, ranks = _dense(item)
+    assert np.array_equal(ids, np.unique(item)) and np.array_equal(ranks, np.searchsorted(ids, item))
+    indptr, indices, data = _count_matrix(ranks, response, ids.size)
+    expected = sparse.csr_matrix((np.ones(item.size, dtype=np.float32), (ranks, response)), shape=(ids.size, 30))
+    expected.sum_duplicates()
+    assert data.max() > 1  # some item did get a response twice
+    assert np.array_equal(indptr, expected.indptr) and np.array_equal(indices, expected.indices)
+    assert np.array_equal(data, expected.data)
+
