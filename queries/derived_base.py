@@ -67,23 +67,23 @@ SELECT a.annotation_id, a.item_id, x.item_idx, a.annotator_id, ax.annotator_idx,
        a.stage, a.created_at, date_trunc('week', a.created_at) AS week,
        CAST(date_diff('day', DATE '1970-01-01', date_trunc('week', a.created_at)) AS INTEGER) AS day,
        a.duration_s, a.cost, a.confidence,
-       i.source, i.segment, i.split,
+       i.source, i.segment,
        coalesce(an.kind, 'crowd') AS annotator_kind, an.tier
 FROM annotations a
 JOIN as_of_mapping(?) m ON m.tree_version = a.tree_version AND m.node_id = a.node_id
 JOIN d_nodes n ON n.tree_version = ? AND n.node_id = m.target_node_id
 JOIN d_item_index x USING (item_id)
 JOIN d_annotator_index ax USING (annotator_id)
-LEFT JOIN (SELECT DISTINCT ON (item_id) item_id, source, segment, split FROM items) i USING (item_id)
+LEFT JOIN (SELECT DISTINCT ON (item_id) item_id, source, segment FROM items) i USING (item_id)
 LEFT JOIN (SELECT DISTINCT ON (annotator_id) annotator_id, kind, tier FROM annotators) an USING (annotator_id)
 WHERE {answers}
 """
 
 # The table keeps every column but the annotation id: a unique string per answer was a fifth of the cost of
 # writing the table, and only an item's detail shows it, which maps that item's few annotations again
-# (ITEM_ANSWERS). Not sorted: ordering ten million wide rows costs more than the rest of the step together
-# and spills under the refresh memory limit; readers that need an item's answers together sort the few
-# columns they fetch.
+# (ITEM_ANSWERS). Nor the item's split: the leakage checks read it per item, from d_items. Not sorted:
+# ordering ten million wide rows costs more than the rest of the step together and spills under the refresh
+# memory limit; readers that need an item's answers together sort the few columns they fetch.
 D_ANSWERS = (
     "CREATE OR REPLACE TABLE d_answers AS SELECT * EXCLUDE (annotation_id) FROM ("  # noqa: S608 - fixed SQL
     + ANSWERS_SELECT.replace("{answers}", "TRUE")
