@@ -142,7 +142,7 @@ def _count_matrix(row: np.ndarray, col: np.ndarray, n_rows: int) -> tuple[np.nda
     for at in range(row.size):
         cols[fill[row[at]]] = col[at]
         fill[row[at]] += 1
-    indptr = np.empty(n_rows + 1, dtype=np.int32)
+    indptr = np.empty(n_rows + 1, dtype=np.int64)
     data = np.empty(row.size, dtype=np.float32)
     indptr[0] = 0
     out = 0
