@@ -3,8 +3,9 @@
 Dawid-Skene's passes read, for every answer, the confusion (or count) row of its response: 44 floats at a
 random place in a table of tens of megabytes, past the per-core caches. The CPU cannot guess the next
 address, so each answer used to wait for its row; asking for the row of the answer a few places ahead
-while working on this one overlaps those waits, and halved both passes on ten million answers. The hint
-changes no result: the values read are the same, only when they reach the cache.
+while working on this one overlaps those waits. On ten million answers it cut the E-step's gathers by more
+than half and the counts' scatter by a third. The hint changes no result: the values read are the same,
+only when they reach the cache.
 """
 
 from __future__ import annotations
