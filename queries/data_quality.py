@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from queries import answer_arrays, compiled_sums, escalation, frame_writes, overview, soft_labels
+from queries import answer_arrays, compiled_sums, escalation, frame_writes, soft_labels
 from queries.filters import Filters
 from queries.results import first_row
 
@@ -117,16 +117,12 @@ def _source_top(answers: str) -> str:
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Materialise the unfiltered checks; medians and cross-split groups are global, so always in full.
-
-    The overview page's own stored numbers (tiles, weekly trends) are written here too, beside its checks:
-    the overview module has no step of its own, and this one runs after the Dawid-Skene and escalation
-    steps that those numbers read."""
+    """Materialise the unfiltered checks; medians and cross-split groups are global, so always in full. None
+    of them reads the Dawid-Skene tables, so refresh runs this step while the model fits."""
     con.execute("CREATE OR REPLACE TABLE d_dq_duplicates AS " + DUPLICATES)
     con.execute("CREATE OR REPLACE TABLE d_dq_annotators AS " + _per_annotator("TRUE"))
     con.execute(CELLS)
     frame_writes.store(con, "d_dq_missing", _missing_computed(con, Filters()))
-    overview.refresh_step(con, ctx)
     return "full"
 
 

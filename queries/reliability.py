@@ -30,7 +30,9 @@ which model produced it.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -129,7 +131,9 @@ CREATE OR REPLACE TABLE d_ds_items (item_id VARCHAR, item_idx INTEGER, ds_node V
 """
 
 
-def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
+def _fit_call(con: duckdb.DuckDBPyConnection, version: int) -> Callable[[], DSResult] | None:
+    """The fit of ``version``'s answers as a call that needs the connection no more: its inputs are read here,
+    so refresh can run the call on a thread while later steps use the connection."""
     con.execute(LABELS, [version])
     row = first_row(con.execute("SELECT count(*) FILTER (WHERE is_leaf), count(*) FROM _ds_labels"))
     n_classes, n_labels = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -143,7 +147,8 @@ def _fit(con: duckdb.DuckDBPyConnection, version: int) -> DSResult | None:
     counts = np.bincount(ann)
     trusted = np.zeros(counts.size, dtype=bool)
     trusted[np.asarray(arrays(con, TRUSTED, [version])["annotator_idx"], dtype=np.int64)] = True
-    return dawid_skene(
+    return functools.partial(
+        dawid_skene,
         answers["item_idx"],
         ann,
         answers["label_idx"],
@@ -236,10 +241,23 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
         frame_writes.run_over(con, name, frame, sql)
 
 
-def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Refit the global model on the newest tree version's answers; always a full recomputation."""
+def start_refresh(con: duckdb.DuckDBPyConnection) -> Future[DSResult | None]:
+    """Read the newest tree version's answers and start the global model's fit on a thread of its own.
+
+    The fit is compiled passes and numpy that release the GIL, and it leaves a core partly idle (its M-step
+    and model build run on one); refresh runs the steps that read none of its tables meanwhile, and then
+    finish_refresh waits for it and writes them."""
     row = first_row(con.execute("SELECT max(tree_version) FROM d_answers"))
-    res = _fit(con, int(row[0])) if row and row[0] is not None else None
+    call = _fit_call(con, int(row[0])) if row and row[0] is not None else None
+    pool = ThreadPoolExecutor(max_workers=1)
+    fit = pool.submit(call if call is not None else lambda: None)
+    pool.shutdown(wait=False)  # the thread ends with the fit; the future keeps its result
+    return fit
+
+
+def finish_refresh(con: duckdb.DuckDBPyConnection, fit: Future[DSResult | None]) -> str:
+    """Wait for the fit start_refresh began and store the model's tables and the per-annotator views."""
+    res = fit.result()
     if res is None:
         con.execute(EMPTY_TABLES)
     else:
@@ -249,6 +267,12 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     con.execute("CREATE OR REPLACE TABLE d_annotator_reliability AS " + _annotator_rows(Filters())[0])
     con.execute("CREATE OR REPLACE TABLE d_reliability_weekly AS " + OVER_TIME_HEAD + "TRUE AND TRUE" + OVER_TIME_TAIL)
     return "full"
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Refit the global model on the newest tree version's answers; always a full recomputation. Refresh
+    itself runs the two halves apart, with other steps between them."""
+    return finish_refresh(con, start_refresh(con))
 
 
 # --- page functions ----------------------------------------------------------------------------------
