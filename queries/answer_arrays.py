@@ -113,7 +113,7 @@ def filtered(
         *(["annotator_idx"] if annotator else []),
         *(["confidence"] if confidence else []),
     ]
-    return {name: compiled_sums.compress(keep, columns[name]) for name in names}
+    return dict(zip(names, compiled_sums.compress(keep, [columns[name] for name in names]), strict=True))
 
 
 def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.ndarray], np.ndarray] | None:

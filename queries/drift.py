@@ -840,17 +840,26 @@ def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series, cha
     # any real window's evidence.
     tail = np.clip(p_value / 2, np.finfo(float).tiny, 1.0)
     evidence = stats.norm.isf(tail) * (1.0 if change is None else np.sign(change.to_numpy(dtype=float)))
-    hit = frame.assign(size=size.to_numpy(), evidence=evidence, alerting=False)
-    hit["alerting"] = (hit["p_adjusted"] < ALERT_P) & (hit["size"] >= ALERT_SIZE[metric])
-    hit = hit[hit[subject].isin(hit.loc[hit["alerting"], subject]) & np.isfinite(evidence)]
+    sizes, p_adjusted = size.to_numpy(dtype=float), frame["p_adjusted"].to_numpy(dtype=float)
+    alerting = (p_adjusted < ALERT_P) & (sizes >= ALERT_SIZE[metric])
+    names, weeks = frame[subject].to_numpy(), frame["week"].to_numpy()
+    # The windows of subjects with an alerting window, by subject and week. Arrays, not a pandas groupby: an
+    # annotator view has hundreds of subjects, and a frame operation per subject cost a filtered page more
+    # than all of its statistics.
+    rows_in = np.flatnonzero(np.isin(names, names[alerting]) & np.isfinite(evidence))
+    rows_in = rows_in[np.lexsort((weeks[rows_in], names[rows_in]))]
+    starts = np.flatnonzero(np.r_[True, names[rows_in][1:] != names[rows_in][:-1]])
     rows = []
-    for name, windows in hit.sort_values([subject, "week"]).groupby(subject, sort=True):
-        alerting = windows[windows["alerting"]]
-        peak = alerting.loc[alerting["size"].idxmax()]
-        sign = 1.0 if change is None else np.sign(peak["evidence"])
-        week = _onset(windows["evidence"].to_numpy() * sign, windows["alerting"].to_numpy())
-        rows.append((name, windows["week"].iloc[week], metric, peak["size"], peak["p_value"], peak["p_adjusted"]))
-        rows[-1] += (len(alerting),)
+    for window_rows in np.split(rows_in, starts[1:]):
+        hits = window_rows[alerting[window_rows]]
+        if hits.size == 0:
+            continue
+        peak = hits[np.argmax(sizes[hits])]  # the earliest of equal sizes
+        sign = 1.0 if change is None else np.sign(evidence[peak])
+        week = _onset(evidence[window_rows] * sign, alerting[window_rows])
+        rows.append(
+            (names[peak], weeks[window_rows[week]], metric, sizes[peak], p_value[peak], p_adjusted[peak], hits.size)
+        )
     return pd.DataFrame(rows, columns=ALERT_COLUMNS) if rows else _no_alerts()
 
 

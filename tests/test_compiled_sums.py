@@ -101,15 +101,22 @@ def test_answer_week_sums_equal_pandas_group_bys() -> None:
     assert stated.size == 0 and agreed.size == 0 and seen.sum() == np.unique(item).size
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.float64])
-def test_compress_keeps_the_marked_rows_in_order(dtype: type) -> None:
+@pytest.mark.parametrize("size", [10_001, 250_001])  # the larger is split between two threads
+def test_compress_keeps_the_marked_rows_in_order(size: int) -> None:
     rng = np.random.default_rng(13)
-    column = rng.integers(-100, 100, 10_001).astype(dtype)
-    for keep in (rng.random(column.size) < 0.37, np.ones(column.size, bool), np.zeros(column.size, bool)):
-        got = compiled_sums.compress(keep, column)
-        assert got.dtype == column.dtype
-        np.testing.assert_array_equal(got, column[keep])
-    assert compiled_sums.compress(np.zeros(0, bool), column[:0]).size == 0
+    columns = [rng.integers(-100, 100, size).astype(t) for t in (np.int8, np.int16, np.int32, np.float64)]
+    # A first half with no kept row, and one whose kept rows end well before the middle: the halves must not
+    # write into each other's rows.
+    late = rng.random(size) < 0.37
+    late[: size // 2] = False
+    early = np.zeros(size, bool)
+    early[: size // 3] = rng.random(size // 3) < 0.5
+    early[size // 2 + 7 :: 97] = True
+    for keep in (rng.random(size) < 0.37, np.ones(size, bool), np.zeros(size, bool), late, early):
+        for got, column in zip(compiled_sums.compress(keep, columns), columns, strict=True):
+            assert got.dtype == column.dtype
+            np.testing.assert_array_equal(got, column[keep])
+    assert [c.size for c in compiled_sums.compress(np.zeros(0, bool), [c[:0] for c in columns])] == [0] * 4
 
 
 def test_masked_extremes_equal_numpy_on_scattered_rows() -> None:
