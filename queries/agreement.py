@@ -589,6 +589,7 @@ def _summarised(
     replicates: int,
     metric: str,
     level: int | None = None,
+    alpha_only: bool = False,
 ) -> pd.DataFrame:
     """Every statistic per group code: summed over units (summed_table) for analytic intervals, from patterns
     block by block (see _rows) for bootstrap replicates."""
@@ -596,7 +597,8 @@ def _summarised(
     if tables:
         table = pd.concat(tables, ignore_index=True)
     else:
-        table = summed_table(answers.value, unit_groups(con, answers, space, grouping, level), space, metric)
+        groups = unit_groups(con, answers, space, grouping, level)
+        table = summed_table(answers.value, groups, space, metric, alpha_only)
     # Weekly blocks hold ranges of weeks across all branches: order by group code as one block would.
     # (Branch blocks already come in code order within each depth.)
     return table.sort_values("group", kind="stable", ignore_index=True) if grouping.endswith("week") else table
@@ -847,8 +849,12 @@ def _frame(
     )
 
 
-def summed_table(value: np.ndarray, groups: UnitGroups, space: ValueSpace, metric: str = "nominal") -> pd.DataFrame:
-    """Every statistic per group code with the analytic interval, in two compiled passes over the units.
+def summed_table(
+    value: np.ndarray, groups: UnitGroups, space: ValueSpace, metric: str = "nominal", alpha_only: bool = False
+) -> pd.DataFrame:
+    """Every statistic per group code with the analytic interval, in two compiled passes over the units; with
+    ``alpha_only`` (drift reads nothing else) nominal alpha, its interval and the counts, the tree alpha and
+    Fleiss' kappa left NaN.
 
     The statistics and the influence of each unit are sums over units, so no pattern is needed: patterns pay
     for themselves only when bootstrap replicates reweight them, and hashing every unit into one cost more than
@@ -858,8 +864,11 @@ def summed_table(value: np.ndarray, groups: UnitGroups, space: ValueSpace, metri
     """
     n_groups = groups.codes.size
     width = int(np.diff(groups.bounds).max()) + 1 if groups.bounds.size > 1 else 1
+    if alpha_only and metric != "nominal":
+        raise ValueError("alpha_only computes the nominal alpha's interval only")
     units, answers, observed, observed_tree, share, by_value, tally = compiled_sums.unit_sums(
-        value, groups.bounds, groups.group, groups.pass_row, groups.seen, n_groups, space.delta2, width
+        value, groups.bounds, groups.group, groups.pass_row, groups.seen, n_groups, space.delta2, width,
+        not alpha_only,
     )
     nominal, tree = (
         a[:, 0]
@@ -878,11 +887,13 @@ def summed_table(value: np.ndarray, groups: UnitGroups, space: ValueSpace, metri
     modal = tally.argmax(axis=1)
     first, second, n_chosen, chosen_share, chosen_value = compiled_sums.unit_spread(
         value, groups.bounds, groups.group, groups.pass_row, groups.seen, metric == "tree", space.delta2, dot, terms,
-        modal,
+        modal, not alpha_only,
     )
     half = Z95 * _spread(first, second, units)
     estimate = nominal if metric == "nominal" else tree
     fleiss = _fleiss_from(modal, n_chosen, chosen_share, chosen_value)
+    if alpha_only:
+        tree[:], fleiss[:] = np.nan, np.nan
     found = units > 0
     return _frame(
         groups.codes[found], nominal[found], tree[found], ((estimate - half)[found], (estimate + half)[found]),
@@ -923,9 +934,11 @@ def grouped_answers(
     grouping: str,
     replicates: int = 0,
     metric: str = "nominal",
+    alpha_only: bool = False,
 ) -> pd.DataFrame:
-    """``grouped`` over answers already scanned, so that several groupings share one scan."""
-    table = _summarised(con, answers, space, grouping, replicates, metric)
+    """``grouped`` over answers already scanned, so that several groupings share one scan (``alpha_only``: see
+    summed_table; bootstrap tables have every statistic)."""
+    table = _summarised(con, answers, space, grouping, replicates, metric, alpha_only=alpha_only)
     codes = table["group"].to_numpy(dtype=np.int64)
     if grouping == "overall":
         table["group"] = "all"

@@ -330,12 +330,13 @@ def unit_bounds(item: np.ndarray, day: np.ndarray | None) -> np.ndarray:
 
 def unit_sums(
     value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
-    n_groups: int, delta2: np.ndarray, width: int,
+    n_groups: int, delta2: np.ndarray, width: int, tree: bool = True,
 ) -> tuple[np.ndarray, ...]:
-    """Per group: the sums alpha, percent agreement and Fleiss' modal count need (see _unit_sums)."""
+    """Per group: the sums alpha, percent agreement and Fleiss' modal count need (see _unit_sums); without
+    ``tree`` the tree-distance disagreement is left at zero."""
     arrays = (_int32(value), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen))
     return _halves(
-        lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width),
+        lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width, tree),
         bounds.size - 1,
     )
 
@@ -343,15 +344,16 @@ def unit_sums(
 def unit_spread(
     value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
     tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
+    fleiss: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Per group: sums of the units' influence on alpha and of its square, and the sums over the units with
-    the modal answer count that Fleiss' kappa reads (see _unit_spread)."""
+    the modal answer count that Fleiss' kappa reads (see _unit_spread; left at zero without ``fleiss``)."""
     arrays = (_int32(value), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen))
     terms = (
         np.asarray(delta2, dtype=np.float64), np.ascontiguousarray(dot, dtype=np.float64),
         np.ascontiguousarray(group_terms, dtype=np.float64), _int64(modal),
     )
-    return _halves(lambda lo, hi: _unit_spread(*arrays, lo, hi, tree, *terms), bounds.size - 1)
+    return _halves(lambda lo, hi: _unit_spread(*arrays, lo, hi, tree, *terms, fleiss), bounds.size - 1)
 
 
 
@@ -475,11 +477,11 @@ def _tree_pairs(n_distinct: int, count: np.ndarray, distinct: np.ndarray, delta2
 @numba.njit(cache=True, nogil=True)
 def _unit_sums(
     value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
-    lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int,
+    lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int, tree: bool,
 ) -> tuple[np.ndarray, ...]:
-    """Per group: pairable units, their answers, the observed disagreement (nominal and tree, each unit's over
-    m - 1), the sum of the units' shares of agreeing pairs, the answers per value (groups x values) and the
-    units per answer count (groups x width, for Fleiss' modal count).
+    """Per group: pairable units, their answers, the observed disagreement (nominal and, with ``tree``, tree;
+    each unit's over m - 1), the sum of the units' shares of agreeing pairs, the answers per value (groups x
+    values) and the units per answer count (groups x width, for Fleiss' modal count).
 
     Each unit in [lo, hi) has its own values counted once; each pass p then sees them through a row of
     ``seen`` and adds them to group[p, u] (-1: the unit is in no group of that pass), so the passes of a
@@ -512,7 +514,8 @@ def _unit_sums(
                     for a in range(n_distinct):
                         squares += count[distinct[a]] * count[distinct[a]]
                     unit_observed = (m * m - squares) / (m - 1.0)
-                    unit_tree = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
+                    if tree:  # a pair loop per unit: a third of the pass where only nominal alpha is asked
+                        unit_tree = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
                     unit_share = (squares - m) / (m * (m - 1.0))
             if m >= 2:
                 units[g] += 1
@@ -536,6 +539,7 @@ def _unit_sums(
 def _unit_spread(
     value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
     lo: int, hi: int, tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
+    fleiss: bool,
 ) -> tuple[np.ndarray, ...]:
     """Per group: the sum of the units' influence on alpha and of its square, and over the units with the
     modal answer count, their number, their shares of agreeing pairs and their answers per value (the units
@@ -587,7 +591,7 @@ def _unit_spread(
                 influence = -(o * group_terms[g, 2] - group_terms[g, 3] * dd_exp) * scale[g]
                 first[g] += influence
                 second[g] += influence * influence
-                if m == modal[g]:
+                if fleiss and m == modal[g]:
                     chosen[g] += 1
                     chosen_share[g] += 1.0 if n_distinct == 1 else (squares - m) / (m * (m - 1.0))
                     for a in range(n_distinct):

@@ -541,7 +541,7 @@ def _agreement_drift(
     # week's start): one grouping by subtree and window then gives the reference and every later week.
     early = answers.day < (end - pd.Timestamp("1970-01-01")).days
     windows = agreement.Answers(answers.item, answers.value, np.where(early, 0, answers.day).astype(np.int32))
-    table = agreement.grouped_answers(con, windows, space, "subtree_week", bootstrap)
+    table = agreement.grouped_answers(con, windows, space, "subtree_week", bootstrap, alpha_only=True)
     pooled = table["week"] == agreement.day_label(np.zeros(1, dtype=np.int64))[0]
     reference = table[pooled].drop(columns="week").set_index("branch")
     weekly = table[~pooled].merge(reference, left_on="branch", right_index=True, suffixes=("", "_ref"))

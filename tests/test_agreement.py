@@ -330,6 +330,22 @@ def test_summed_tables_equal_the_tables_from_patterns(con, grouping: str, metric
     assert inside[summed["n_items"] >= 2].all()
 
 
+@pytest.mark.parametrize("grouping", ["overall", "subtree_week"])
+def test_alpha_only_tables_keep_the_nominal_alpha_and_its_interval(con, grouping: str) -> None:
+    """Drift asks for nominal alpha alone: the same alphas, intervals and counts as the full table, the
+    statistics it skips left empty rather than wrong."""
+    space = agreement.value_space(con)
+    answers = agreement.scan(con, Filters(), None if grouping in agreement.DAYLESS else "week")
+    full = agreement.grouped_answers(con, answers, space, grouping, 0)
+    alone = agreement.grouped_answers(con, answers, space, grouping, 0, alpha_only=True)
+    kept = [c for c in full.columns if c not in ("alpha_tree", "fleiss_kappa")]
+    assert full["alpha_tree"].notna().any() and full["fleiss_kappa"].notna().any()
+    pd.testing.assert_frame_equal(alone[kept], full[kept])
+    assert alone["alpha_tree"].isna().all() and alone["fleiss_kappa"].isna().all()
+    with pytest.raises(ValueError, match="nominal"):
+        agreement.grouped_answers(con, answers, space, grouping, 0, "tree", alpha_only=True)
+
+
 @pytest.mark.parametrize("block_rows", [1, 3, 7])
 def test_blocks_close_at_the_first_key_change_after_block_rows(
     block_rows: int, monkeypatch: pytest.MonkeyPatch
