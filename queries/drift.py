@@ -409,19 +409,25 @@ def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.Da
 
 
 def _compare_rates(
-    frame: pd.DataFrame, key: str, reference_weeks_end: pd.Timestamp, success: str, total: str
+    cells: pd.DataFrame, names: np.ndarray, key: str, reference_weeks_end: pd.Timestamp, success: str, total: str
 ) -> pd.DataFrame:
     """Per (key, week) share success/total against the key's pooled reference share: two-proportion z-test.
-    Keys without reference rows are not compared. Sums by integer code (an annotator table has tens of
-    thousands of rows, where a pandas group-by and merge cost more than the test)."""
-    early = (frame["week"] < reference_weeks_end).to_numpy()
-    code, names = pd.factorize(frame[key])
-    hits, n = frame[success].to_numpy(dtype=float), frame[total].to_numpy(dtype=float)
+    Keys without reference rows are not compared. ``cells`` holds integer codes into ``names`` as ``key``;
+    the names are put in only for the compared rows, which are sorted by name and week through each name's
+    rank (an annotator table has tens of thousands of rows, where a pandas group-by, merge or sort of the
+    names cost more than the test)."""
+    early = (cells["week"] < reference_weeks_end).to_numpy()
+    code = cells["key"].to_numpy(dtype=np.int64)
+    hits, n = cells[success].to_numpy(dtype=float), cells[total].to_numpy(dtype=float)
     ref_hits = np.bincount(code[early], weights=hits[early], minlength=names.size)
     ref_n = np.bincount(code[early], weights=n[early], minlength=names.size)
     has_reference = np.zeros(names.size, dtype=bool)
     has_reference[code[early]] = True
     later = np.flatnonzero(~early & has_reference[code])
+    rank = np.empty(names.size, dtype=np.int64)
+    rank[np.argsort(names.astype(str), kind="stable")] = np.arange(names.size)
+    days = cells["week"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    later = later[np.lexsort((days[later], rank[code[later]]))]
     hits, n, their = hits[later], n[later], code[later]
     rate, ref_rate = hits / n, ref_hits[their] / ref_n[their]
     pooled = (hits + ref_hits[their]) / (n + ref_n[their])
@@ -433,8 +439,8 @@ def _compare_rates(
     )
     out = pd.DataFrame(
         {
-            key: frame[key].to_numpy()[later],
-            "week": _labels(frame["week"].to_numpy()[later]),
+            key: names[their],
+            "week": agreement.day_label(days[later]),
             "rate": rate,
             "reference_rate": ref_rate,
             "change": rate - ref_rate,
@@ -443,7 +449,7 @@ def _compare_rates(
         }
     )
     out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
-    return out.sort_values([key, "week"], ignore_index=True)
+    return out
 
 
 SHARE_COLUMNS = ["node", "parent", "week", "share", "reference_share", "change", "p_value", "p_adjusted", "n"]
@@ -745,11 +751,11 @@ def _model(
     keep = np.ones(item.size, dtype=bool) if mask is None else item < mask.size
     if mask is not None:
         keep[keep] = mask[item[keep]]
-    frame = _sums_by_week(rows["branch"][keep], rows["day"][keep], rows["disagree"][keep], rows["names"])
+    frame = _sums_by_week(rows["branch"][keep], rows["day"][keep], rows["disagree"][keep])
     if frame.empty:
         return empty
-    frame = frame.rename(columns={"key": "branch"}).assign(disagree=frame["sum"].astype(np.int64))
-    return _compare_rates(frame, "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
+    frame = frame.assign(disagree=frame["sum"].astype(np.int64))
+    return _compare_rates(frame, rows["names"], "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
 
 
 def _predictions(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
@@ -768,10 +774,10 @@ def _predictions(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     }
 
 
-def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray, names: np.ndarray) -> pd.DataFrame:
-    """Rows per (key, week) as ``n``, with the sum and the sum of squares of x, rows whose x is NaN left out,
-    from integer keys (indices into ``names``) and week-start days: the frame a GROUP BY (key, week) would
-    give, in one compiled pass (compiled_sums.window_sums)."""
+def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray) -> pd.DataFrame:
+    """Rows per (integer key, week) as ``n``, with the sum and the sum of squares of x, rows whose x is NaN
+    left out, from week-start days: the frame a GROUP BY (key, week) would give, in one compiled pass
+    (compiled_sums.window_sums)."""
     if key.size == 0:
         return pd.DataFrame({"key": [], "week": [], "n": [], "sum": [], "sum_sq": []})
     days, window_of_day = compiled_sums.day_windows(day)
@@ -779,8 +785,7 @@ def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray, names: np.nda
     n_keys = int(key.max()) + 1
     n, total, squares = compiled_sums.window_sums(key, day, x, first, window_of_day, days.size, n_keys)
     shape = (n_keys, days.size)
-    frame = _cell_frame(n.reshape(shape), {"sum": total.reshape(shape), "sum_sq": squares.reshape(shape)}, days)
-    return frame.assign(key=names[frame["key"].to_numpy()])
+    return _cell_frame(n.reshape(shape), {"sum": total.reshape(shape), "sum_sq": squares.reshape(shape)}, days)
 
 
 def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> pd.DataFrame:
@@ -803,11 +808,17 @@ def _annotators(
         tables = _week_tables(con, (agreement.fetch(con, f, annotator=True), agreement.value_space(con)))
     if tables is None or tables.annotators is None or tables.annotators.empty:
         return empty
+    names = answer_arrays.kept(con, "annotator_names", lambda: _annotator_names(con))
+    return _compare_rates(tables.annotators, names, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
+
+
+def _annotator_names(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Annotator ids by annotator index (None where an index has none)."""
     index = arrays(con, "SELECT annotator_idx, annotator_id FROM d_annotator_index")
     names = np.empty(int(np.max(index["annotator_idx"], initial=-1)) + 1, dtype=object)
     names[np.asarray(index["annotator_idx"])] = np.asarray(index["annotator_id"], dtype=object)
-    frame = tables.annotators.assign(annotator_id=names[tables.annotators["key"].to_numpy()])
-    return _compare_rates(frame, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
+    names.flags.writeable = False
+    return names
 
 
 TREE_CHANGES = """
