@@ -175,6 +175,13 @@ def _paths(lineages: list[list[str]]) -> npt.NDArray[np.int64]:
 
 
 def value_space(con: duckdb.DuckDBPyConnection) -> ValueSpace:
+    """The values of every tree version; kept per version of the data where this process holds the answers
+    (answer_arrays.kept: a filtered drift page asked for it four times, each a scan of the answers' tree
+    versions). Read-only: its arrays are shared."""
+    return answer_arrays.kept(con, "value_space", lambda: _value_space(con))
+
+
+def _value_space(con: duckdb.DuckDBPyConnection) -> ValueSpace:
     rows = con.execute(LINEAGES).fetchall()
     node_ids = [r[0] for r in rows]
     lineages = [list(r[1]) for r in rows]
@@ -184,7 +191,10 @@ def value_space(con: duckdb.DuckDBPyConnection) -> ValueSpace:
     ancestors = np.full((max(len(lin) for lin in lineages), len(rows)), -1, dtype=np.int64)
     for v, lin in enumerate(lineages):
         ancestors[: len(lin), v] = [index.get(n, -1) for n in lin]
-    return ValueSpace(node_ids, tree_distance(lineages), ancestors, np.array([bool(r[2]) for r in rows]))
+    space = ValueSpace(node_ids, tree_distance(lineages), ancestors, np.array([bool(r[2]) for r in rows]))
+    for shared in (space.delta2, space.ancestors, space.internal):
+        shared.flags.writeable = False
+    return space
 
 
 @dataclass

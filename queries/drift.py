@@ -1054,7 +1054,9 @@ def _alerts(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> 
     found = [p for p in parts if not p.empty]
     if not found:
         return parts[0][ALERT_COLUMNS]
-    lineage = {row[0]: list(row[1]) for row in con.execute(agreement.LINEAGES).fetchall()}
+    space = agreement.value_space(con)
+    names = np.array(space.node_ids, dtype=object)
+    lineage = {node: names[space.ancestors[:, v][space.ancestors[:, v] >= 0]].tolist() for v, node in enumerate(names)}
     alerts = _fold_into_ancestors(pd.concat(found, ignore_index=True), lineage)
     relative = alerts["size"] / alerts["metric"].map(ALERT_SIZE)
     kind = alerts["metric"].map(lambda m: KIND_ORDER.index(FAMILY.get(m, m)))
