@@ -35,7 +35,7 @@ import duckdb
 import numpy as np
 
 from queries import compiled_sums
-from queries.connection import cache_key
+from queries.connection import file_and_cache_key
 from queries.filters import Filters
 from queries.results import arrays
 
@@ -61,8 +61,6 @@ FROM d_answers
 """
 IN_BRANCH = "SELECT item_idx FROM d_items WHERE list_contains(consensus_lineage, ?)"
 ANNOTATORS = "SELECT annotator_idx FROM d_annotator_index WHERE annotator_id IN (SELECT unnest(?))"
-WAREHOUSE_FILE = "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-
 
 @dataclass(frozen=True)
 class AnswerArrays:
@@ -147,10 +145,10 @@ def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) ->
 def _arrays(con: duckdb.DuckDBPyConnection, fetch: bool = True) -> AnswerArrays | None:
     """The arrays of this warehouse file and version; fetched when not held yet, unless ``fetch`` is False."""
     global _held
-    path = con.execute(WAREHOUSE_FILE).fetchall()
-    if not path or not path[0][0]:
+    path, version = file_and_cache_key(con)
+    if path is None:
         return None
-    key = (str(path[0][0]), cache_key(con))
+    key = (path, version)
     with _lock:  # one build at a time: two concurrent builds would hold the answers twice
         if not fetch and (_held is None or _held[0] != key):
             return None

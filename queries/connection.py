@@ -247,9 +247,25 @@ def data_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(meta_value(con, "data_version", "0"))
 
 
+KEY_VALUES = "(SELECT value FROM meta WHERE key = 'data_version'), (SELECT value FROM meta WHERE key = 'refresh_count')"
+WAREHOUSE_FILE = "(SELECT path FROM duckdb_databases() WHERE database_name = current_database())"
+
+
 def cache_key(con: duckdb.DuckDBPyConnection) -> str:
     """Changes after every ingest, governance write or refresh: key cached results on it."""
-    return f"{data_version(con)}:{meta_value(con, 'refresh_count', '0')}"
+    return _key(*con.execute("SELECT " + KEY_VALUES).fetchall()[0])
+
+
+def file_and_cache_key(con: duckdb.DuckDBPyConnection) -> tuple[str | None, str]:
+    """The warehouse's file (None in memory) and cache_key in one statement: the held answers check both for
+    every kept value and filtered question, a dozen times on a filtered drift page, where three statements
+    cost about a millisecond and a half each time."""
+    path, version, count = con.execute("SELECT " + WAREHOUSE_FILE + ", " + KEY_VALUES).fetchall()[0]
+    return (str(path) if path else None), _key(version, count)
+
+
+def _key(version: str | None, count: str | None) -> str:
+    return f"{int(version or 0)}:{count or 0}"
 
 
 def bump_data_version(con: duckdb.DuckDBPyConnection) -> int:
