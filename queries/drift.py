@@ -543,12 +543,13 @@ def _agreement_drift(
     if answers.day is None:
         raise ValueError("agreement drift needs the answers' weeks")
     # Weeks start on Mondays and the reference ends on one, so an answer is in the reference window exactly
-    # when its week starts before the end. The reference is pooled into one window, day 0 (a Thursday, so no
-    # week's start): one grouping by subtree and window then gives the reference and every later week.
-    early = answers.day < (end - pd.Timestamp("1970-01-01")).days
-    windows = agreement.Answers(answers.item, answers.value, np.where(early, 0, answers.day).astype(np.int32))
+    # when its week starts before the end. The reference is pooled into one window, the day before the end (a
+    # Sunday, so no week's start; every reference day is at most that, every later one above): one grouping by
+    # subtree and window then gives the reference and every later week.
+    pool_day = (end - pd.Timestamp("1970-01-01")).days - 1
+    windows = agreement.Answers(answers.item, answers.value, np.maximum(answers.day, pool_day))
     table = agreement.grouped_answers(con, windows, space, "subtree_week", bootstrap, alpha_only=True)
-    pooled = table["week"] == agreement.day_label(np.zeros(1, dtype=np.int64))[0]
+    pooled = table["week"] == agreement.day_label(np.array([pool_day]))[0]
     reference = table[pooled].drop(columns="week").set_index("branch")
     weekly = table[~pooled].merge(reference, left_on="branch", right_index=True, suffixes=("", "_ref"))
     change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
