@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from queries.connection import bump_data_version, cache_key, memory
+from queries import reliability
+from queries.connection import bulk_settings, bump_data_version, cache_key, memory, transaction
+from queries.demo import simulate, write_simulation
+from queries.demo_config import demo_config
 from queries.filters import Filters
-from queries.refresh import is_stale, refresh
+from queries.refresh import STEPS, RefreshContext, is_stale, refresh
 
 TREE = """
 taxonomy: t
@@ -73,3 +76,31 @@ def test_refresh_with_nothing_new_keeps_the_tables_and_a_new_write_refreshes_aga
     after = refresh(con)
     assert not after.up_to_date and after.steps and not is_stale(con) and cache_key(con) != key
     assert refresh(con, full=True).steps, "--full recomputes even when nothing is new"
+
+
+def test_the_steps_beside_the_model_fit_write_what_they_would_after_it() -> None:
+    """Refresh fits Dawid-Skene on a thread from its "reliability" step to "reliability_tables", and the steps
+    between run meanwhile, so none of them may read the model's tables. On a first refresh those tables do not
+    exist yet: a step that read them would fail, or fall back and write other numbers than when every step
+    runs after the fit, as here on a copy of the same warehouse."""
+    beside, after = memory(), memory()
+    for con in (beside, after):
+        with transaction(con):
+            write_simulation(con, simulate(demo_config("1500", 5, True)), "test")
+    names = [name for name, _ in STEPS]
+    between = names[names.index("reliability") + 1 : names.index("reliability_tables")]
+    assert between, "the fit runs beside no step"
+    refresh(beside)
+    context = RefreshContext(full=True, since_batch=0, touched_items=0)
+    with bulk_settings(after), transaction(after):
+        for name, step in STEPS:
+            if name == "reliability":
+                reliability.refresh_step(after, context)
+            elif name != "reliability_tables":
+                step(after, context)
+    listed = beside.execute("SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, 'd_')").fetchall()
+    tables = [row[0] for row in listed]
+    assert "d_ds_items" in tables and "d_item_outcomes" in tables and "d_dq_annotators" in tables
+    for table in tables:
+        ours, theirs = (c.execute(f"SELECT * FROM {table} ORDER BY ALL").df() for c in (beside, after))
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=1e-9, obj=table)
