@@ -62,6 +62,7 @@ FROM d_answers
 IN_BRANCH = "SELECT item_idx FROM d_items WHERE list_contains(consensus_lineage, ?)"
 ANNOTATORS = "SELECT annotator_idx FROM d_annotator_index WHERE annotator_id IN (SELECT unnest(?))"
 
+
 @dataclass(frozen=True)
 class AnswerArrays:
     """Every answer, sorted by item, week start day (NO_DAY first) and value index."""

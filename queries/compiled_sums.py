@@ -164,10 +164,9 @@ def compress(keep: np.ndarray, columns: list[np.ndarray]) -> list[np.ndarray]:
     outs = [np.empty(kept + 1, dtype=column.dtype) for column in columns]
     sources = [np.ascontiguousarray(column) for column in columns]
 
-    def run(low: int, high: int, at: int) -> tuple[np.ndarray, ...]:
+    def run(low: int, high: int, at: int) -> None:
         for column, out in zip(sources, outs, strict=True):
             _compress(keep[low:high], column[low:high], out[at:])
-        return ()
 
     if keep.size < SPLIT_UNITS:
         run(0, keep.size, 0)
