@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from queries import soft_label_walk
+from queries import soft_label_parts, soft_label_walk
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -493,6 +493,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         scope = "TRUE"
     nodes = _tree(con)
     tiers = _tiers(con)
+    groups = _item_groups(con)
     in_chunk = "a.item_idx >= ? AND a.item_idx < ?"
     with ThreadPoolExecutor(max_workers=1) as pool:
         for n, (low, high) in enumerate(_item_chunks(con)):
@@ -515,7 +516,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
                 answers = _weight_rows(con, _answer_weights(in_chunk, by_tier=True), chunk, tiers)
                 by_tier = pool.submit(_walk, nodes, _by_tier(answers, len(tiers)), True)
             if by_tier is not None:
-                _write_tier_parts(con, nodes, by_tier.result(), tiers, not incremental and n == 0, chunk)
+                _write_tier_parts(con, nodes, by_tier.result(), tiers, not incremental and n == 0, chunk, groups)
             del answers, by_tier
     for key, value in ((TREE_KEY, tree), (POSTERIOR_KEY, posterior)):
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
@@ -579,25 +580,27 @@ def _branch_parts(branches: str, keys: str = "", items: str = "d_items") -> str:
     )
 
 
-# The tier rows of one chunk (``_tier_rows``, an Arrow table read by DuckDB's replacement scan) and, for
-# levels, the chunk's stored posterior rows under each tier its item has answers of.
-TIER_LEVELS = (
-    "(SELECT * FROM _tier_rows UNION ALL BY NAME SELECT p.*, k.tier FROM d_soft_levels p "
-    "JOIN (SELECT DISTINCT item_idx, tier FROM _tier_rows) k USING (item_idx) "
-    "WHERE p.source = 'posterior' AND p.item_idx >= ? AND p.item_idx < ?)"
-)
-# The chunk's own items: the tier sums of one chunk join them instead of all of d_items, which cost each
-# chunk a hash table of every item (a third of the tier sums' time on the large demo).
-CHUNK_GROUPS = "(SELECT * FROM d_items WHERE item_idx >= ? AND item_idx < ?)"
 PARTS_SQL = {
     "d_soft_level_parts": _level_parts("d_soft_levels"),
     "d_soft_branch_parts": _branch_parts("d_soft_branches"),
-    "d_soft_tier_level_parts": _level_parts(TIER_LEVELS, "l.tier, ", CHUNK_GROUPS),
-    "d_soft_tier_branch_parts": _branch_parts("_tier_rows", "b.tier, ", CHUNK_GROUPS),
 }
-TIER_TABLES = {"d_soft_levels": "d_soft_tier_level_parts", "d_soft_branches": "d_soft_tier_branch_parts"}
-
-
+# The tier sums of one chunk (``_parts``, summed by soft_label_parts) with their groups' attributes, through each
+# group's first item among the chunk's own items (parameters: the chunk's bounds).
+CHUNK_GROUPS = "(SELECT item_idx, consensus_node, source, segment FROM d_items WHERE item_idx >= ? AND item_idx < ?)"
+TIER_PARTS_SQL = {
+    table: "SELECT p.tier, p." + key + ", p.depth, " + GROUP + ", p.* EXCLUDE (tier, " + key + ", depth) "
+    "FROM _parts p LEFT JOIN " + CHUNK_GROUPS + " d USING (item_idx)"
+    for table, key in (("d_soft_tier_level_parts", "soft_source"), ("d_soft_tier_branch_parts", "node_id"))
+}
+# Each item's group as a dense code.
+ITEM_GROUPS = (
+    "SELECT item_idx, CAST(dense_rank() OVER (ORDER BY consensus_node, source, segment) - 1 AS INTEGER) AS code "
+    "FROM d_items"
+)
+POSTERIOR_LEVELS = (
+    "SELECT item_idx AS item, depth, entropy, top_share, gap FROM d_soft_levels "
+    "WHERE source = 'posterior' AND item_idx >= ? AND item_idx < ? ORDER BY item_idx"
+)
 def _tiers(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute("SELECT DISTINCT tier FROM d_answers WHERE tier IS NOT NULL ORDER BY 1").fetchall()
     return [str(r[0]) for r in rows]
@@ -611,31 +614,42 @@ def _by_tier(answers: Rows, tiers: int) -> Rows:
     return rows
 
 
+def _item_groups(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Each item index's group code; an item without a row in d_items (none in practice) gets a group of its own
+    kind, which the write joins to no attributes, as the SQL's left join did."""
+    row = first_row(con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index"))
+    rows = arrays(con, ITEM_GROUPS)
+    groups = np.full(int(row[0]) if row else 0, -1, dtype=np.int64)
+    groups[np.asarray(rows["item_idx"], dtype=np.int64)] = rows["code"]
+    groups[groups < 0] = groups.max(initial=-1) + 1
+    return groups
+
+
 def _write_tier_parts(
     con: duckdb.DuckDBPyConnection, tree: Tree, walked: soft_label_walk.Walked, tiers: list[str], create: bool,
-    chunk: list[int],
+    chunk: list[int], item_groups: np.ndarray,
 ) -> None:
     """Store the tier sums of one chunk's (item, tier) pairs as walked (see _by_tier), replacing the chunk's old
-    ones."""
-    amb = [Ambiguity().top_share_below, Ambiguity().gap_below]
+    ones. The level sums count the chunk's stored posterior rows too, so those are written first."""
+    amb = soft_label_parts.Thresholds(Ambiguity().top_share_below, Ambiguity().gap_below)
     if not create:
         for table in TIER_PARTS:
             con.execute("DELETE FROM " + table + " WHERE item_idx >= ? AND item_idx < ?", chunk)  # noqa: S608 - allow-listed table name
-    names = pa.array(tiers, pa.string())
-    for table, rows in _soft_arrays(tree, walked, counted=True):
-        if table not in TIER_TABLES:
-            continue
-        pseudo = rows["item_idx"].to_numpy().astype(np.int64)
-        _tier_rows = rows.set_column(
-            rows.schema.get_field_index("item_idx"), "item_idx", pa.array(pseudo // max(len(tiers), 1), pa.int32())
-        ).append_column(
-            "tier", pa.DictionaryArray.from_arrays(pa.array(pseudo % max(len(tiers), 1), pa.int32()), names)
-        )
-        target = TIER_TABLES[table]
-        head = "CREATE OR REPLACE TABLE " + target + " AS " if create else "INSERT INTO " + target + " BY NAME "
-        params = [*amb, *chunk, *chunk] if target == "d_soft_tier_level_parts" else [*amb, *chunk]
-        con.execute(head + PARTS_SQL[target], params)
-        del _tier_rows, rows  # freed before the next table is built
+    posterior = soft_label_parts.Posterior(**arrays(con, POSTERIOR_LEVELS, chunk))
+    node_ids = [str(n) for n in tree.node_ids]
+    node_ids[0] = ""  # code 0 is no node, and no branch row carries it
+    children = np.bincount(tree.parent, minlength=tree.size)
+    parts = {
+        "d_soft_tier_level_parts": lambda: soft_label_parts.level_parts(walked, tiers, item_groups, posterior, amb),
+        "d_soft_tier_branch_parts": lambda: soft_label_parts.branch_parts(
+            walked, tiers, item_groups, node_ids, children, amb
+        ),
+    }
+    for table, summed in parts.items():
+        head = "CREATE OR REPLACE TABLE " + table + " AS " if create else "INSERT INTO " + table + " BY NAME "
+        _parts = summed()  # read by name from this frame (DuckDB's replacement scan)
+        con.execute(head + TIER_PARTS_SQL[table], chunk)
+        del _parts
 
 
 LEVEL_FROM_PARTS = (

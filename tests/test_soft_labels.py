@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from scipy.stats import entropy
 
-from queries import compiled_sums, derived_base, soft_labels
+from queries import compiled_sums, derived_base, soft_label_parts, soft_labels
 from queries.connection import memory, transaction
 from queries.filters import STAGES, Filters
 from queries.refresh import RefreshContext, refresh
@@ -569,6 +569,34 @@ def test_one_tier_reads_the_tier_sums_and_matches_the_live_computation(demo_with
     stored = soft_labels.branch_stats(con, tier)
     monkeypatch.setattr(soft_labels, "table_exists", lambda c, name: name not in soft_labels.TIER_PARTS)
     pd.testing.assert_frame_equal(stored, soft_labels.branch_stats(con, tier), check_dtype=False, rtol=1e-9)
+
+
+def test_tier_sums_are_the_same_when_groups_are_ranked_by_sorting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many groups of items (sources, segments, consensus nodes) make the key space too large for a table of
+    every key: the sums then rank the keys by sorting, and must not change."""
+    con = demo_warehouse(800)
+    leaves = [r[0] for r in con.execute("SELECT node_id FROM d_nodes WHERE is_leaf ORDER BY ordinal").fetchall()]
+    plant_posterior(con, leaves, seed=2, concentration=0.3)
+    monkeypatch.setattr(soft_labels, "CHUNK_ITEMS", 300)  # several chunks, each with its own parts
+    soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+    by_table = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TIER_PARTS}
+    assert all(len(frame) > 100 for frame in by_table.values())
+    monkeypatch.setattr(soft_label_parts, "DENSE_KEYS", 0)
+    soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
+    for table, expected in by_table.items():
+        pd.testing.assert_frame_equal(con.execute("SELECT * FROM " + table + " ORDER BY ALL").df(), expected)
+    con.close()
+
+
+def test_ranked_keys_of_several_parts_match_numpy_unique(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(0, 5000, 3000), rng.integers(2000, 9000, 500)]
+    distinct, inverse = np.unique(np.concatenate(parts), return_inverse=True)
+    for limit in (1 << 22, 0):  # a table of every key, or sorting
+        monkeypatch.setattr(soft_label_parts, "DENSE_KEYS", limit)
+        index, keys = soft_label_parts.rank_keys(parts, 9000)
+        assert np.array_equal(keys, distinct)
+        assert np.array_equal(np.concatenate(index), inverse)
 
 
 @pytest.mark.parametrize("low", [0, 7, 1_000_000])
