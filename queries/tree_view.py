@@ -256,7 +256,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         "items": pa.array(items.ravel()[held], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", volumes, "CREATE OR REPLACE TABLE " + VOLUME_CELLS + " AS " + VOLUME_ROWS)
-    slot, cell = np.nonzero(pairs.table[: pairs.used])
+    cell, slot = np.nonzero(pairs.table[:, : pairs.used])
     code = pairs.codes()[slot]
     first, second = siblings.first[code], siblings.second[code]
     level, parent = tree.depth[first] - 1, tree.parent[first]
@@ -266,7 +266,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         "parent": _dictionary(parent, tree.node_ids, parent == 0),
         "first": _dictionary(first, tree.node_ids),
         "second": _dictionary(second, tree.node_ids),
-        "pairs": pa.array(pairs.table[slot, cell], pa.int64()),
+        "pairs": pa.array(pairs.table[cell, slot], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", confusion, "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS " + PAIR_CELLS)
     return "full"

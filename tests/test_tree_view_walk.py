@@ -50,10 +50,10 @@ def test_volumes_and_pairs_equal_a_direct_count() -> None:
     np.testing.assert_allclose(volume, want_volume, rtol=1e-12)
     np.testing.assert_allclose(ambiguity, want_ambiguity, rtol=1e-12)
     np.testing.assert_array_equal(items, want_items)
-    slot, cell = np.nonzero(pairs.table[: pairs.used])
+    cell, slot = np.nonzero(pairs.table[:, : pairs.used])
     code = pairs.codes()[slot]
     got = {
         (int(c), int(siblings.first[x]), int(siblings.second[x])): v
-        for c, x, v in zip(cell, code, pairs.table[slot, cell], strict=True)
+        for c, x, v in zip(cell, code, pairs.table[cell, slot], strict=True)
     }
     assert pairs.used > 64 and got == {key: v for key, v in want_pairs.items() if v}
