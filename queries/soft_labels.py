@@ -468,7 +468,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     incremental = (
         not ctx.full
         and meta_value(con, TREE_KEY) == tree
-        and all(table_exists(con, t) for t in (*TABLES, *SUMMARIES, *TIER_PARTS))
+        and all(table_exists(con, t) for t in (*TABLES, *SUMMARIES, *CHUNK_SUMMARIES, *TIER_PARTS))
     )
     if incremental:
         con.execute(
@@ -503,7 +503,8 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
             # The tier walk needs nothing else, so in full it runs on a thread while the per-item tables are
             # walked and written (the walk releases the GIL).
             by_tier = None if incremental else pool.submit(_walk, nodes, _by_tier(answers, len(tiers)), True)
-            for table, rows in _soft_arrays(nodes, _walk(nodes, answers, True), counted=True):
+            walked = _walk(nodes, answers, True)
+            for table, rows in _soft_arrays(nodes, walked, counted=True):
                 _write(con, not incremental and n == 0, table, rows)
                 del rows  # freed before the next table is built
             if redo_posterior and table_exists(con, "d_posterior"):
@@ -511,16 +512,18 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
                 for table, extra in _soft_arrays(nodes, _walk(nodes, posterior_rows, False), counted=False):
                     _write(con, False, table, extra)
                     del extra
-            # Tier parts are per chunk: one with touched items (or a changed posterior) is redone whole.
+            # The sums are per chunk: one with touched items (or a changed posterior) is redone whole.
             if by_tier is None and (redo_posterior or answers["item_idx"].size):
                 answers = _weight_rows(con, _answer_weights(in_chunk, by_tier=True), chunk, tiers)
                 by_tier = pool.submit(_walk, nodes, _by_tier(answers, len(tiers)), True)
+                walked = _walk(nodes, answers, True)
             if by_tier is not None:
-                _write_tier_parts(con, nodes, by_tier.result(), tiers, not incremental and n == 0, chunk, groups)
-            del answers, by_tier
+                _write_parts(con, nodes, walked, by_tier.result(), tiers, not incremental and n == 0, chunk, groups)
+            del answers, by_tier, walked
     for key, value in ((TREE_KEY, tree), (POSTERIOR_KEY, posterior)):
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-    _write_summaries(con)
+    for sql in REGROUPED:
+        con.execute(sql)
     if incremental:
         con.execute("DROP TABLE _soft_touched")
         return "incremental"
@@ -538,60 +541,46 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 # (item, tier) pair is soft-labelled from that tier's answers alone, and the posterior rows count under
 # every tier the item has an answer of (as the filtered pages count them). Tiers are few (three in the
 # demo) and the pass reuses the refresh's fetch; a filter on one tier then sums stored rows as well.
-# The tier sums are written per chunk of items (their ``item_idx`` lies in the chunk) so that an
-# incremental refresh redoes only the chunks with new answers.
+# Both kinds of sums are written per chunk of items (their ``item_idx`` lies in the chunk), from the chunk's
+# walk, so that an incremental refresh redoes only the chunks with new answers; a group of items split over
+# chunks has a row in each. The all-tier sums are then added up per group into the tables the pages read: a group per
+# row there kept the unfiltered and item-filtered pages at half the time of summing the chunks' rows.
 SUMMARIES = ("d_soft_level_parts", "d_soft_branch_parts")
+CHUNK_SUMMARIES = ("d_soft_level_chunks", "d_soft_branch_chunks")
 TIER_PARTS = ("d_soft_tier_level_parts", "d_soft_tier_branch_parts")
 GROUP = "d.consensus_node, d.source, d.segment"
+# The sums of one chunk (``_parts``, summed by soft_label_parts) with their groups' attributes, through each group's
+# first item among the chunk's own items (parameters: the chunk's bounds). The all-tier sums are those of one
+# pseudo-tier, whose column is left out.
+CHUNK_GROUPS = "(SELECT item_idx, consensus_node, source, segment FROM d_items WHERE item_idx >= ? AND item_idx < ?)"
 
 
-def _level_parts(levels: str, keys: str = "", items: str = "d_items") -> str:
-    """Level sums per ``keys`` (columns of ``levels`` with their trailing comma), source, cut and group of
-    ``items`` (d_items or a part of it that holds every item of ``levels``)."""
+def _parts_sql(tier: str, key: str) -> str:
     return (
-        "SELECT " + keys + "l.source AS soft_source, l.depth, " + GROUP + ", min(l.item_idx) AS item_idx, "
-        "count(*) AS items, sum(l.entropy) AS s_entropy, sum(l.top_share) AS s_top_share, sum(l.gap) AS s_gap, "
-        "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2) AS judged, "
-        "count(*) FILTER (WHERE coalesce(l.answers, 2) >= 2 AND " + AMBIGUOUS + ") AS ambiguous "
-        "FROM " + levels + " l LEFT JOIN " + items + " d USING (item_idx) GROUP BY ALL"
-    )
-
-
-CHILD = "b.child_answers >= 2"
-LEVEL = "b.level_answers >= 2"
-NORM = "b.child_answers >= 2 AND c.children >= 2"
-
-
-def _branch_parts(branches: str, keys: str = "", items: str = "d_items") -> str:
-    """Branch sums per ``keys`` (columns of ``branches`` with their trailing comma), node and group of ``items``
-    (as in _level_parts)."""
-    return (
-        "WITH c AS (SELECT parent_id AS node_id, count(*) AS children FROM " + NODES + " GROUP BY ALL) "  # noqa: S608 - fixed SQL fragments
-        "SELECT " + keys + "b.node_id, b.depth, " + GROUP + ", min(b.item_idx) AS item_idx, count(*) AS items, "
-        "sum(b.mass) AS s_mass, count(*) FILTER (WHERE " + CHILD + ") AS n_child, "
-        "sum(b.child_entropy) FILTER (WHERE " + CHILD + ") AS s_child_entropy, "
-        "count(*) FILTER (WHERE " + CHILD + " AND (b.child_top_share < ? OR b.child_gap < ?)) AS n_ambiguous, "
-        "count(*) FILTER (WHERE " + LEVEL + ") AS n_level, "
-        "count(*) FILTER (WHERE " + LEVEL + " AND b.mass = 1 AND b.leaves >= 2) AS n_agree, "
-        "count(*) FILTER (WHERE " + LEVEL + " AND b.mass < 1) AS n_disagree, "
-        "count(*) FILTER (WHERE " + NORM + ") AS n_norm, "
-        "sum(b.child_entropy / log2(c.children)) FILTER (WHERE " + NORM + ") AS s_norm "
-        "FROM " + branches + " b LEFT JOIN c USING (node_id) LEFT JOIN " + items + " d USING (item_idx) GROUP BY ALL"
+        "SELECT " + tier + "p." + key + ", p.depth, " + GROUP + ", p.* EXCLUDE (tier, " + key + ", depth) "
+        "FROM _parts p LEFT JOIN " + CHUNK_GROUPS + " d USING (item_idx)"
     )
 
 
 PARTS_SQL = {
-    "d_soft_level_parts": _level_parts("d_soft_levels"),
-    "d_soft_branch_parts": _branch_parts("d_soft_branches"),
+    "d_soft_level_chunks": _parts_sql("", "soft_source"),
+    "d_soft_branch_chunks": _parts_sql("", "node_id"),
+    "d_soft_tier_level_parts": _parts_sql("p.tier, ", "soft_source"),
+    "d_soft_tier_branch_parts": _parts_sql("p.tier, ", "node_id"),
 }
-# The tier sums of one chunk (``_parts``, summed by soft_label_parts) with their groups' attributes, through each
-# group's first item among the chunk's own items (parameters: the chunk's bounds).
-CHUNK_GROUPS = "(SELECT item_idx, consensus_node, source, segment FROM d_items WHERE item_idx >= ? AND item_idx < ?)"
-TIER_PARTS_SQL = {
-    table: "SELECT p.tier, p." + key + ", p.depth, " + GROUP + ", p.* EXCLUDE (tier, " + key + ", depth) "
-    "FROM _parts p LEFT JOIN " + CHUNK_GROUPS + " d USING (item_idx)"
-    for table, key in (("d_soft_tier_level_parts", "soft_source"), ("d_soft_tier_branch_parts", "node_id"))
-}
+# The chunks' all-tier sums, one row per group.
+REGROUPED = (
+    "CREATE OR REPLACE TABLE d_soft_level_parts AS SELECT soft_source, depth, consensus_node, source, segment, "
+    "min(item_idx) AS item_idx, CAST(sum(items) AS BIGINT) AS items, sum(s_entropy) AS s_entropy, "
+    "sum(s_top_share) AS s_top_share, sum(s_gap) AS s_gap, CAST(sum(judged) AS BIGINT) AS judged, "
+    "CAST(sum(ambiguous) AS BIGINT) AS ambiguous FROM d_soft_level_chunks GROUP BY ALL ORDER BY ALL",
+    "CREATE OR REPLACE TABLE d_soft_branch_parts AS SELECT node_id, depth, consensus_node, source, segment, "
+    "min(item_idx) AS item_idx, CAST(sum(items) AS BIGINT) AS items, sum(s_mass) AS s_mass, "
+    "CAST(sum(n_child) AS BIGINT) AS n_child, sum(s_child_entropy) AS s_child_entropy, "
+    "CAST(sum(n_ambiguous) AS BIGINT) AS n_ambiguous, CAST(sum(n_level) AS BIGINT) AS n_level, "
+    "CAST(sum(n_agree) AS BIGINT) AS n_agree, CAST(sum(n_disagree) AS BIGINT) AS n_disagree, "
+    "CAST(sum(n_norm) AS BIGINT) AS n_norm, sum(s_norm) AS s_norm FROM d_soft_branch_chunks GROUP BY ALL ORDER BY ALL",
+)
 # Each item's group as a dense code.
 ITEM_GROUPS = (
     "SELECT item_idx, CAST(dense_rank() OVER (ORDER BY consensus_node, source, segment) - 1 AS INTEGER) AS code "
@@ -625,30 +614,39 @@ def _item_groups(con: duckdb.DuckDBPyConnection) -> np.ndarray:
     return groups
 
 
-def _write_tier_parts(
-    con: duckdb.DuckDBPyConnection, tree: Tree, walked: soft_label_walk.Walked, tiers: list[str], create: bool,
-    chunk: list[int], item_groups: np.ndarray,
+def _write_parts(
+    con: duckdb.DuckDBPyConnection, tree: Tree, walked: soft_label_walk.Walked, by_tier: soft_label_walk.Walked,
+    tiers: list[str], create: bool, chunk: list[int], item_groups: np.ndarray,
 ) -> None:
-    """Store the tier sums of one chunk's (item, tier) pairs as walked (see _by_tier), replacing the chunk's old
-    ones. The level sums count the chunk's stored posterior rows too, so those are written first."""
+    """Store the sums of one chunk's items as walked, over every answer and per tier (the (item, tier) pairs of
+    _by_tier), replacing the chunk's old ones. The level sums count the chunk's stored posterior rows too, so
+    those are written first."""
     amb = soft_label_parts.Thresholds(Ambiguity().top_share_below, Ambiguity().gap_below)
     if not create:
-        for table in TIER_PARTS:
+        for table in PARTS_SQL:
             con.execute("DELETE FROM " + table + " WHERE item_idx >= ? AND item_idx < ?", chunk)  # noqa: S608 - allow-listed table name
     posterior = soft_label_parts.Posterior(**arrays(con, POSTERIOR_LEVELS, chunk))
     node_ids = [str(n) for n in tree.node_ids]
     node_ids[0] = ""  # code 0 is no node, and no branch row carries it
     children = np.bincount(tree.parent, minlength=tree.size)
+    every = ["every"]
+
+    def levels(rows: soft_label_walk.Walked, names: list[str]) -> pa.Table:
+        return soft_label_parts.level_parts(rows, names, item_groups, posterior, amb)
+
+    def branches(rows: soft_label_walk.Walked, names: list[str]) -> pa.Table:
+        return soft_label_parts.branch_parts(rows, names, item_groups, node_ids, children, amb)
+
     parts = {
-        "d_soft_tier_level_parts": lambda: soft_label_parts.level_parts(walked, tiers, item_groups, posterior, amb),
-        "d_soft_tier_branch_parts": lambda: soft_label_parts.branch_parts(
-            walked, tiers, item_groups, node_ids, children, amb
-        ),
+        "d_soft_level_chunks": lambda: levels(walked, every),
+        "d_soft_branch_chunks": lambda: branches(walked, every),
+        "d_soft_tier_level_parts": lambda: levels(by_tier, tiers),
+        "d_soft_tier_branch_parts": lambda: branches(by_tier, tiers),
     }
     for table, summed in parts.items():
         head = "CREATE OR REPLACE TABLE " + table + " AS " if create else "INSERT INTO " + table + " BY NAME "
         _parts = summed()  # read by name from this frame (DuckDB's replacement scan)
-        con.execute(head + TIER_PARTS_SQL[table], chunk)
+        con.execute(head + PARTS_SQL[table], chunk)
         del _parts
 
 
@@ -699,15 +697,6 @@ def _summary(con: duckdb.DuckDBPyConnection, kind: str, f: Filters, amb: Ambigui
         return None
     pred, params = f.where("x")
     return con.execute(head + table + join + pred + tail, params).df()
-
-
-def _write_summaries(con: duckdb.DuckDBPyConnection) -> None:
-    amb = Ambiguity()
-    for table in SUMMARIES:
-        con.execute(
-            "CREATE OR REPLACE TABLE " + table + " AS " + PARTS_SQL[table] + " ORDER BY ALL",
-            [amb.top_share_below, amb.gap_below],
-        )
 
 
 def precomputed(con: duckdb.DuckDBPyConnection, f: Filters) -> bool:

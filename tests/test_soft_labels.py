@@ -265,7 +265,7 @@ def test_incremental_refresh_equals_a_full_one() -> None:
     con.execute("INSERT INTO annotators (annotator_id) SELECT DISTINCT annotator_id FROM _more")
     assert rebuild(con, full=False, since_batch=1) == "incremental"
     # The new annotators have no tier: their answers count for every page but no tier's sums.
-    stored = (*soft_labels.TABLES, *soft_labels.TIER_PARTS)
+    stored = (*soft_labels.TABLES, *soft_labels.SUMMARIES, *soft_labels.CHUNK_SUMMARIES, *soft_labels.TIER_PARTS)
     tables = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in stored}
     assert set(tables["d_soft_tier_level_parts"]["tier"]) == {"crowd", "expert"}
     assert rebuild(con, full=True, since_batch=0) == "full"
@@ -571,7 +571,7 @@ def test_one_tier_reads_the_tier_sums_and_matches_the_live_computation(demo_with
     pd.testing.assert_frame_equal(stored, soft_labels.branch_stats(con, tier), check_dtype=False, rtol=1e-9)
 
 
-def test_tier_sums_are_the_same_when_groups_are_ranked_by_sorting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stored_sums_are_the_same_when_groups_are_ranked_by_sorting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many groups of items (sources, segments, consensus nodes) make the key space too large for a table of
     every key: the sums then rank the keys by sorting, and must not change."""
     con = demo_warehouse(800)
@@ -579,7 +579,8 @@ def test_tier_sums_are_the_same_when_groups_are_ranked_by_sorting(monkeypatch: p
     plant_posterior(con, leaves, seed=2, concentration=0.3)
     monkeypatch.setattr(soft_labels, "CHUNK_ITEMS", 300)  # several chunks, each with its own parts
     soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
-    by_table = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TIER_PARTS}
+    parts = (*soft_labels.SUMMARIES, *soft_labels.CHUNK_SUMMARIES, *soft_labels.TIER_PARTS)
+    by_table = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in parts}
     assert all(len(frame) > 100 for frame in by_table.values())
     monkeypatch.setattr(soft_label_parts, "DENSE_KEYS", 0)
     soft_labels.refresh_step(con, RefreshContext(full=True, since_batch=0, touched_items=0))
