@@ -964,3 +964,30 @@ def _group_order(key: np.ndarray) -> np.ndarray:
         order[start[at]] = r
         start[at] += 1
     return order
+
+
+def group_sums(
+    group: np.ndarray, rows: np.ndarray, item: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+    out: tuple[np.ndarray, ...],
+) -> None:
+    """Adds rows into their groups: row r is ``rows[r]`` of ``item``, ``sums`` (float columns) and ``counts``
+    (boolean columns), in group ``group[r]``, so that a row can count more than once without being copied. Per
+    group: its rows, its smallest item, the column sums and the flag counts; ``out`` is (rows, first item, sums,
+    counts), each with a row per group, so that parts of the rows add into one result."""
+    flags = np.ascontiguousarray(counts, dtype=np.bool_)
+    _group_sums(_int64(group), _int64(rows), _int64(item), np.ascontiguousarray(sums, dtype=np.float64), flags, *out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_sums(
+    group: np.ndarray, rows: np.ndarray, item: np.ndarray, sums: np.ndarray, counts: np.ndarray, n: np.ndarray,
+    first: np.ndarray, out_sums: np.ndarray, out_counts: np.ndarray,
+) -> None:
+    for i in range(group.size):
+        g, r = group[i], rows[i]
+        n[g] += 1
+        first[g] = min(first[g], item[r])
+        for j in range(sums.shape[1]):
+            out_sums[g, j] += sums[r, j]
+        for j in range(counts.shape[1]):
+            out_counts[g, j] += counts[r, j]

@@ -30,10 +30,7 @@ def arrays(
     page. A NULL reads as 0 (False in a boolean column, None in a text column), what plain arrays of
     fetchnumpy's masked arrays held.
     """
-    # con.sql() refuses to run while the connection holds a result the caller left unread, where execute() closes
-    # it: a trivial execute() leaves the connection as fetchnumpy's callers found it.
-    con.execute("SELECT 1").fetchall()
-    table = con.sql(sql, params=params).to_arrow_table()
+    table = arrow_table(con, sql, params)
     out: dict[str, np.ndarray] = {}
     for name in table.column_names:
         # A column in several chunks is copied into one array: drop each column from the table once read, so
@@ -41,6 +38,16 @@ def arrays(
         out[name] = _plain(table.column(name))
         table = table.drop_columns([name])
     return out
+
+
+def arrow_table(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | dict[str, Any] | None = None
+) -> pa.Table:
+    """A query's result as one Arrow table, read fully: through a relation, where a DB-API result copies it."""
+    # con.sql() refuses to run while the connection holds a result the caller left unread, where execute() closes
+    # it: a trivial execute() leaves the connection as fetchnumpy's callers found it.
+    con.execute("SELECT 1").fetchall()
+    return con.sql(sql, params=params).to_arrow_table()
 
 
 def _plain(column: pa.ChunkedArray) -> np.ndarray:

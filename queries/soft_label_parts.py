@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from queries import compiled_sums
 from queries.soft_label_walk import Walked
 
 # Group keys up to this many combinations are ranked through a table of that size (a pass over the rows and
@@ -55,38 +56,44 @@ def rank_keys(keys: Sequence[np.ndarray], size: int) -> tuple[list[np.ndarray], 
     return np.split(inverse.reshape(-1), np.cumsum([key.size for key in keys])[:-1]), distinct
 
 
-class _Groups(NamedTuple):
-    """Rows that come in parts (answers and posterior), grouped without concatenating the parts."""
+class _Part(NamedTuple):
+    """Rows of one part (the answers, or the posterior): each row's key and the row of ``item``, ``sums`` (values
+    to add, rows x columns) and ``counts`` (0/1 flags) it is; a posterior row counts once per tier."""
 
-    index: list[np.ndarray]  # per part, each row's group
-    keys: np.ndarray  # each group's combined key
-    first_item: np.ndarray  # each group's smallest item index
-    size: int
-
-
-def _group(items: Sequence[np.ndarray], keys: Sequence[np.ndarray], size: int) -> _Groups:
-    index, distinct = rank_keys(keys, size)
-    first = np.full(distinct.size, np.iinfo(np.int64).max, dtype=np.int64)
-    for item, at in zip(items, index, strict=True):
-        np.minimum.at(first, at, item.astype(np.int64, copy=False))
-    return _Groups(index, distinct, first, int(distinct.size))
+    key: np.ndarray
+    rows: np.ndarray
+    item: np.ndarray
+    sums: np.ndarray
+    counts: np.ndarray
 
 
-def _sum(groups: _Groups, *values: np.ndarray) -> np.ndarray:
-    """Per group, the sum of the values given per part."""
-    return sum(
-        (np.bincount(at, weights=v, minlength=groups.size) for at, v in zip(groups.index, values, strict=True)),
-        np.zeros(groups.size),
+class _Summed(NamedTuple):
+    """Per group, in the order of its key: rows, smallest item, column sums and flag counts."""
+
+    keys: np.ndarray
+    rows: np.ndarray
+    first_item: np.ndarray
+    sums: np.ndarray
+    counts: np.ndarray
+
+    def sum(self, column: int) -> np.ndarray:
+        return np.ascontiguousarray(self.sums[:, column])
+
+    def count(self, column: int) -> np.ndarray:
+        return np.ascontiguousarray(self.counts[:, column])
+
+
+def _summed(parts: Sequence[_Part], size: int) -> _Summed:
+    """The parts' rows added up by key, in one compiled pass per part (not a bincount per column)."""
+    index, keys = rank_keys([part.key for part in parts], size)
+    n = keys.size
+    out = (
+        np.zeros(n, dtype=np.int64), np.full(n, np.iinfo(np.int64).max, dtype=np.int64),
+        np.zeros((n, parts[0].sums.shape[1])), np.zeros((n, parts[0].counts.shape[1]), dtype=np.int64),
     )
-
-
-def _count(groups: _Groups, *where: np.ndarray | None) -> np.ndarray:
-    """Per group, its rows (all of a part where its mask is None, or none given)."""
-    masks = where or (None,) * len(groups.index)
-    counts = np.zeros(groups.size, dtype=np.int64)
-    for at, mask in zip(groups.index, masks, strict=True):
-        counts += np.bincount(at if mask is None else at[mask], minlength=groups.size)
-    return counts
+    for part, at in zip(parts, index, strict=True):
+        compiled_sums.group_sums(at, part.rows, part.item, part.sums, part.counts, out)
+    return _Summed(keys, *out)
 
 
 def _names(codes: np.ndarray, names: list[str]) -> pa.Array:
@@ -102,8 +109,8 @@ def level_parts(
     pseudo = np.asarray(walked.level_item, dtype=np.int64)
     item, tier = np.divmod(pseudo, n_tiers)
     pairs = np.flatnonzero(np.r_[pseudo.size > 0, pseudo[1:] != pseudo[:-1]])  # the walk's rows are in item order
-    start = np.searchsorted(posterior.item, item[pairs], "left")
-    per_pair = np.searchsorted(posterior.item, item[pairs], "right") - start
+    per_item = np.bincount(posterior.item, minlength=int(item.max(initial=-1)) + 1)
+    start, per_pair = (np.cumsum(per_item) - per_item)[item[pairs]], per_item[item[pairs]]
     rows = np.repeat(start - (np.cumsum(per_pair) - per_pair), per_pair) + np.arange(int(per_pair.sum()))
     n_depths = max(int(walked.level_depth.max(initial=0)), int(posterior.depth.max(initial=0))) + 1
     n_groups = int(item_group.max(initial=0)) + 1
@@ -111,25 +118,35 @@ def level_parts(
     key = ((tier * 2) * n_depths + walked.level_depth) * n_groups + item_group[item]
     at_cut = posterior.depth * n_groups + item_group[posterior.item]
     posterior_key = (np.repeat(tier[pairs], per_pair) * 2 + 1) * (n_depths * n_groups) + at_cut[rows]
-    groups = _group((item, posterior.item[rows]), (key, posterior_key), n_tiers * 2 * n_depths * n_groups)
-    rest, _ = np.divmod(groups.keys, n_groups)
-    rest, part_depth = np.divmod(rest, n_depths)
-    part_tier, part_source = np.divmod(rest, 2)
-    judged = np.asarray(walked.level_answers) >= 2
+    judged = np.asarray(walked.level_answers) >= 2  # posterior rows are always judged
     ambiguous = (walked.top_share < amb.top_share_below) | (walked.gap < amb.gap_below)
     posterior_ambiguous = (posterior.top_share < amb.top_share_below) | (posterior.gap < amb.gap_below)
+    summed = _summed(
+        (
+            _Part(key, np.arange(key.size), item, np.column_stack([walked.entropy, walked.top_share, walked.gap]),
+                  np.column_stack([judged, judged & ambiguous])),
+            _Part(posterior_key, rows, posterior.item,
+                  np.column_stack([posterior.entropy, posterior.top_share, posterior.gap]),
+                  np.column_stack([np.ones(posterior.item.size, dtype=bool), posterior_ambiguous])),
+        ),
+        n_tiers * 2 * n_depths * n_groups,
+    )
+    rest, part_group = np.divmod(summed.keys, n_groups)
+    rest, part_depth = np.divmod(rest, n_depths)
+    part_tier, part_source = np.divmod(rest, 2)
     return pa.table(
         {
             "tier": _names(part_tier, tiers),
             "soft_source": _names(part_source, list(SOFT_SOURCES)),
             "depth": part_depth,
-            "item_idx": pa.array(groups.first_item, pa.int32()),
-            "items": _count(groups),
-            "s_entropy": _sum(groups, walked.entropy, posterior.entropy[rows]),
-            "s_top_share": _sum(groups, walked.top_share, posterior.top_share[rows]),
-            "s_gap": _sum(groups, walked.gap, posterior.gap[rows]),
-            "judged": _count(groups, judged, None),  # posterior rows are always judged
-            "ambiguous": _count(groups, judged & ambiguous, posterior_ambiguous[rows]),
+            "group_code": part_group,
+            "item_idx": pa.array(summed.first_item, pa.int32()),
+            "items": summed.rows,
+            "s_entropy": summed.sum(0),
+            "s_top_share": summed.sum(1),
+            "s_gap": summed.sum(2),
+            "judged": summed.count(0),
+            "ambiguous": summed.count(1),
         }
     )
 
@@ -154,31 +171,39 @@ def branch_parts(
     norm = child & (kids >= 2)
     n_nodes, n_depths, n_groups = len(node_ids), int(depth.max(initial=0)) + 1, int(item_group.max(initial=0)) + 1
     key = ((tier * n_nodes + node) * n_depths + depth) * n_groups + item_group[item]
-    groups = _group((item,), (key,), n_tiers * n_nodes * n_depths * n_groups)
-    rest, _ = np.divmod(groups.keys, n_groups)
+    ambiguous = child & ((walked.child_top_share < amb.top_share_below) | (walked.child_gap < amb.gap_below))
+    normalised = np.where(norm, child_entropy / np.log2(np.maximum(kids, 2)), 0.0)
+    agree, disagree = level & (mass == 1) & (walked.leaves >= 2), level & (mass < 1)
+    summed = _summed(
+        (
+            _Part(
+                key, np.arange(key.size), item, np.column_stack([mass, child_entropy, normalised]),
+                np.column_stack([child, ambiguous, level, agree, disagree, norm]),
+            ),
+        ),
+        n_tiers * n_nodes * n_depths * n_groups,
+    )
+    rest, part_group = np.divmod(summed.keys, n_groups)
     rest, part_depth = np.divmod(rest, n_depths)
     part_tier, part_node = np.divmod(rest, n_nodes)
-    n_child, n_norm = _count(groups, child), _count(groups, norm)
-    ambiguous = child & ((walked.child_top_share < amb.top_share_below) | (walked.child_gap < amb.gap_below))
+    n_child, n_norm = summed.count(0), summed.count(5)
     return pa.table(
         {
             "tier": _names(part_tier, tiers),
             "node_id": _names(part_node, node_ids),
             "depth": part_depth,
-            "item_idx": pa.array(groups.first_item, pa.int32()),
-            "items": _count(groups),
-            "s_mass": _sum(groups, mass),
+            "group_code": part_group,
+            "item_idx": pa.array(summed.first_item, pa.int32()),
+            "items": summed.rows,
+            "s_mass": summed.sum(0),
             "n_child": n_child,
             # A sum over no rows is NULL, as SQL's sum ... FILTER gave it.
-            "s_child_entropy": pa.array(_sum(groups, child_entropy), pa.float64(), mask=n_child == 0),
-            "n_ambiguous": _count(groups, ambiguous),
-            "n_level": _count(groups, level),
-            "n_agree": _count(groups, level & (mass == 1) & (walked.leaves >= 2)),
-            "n_disagree": _count(groups, level & (mass < 1)),
+            "s_child_entropy": pa.array(summed.sum(1), pa.float64(), mask=n_child == 0),
+            "n_ambiguous": summed.count(1),
+            "n_level": summed.count(2),
+            "n_agree": summed.count(3),
+            "n_disagree": summed.count(4),
             "n_norm": n_norm,
-            "s_norm": pa.array(
-                _sum(groups, np.where(norm, child_entropy / np.log2(np.maximum(kids, 2)), 0.0)), pa.float64(),
-                mask=n_norm == 0,
-            ),
+            "s_norm": pa.array(summed.sum(2), pa.float64(), mask=n_norm == 0),
         }
     )

@@ -42,7 +42,7 @@ from queries import soft_label_parts, soft_label_walk
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
-from queries.results import arrays, first_row
+from queries.results import arrays, arrow_table, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -549,16 +549,14 @@ SUMMARIES = ("d_soft_level_parts", "d_soft_branch_parts")
 CHUNK_SUMMARIES = ("d_soft_level_chunks", "d_soft_branch_chunks")
 TIER_PARTS = ("d_soft_tier_level_parts", "d_soft_tier_branch_parts")
 GROUP = "d.consensus_node, d.source, d.segment"
-# The sums of one chunk (``_parts``, summed by soft_label_parts) with their groups' attributes, through each group's
-# first item among the chunk's own items (parameters: the chunk's bounds). The all-tier sums are those of one
-# pseudo-tier, whose column is left out.
-CHUNK_GROUPS = "(SELECT item_idx, consensus_node, source, segment FROM d_items WHERE item_idx >= ? AND item_idx < ?)"
+# The sums of one chunk (``_parts``, summed by soft_label_parts) with their groups' attributes (``_groups``, a row per
+# group code). The all-tier sums are those of one pseudo-tier, whose column is left out.
 
 
 def _parts_sql(tier: str, key: str) -> str:
     return (
-        "SELECT " + tier + "p." + key + ", p.depth, " + GROUP + ", p.* EXCLUDE (tier, " + key + ", depth) "
-        "FROM _parts p LEFT JOIN " + CHUNK_GROUPS + " d USING (item_idx)"
+        "SELECT " + tier + "p." + key + ", p.depth, " + GROUP + ", p.* EXCLUDE (tier, " + key + ", depth, group_code) "
+        "FROM _parts p LEFT JOIN _groups d USING (group_code)"
     )
 
 
@@ -581,10 +579,10 @@ REGROUPED = (
     "CAST(sum(n_agree) AS BIGINT) AS n_agree, CAST(sum(n_disagree) AS BIGINT) AS n_disagree, "
     "CAST(sum(n_norm) AS BIGINT) AS n_norm, sum(s_norm) AS s_norm FROM d_soft_branch_chunks GROUP BY ALL ORDER BY ALL",
 )
-# Each item's group as a dense code.
+# Each item's group as a dense code, with the group's attributes.
 ITEM_GROUPS = (
-    "SELECT item_idx, CAST(dense_rank() OVER (ORDER BY consensus_node, source, segment) - 1 AS INTEGER) AS code "
-    "FROM d_items"
+    "SELECT item_idx, consensus_node, source, segment, "
+    "CAST(dense_rank() OVER (ORDER BY consensus_node, source, segment) - 1 AS INTEGER) AS group_code FROM d_items"
 )
 POSTERIOR_LEVELS = (
     "SELECT item_idx AS item, depth, entropy, top_share, gap FROM d_soft_levels "
@@ -603,20 +601,28 @@ def _by_tier(answers: Rows, tiers: int) -> Rows:
     return rows
 
 
-def _item_groups(con: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """Each item index's group code; an item without a row in d_items (none in practice) gets a group of its own
-    kind, which the write joins to no attributes, as the SQL's left join did."""
+class ItemGroups(NamedTuple):
+    """Each item index's group code, and a row of attributes per group code. An item without a row in d_items
+    (none in practice) gets a code after the last, with no attributes: NULLs, as a left join gave them."""
+
+    code: np.ndarray
+    attributes: pa.Table
+
+
+def _item_groups(con: duckdb.DuckDBPyConnection) -> ItemGroups:
     row = first_row(con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index"))
-    rows = arrays(con, ITEM_GROUPS)
+    rows = arrow_table(con, ITEM_GROUPS)
+    code = rows["group_code"].to_numpy()
     groups = np.full(int(row[0]) if row else 0, -1, dtype=np.int64)
-    groups[np.asarray(rows["item_idx"], dtype=np.int64)] = rows["code"]
+    groups[rows["item_idx"].to_numpy()] = code
     groups[groups < 0] = groups.max(initial=-1) + 1
-    return groups
+    _, first = np.unique(code, return_index=True)
+    return ItemGroups(groups, rows.select(["group_code", "consensus_node", "source", "segment"]).take(first))
 
 
 def _write_parts(
     con: duckdb.DuckDBPyConnection, tree: Tree, walked: soft_label_walk.Walked, by_tier: soft_label_walk.Walked,
-    tiers: list[str], create: bool, chunk: list[int], item_groups: np.ndarray,
+    tiers: list[str], create: bool, chunk: list[int], item_groups: ItemGroups,
 ) -> None:
     """Store the sums of one chunk's items as walked, over every answer and per tier (the (item, tier) pairs of
     _by_tier), replacing the chunk's old ones. The level sums count the chunk's stored posterior rows too, so
@@ -632,10 +638,10 @@ def _write_parts(
     every = ["every"]
 
     def levels(rows: soft_label_walk.Walked, names: list[str]) -> pa.Table:
-        return soft_label_parts.level_parts(rows, names, item_groups, posterior, amb)
+        return soft_label_parts.level_parts(rows, names, item_groups.code, posterior, amb)
 
     def branches(rows: soft_label_walk.Walked, names: list[str]) -> pa.Table:
-        return soft_label_parts.branch_parts(rows, names, item_groups, node_ids, children, amb)
+        return soft_label_parts.branch_parts(rows, names, item_groups.code, node_ids, children, amb)
 
     parts = {
         "d_soft_level_chunks": lambda: levels(walked, every),
@@ -643,10 +649,11 @@ def _write_parts(
         "d_soft_tier_level_parts": lambda: levels(by_tier, tiers),
         "d_soft_tier_branch_parts": lambda: branches(by_tier, tiers),
     }
+    _groups = item_groups.attributes  # read by name, as _parts is
     for table, summed in parts.items():
         head = "CREATE OR REPLACE TABLE " + table + " AS " if create else "INSERT INTO " + table + " BY NAME "
         _parts = summed()  # read by name from this frame (DuckDB's replacement scan)
-        con.execute(head + PARTS_SQL[table], chunk)
+        con.execute(head + PARTS_SQL[table])
         del _parts
 
 

@@ -131,3 +131,26 @@ def test_masked_extremes_equal_numpy_on_scattered_rows() -> None:
     assert compiled_sums.masked_min(keep, x, none) == valid.min()
     assert compiled_sums.masked_max(keep, x, none) == valid.max()
     assert compiled_sums.masked_max(np.zeros(x.size, bool), x, none) == none
+
+
+def test_group_sums_of_repeated_rows_equal_pandas() -> None:
+    """Rows gathered through an index (a posterior row under each of its item's tiers) add as copies would."""
+    rng = np.random.default_rng(11)
+    item = rng.integers(0, 1000, 400)
+    sums = rng.random((400, 3))
+    flags = rng.random((400, 2)) < 0.4
+    rows = rng.integers(0, 400, 1500)
+    group = rng.integers(0, 40, 1500)
+    out = (np.zeros(40, dtype=np.int64), np.full(40, np.iinfo(np.int64).max), np.zeros((40, 3)),
+           np.zeros((40, 2), dtype=np.int64))
+    compiled_sums.group_sums(group, rows, item, sums, flags, out)
+    copies = pd.DataFrame({"group": group, "item": item[rows], **{f"s{j}": sums[rows, j] for j in range(3)},
+                           **{f"c{j}": flags[rows, j] for j in range(2)}})
+    want = copies.groupby("group").agg(
+        n=("item", "size"), first=("item", "min"), s0=("s0", "sum"), s1=("s1", "sum"), s2=("s2", "sum"),
+        c0=("c0", "sum"), c1=("c1", "sum"),
+    ).reindex(range(40))
+    assert np.array_equal(out[0], want["n"].to_numpy())
+    assert np.array_equal(out[1], want["first"].to_numpy())
+    np.testing.assert_allclose(out[2], want[["s0", "s1", "s2"]].to_numpy(), rtol=1e-12)
+    assert np.array_equal(out[3], want[["c0", "c1"]].to_numpy())
