@@ -493,7 +493,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         scope = "TRUE"
     nodes = _tree(con)
     tiers = _tiers(con)
-    groups = _item_groups(con)
+    groups = item_groups(con)
     in_chunk = "a.item_idx >= ? AND a.item_idx < ?"
     with ThreadPoolExecutor(max_workers=1) as pool:
         for n, (low, high) in enumerate(_item_chunks(con)):
@@ -609,7 +609,7 @@ class ItemGroups(NamedTuple):
     attributes: pa.Table
 
 
-def _item_groups(con: duckdb.DuckDBPyConnection) -> ItemGroups:
+def item_groups(con: duckdb.DuckDBPyConnection) -> ItemGroups:
     row = first_row(con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index"))
     rows = arrow_table(con, ITEM_GROUPS)
     code = rows["group_code"].to_numpy()

@@ -146,10 +146,6 @@ PLACE_ORDER = (
     "SELECT p.place, n.depth, row_number() OVER (ORDER BY n.tree_version, n.lineage) AS rank "
     "FROM " + soft_labels.PLACES + " p JOIN d_nodes n USING (tree_version, node_id)"
 )
-GROUPS = (
-    "SELECT item_idx, CAST(dense_rank() OVER (ORDER BY tree_version, consensus_node, source, segment) AS INTEGER) "
-    "AS g FROM d_items"
-)
 # The volume cells (read as _cells) beside their group's representative item, source and segment.
 VOLUME_ROWS = (
     "SELECT x.item_idx, d.source, d.segment, x.* EXCLUDE (item_idx) FROM _cells x "
@@ -201,16 +197,13 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     place_depth[np.asarray(places["place"], dtype=np.int64)] = np.asarray(places["depth"], dtype=np.int64)
     place_rank = np.zeros(tree.cut.shape[1], dtype=np.int64)
     place_rank[np.asarray(places["place"], dtype=np.int64)] = np.asarray(places["rank"], dtype=np.int64)
-    groups = arrays(con, GROUPS)
-    g_item = np.asarray(groups["item_idx"], dtype=np.int64)
-    g = np.asarray(groups["g"], dtype=np.int64)
-    size = int(max(item.max(initial=-1), g_item.max(initial=-1))) + 1
-    group_of = np.zeros(size, dtype=np.int64)
-    group_of[g_item] = g
-    rep = np.zeros(int(g.max(initial=0)) + 1, dtype=np.int64)
-    order = np.lexsort((g_item, g))
-    firsts = soft_labels.run_starts(g[order])
-    rep[g[order][firsts]] = g_item[order][firsts]
+    # Items in groups (the same consensus node, source and segment, as the soft-label sums), each group
+    # represented by its first item, which carries the group's attributes and answers the item filters for it.
+    group_of = soft_labels.item_groups(con).code
+    order = np.argsort(group_of, kind="stable")
+    firsts = soft_labels.run_starts(group_of[order])
+    rep = np.zeros(int(group_of.max(initial=0)) + 1, dtype=np.int64)
+    rep[group_of[order][firsts]] = order[firsts]
     # A pseudo-item is an item (tier code 0) or an item's answers of one tier; its cell is (group, tier code).
     cell_of = (group_of[:, None] * width + np.arange(width)).ravel()
     cells = rep.size * width
