@@ -140,9 +140,20 @@ def choose_as_of(con: duckdb.DuckDBPyConnection, version: int | None) -> None:
 
 def build(con: duckdb.DuckDBPyConnection) -> None:
     """Rebuild the base tables; the item and annotator indices only ever grow, so indices stay stable."""
+    build_answers(con)
+    build_items(con)
+
+
+def build_answers(con: duckdb.DuckDBPyConnection) -> None:
+    """The nodes, indices, gold and answers: all the global model's fit reads, so refresh can start it before
+    the items' consensus is built."""
     version = as_of_version(con) or 0
     con.execute(D_NODES)
     con.execute(D_ITEM_INDEX)
     con.execute(D_GOLD, [version, version])
     con.execute(D_ANSWERS, [version, version])
+
+
+def build_items(con: duckdb.DuckDBPyConnection) -> None:
+    version = as_of_version(con) or 0
     con.execute(D_ITEMS, [version, version])

@@ -75,7 +75,12 @@ Step = Callable[[duckdb.DuckDBPyConnection, RefreshContext], str]
 
 
 def _base(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    derived_base.build(con)
+    derived_base.build_answers(con)
+    return "full"
+
+
+def _items(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    derived_base.build_items(con)
     return "full"
 
 
@@ -95,10 +100,11 @@ DERIVED_LAYOUT = "2026-12-07.4"
 # Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
 # Dawid-Skene fits on a thread from "reliability" until "reliability_tables" stores it: the steps between read
 # none of its tables, and their SQL takes the core the fit leaves idle (about 5 of its 28 CPU seconds at ten
-# million answers).
+# million answers). The fit reads only the answers, so it starts before the items' consensus is built.
 STEPS: list[tuple[str, Step]] = [
     ("base", _base),
     ("reliability", _reliability_fit),
+    ("items", _items),
     ("escalation", escalation.refresh_step),
     ("data_quality", data_quality.refresh_step),
     ("reliability_tables", _reliability_tables),
