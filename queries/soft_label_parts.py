@@ -1,12 +1,13 @@
-"""The soft-label sums per annotator tier that refresh stores, added up from the walk's arrays.
+"""The soft-label sums refresh stores per group of items, added up from each chunk's walk.
 
-A filter on one tier reads sums per tier and group of items (see soft_labels: ``TIER_PARTS``). They were a
-GROUP BY over each chunk's walked rows, handed to DuckDB as Arrow and joined to the chunk's items: about half a
-second a chunk at ten million answers, more than the walk that made the rows. The groups are few (the tier,
-the depth or node, and the item's consensus node, source and segment), so here each row's group is a dense
-integer code and the sums are bincounts over it. A group's attributes are joined afterwards to the few
-thousand result rows through the group's first item, which every part carries anyway (``item_idx``: a filter
-on items then decides for the whole group).
+Pages read sums per group of items (the same consensus node, source and segment), over every answer and per
+annotator tier (see soft_labels: ``SUMMARIES`` and ``TIER_PARTS``). They were GROUP BYs: the tier sums over each
+chunk's walked rows, handed to DuckDB as Arrow and joined to the chunk's items, about half a second a chunk at ten
+million answers (more than the walk that made the rows), and the all-tier sums over the whole stored tables. The
+groups are few (the tier, the depth or node, and the group of items), so here each row's group is a dense integer
+code and one compiled pass adds the rows up. Each sum row carries its group's code and first item (``item_idx``:
+a filter on items then decides for the whole group); the group's attributes are joined to the few thousand rows
+afterwards.
 """
 
 from __future__ import annotations

@@ -543,17 +543,17 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
 # demo) and the pass reuses the refresh's fetch; a filter on one tier then sums stored rows as well.
 # Both kinds of sums are written per chunk of items (their ``item_idx`` lies in the chunk), from the chunk's
 # walk, so that an incremental refresh redoes only the chunks with new answers; a group of items split over
-# chunks has a row in each. The all-tier sums are then added up per group into the tables the pages read: a group per
-# row there kept the unfiltered and item-filtered pages at half the time of summing the chunks' rows.
+# chunks has a row in each. The all-tier sums are then added up per group into the tables the pages read: a
+# row per group there keeps the unfiltered and item-filtered pages at half the time of summing the chunks' rows.
 SUMMARIES = ("d_soft_level_parts", "d_soft_branch_parts")
 CHUNK_SUMMARIES = ("d_soft_level_chunks", "d_soft_branch_chunks")
 TIER_PARTS = ("d_soft_tier_level_parts", "d_soft_tier_branch_parts")
 GROUP = "d.consensus_node, d.source, d.segment"
-# The sums of one chunk (``_parts``, summed by soft_label_parts) with their groups' attributes (``_groups``, a row per
-# group code). The all-tier sums are those of one pseudo-tier, whose column is left out.
 
 
 def _parts_sql(tier: str, key: str) -> str:
+    """The sums of one chunk (``_parts``, from soft_label_parts) with their groups' attributes (``_groups``, a row
+    per group code); the all-tier sums are those of one pseudo-tier, whose column is left out."""
     return (
         "SELECT " + tier + "p." + key + ", p.depth, " + GROUP + ", p.* EXCLUDE (tier, " + key + ", depth, group_code) "
         "FROM _parts p LEFT JOIN _groups d USING (group_code)"
@@ -588,6 +588,8 @@ POSTERIOR_LEVELS = (
     "SELECT item_idx AS item, depth, entropy, top_share, gap FROM d_soft_levels "
     "WHERE source = 'posterior' AND item_idx >= ? AND item_idx < ? ORDER BY item_idx"
 )
+
+
 def _tiers(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute("SELECT DISTINCT tier FROM d_answers WHERE tier IS NOT NULL ORDER BY 1").fetchall()
     return [str(r[0]) for r in rows]
@@ -610,6 +612,7 @@ class ItemGroups(NamedTuple):
 
 
 def item_groups(con: duckdb.DuckDBPyConnection) -> ItemGroups:
+    """The groups the stored sums are kept per: items that every item-level filter treats alike."""
     row = first_row(con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index"))
     rows = arrow_table(con, ITEM_GROUPS)
     code = rows["group_code"].to_numpy()
