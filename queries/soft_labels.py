@@ -518,7 +518,9 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
                 by_tier = pool.submit(_walk, nodes, _by_tier(answers, len(tiers)), True)
                 walked = _walk(nodes, answers, True)
             if by_tier is not None:
-                _write_parts(con, nodes, walked, by_tier.result(), tiers, not incremental and n == 0, chunk, groups)
+                _write_parts(
+                    con, nodes, walked, by_tier.result(), tiers, not incremental and n == 0, chunk, groups, pool
+                )
             del answers, by_tier, walked
     for key, value in ((TREE_KEY, tree), (POSTERIOR_KEY, posterior)):
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
@@ -625,7 +627,7 @@ def item_groups(con: duckdb.DuckDBPyConnection) -> ItemGroups:
 
 def _write_parts(
     con: duckdb.DuckDBPyConnection, tree: Tree, walked: soft_label_walk.Walked, by_tier: soft_label_walk.Walked,
-    tiers: list[str], create: bool, chunk: list[int], item_groups: ItemGroups,
+    tiers: list[str], create: bool, chunk: list[int], item_groups: ItemGroups, pool: ThreadPoolExecutor,
 ) -> None:
     """Store the sums of one chunk's items as walked, over every answer and per tier (the (item, tier) pairs of
     _by_tier), replacing the chunk's old ones. The level sums count the chunk's stored posterior rows too, so
@@ -646,18 +648,13 @@ def _write_parts(
     def branches(rows: soft_label_walk.Walked, names: list[str]) -> pa.Table:
         return soft_label_parts.branch_parts(rows, names, item_groups.code, node_ids, children, amb)
 
-    parts = {
-        "d_soft_level_chunks": lambda: levels(walked, every),
-        "d_soft_branch_chunks": lambda: branches(walked, every),
-        "d_soft_tier_level_parts": lambda: levels(by_tier, tiers),
-        "d_soft_tier_branch_parts": lambda: branches(by_tier, tiers),
-    }
+    # The all-tier and the tier sums are independent array passes that mostly release the GIL: on two threads.
+    every_tier = pool.submit(lambda: [levels(walked, every), branches(walked, every)])
+    per_tier = [levels(by_tier, tiers), branches(by_tier, tiers)]
     _groups = item_groups.attributes  # read by name, as _parts is
-    for table, summed in parts.items():
+    for table, _parts in zip(PARTS_SQL, [*every_tier.result(), *per_tier], strict=True):
         head = "CREATE OR REPLACE TABLE " + table + " AS " if create else "INSERT INTO " + table + " BY NAME "
-        _parts = summed()  # read by name from this frame (DuckDB's replacement scan)
-        con.execute(head + PARTS_SQL[table])
-        del _parts
+        con.execute(head + PARTS_SQL[table])  # reads _parts by name from this frame (DuckDB's replacement scan)
 
 
 LEVEL_FROM_PARTS = (
