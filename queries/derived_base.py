@@ -155,5 +155,6 @@ def build_answers(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_items(con: duckdb.DuckDBPyConnection) -> None:
+    """Each item's attributes and consensus (its answers' plurality), read from the answers build_answers wrote."""
     version = as_of_version(con) or 0
     con.execute(D_ITEMS, [version, version])

@@ -9,7 +9,10 @@ it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -26,3 +29,11 @@ def run_over(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame | pa
 def store(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
     """Replace a derived table with a frame; ``table`` comes from a module's fixed names."""
     run_over(con, "_derived_frame", frame, "CREATE OR REPLACE TABLE " + table + " AS SELECT * FROM _derived_frame")  # noqa: S608 - fixed name
+
+
+def dictionary(codes: np.ndarray, names: Sequence[str | None] | np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """Strings from codes into a short list of names (node ids, tiers), built by Arrow rather than as Python
+    strings: DuckDB reads the column as VARCHAR, while Arrow stores a small integer per row."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.asarray(codes, dtype=np.int32), mask=null), pa.array(list(names), pa.string())
+    )

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from queries import compiled_sums
+from queries import compiled_sums, frame_writes
 from queries.soft_label_walk import Walked
 
 # Group keys up to this many combinations are ranked through a table of that size (a pass over the rows and
@@ -97,10 +97,6 @@ def _summed(parts: Sequence[_Part], size: int) -> _Summed:
     return _Summed(keys, *out)
 
 
-def _names(codes: np.ndarray, names: list[str]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(names, pa.string()))
-
-
 def level_parts(
     walked: Walked, tiers: list[str], item_group: np.ndarray, posterior: Posterior, amb: Thresholds
 ) -> pa.Table:
@@ -137,8 +133,8 @@ def level_parts(
     part_tier, part_source = np.divmod(rest, 2)
     return pa.table(
         {
-            "tier": _names(part_tier, tiers),
-            "soft_source": _names(part_source, list(SOFT_SOURCES)),
+            "tier": frame_writes.dictionary(part_tier, tiers),
+            "soft_source": frame_writes.dictionary(part_source, list(SOFT_SOURCES)),
             "depth": part_depth,
             "group_code": part_group,
             "item_idx": pa.array(summed.first_item, pa.int32()),
@@ -153,7 +149,7 @@ def level_parts(
 
 
 def branch_parts(
-    walked: Walked, tiers: list[str], item_group: np.ndarray, node_ids: list[str], children: np.ndarray,
+    walked: Walked, tiers: list[str], item_group: np.ndarray, node_ids: np.ndarray, children: np.ndarray,
     amb: Thresholds,
 ) -> pa.Table:
     """Branch sums per (tier, node, depth, group) of a chunk's (item, tier) pairs as walked; ``children`` is
@@ -190,8 +186,8 @@ def branch_parts(
     n_child, n_norm = summed.count(0), summed.count(5)
     return pa.table(
         {
-            "tier": _names(part_tier, tiers),
-            "node_id": _names(part_node, node_ids),
+            "tier": frame_writes.dictionary(part_tier, tiers),
+            "node_id": frame_writes.dictionary(part_node, node_ids),
             "depth": part_depth,
             "group_code": part_group,
             "item_idx": pa.array(summed.first_item, pa.int32()),

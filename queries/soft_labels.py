@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from queries import soft_label_parts, soft_label_walk
+from queries import frame_writes, soft_label_parts, soft_label_walk
 from queries.connection import meta_value
 from queries.errors import LabelgovError
 from queries.filters import Filters
@@ -407,9 +407,7 @@ def _repeat(text: str, size: int) -> pa.Array:
 
 def _names(tree: Tree, codes: np.ndarray) -> pa.Array:
     """Node ids of node codes, dictionary-encoded over the tree's few hundred ids."""
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.asarray(codes, dtype=np.int32)), pa.array(tree.node_ids, pa.string())
-    )
+    return frame_writes.dictionary(codes, tree.node_ids)
 
 
 def _write(con: duckdb.DuckDBPyConnection, create: bool, table: str, rows: pa.Table) -> None:
@@ -637,8 +635,6 @@ def _write_parts(
         for table in PARTS_SQL:
             con.execute("DELETE FROM " + table + " WHERE item_idx >= ? AND item_idx < ?", chunk)  # noqa: S608 - allow-listed table name
     posterior = soft_label_parts.Posterior(**arrays(con, POSTERIOR_LEVELS, chunk))
-    node_ids = [str(n) for n in tree.node_ids]
-    node_ids[0] = ""  # code 0 is no node, and no branch row carries it
     children = np.bincount(tree.parent, minlength=tree.size)
     every = ["every"]
 
@@ -646,7 +642,7 @@ def _write_parts(
         return soft_label_parts.level_parts(rows, names, item_groups.code, posterior, amb)
 
     def branches(rows: soft_label_walk.Walked, names: list[str]) -> pa.Table:
-        return soft_label_parts.branch_parts(rows, names, item_groups.code, node_ids, children, amb)
+        return soft_label_parts.branch_parts(rows, names, item_groups.code, tree.node_ids, children, amb)
 
     # The all-tier and the tier sums are independent array passes that mostly release the GIL: on two threads.
     every_tier = pool.submit(lambda: [levels(walked, every), branches(walked, every)])

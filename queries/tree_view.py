@@ -172,13 +172,6 @@ def cell_where(f: Filters) -> tuple[str, list[object]] | None:
     return "x.by_tier = ? AND " + pred, [bool(f.tiers), *params]
 
 
-def _dictionary(codes: np.ndarray, names: list[str | None] | np.ndarray, null: np.ndarray | None = None) -> pa.Array:
-    """Strings from codes into a short list of names, built by Arrow rather than as Python strings."""
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.asarray(codes, dtype=np.int32), mask=null), pa.array(list(names), pa.string())
-    )
-
-
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Volumes and pairs are sums over items, but one new answer changes its item's mass and products at
     every node: rebuilt in full, in one pass over the answers grouped by item, tier and node."""
@@ -234,7 +227,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         code = cell % width
         return {
             "item_idx": pa.array(rep[cell // width], pa.int32()),
-            "tier": _dictionary(np.maximum(code - 1, 0), tiers or [None], code == 0),
+            "tier": frame_writes.dictionary(np.maximum(code - 1, 0), tiers or [None], code == 0),
             "by_tier": pa.array(code > 0),
         }
 
@@ -242,7 +235,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     node = held % tree.size
     volumes = pa.table({
         **keys(held // tree.size),
-        "node_id": _dictionary(node, tree.node_ids),
+        "node_id": frame_writes.dictionary(node, tree.node_ids),
         "depth": pa.array(tree.depth[node], pa.int64()),
         "volume": pa.array(volume.ravel()[held]),
         "s_ambiguity": pa.array(ambiguity.ravel()[held]),
@@ -256,9 +249,9 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     confusion = pa.table({
         **keys(cell),
         "level": pa.array(level, pa.int32()),
-        "parent": _dictionary(parent, tree.node_ids, parent == 0),
-        "first": _dictionary(first, tree.node_ids),
-        "second": _dictionary(second, tree.node_ids),
+        "parent": frame_writes.dictionary(parent, tree.node_ids, parent == 0),
+        "first": frame_writes.dictionary(first, tree.node_ids),
+        "second": frame_writes.dictionary(second, tree.node_ids),
         "pairs": pa.array(pairs.table[cell, slot], pa.int64()),
     })
     frame_writes.run_over(con, "_cells", confusion, "CREATE OR REPLACE TABLE " + CONFUSION_TABLE + " AS " + PAIR_CELLS)
