@@ -364,8 +364,8 @@ class UnitGroups:
     """How summed_table groups the answers' units: the units (runs of an item, and of a day for the weekly
     groupings: the answers are sorted by item, day and value, so every unit's rows are contiguous), and per
     pass of the grouping (a depth or a level) each unit's group and the row of ``seen`` through which that
-    pass sees its values. Groups are dense indices (branch groups numbered (window * depths + depth) * values +
-    branch, so that the branch is the index modulo the values); ``codes`` holds their group codes."""
+    pass sees its values. Groups are dense indices (branch groups numbered window * values + branch, so that
+    the branch is the index modulo the values); ``codes`` holds their group codes."""
 
     bounds: np.ndarray  # where each unit's rows start, then the number of rows
     group: np.ndarray  # passes x units: dense group index, -1 for none
@@ -410,8 +410,8 @@ def unit_groups(
     group = compiled_sums.branch_groups(item[first], window, consensus, _branches(space))
     # branch sees values from the branch (coarsened rows, one per branch), subtree its own (the last row).
     pass_row = np.full(depths, -1 if grouping.startswith("branch") else n_values, dtype=np.int64)
-    dense = np.arange(days.size * depths * n_values)
-    codes = dense % n_values * BRANCH_WEEK_STRIDE + days[dense // (depths * n_values)]
+    dense = np.arange(days.size * n_values)
+    codes = dense % n_values * BRANCH_WEEK_STRIDE + days[dense // n_values]
     return UnitGroups(bounds, group, pass_row, seen, codes)
 
 
@@ -609,9 +609,9 @@ def _summarised(
     else:
         groups = unit_groups(con, answers, space, grouping, level)
         table = summed_table(answers.value, groups, space, metric, alpha_only)
-    # Weekly blocks hold ranges of weeks across all branches: order by group code as one block would.
-    # (Branch blocks already come in code order within each depth.)
-    return table.sort_values("group", kind="stable", ignore_index=True) if grouping.endswith("week") else table
+    # In group code order, whichever path: bootstrap blocks hold one depth's branches or a range of weeks, and
+    # the summed groups are numbered window-major.
+    return table.sort_values("group", kind="stable", ignore_index=True)
 
 
 def _bootstrapped(
