@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from queries import agreement, answer_arrays, compiled_sums, frame_writes, soft_labels
+from queries import agreement, answer_arrays, compiled_sums, frame_writes, overview_cells, soft_labels
 from queries.filters import Filters
 from queries.governance_store import OPEN_STATUSES
 from queries.results import arrays, first_row
@@ -288,36 +288,17 @@ def _tiles(con: duckdb.DuckDBPyConnection, f: Filters) -> Overview:
 # The unfiltered overview tiles and the weekly trends' additive counts per cell, kept at refresh: the page
 # everyone opens first would otherwise scan every answer several times, and a sidebar filter on source,
 # segment, branch, tier, stage or whole weeks would scan them all again. Alpha per week is not kept here:
-# the agreement step stores it.
+# the agreement step stores it. The cells are counted by queries/overview_cells.
 TILES_TABLE = "d_overview_tiles"
-CELLS_TABLE = "d_overview_cells"
+CELLS_TABLE = overview_cells.TABLE
 PERIOD_FIELDS = ("start", "end", "previous_start", "previous_end")
-# Per (week, item): answers and spend in the four groupings Filters.cell_where picks from (by tier, by stage,
-# both, neither), then the items of each cell with their confidence and escalations summed, so that any
-# union of cells sums to what _weekly_counts computes from the answers. The item's own attributes (source,
-# segment) are taken from its answers, exactly what the live filter reads; the consensus node from d_items,
-# what the live branch filter reads.
-CELLS = (
-    "CREATE OR REPLACE TABLE " + CELLS_TABLE + " AS "  # noqa: S608 - fixed table and relations
-    "WITH w AS (SELECT a.week, a.item_idx, a.source, a.segment, a.tier, a.stage, "
-    "GROUPING(a.tier) = 0 AS by_tier, GROUPING(a.stage) = 0 AS by_stage, count(*) AS n, sum(a.cost) AS cost "
-    "FROM d_answers a WHERE a.week IS NOT NULL GROUP BY GROUPING SETS ("
-    "(a.week, a.item_idx, a.source, a.segment), (a.week, a.item_idx, a.source, a.segment, a.tier), "
-    "(a.week, a.item_idx, a.source, a.segment, a.stage), (a.week, a.item_idx, a.source, a.segment, a.tier, a.stage))), "
-    "esc AS (SELECT DISTINCT x.item_idx FROM escalations e JOIN d_item_index x USING (item_id)) "
-    "SELECT w.week, i.tree_version, w.source, w.segment, i.consensus_node, w.tier, w.stage, w.by_tier, w.by_stage, "
-    "count(*) AS items, sum(w.n) AS annotations, sum(w.cost) AS cost, sum(d.ds_p) AS ds_sum, count(d.ds_p) AS ds_n, "
-    "count(esc.item_idx) AS escalated "
-    "FROM w LEFT JOIN (SELECT item_idx, tree_version, consensus_node FROM d_items) i USING (item_idx) "
-    "LEFT JOIN {DS} d USING (item_idx) LEFT JOIN esc USING (item_idx) GROUP BY ALL"
-)
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Global numbers (the period ends at the newest answer), so always in full; reads the Dawid-Skene and
     escalation outcome tables, so it runs after their steps. The cells are written first: the tiles' period
     is found through them."""
-    con.execute(CELLS.replace("{DS}", _ds_items(con)))
+    overview_cells.build(con, _ds_items(con))
     result = _tiles(con, Filters())
     period = result.period.model_dump() if result.period is not None else dict.fromkeys(PERIOD_FIELDS)
     tiles = pd.DataFrame(
