@@ -21,7 +21,7 @@ import pyarrow as pa
 from numba import types
 from numba.typed import Dict
 
-from queries import answer_arrays, frame_writes
+from queries import answer_arrays, compiled_sums, frame_writes
 from queries.results import arrays
 
 TABLE = "d_overview_cells"
@@ -78,10 +78,17 @@ def build(con: duckdb.DuckDBPyConnection, ds_items: str) -> None:
     was_escalated = np.zeros(size, dtype=np.bool_)
     was_escalated[escalated] = True
     first_day = int(answers["day"].min(initial=0))
-    answers["day"] = answers["day"] - first_day  # a new array: the fetched ones may be read-only
+    # Each answer's (day, tier, stage) in bit fields of one key, so that the walk finds runs by shifts and masks.
+    stage_bits, tier_bits = len(stages).bit_length(), len(tiers).bit_length()
+    packed = np.subtract(answers["day"], first_day, dtype=np.int64)
+    packed <<= tier_bits
+    packed |= answers["tier"]
+    packed <<= stage_bits
+    packed |= answers["stage"]
+    start, (packed, cost) = compiled_sums.by_item(answers["item_idx"], size, [packed, answers["cost"]])
     keys, sums = _cells(
-        *(np.ascontiguousarray(answers[name]) for name in ("item_idx", "day", "tier", "stage", "cost")),
-        profile, confidence, was_escalated, n_profiles, len(tiers), len(stages),
+        start, packed, cost, profile, confidence, was_escalated, n_profiles, len(tiers), len(stages), tier_bits,
+        stage_bits,
     )
     del answers
     frame_writes.run_over(con, "_cells", _frame(keys, sums, first_day, n_profiles, tiers, stages), CELLS)
@@ -141,38 +148,19 @@ def _add(
 
 @numba.njit(cache=True, nogil=True)
 def _cells(
-    item: np.ndarray, day: np.ndarray, tier: np.ndarray, stage: np.ndarray, cost: np.ndarray, profile: np.ndarray,
-    confidence: np.ndarray, escalated: np.ndarray, n_profiles: int, n_tiers: int, n_stages: int,
+    start: np.ndarray, packed: np.ndarray, cost: np.ndarray, profile: np.ndarray, confidence: np.ndarray,
+    escalated: np.ndarray, n_profiles: int, n_tiers: int, n_stages: int, tier_bits: int, stage_bits: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every cell's packed key and sums. A key packs (day, profile) and (tier slot, stage slot), a slot 0 for a
-    cell that does not group by it, else 1 + the code (1 for NULL); an item without a profile (no consensus)
-    takes profile n_profiles, which the profile table does not hold. A unit looks its (day, profile) up once in
-    a hash map, and its groups' cells by slot in that pair's row of a dense table: a hash lookup per group cost
-    four times the rest of the walk."""
+    """Every cell's packed key and sums, from each item's answers (``start``: where each item's rows begin in
+    ``packed``, the answers' (day, tier, stage) keys, and ``cost``; both are reordered in place). A cell key packs
+    (day, profile) and (tier slot, stage slot), a slot 0 for a cell that does not group by it, else 1 + the code
+    (1 for NULL); an item without a profile (no consensus) takes profile n_profiles, which the profile table does
+    not hold. A unit looks its (day, profile) up once in a hash map, and its groups' cells by slot in that pair's
+    row of a dense table: a hash lookup per group cost four times the rest of the walk."""
     tier_slots, stage_slots = n_tiers + 2, n_stages + 2
-    stage_bits, tier_bits = 0, 0
-    while (1 << stage_bits) <= n_stages:
-        stage_bits += 1
-    while (1 << tier_bits) <= n_tiers:
-        tier_bits += 1
     day_shift = tier_bits + stage_bits
     tier_mask, stage_mask = (1 << tier_bits) - 1, (1 << stage_bits) - 1
     n_items = profile.size
-    start = np.zeros(n_items + 1, dtype=np.int64)
-    for i in range(item.size):
-        start[item[i] + 1] += 1
-    for k in range(n_items):
-        start[k + 1] += start[k]
-    # Each answer's (day, tier, stage) packed and its cost, moved to its item's bucket: reading four columns
-    # through a permutation instead cost a cache miss per column and answer.
-    packed = np.empty(item.size, dtype=np.int64)
-    costs = np.empty(item.size)
-    fill = start[:-1].copy()
-    for i in range(item.size):
-        at = fill[item[i]]
-        packed[at] = (np.int64(day[i]) << day_shift) | (np.int64(tier[i]) << stage_bits) | stage[i]
-        costs[at] = cost[i]
-        fill[item[i]] += 1
     by_stage = np.zeros((n_stages + 1, 3))  # per stage code within a unit: answers, spend, costed answers
     pairs = Dict.empty(key_type=types.int64, value_type=types.int64)
     pair_cells = np.full((1 << 12, tier_slots * stage_slots), -1, dtype=np.int64)
@@ -183,14 +171,14 @@ def _cells(
         low, high = start[it], start[it + 1]
         # The item's answers by (day, tier, stage): an insertion sort, as an item has a few dozen at most.
         for j in range(low + 1, high):
-            k, c = packed[j], costs[j]
+            k, c = packed[j], cost[j]
             at = j
             while at > low and packed[at - 1] > k:
                 packed[at] = packed[at - 1]
-                costs[at] = costs[at - 1]
+                cost[at] = cost[at - 1]
                 at -= 1
             packed[at] = k
-            costs[at] = c
+            cost[at] = c
         own = profile[it] if profile[it] >= 0 else n_profiles
         p, esc = confidence[it], escalated[it]
         j = low
@@ -218,7 +206,7 @@ def _cells(
                     s = same & stage_mask
                     s_n, s_cost, s_costed = 0, 0.0, 0
                     while j < high and packed[j] == same:
-                        c = costs[j]
+                        c = cost[j]
                         s_n += 1
                         if c == c:
                             s_cost += c
