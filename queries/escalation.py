@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
-from queries import answer_arrays, compiled_sums, frame_writes, soft_labels
+from queries import answer_arrays, compiled_sums, escalation_crowd, frame_writes, soft_labels
 from queries.connection import meta_value
 from queries.filters import Filters
 from queries.results import arrays, first_row
@@ -38,34 +38,16 @@ SHARE_SLACK = 1e-9
 
 # One row per answered item, from its own answers, consensus, escalation-log rows and gold only: nothing
 # else about the item (its metadata) or about other items enters, so a subset of items can be recomputed
-# alone. ``{items}`` and ``{logged}`` restrict the item indices and the escalation log's item ids.
+# alone. ``_crowd`` holds the items' crowd view, label after escalation, spend and time span
+# (queries/escalation_crowd); ``{items}`` and ``{logged}`` restrict the gold and the escalation log to its items.
 OUTCOMES_SELECT = """
-WITH crowd_votes AS (
-    SELECT item_idx, tree_version, value_idx, count(*) AS n FROM d_answers WHERE stage = 'initial' AND {items}
-    GROUP BY ALL
-), crowd AS (
-    -- Plurality with ties to the node first in tree order: votes in the high word, negated ordinal in the low.
-    -- Votes are grouped and ranked by the node's integer value_idx (d_answers holds one tree version, so it is
-    -- one node there) and the id looked up once per item: the same on id strings cost a third of the step.
-    SELECT b.item_idx, n.node_id AS crowd_node, b.crowd_share
-    FROM (
-        SELECT v.item_idx, any_value(v.tree_version) AS tree_version,
-               arg_max(v.value_idx, (v.n << 32) - n.ordinal) AS value_idx, max(v.n) / sum(v.n) AS crowd_share
-        FROM crowd_votes v JOIN d_nodes n USING (tree_version, value_idx)
-        GROUP BY v.item_idx
-    ) b JOIN d_nodes n USING (tree_version, value_idx)
-), per_item AS (
-    SELECT item_idx,
-           count(*) FILTER (WHERE stage = 'initial') AS crowd_answers,
-           coalesce(sum(cost) FILTER (WHERE stage = 'initial'), 0) AS crowd_cost,
-           coalesce(sum(cost) FILTER (WHERE stage IN ('escalated', 'adjudication')), 0) AS expert_cost,
-           coalesce(sum(cost), 0) AS total_cost,
-           min(created_at) AS first_at, max(created_at) AS final_at
-    FROM d_answers WHERE {items} GROUP BY item_idx
+WITH crowd AS (
+    SELECT c.item_idx, n.node_id AS crowd_node
+    FROM _crowd c JOIN d_nodes n ON n.tree_version = c.tree_version AND n.value_idx = c.crowd_value
 ), after AS (
-    SELECT DISTINCT ON (item_idx) item_idx, node_id AS after_node, annotator_id AS expert_id
-    FROM d_answers WHERE stage IN ('escalated', 'adjudication') AND {items}
-    ORDER BY item_idx, stage = 'adjudication' DESC, created_at DESC
+    SELECT c.item_idx, n.node_id AS after_node, x.annotator_id AS expert_id
+    FROM _crowd c JOIN d_nodes n ON n.tree_version = c.tree_version AND n.value_idx = c.after_value
+    JOIN d_annotator_index x ON x.annotator_idx = c.expert_idx
 ), esc AS (
     SELECT item_id, arg_min(trigger, created_at) AS trigger, arg_min(routed_to, created_at) AS routed_to,
            min(created_at) AS esc_created_at,
@@ -75,13 +57,13 @@ WITH crowd_votes AS (
     SELECT item_idx, node_id AS gold_node FROM d_gold WHERE {items}
 )
 SELECT d.item_id, p.item_idx, d.consensus_lineage AS lineage, d.consensus_lineage[1] AS branch, d.source, d.segment,
-       c.crowd_node, c.crowd_share, p.crowd_answers, p.crowd_cost, p.expert_cost, p.total_cost,
+       c.crowd_node, p.crowd_share, p.crowd_answers, p.crowd_cost, p.expert_cost, p.total_cost,
        g.gold_node, (e.item_id IS NOT NULL OR af.item_idx IS NOT NULL) AS escalated,
        CASE WHEN e.item_id IS NOT NULL THEN e.trigger WHEN af.item_idx IS NOT NULL THEN 'unrecorded' END AS trigger,
        coalesce(af.expert_id, e.routed_to) AS expert_id, af.after_node,
        coalesce(af.after_node, c.crowd_node) AS final_node,
        e.esc_created_at, e.esc_resolved_at, p.first_at, p.final_at
-FROM per_item p
+FROM _crowd p
 LEFT JOIN d_items d USING (item_idx)
 LEFT JOIN crowd c USING (item_idx)
 LEFT JOIN after af USING (item_idx)
@@ -148,10 +130,11 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
         con.execute(D_TOUCHED, {"since": ctx.since_batch})
         touched = first_row(con.execute("SELECT count(*) FROM _outcomes_touched"))
         if touched and touched[0]:
-            con.execute(D_ITEM_OUTCOMES_MERGED)
+            crowd = escalation_crowd.table(con, "a.item_idx IN (SELECT item_idx FROM _outcomes_touched)")
+            frame_writes.run_over(con, "_crowd", crowd, D_ITEM_OUTCOMES_MERGED)
         con.execute("DROP TABLE _outcomes_touched")
     else:
-        con.execute(D_ITEM_OUTCOMES)
+        frame_writes.run_over(con, "_crowd", escalation_crowd.table(con, "TRUE"), D_ITEM_OUTCOMES)
     con.execute(D_AS_OF)
     con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [TREE_KEY, tree])
     return "incremental" if incremental else "full"
