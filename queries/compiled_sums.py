@@ -186,27 +186,31 @@ def _compress(keep: np.ndarray, column: np.ndarray, out: np.ndarray) -> None:
         j += keep[i]
 
 
-def by_item(item: np.ndarray, n_items: int, columns: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The rows grouped by item, for walks that take an item's answers together out of a table stored in no
-    order: where each item's rows start (``n_items`` + 1 bounds) and each column in that order, from a counting
-    sort (two passes over the items, where sorting ten million keys took ten times as long)."""
-    start, order = _item_order(_codes(item), n_items)
-    return start, [np.take(column, order) for column in columns]
+def by_item(item: np.ndarray, n_items: int, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Group rows by item, for walks that take an item's answers together out of a table stored in no order:
+    returns where each item's rows start (``n_items`` + 1 bounds) and replaces each of ``columns`` by its rows in
+    that order. A counting sort (two passes over the items) where sorting ten million keys took ten times as
+    long; the columns are reordered one at a time, so that only one exists twice (refresh runs this beside the
+    model fit, under its memory budget)."""
+    order = np.empty(item.size, dtype=np.int32 if item.size < np.iinfo(np.int32).max else np.int64)
+    start = _item_order(_codes(item), n_items, order)
+    for name in list(columns):
+        columns[name] = np.take(columns[name], order)
+    return start
 
 
 @numba.njit(cache=True, nogil=True)
-def _item_order(item: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _item_order(item: np.ndarray, n_items: int, order: np.ndarray) -> np.ndarray:
     start = np.zeros(n_items + 1, dtype=np.int64)
     for i in range(item.size):
         start[item[i] + 1] += 1
     for k in range(n_items):
         start[k + 1] += start[k]
-    order = np.empty(item.size, dtype=np.int64)
     fill = start[:-1].copy()
     for i in range(item.size):
         order[fill[item[i]]] = i
         fill[item[i]] += 1
-    return start, order
+    return start
 
 
 def _int32(column: np.ndarray) -> np.ndarray:

@@ -16,12 +16,12 @@ import pyarrow as pa
 
 from queries import compiled_sums
 from queries.derived_base import as_of_version
-from queries.results import arrays
+from queries.results import arrays, first_row
 
 # Stands for a missing timestamp: below every real one.
 NO_TIME = np.iinfo(np.int64).min
 INITIAL, ESCALATED, ADJUDICATION = 1, 2, 3  # stage codes; 0 for any other stage
-# ``{items}`` restricts the items (a fixed predicate on ``a.item_idx``); parameter: NO_TIME.
+# ``{items}`` restricts the items (a fixed predicate on ``a.item_idx``); parameters: NO_TIME, then the chunk's items.
 ANSWERS = """
 SELECT a.item_idx, a.value_idx,
        CAST(CASE a.stage WHEN 'initial' THEN 1 WHEN 'escalated' THEN 2 WHEN 'adjudication' THEN 3 ELSE 0 END
@@ -30,6 +30,7 @@ SELECT a.item_idx, a.value_idx,
 FROM d_answers a WHERE {items}
 """
 ORDINALS = "SELECT value_idx, ordinal FROM d_nodes WHERE tree_version = ?"
+CHUNK_ITEMS = 125_000
 
 
 def table(con: duckdb.DuckDBPyConnection, items: str) -> pa.Table:
@@ -37,22 +38,41 @@ def table(con: duckdb.DuckDBPyConnection, items: str) -> pa.Table:
     as-of version, the one d_answers holds), crowd_value (the plurality's value_idx, NULL without initial answers),
     crowd_share, crowd_answers, after_value and expert_idx (the value and annotator of the label after escalation:
     the latest adjudication answer, else the latest escalated one; NULL without either), crowd_cost, expert_cost,
-    total_cost, first_at and final_at."""
+    total_cost, first_at and final_at.
+
+    Items are taken CHUNK_ITEMS at a time: refresh runs this beside the model fit, and every answer's columns at
+    once (and once more in item order) came to 600 MB over its memory budget."""
     version = as_of_version(con) or 0
-    answers = arrays(con, ANSWERS.replace("{items}", items), [int(NO_TIME)])
     nodes = arrays(con, ORDINALS, [version])
+    top = first_row(con.execute("SELECT max(item_idx) FROM d_answers"))
+    top_item = int(top[0]) if top and top[0] is not None else -1
+    sql = ANSWERS.replace("{items}", items + " AND a.item_idx >= ? AND a.item_idx < ?")
+    parts = [_chunk(con, sql, low, nodes) for low in range(0, top_item + 1, CHUNK_ITEMS)]
+    return pa.concat_tables([_rows(*part, version) for part in parts]) if parts else _rows(*_empty(), version)
+
+
+def _chunk(
+    con: duckdb.DuckDBPyConnection, sql: str, low: int, nodes: dict[str, np.ndarray]
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The answered items of [low, low + CHUNK_ITEMS) and _walk's arrays for them."""
+    answers = arrays(con, sql, [int(NO_TIME), low, low + CHUNK_ITEMS])
     n_values = 1 + max(int(answers["value_idx"].max(initial=-1)), int(nodes["value_idx"].max(initial=-1)))
     ordinal = np.full(n_values, np.iinfo(np.int64).max, dtype=np.int64)
     ordinal[nodes["value_idx"]] = nodes["ordinal"]
-    n_items = int(answers["item_idx"].max(initial=-1)) + 1
-    start, columns = compiled_sums.by_item(
-        answers["item_idx"], n_items, [answers[c] for c in ("value_idx", "stage", "annotator_idx", "cost", "at")]
-    )
-    del answers
+    start = compiled_sums.by_item(answers.pop("item_idx") - low, CHUNK_ITEMS, answers)
+    walked = _walk(start, *(answers.pop(c) for c in ("value_idx", "stage", "annotator_idx", "cost", "at")), ordinal)
     item = np.flatnonzero(start[1:] > start[:-1])
-    value, top, initial, after, expert, crowd_cost, expert_cost, total_cost, first, final = (
-        column[item] for column in _walk(start, *columns, ordinal)
-    )
+    return item + low, tuple(column[item] for column in walked)
+
+
+def _empty() -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """No items: _walk's ten arrays, empty."""
+    ints, floats = np.zeros(0, dtype=np.int64), np.zeros(0)
+    return ints, (ints, ints, ints, ints, ints, floats, floats, floats, ints, ints)
+
+
+def _rows(item: np.ndarray, walked: tuple[np.ndarray, ...], version: int) -> pa.Table:
+    value, top, initial, after, expert, crowd_cost, expert_cost, total_cost, first, final = walked
     return pa.table(
         {
             "item_idx": item.astype(np.int32),

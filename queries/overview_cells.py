@@ -85,12 +85,15 @@ def build(con: duckdb.DuckDBPyConnection, ds_items: str) -> None:
     packed |= answers["tier"]
     packed <<= stage_bits
     packed |= answers["stage"]
-    start, (packed, cost) = compiled_sums.by_item(answers["item_idx"], size, [packed, answers["cost"]])
+    item, columns = answers.pop("item_idx"), {"packed": packed, "cost": answers.pop("cost")}
+    del packed, answers
+    start = compiled_sums.by_item(item, size, columns)
+    del item
     keys, sums = _cells(
-        start, packed, cost, profile, confidence, was_escalated, n_profiles, len(tiers), len(stages), tier_bits,
-        stage_bits,
+        start, columns["packed"], columns["cost"], profile, confidence, was_escalated, n_profiles, len(tiers),
+        len(stages), tier_bits, stage_bits,
     )
-    del answers
+    del columns
     frame_writes.run_over(con, "_cells", _frame(keys, sums, first_day, n_profiles, tiers, stages), CELLS)
     con.execute("DROP TABLE _overview_profiles")
 
