@@ -30,7 +30,7 @@ from queries.dawid_skene import dawid_skene
 from queries.escalation import ItemScope, item_scope, whatif_in_scope
 from queries.filters import Filters
 from queries.reliability import wilson_interval
-from queries.results import first_row
+from queries.results import arrays, first_row
 
 if TYPE_CHECKING:
     from queries.refresh import RefreshContext
@@ -46,14 +46,19 @@ ITEM_COLUMNS = ["item_idx", "k", "method", "correct", "cost"]
 
 # An item's answers in a random order fixed by the seed: hashed on what the replay reads of them, so that two
 # answers in a tie are interchangeable (the same annotator, node and cost) and the order stays reproducible.
+# Nodes travel as their integer value_idx: fetching and mapping half a million node id strings held up the
+# Dawid-Skene fits that wait for them.
 REPLAY_SQL = """
-SELECT a.item_idx, a.annotator_idx, a.node_id, coalesce(a.cost, 0) AS cost, o.gold_node,
+SELECT a.item_idx, a.annotator_idx, a.value_idx, coalesce(a.cost, 0) AS cost, o.gold_value,
        row_number() OVER (
            PARTITION BY a.item_idx ORDER BY hash(a.annotator_idx, a.created_at, a.node_id, a.cost, ?)
        ) AS rk
-FROM d_answers a JOIN (SELECT item_idx, node_id AS gold_node FROM d_gold) o USING (item_idx)
+FROM d_answers a
+JOIN (SELECT g.item_idx, n.value_idx AS gold_value FROM d_gold g JOIN d_nodes n USING (tree_version, node_id)) o
+    USING (item_idx)
 WHERE {pool}
 """
+NODE_VALUES = "SELECT DISTINCT value_idx, node_id FROM d_nodes"
 
 # The Filters fields that choose which answers the replay draws from; the rest choose items.
 POOL_FIELDS = ("tiers", "annotators", "stages")
@@ -141,17 +146,20 @@ def replay(
     if unknown:
         raise ValueError(f"methods must be among {', '.join(METHODS)}")
     where, params = pool.where("a")
-    answers = con.execute(REPLAY_SQL.replace("{pool}", where), [str(seed), *params]).df()
-    if answers.empty:
+    answers = arrays(con, REPLAY_SQL.replace("{pool}", where), [str(seed), *params])
+    if answers["item_idx"].size == 0:
         return pd.DataFrame({c: pd.Series(dtype=object if c == "method" else float) for c in ITEM_COLUMNS})
     index, n_leaves, spread = _encoding(con)
-    item_ids, item = np.unique(answers["item_idx"].to_numpy(), return_inverse=True)
-    label = answers["node_id"].map(index).to_numpy(np.int64)
+    nodes = arrays(con, NODE_VALUES)
+    label_of = np.full(int(nodes["value_idx"].max()) + 1, -1, dtype=np.int64)
+    label_of[nodes["value_idx"]] = [index[node] for node in nodes["node_id"]]
+    item_ids, item = np.unique(answers["item_idx"], return_inverse=True)
+    label = label_of[answers["value_idx"]]
     firsts = np.unique(item, return_index=True)[1]
-    gold = answers["gold_node"].iloc[firsts].map(index).fillna(-1).to_numpy(np.int64)
-    rank = answers["rk"].to_numpy()
-    cost = answers["cost"].to_numpy(float)
-    annotator = answers["annotator_idx"].to_numpy(np.int64)
+    gold = label_of[answers["gold_value"][firsts]]
+    rank = answers["rk"]
+    cost = np.asarray(answers["cost"], dtype=float)
+    annotator = np.asarray(answers["annotator_idx"], dtype=np.int64)
     rng = np.random.default_rng(seed)
     ks = range(1, int(min(max_k, rank.max())) + 1)
     # The Dawid-Skene fits of the k are independent, and one of a few hundred thousand answers leaves a core
