@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from queries import answer_arrays, compiled_sums, escalation, frame_writes, soft_labels
+from queries import answer_arrays, compiled_sums, escalation, frame_writes, item_profiles, soft_labels
 from queries.filters import Filters
 from queries.results import first_row
 
@@ -73,19 +73,24 @@ DUPLICATES = (
 # Answers per cell of Filters.cell_where (week, source, segment, the item's consensus node, tier, stage) and
 # answered top-level branch, with the answers lacking each ANSWER_FIELDS field: under any filter the cells can
 # express, the missing-metadata and source-divergence counts are sums over a few hundred thousand rows instead
-# of passes over every answer. Counted once at the finest grain, then rolled up to the four groupings
-# cell_where picks from; items and nodes are left-joined by the keys the live filters use, so every answer
-# counts exactly as the live queries count it.
+# of passes over every answer. Counted once at the finest grain, by the item's profile (queries/item_profiles)
+# and the answer's integer value_idx rather than the five strings they stand for, then named and rolled up to
+# the four groupings cell_where picks from; every answer counts exactly as the live queries count it.
 CELLS = (
-    "CREATE OR REPLACE TABLE " + CELLS_TABLE + " AS WITH fine AS (SELECT a.week, i.tree_version, a.source, "  # noqa: S608 - fixed columns
-    "a.segment, i.consensus_node, a.tier, a.stage, n.lineage[1] AS top, count(*) AS answers, "
+    "CREATE OR REPLACE TABLE " + CELLS_TABLE + " AS WITH profiles AS (" + item_profiles.PROFILES + "), "  # noqa: S608 - fixed columns
+    "fine AS (SELECT a.day, a.tree_version AS answer_version, p.profile, a.tier, a.stage, a.value_idx, "
+    "count(*) AS answers, "
     + ", ".join("count(*) FILTER (WHERE a." + c + " IS NULL) AS no_" + c for c, _ in ANSWER_FIELDS)
-    + " FROM d_answers a LEFT JOIN d_items i USING (item_idx) "
-    "LEFT JOIN d_nodes n ON n.tree_version = a.tree_version AND n.node_id = a.node_id GROUP BY ALL) "
+    + " FROM d_answers a LEFT JOIN (" + item_profiles.of_items("profiles") + ") p USING (item_idx) GROUP BY ALL), "
+    "named AS (SELECT CAST(DATE '1970-01-01' + f.day AS TIMESTAMP) AS week, p.tree_version, p.source, p.segment, "
+    "p.consensus_node, f.tier, f.stage, n.lineage[1] AS top, f.answers, "
+    + ", ".join("f.no_" + c for c, _ in ANSWER_FIELDS)
+    + " FROM fine f LEFT JOIN profiles p USING (profile) "
+    "LEFT JOIN d_nodes n ON n.tree_version = f.answer_version AND n.value_idx = f.value_idx) "
     "SELECT week, tree_version, source, segment, consensus_node, tier, stage, top, GROUPING(tier) = 0 AS by_tier, "
     "GROUPING(stage) = 0 AS by_stage, CAST(sum(answers) AS BIGINT) AS answers, "
     + ", ".join("CAST(sum(no_" + c + ") AS BIGINT) AS no_" + c for c, _ in ANSWER_FIELDS)
-    + " FROM fine GROUP BY GROUPING SETS ((week, tree_version, source, segment, consensus_node, top), "
+    + " FROM named GROUP BY GROUPING SETS ((week, tree_version, source, segment, consensus_node, top), "
     "(week, tree_version, source, segment, consensus_node, top, tier), "
     "(week, tree_version, source, segment, consensus_node, top, stage), "
     "(week, tree_version, source, segment, consensus_node, top, tier, stage))"

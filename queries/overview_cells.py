@@ -21,7 +21,7 @@ import pyarrow as pa
 from numba import types
 from numba.typed import Dict
 
-from queries import answer_arrays, compiled_sums, frame_writes
+from queries import answer_arrays, compiled_sums, frame_writes, item_profiles
 from queries.results import arrays
 
 TABLE = "d_overview_cells"
@@ -33,18 +33,7 @@ SELECT a.item_idx, a.day,
        CAST(coalesce(a.cost, 'NaN') AS DOUBLE) AS cost
 FROM d_answers a WHERE a.day IS NOT NULL
 """
-# The profiles: each distinct (tree version, source, segment, consensus node) of the items, the cell columns an
-# item decides, numbered; the items find theirs by a join that takes NULLs as equal, as GROUP BY does.
-PROFILES = """
-CREATE OR REPLACE TEMP TABLE _overview_profiles AS
-SELECT CAST(row_number() OVER () - 1 AS INTEGER) AS profile, tree_version, source, segment, consensus_node
-FROM (SELECT DISTINCT tree_version, source, segment, consensus_node FROM d_items)
-"""
-ITEM_PROFILES = """
-SELECT i.item_idx, p.profile FROM d_items i JOIN _overview_profiles p
-ON i.tree_version IS NOT DISTINCT FROM p.tree_version AND i.source IS NOT DISTINCT FROM p.source
-   AND i.segment IS NOT DISTINCT FROM p.segment AND i.consensus_node IS NOT DISTINCT FROM p.consensus_node
-"""
+PROFILES = "CREATE OR REPLACE TEMP TABLE _overview_profiles AS " + item_profiles.PROFILES
 ESCALATED = "SELECT DISTINCT x.item_idx FROM escalations e JOIN d_item_index x USING (item_id)"
 CELLS = (
     "CREATE OR REPLACE TABLE " + TABLE + " AS "
@@ -66,7 +55,7 @@ def build(con: duckdb.DuckDBPyConnection, ds_items: str) -> None:
     )
     answers = arrays(con, ANSWERS, [tiers, stages])
     con.execute(PROFILES)
-    items = arrays(con, ITEM_PROFILES)
+    items = arrays(con, item_profiles.of_items("_overview_profiles"))
     ds = arrays(con, "SELECT item_idx, ds_p FROM " + ds_items + " WHERE ds_p IS NOT NULL")  # noqa: S608 - fixed relation
     escalated = arrays(con, ESCALATED)["item_idx"]
     size = 1 + max(int(a.max(initial=-1)) for a in (answers["item_idx"], items["item_idx"], ds["item_idx"], escalated))
