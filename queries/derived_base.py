@@ -14,8 +14,8 @@ filtered query cost a third of the fetch.
 Every answer and gold label is seen "as of" one tree version (the latest unless `labelgov refresh
 --as-of V` chose another): historical answers are mapped through the recorded migrations, so periods
 before and after a taxonomy change stay comparable. ``tree_version`` and ``node_id`` in the derived
-tables are the as-of version and the mapped node; ``source_version`` and ``source_node_id`` keep what
-the annotator actually chose. The original rows are never changed.
+tables are the as-of version and the mapped node; ``source_version`` (and in ``d_gold`` and an item's detail,
+``source_node_id``) keep what the annotator actually chose. The original rows are never changed.
 """
 
 from __future__ import annotations
@@ -79,13 +79,14 @@ LEFT JOIN (SELECT DISTINCT ON (annotator_id) annotator_id, kind, tier FROM annot
 WHERE {answers}
 """
 
-# The table keeps every column but the annotation id: a unique string per answer was a fifth of the cost of
-# writing the table, and only an item's detail shows it, which maps that item's few annotations again
-# (ITEM_ANSWERS). Nor the item's split: the leakage checks read it per item, from d_items. Not sorted:
-# ordering ten million wide rows costs more than the rest of the step together and spills under the refresh
-# memory limit; readers that need an item's answers together sort the few columns they fetch.
+# The table keeps every column but the annotation id and the chosen node id: a unique string per answer was a
+# fifth of the cost of writing the table and the chosen node another tenth, and only an item's detail shows
+# them, which maps that item's few annotations again (ITEM_ANSWERS). Nor the item's split: the leakage checks
+# read it per item, from d_items. Not sorted: ordering ten million wide rows costs more than the rest of the
+# step together and spills under the refresh memory limit; readers that need an item's answers together sort
+# the few columns they fetch.
 D_ANSWERS = (
-    "CREATE OR REPLACE TABLE d_answers AS SELECT * EXCLUDE (annotation_id) FROM ("  # noqa: S608 - fixed SQL
+    "CREATE OR REPLACE TABLE d_answers AS SELECT * EXCLUDE (annotation_id, source_node_id) FROM ("  # noqa: S608 - fixed SQL
     + ANSWERS_SELECT.replace("{answers}", "TRUE")
     + ")"
 )

@@ -95,7 +95,7 @@ def _reliability_tables(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> 
 
 # The shape of the derived tables: change it whenever a step adds, drops or reshapes a table, so that
 # a warehouse refreshed by another release asks for a refresh instead of failing in a page query.
-DERIVED_LAYOUT = "2026-12-07.4"
+DERIVED_LAYOUT = "2026-12-07.5"
 
 # Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
 # Dawid-Skene fits on a thread from "reliability" until "reliability_tables" stores it: the steps between read

@@ -69,11 +69,12 @@ def test_merge_proposal_from_draft_to_analytics_as_of_both_versions(small_demo: 
     now = json.loads(labelgov(db, "report", "--json"))
     with connect(db, read_only=True) as con:
         merged_away = con.execute("SELECT count(*) FROM d_answers WHERE node_id = 'spam_phishing'").fetchall()[0][0]
-        originals = con.execute(
-            "SELECT count(*) FROM d_answers WHERE source_node_id = 'spam_phishing' AND node_id = 'spam_scam'"
-        ).fetchall()[0][0]
-        raw = con.execute("SELECT count(*) FROM annotations WHERE node_id = 'spam_phishing'").fetchall()[0][0]
-    assert merged_away == 0 and originals == raw > 0, "every historical answer maps to the merged node"
+        merged = con.execute("SELECT count(*) FROM d_answers WHERE node_id = 'spam_scam'").fetchall()[0][0]
+        raw, both = con.execute(
+            "SELECT count(*) FILTER (WHERE node_id = 'spam_phishing'), count(*) FROM annotations "
+            "WHERE node_id IN ('spam_phishing', 'spam_scam')"
+        ).fetchall()[0]
+    assert merged_away == 0 and raw > 0 and merged == both, "every historical answer maps to the merged node"
     assert now["alpha"] == pytest.approx(after, abs=5e-4)
 
     labelgov(db, "refresh", "--as-of", "1")
