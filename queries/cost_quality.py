@@ -16,8 +16,8 @@ Today's point and the escalation what-if are per-item outcomes, so any filter on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
@@ -142,13 +142,21 @@ def replay(
     Only the answers ``pool`` keeps (see ``answer_pool``) are ordered, counted, paid for and fed to
     Dawid-Skene, so an item's k-th answer is the k-th of its pool answers.
     """
+    return _replay_call(con, methods, max_k, seed, pool)()
+
+
+def _replay_call(
+    con: duckdb.DuckDBPyConnection, methods: Sequence[str], max_k: int, seed: int, pool: Filters
+) -> Callable[[], pd.DataFrame]:
+    """The replay as a call that needs the connection no more: its answers are read here, so refresh can run
+    the fits on a thread while later steps use the connection."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"methods must be among {', '.join(METHODS)}")
     where, params = pool.where("a")
     answers = arrays(con, REPLAY_SQL.replace("{pool}", where), [str(seed), *params])
     if answers["item_idx"].size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == "method" else float) for c in ITEM_COLUMNS})
+        return lambda: pd.DataFrame({c: pd.Series(dtype=object if c == "method" else float) for c in ITEM_COLUMNS})
     index, n_leaves, spread = _encoding(con)
     nodes = arrays(con, NODE_VALUES)
     label_of = np.full(int(nodes["value_idx"].max()) + 1, -1, dtype=np.int64)
@@ -160,30 +168,36 @@ def replay(
     rank = answers["rk"]
     cost = np.asarray(answers["cost"], dtype=float)
     annotator = np.asarray(answers["annotator_idx"], dtype=np.int64)
-    rng = np.random.default_rng(seed)
     ks = range(1, int(min(max_k, rank.max())) + 1)
+
     # The Dawid-Skene fits of the k are independent, and one of a few hundred thousand answers leaves a core
     # idle for much of each iteration (its passes are one or two blocks of items): two at a time fill both.
     def fit(k: int) -> npt.NDArray[np.int64]:
         keep = rank <= k
         return _dawid_skene(item[keep], annotator[keep], label[keep], item_ids.size, n_leaves, spread)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        fitted = {k: pool.submit(fit, k) for k in ks} if "ds" in methods else {}
-        rows = []
-        for k in ks:
-            keep = rank <= k
-            spent = np.bincount(item[keep], weights=cost[keep], minlength=item_ids.size)
-            for method in methods:
-                if method == "mv":
-                    predicted = _plurality(item[keep], label[keep], item_ids.size, len(index), rng)
-                else:
-                    predicted = fitted[k].result()
-                correct = (predicted == gold).astype(float)
-                rows.append(
-                    pd.DataFrame({"item_idx": item_ids, "k": k, "method": method, "correct": correct, "cost": spent})
-                )
-    return pd.concat(rows, ignore_index=True)[ITEM_COLUMNS]
+    def scored() -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        with ThreadPoolExecutor(max_workers=2) as fits:
+            fitted = {k: fits.submit(fit, k) for k in ks} if "ds" in methods else {}
+            rows = []
+            for k in ks:
+                keep = rank <= k
+                spent = np.bincount(item[keep], weights=cost[keep], minlength=item_ids.size)
+                for method in methods:
+                    if method == "mv":
+                        predicted = _plurality(item[keep], label[keep], item_ids.size, len(index), rng)
+                    else:
+                        predicted = fitted[k].result()
+                    correct = (predicted == gold).astype(float)
+                    rows.append(
+                        pd.DataFrame(
+                            {"item_idx": item_ids, "k": k, "method": method, "correct": correct, "cost": spent}
+                        )
+                    )
+        return pd.concat(rows, ignore_index=True)[ITEM_COLUMNS]
+
+    return scored
 
 
 # Mean correctness and spend per k, method and branch, and over all branches, of the scored items in scope.
@@ -207,11 +221,26 @@ GROUP BY a.annotator_id
 """
 
 
-def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Full: the replay draws a fresh sample over all gold items and Dawid-Skene is a global model."""
-    _store_replay(con, replay(con), "d_cost_quality_items")
+def start_refresh(con: duckdb.DuckDBPyConnection) -> Future[pd.DataFrame]:
+    """Read the replay's answers and start its Dawid-Skene fits on a thread of their own: they are small fits that
+    leave cores partly idle, as does the soft-label step, which refresh runs meanwhile (finish_refresh stores
+    the replay). Full: the replay draws a fresh sample over all gold items and Dawid-Skene is a global model."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    replayed = pool.submit(_replay_call(con, METHODS, MAX_K, SEED, DEFAULT_POOL))
+    pool.shutdown(wait=False)  # the thread ends with the replay; the future keeps its result
+    return replayed
+
+
+def finish_refresh(con: duckdb.DuckDBPyConnection, replayed: Future[pd.DataFrame]) -> str:
+    """Wait for the replay start_refresh began and store it, with the per-annotator cost and quality."""
+    _store_replay(con, replayed.result(), "d_cost_quality_items")
     con.execute("CREATE OR REPLACE TABLE d_cost_quality_annotators AS " + ANNOTATOR_SQL.replace("{where}", "TRUE"))
     return "full"
+
+
+def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    """Both halves at once; refresh itself runs them apart, with the soft labels between them."""
+    return finish_refresh(con, start_refresh(con))
 
 
 def _store_replay(con: duckdb.DuckDBPyConnection, scored: pd.DataFrame, table: str) -> None:

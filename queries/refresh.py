@@ -93,6 +93,15 @@ def _reliability_tables(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> 
     return reliability.finish_refresh(con, ctx.pending.pop("reliability"))
 
 
+def _cost_quality_replay(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    ctx.pending["cost_quality"] = cost_quality.start_refresh(con)
+    return "full"
+
+
+def _cost_quality_tables(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+    return cost_quality.finish_refresh(con, ctx.pending.pop("cost_quality"))
+
+
 # The shape of the derived tables: change it whenever a step adds, drops or reshapes a table, so that
 # a warehouse refreshed by another release asks for a refresh instead of failing in a page query.
 DERIVED_LAYOUT = "2026-12-07.5"
@@ -100,7 +109,8 @@ DERIVED_LAYOUT = "2026-12-07.5"
 # Ordered: later steps read what earlier ones wrote. Analytic modules add their step here.
 # Dawid-Skene fits on a thread from "reliability" until "reliability_tables" stores it: the steps between read
 # none of its tables, and their SQL takes the core the fit leaves idle (about 5 of its 28 CPU seconds at ten
-# million answers). The fit reads only the answers, so it starts before the items' consensus is built.
+# million answers). The fit reads only the answers, so it starts before the items' consensus is built. The
+# cost-quality replay's small fits run likewise beside the soft labels, whose walk leaves a core partly idle.
 STEPS: list[tuple[str, Step]] = [
     ("base", _base),
     ("reliability", _reliability_fit),
@@ -109,8 +119,9 @@ STEPS: list[tuple[str, Step]] = [
     ("data_quality", data_quality.refresh_step),
     ("reliability_tables", _reliability_tables),
     ("overview", overview.refresh_step),
-    ("cost_quality", cost_quality.refresh_step),
+    ("cost_quality", _cost_quality_replay),
     ("soft_labels", soft_labels.refresh_step),
+    ("cost_quality_tables", _cost_quality_tables),
     ("contested", contested.refresh_step),
     ("hierarchy_accuracy", hierarchy_accuracy.refresh_step),
     ("calibration", calibration.refresh_step),

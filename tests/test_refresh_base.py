@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from queries import reliability
+from queries import cost_quality, reliability
 from queries.connection import bulk_settings, bump_data_version, cache_key, memory, transaction
 from queries.demo import simulate, write_simulation
 from queries.demo_config import demo_config
@@ -82,7 +82,8 @@ def test_the_steps_beside_the_model_fit_write_what_they_would_after_it() -> None
     """Refresh fits Dawid-Skene on a thread from its "reliability" step to "reliability_tables", and the steps
     between run meanwhile, so none of them may read the model's tables. On a first refresh those tables do not
     exist yet: a step that read them would fail, or fall back and write other numbers than when every step
-    runs after the fit, as here on a copy of the same warehouse."""
+    runs after the fit, as here on a copy of the same warehouse. The cost-quality replay's fits run likewise
+    beside the soft labels; here they finish in their own step."""
     beside, after = memory(), memory()
     for con in (beside, after):
         with transaction(con):
@@ -98,7 +99,9 @@ def test_the_steps_beside_the_model_fit_write_what_they_would_after_it() -> None
                 # The model's tables name each item's consensus, so the items are built first here.
                 dict(STEPS)["items"](after, context)
                 reliability.refresh_step(after, context)
-            elif name not in ("items", "reliability_tables"):
+            elif name == "cost_quality":
+                cost_quality.refresh_step(after, context)
+            elif name not in ("items", "reliability_tables", "cost_quality_tables"):
                 step(after, context)
     listed = beside.execute("SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, 'd_')").fetchall()
     tables = [row[0] for row in listed]
