@@ -14,6 +14,8 @@ bucketed by item (a counting sort), each item's few answers are ordered by week,
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import duckdb
 import numba
 import numpy as np
@@ -78,13 +80,27 @@ def build(con: duckdb.DuckDBPyConnection, ds_items: str) -> None:
     del packed, answers
     start = compiled_sums.by_item(item, size, columns)
     del item
-    keys, sums = _cells(
-        start, columns["packed"], columns["cost"], profile, confidence, was_escalated, n_profiles, len(tiers),
-        len(stages), tier_bits, stage_bits,
-    )
-    del columns
+    args = (start, columns["packed"], columns["cost"], profile, confidence, was_escalated, n_profiles, len(tiers),
+            len(stages), tier_bits, stage_bits)
+    # Two halves of the items on two threads (the walk releases the GIL), their cells merged after: while the
+    # overview step walks, nothing else in the refresh runs.
+    middle = size // 2
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        second = pool.submit(_cells, *args, middle, size)
+        first = _cells(*args, 0, middle)
+        keys, sums = _merged(first, second.result())
+    del columns, args
     frame_writes.run_over(con, "_cells", _frame(keys, sums, first_day, n_profiles, tiers, stages), CELLS)
     con.execute("DROP TABLE _overview_profiles")
+
+
+def _merged(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of several walks, those with the same key added up."""
+    keys, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
+    stacked = np.concatenate([sums for _, sums in parts])
+    summed = np.zeros((keys.size, stacked.shape[1]))
+    np.add.at(summed, inverse, stacked)
+    return keys, summed
 
 
 def _frame(
@@ -141,10 +157,12 @@ def _add(
 @numba.njit(cache=True, nogil=True)
 def _cells(
     start: np.ndarray, packed: np.ndarray, cost: np.ndarray, profile: np.ndarray, confidence: np.ndarray,
-    escalated: np.ndarray, n_profiles: int, n_tiers: int, n_stages: int, tier_bits: int, stage_bits: int,
+    escalated: np.ndarray, n_profiles: int, n_tiers: int, n_stages: int, tier_bits: int, stage_bits: int, low: int,
+    high: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every cell's packed key and sums, from each item's answers (``start``: where each item's rows begin in
-    ``packed``, the answers' (day, tier, stage) keys, and ``cost``; both are reordered in place). A cell key packs
+    """Every cell's packed key and sums, from the answers of items [low, high) (``start``: where each item's rows
+    begin in ``packed``, the answers' (day, tier, stage) keys, and ``cost``; both are reordered in place). A cell
+    key packs
     (day, profile) and (tier slot, stage slot), a slot 0 for a cell that does not group by it, else 1 + the code
     (1 for NULL); an item without a profile (no consensus) takes profile n_profiles, which the profile table does
     not hold. A unit looks its (day, profile) up once in a hash map, and its groups' cells by slot in that pair's
@@ -152,14 +170,13 @@ def _cells(
     tier_slots, stage_slots = n_tiers + 2, n_stages + 2
     day_shift = tier_bits + stage_bits
     tier_mask, stage_mask = (1 << tier_bits) - 1, (1 << stage_bits) - 1
-    n_items = profile.size
     by_stage = np.zeros((n_stages + 1, 3))  # per stage code within a unit: answers, spend, costed answers
     pairs = Dict.empty(key_type=types.int64, value_type=types.int64)
     pair_cells = np.full((1 << 12, tier_slots * stage_slots), -1, dtype=np.int64)
     table = np.zeros((1 << 16, 7))
     keys = np.zeros(1 << 16, dtype=np.int64)
     used = 0
-    for it in range(n_items):
+    for it in range(low, high):
         low, high = start[it], start[it + 1]
         # The item's answers by (day, tier, stage): an insertion sort, as an item has a few dozen at most.
         for j in range(low + 1, high):
