@@ -392,7 +392,7 @@ def unit_groups(
     if grouping == "level":
         depths = space.ancestors.shape[0]
         levels = np.arange(1, depths + 1) if level is None else np.array([level] if level <= depths else [])
-        seen = np.array([space.at_level(own[0], lv) for lv in levels], dtype=np.int64).reshape(-1, n_values)
+        seen = np.array([space.at_level(own[0], lv) for lv in levels], dtype=np.int64).reshape(levels.size, n_values)
         passes = np.arange(levels.size)
         group = np.repeat(passes[:, None].astype(np.int32), first.size, axis=1)
         return UnitGroups(bounds, group, passes, seen, levels.astype(np.int64))
@@ -760,7 +760,9 @@ def _alpha_from(
     expected_nominal = (total * total - (by_value * by_value).sum(axis=1)) / (total - 1.0)
     # (by_value' delta2 by_value) per group and column, the product with delta2 as one matrix product.
     n_groups, n_values, n_columns = by_value.shape
-    spread = (by_value.transpose(0, 2, 1).reshape(-1, n_values) @ delta2).reshape(n_groups, n_columns, n_values)
+    spread = (by_value.transpose(0, 2, 1).reshape(n_groups * n_columns, n_values) @ delta2).reshape(
+        n_groups, n_columns, n_values
+    )
     expected_tree = (spread.transpose(0, 2, 1) * by_value).sum(axis=1) / (total - 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         nominal = np.where(expected_nominal > 0, 1.0 - observed_nominal / expected_nominal, np.nan)

@@ -333,6 +333,18 @@ def test_report_refuses_a_warehouse_never_refreshed(tmp_path: Path, capsys: pyte
         assert err.strip() == "labelgov: error: the analytics have not been computed yet: run `labelgov refresh` first"
 
 
+def test_refresh_and_report_of_an_empty_warehouse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A warehouse without a tree or answers refreshes to empty tables and reports its zeros, not an error."""
+    db = str(tmp_path / "empty.duckdb")
+    code, out, err = _run(capsys, "refresh", "--db", db)
+    assert code == 0 and err == "" and out.startswith("refreshed data version 0 as of no label tree yet: full")
+    code, out, err = _run(capsys, "report", "--db", db)
+    assert code == 0 and err == "" and out.startswith("items 0 · annotations 0")
+    assert "Krippendorff's alpha n/a (tree distance n/a)\n" in out
+    code, out, err = _run(capsys, "report", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["alpha"] is None
+
+
 def test_report_notes_new_data_only_when_there_is_some(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = _warehouse(tmp_path, capsys, ANSWERS)
     code, _, err = _run(capsys, "report", "--db", str(db))

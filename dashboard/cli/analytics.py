@@ -40,10 +40,8 @@ def refresh_command(db: str | None, full: bool, as_of: str | None) -> None:
         chosen = "latest" if as_of == "latest" else int(as_of)
     with connect(db) as con:
         report = refresh(con, full=full, as_of=chosen, record=audit_recorder(current_user()))
-    click.echo(
-        f"refreshed data version {report.data_version} as of tree v{report.as_of_version}: {_modes(report)}"
-        f" in {report.seconds:.1f} s"
-    )
+    tree = "no label tree yet" if report.as_of_version is None else f"tree v{report.as_of_version}"
+    click.echo(f"refreshed data version {report.data_version} as of {tree}: {_modes(report)} in {report.seconds:.1f} s")
     for step in report.steps:
         click.echo(f"  {step.step:<20}{step.mode:<14}{step.seconds:>8.2f} s   peak {step.peak_gb:.2f} GB")
 
@@ -73,7 +71,8 @@ def _print_headline(figures: dict[str, Any]) -> None:
         f" · gold {counts['gold_labels']:,}"
     )
     levels = ", ".join(f"L{k} {num(v)}" for k, v in figures["alpha_by_level"].items())
-    click.echo(f"Krippendorff's alpha {num(figures['alpha'])} (tree distance {num(figures['alpha_tree'])}; {levels})")
+    per_level = f"; {levels}" if levels else ""
+    click.echo(f"Krippendorff's alpha {num(figures['alpha'])} (tree distance {num(figures['alpha_tree'])}{per_level})")
     for method, accuracy in [*figures["accuracy_vs_gold"].items(), *figures["model_accuracy_vs_gold"].items()]:
         click.echo(f"accuracy vs gold   {method:<34}{pct(accuracy)}")
     click.echo(
