@@ -103,6 +103,24 @@ def load_answers(
     return version
 
 
+# Two top-level nodes, one with two leaves: the smallest tree with a coarse answer and siblings.
+SMALL_TREE = """
+taxonomy: t
+nodes:
+  a: {children: {a1: {}, a2: {}}}
+  b: {}
+"""
+
+
+def rows_apart(con: duckdb.DuckDBPyConnection, stored: str, reference: str) -> tuple[int, int, int]:
+    """A stored table checked against the query that states it: the rows of query ``stored`` missing from
+    ``reference`` and the other way round, as multisets, and ``reference``'s rows."""
+    stored, reference = f"SELECT * FROM ({stored})", f"SELECT * FROM ({reference})"
+    extra = con.execute(f"SELECT count(*) FROM ({stored} EXCEPT ALL {reference})").fetchone()[0]
+    missing = con.execute(f"SELECT count(*) FROM ({reference} EXCEPT ALL {stored})").fetchone()[0]
+    return extra, missing, con.execute(f"SELECT count(*) FROM ({reference})").fetchone()[0]
+
+
 FACE_CODES = {"0": "neutral", "1": "happy", "2": "sad", "3": "angry"}
 
 

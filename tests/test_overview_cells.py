@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -11,7 +10,7 @@ import pandas as pd
 
 from queries.connection import connect, memory
 from queries.refresh import refresh
-from tests.conftest import load_answers
+from tests.conftest import SMALL_TREE, load_answers, rows_apart
 
 # The cells as a query says them: the answers of each (week, item), of each (week, item, tier), and so on, are one
 # row of ``w``; a cell counts its rows as items. Source and segment are the item's, as the live filters read them.
@@ -37,21 +36,9 @@ COLUMNS = (
 
 
 def _differences(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
-    """Rows only in the stored cells, rows only in the reference, and the reference's rows."""
-    con.execute("CREATE OR REPLACE TEMP TABLE _reference AS " + REFERENCE)
-    stored = "SELECT " + COLUMNS + " FROM d_overview_cells"
-    reference = "SELECT " + COLUMNS + " FROM _reference"
-    extra = con.execute(f"SELECT count(*) FROM ({stored} EXCEPT ALL {reference})").fetchone()[0]
-    missing = con.execute(f"SELECT count(*) FROM ({reference} EXCEPT ALL {stored})").fetchone()[0]
-    return extra, missing, con.execute("SELECT count(*) FROM _reference").fetchone()[0]
-
-
-TREE = """
-taxonomy: t
-nodes:
-  a: {children: {a1: {}, a2: {}}}
-  b: {}
-"""
+    return rows_apart(
+        con, "SELECT " + COLUMNS + " FROM d_overview_cells", "SELECT " + COLUMNS + " FROM (" + REFERENCE + ")"
+    )
 
 
 def test_cells_equal_the_grouping_sets_on_awkward_answers() -> None:
@@ -73,7 +60,7 @@ def test_cells_equal_the_grouping_sets_on_awkward_answers() -> None:
     )
     answers.loc[answers["item_id"] == "7", "cost"] = None  # one item's spend stated nowhere
     con = memory()
-    load_answers(con, TREE, answers)
+    load_answers(con, SMALL_TREE, answers)
     con.execute("UPDATE annotators SET tier = CASE annotator_id WHEN 'u1' THEN 'gold' WHEN 'u2' THEN 'silver' "
                 "WHEN 'u3' THEN 'gold' ELSE NULL END")
     con.execute("UPDATE items SET source = CASE WHEN item_id < '2' THEN 'web' WHEN item_id < '5' THEN 'app' END, "
@@ -90,9 +77,7 @@ def test_cells_equal_the_grouping_sets_on_awkward_answers() -> None:
     assert rows > 50 and all(k > 0 for k in kinds), kinds
 
 
-def test_cells_equal_the_grouping_sets_on_the_demo(small_demo: Path, tmp_path: Path) -> None:
-    db = tmp_path / "demo.duckdb"
-    shutil.copy(small_demo, db)
-    with connect(db) as con:
+def test_cells_equal_the_grouping_sets_on_the_demo(small_demo: Path) -> None:
+    with connect(small_demo, read_only=True) as con:
         extra, missing, rows = _differences(con)
     assert (extra, missing) == (0, 0) and rows > 1000
