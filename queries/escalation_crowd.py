@@ -1,9 +1,10 @@
-"""Each item's crowd view before escalation, and its spend and time span, in one compiled walk over its answers.
+"""Each item's crowd view before escalation, the label after it, its spend and time span, in one compiled walk.
 
 The escalation outcome table needs, per answered item: the plurality of its ``initial`` answers (ties to the node
-first in tree order) and that node's share of them, how many there were, the spend of the crowd, of the experts
-(``escalated`` and ``adjudication`` answers) and in all, and the item's first and last answer. In SQL these were
-two aggregations of every answer, by (item, node) and by item: about half of the outcome table's 3.7 s at ten
+first in tree order) and that node's share of them, how many there were, the expert's label (the latest
+``adjudication`` answer, else the latest ``escalated`` one) and who gave it, the spend of the crowd, of the
+experts and in all, and the item's first and last answer. In SQL these were two aggregations of every answer, by
+(item, node) and by item, and a sort of the experts' answers: more than half of the outcome table's 3.7 s at ten
 million answers. Here the answers are grouped by item (compiled_sums.by_item) and each item's are walked once.
 """
 
