@@ -25,8 +25,10 @@ many filters, and the results of every page function served from here with the S
 
 from __future__ import annotations
 
+import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, TypeVar
@@ -83,6 +85,22 @@ class AnswerArrays:
 _enabled = False
 _held: tuple[tuple[str, str], AnswerArrays] | None = None
 _lock = threading.Lock()
+# The warehouse's file and data version as one page question read them at its start (see pinned).
+_pinned: contextvars.ContextVar[tuple[str | None, str] | None] = contextvars.ContextVar("pinned", default=None)
+
+
+@contextmanager
+def pinned(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Within the block, lookups of the held answers and of what is kept beside them take the warehouse's file
+    and data version read once on entry, instead of a statement each: a filtered drift page made seven, at 2-3
+    ms apiece. The block's questions then also see one version of the data throughout. Only for questions on
+    ``con``'s warehouse; a worker thread sees the pin when it runs in a copy of the caller's context
+    (``contextvars.copy_context().run``)."""
+    token = _pinned.set(file_and_cache_key(con) if _enabled else None)
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
 
 
 def enable() -> None:
@@ -146,7 +164,7 @@ def kept(con: duckdb.DuckDBPyConnection, name: str, compute: Callable[[], T]) ->
 def _arrays(con: duckdb.DuckDBPyConnection, fetch: bool = True) -> AnswerArrays | None:
     """The arrays of this warehouse file and version; fetched when not held yet, unless ``fetch`` is False."""
     global _held
-    path, version = file_and_cache_key(con)
+    path, version = _pinned.get() or file_and_cache_key(con)
     if path is None:
         return None
     key = (path, version)

@@ -46,6 +46,7 @@ Definitions:
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -923,9 +924,11 @@ def drift_alerts(
     """Every alerting drift in ranked order (see the module notes), at most ``limit``."""
     if _no_window_after_reference(f, reference_weeks):
         return _no_alerts()
-    alerts = _stored_or_live(
-        con, f, reference_weeks, "alerts", lambda: _alerts(con, _frames(con, f, reference_weeks, parallel=True)[1])
-    )
+    def live() -> pd.DataFrame:
+        with answer_arrays.pinned(con):
+            return _alerts(con, _frames(con, f, reference_weeks, parallel=True)[1])
+
+    alerts = _stored_or_live(con, f, reference_weeks, "alerts", live)
     return alerts[ALERT_COLUMNS].head(limit).reset_index(drop=True)
 
 
@@ -969,8 +972,10 @@ def drift_report(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: in
     if _refreshed_answer(con, f, reference_weeks, *STORED):
         stored = {key: con.execute("SELECT * FROM " + table).df() for key, table in STORED.items()}  # noqa: S608 - table names from STORED
         return DriftReport(**stored, reference=_window(_stored_reference_end(con), reference_weeks))
-    end, frames = _frames(con, f, reference_weeks, parallel=True)
-    return DriftReport(**frames, alerts=_alerts(con, frames), reference=_window(end, reference_weeks))
+    with answer_arrays.pinned(con):
+        end, frames = _frames(con, f, reference_weeks, parallel=True)
+        alerts = _alerts(con, frames)
+    return DriftReport(**frames, alerts=alerts, reference=_window(end, reference_weeks))
 
 
 def _stored_reference_end(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
@@ -1035,7 +1040,8 @@ def _frames(
     with ThreadPoolExecutor(max_workers=3) as pool, con.cursor() as cursor:
         answers = pool.submit(ordered)
         labels = pool.submit(lambda: label_views(answers.result()))
-        agree = pool.submit(lambda: agreement_on(cursor, answers.result()))
+        # In a copy of this context: the agreement's lookups of kept tables see the caller's pinned version.
+        agree = pool.submit(contextvars.copy_context().run, lambda: agreement_on(cursor, answers.result()))
         return end, {**the_others(), **labels.result(), **agree.result()}
 
 

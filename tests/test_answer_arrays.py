@@ -196,3 +196,34 @@ def test_kept_tables_wait_for_a_filtered_question(small_demo: Path, in_memory: N
         agreement.fetch(con, Filters(tiers=("expert",)))  # a filtered question holds the arrays
         assert answer_arrays.kept(con, "probe", compute) == 3
         assert answer_arrays.kept(con, "probe", compute) == 3
+
+
+def test_a_pinned_drift_page_reads_the_data_version_once_and_keeps_it(
+    small_demo: Path, tmp_path: Path, in_memory: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a pin, every lookup of the held answers (in the page's worker threads too) takes the version read on
+    entry: one statement instead of one per lookup, and one version of the data for the whole question even when
+    a write lands meanwhile."""
+    copy = tmp_path / "w.duckdb"
+    shutil.copy(small_demo, copy)
+    with connect(copy) as con:
+        f = _cases(con)[1]
+        expected = drift.drift_report(con, f)  # the arrays are held and the tables kept from here on
+        reads: list[int] = []
+        original = answer_arrays.file_and_cache_key
+
+        def counted(c: object) -> tuple[str | None, str]:
+            reads.append(1)
+            return original(c)
+
+        monkeypatch.setattr(answer_arrays, "file_and_cache_key", counted)
+        got = drift.drift_report(con, f)
+        assert len(reads) == 1
+        pd.testing.assert_frame_equal(got.alerts, expected.alerts)
+        with answer_arrays.pinned(con):
+            bump_data_version(con)  # another version of the data from here on
+            pinned = agreement.fetch(con, f, "week")
+        assert answer_arrays._held is not None and pinned.presorted
+        assert len(reads) == 2  # the pin's own read; the bumped version is not seen inside the block
+        agreement.fetch(con, f, "week")
+        assert len(reads) == 3  # outside the block the version is read again, and the arrays refetched
