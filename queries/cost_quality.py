@@ -17,7 +17,7 @@ Today's point and the escalation what-if are per-item outcomes, so any filter on
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
@@ -221,26 +221,23 @@ GROUP BY a.annotator_id
 """
 
 
-def start_refresh(con: duckdb.DuckDBPyConnection) -> Future[pd.DataFrame]:
-    """Read the replay's answers and start its Dawid-Skene fits on a thread of their own: they are small fits that
-    leave cores partly idle, as does the soft-label step, which refresh runs meanwhile (finish_refresh stores
-    the replay). Full: the replay draws a fresh sample over all gold items and Dawid-Skene is a global model."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    replayed = pool.submit(_replay_call(con, METHODS, MAX_K, SEED, DEFAULT_POOL))
-    pool.shutdown(wait=False)  # the thread ends with the replay; the future keeps its result
-    return replayed
+def refresh_work(con: duckdb.DuckDBPyConnection) -> Callable[[], pd.DataFrame]:
+    """The stored replay as a call that needs the connection no more: its ten small Dawid-Skene fits leave
+    cores partly idle, as does the soft-label step, which refresh runs beside them. Full: the replay draws a
+    fresh sample over all gold items and Dawid-Skene is a global model."""
+    return _replay_call(con, METHODS, MAX_K, SEED, DEFAULT_POOL)
 
 
-def finish_refresh(con: duckdb.DuckDBPyConnection, replayed: Future[pd.DataFrame]) -> str:
-    """Wait for the replay start_refresh began and store it, with the per-annotator cost and quality."""
-    _store_replay(con, replayed.result(), "d_cost_quality_items")
+def refresh_store(con: duckdb.DuckDBPyConnection, scored: pd.DataFrame) -> str:
+    """Store the replay, with the per-annotator cost and quality."""
+    _store_replay(con, scored, "d_cost_quality_items")
     con.execute("CREATE OR REPLACE TABLE d_cost_quality_annotators AS " + ANNOTATOR_SQL.replace("{where}", "TRUE"))
     return "full"
 
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    """Both halves at once; refresh itself runs them apart, with the soft labels between them."""
-    return finish_refresh(con, start_refresh(con))
+    """Both halves at once; refresh itself runs the replay on a thread beside the soft labels."""
+    return refresh_store(con, refresh_work(con)())
 
 
 def _store_replay(con: duckdb.DuckDBPyConnection, scored: pd.DataFrame, table: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,22 +84,28 @@ def _items(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     return "full"
 
 
-def _reliability_fit(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    ctx.pending["reliability"] = reliability.start_refresh(con)
-    return "full"
+def _started(key: str, work: Callable[[duckdb.DuckDBPyConnection], Callable[[], Any]]) -> Step:
+    """A step that reads its inputs (``work``) and runs the rest on a thread of its own, for the step _finished
+    makes to store: the work is compiled passes and numpy that release the GIL, and the steps between take the
+    core it leaves idle. Those steps must read none of the tables the work's results become."""
+
+    def step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+        call = work(con)
+        pool = ThreadPoolExecutor(max_workers=1)
+        ctx.pending[key] = pool.submit(call)
+        pool.shutdown(wait=False)  # the thread ends with the work; the future keeps its result
+        return "full"
+
+    return step
 
 
-def _reliability_tables(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    return reliability.finish_refresh(con, ctx.pending.pop("reliability"))
+def _finished(key: str, store: Callable[[duckdb.DuckDBPyConnection, Any], str]) -> Step:
+    """The step that waits for _started's work and stores its result."""
 
+    def step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
+        return store(con, ctx.pending.pop(key).result())
 
-def _cost_quality_replay(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    ctx.pending["cost_quality"] = cost_quality.start_refresh(con)
-    return "full"
-
-
-def _cost_quality_tables(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
-    return cost_quality.finish_refresh(con, ctx.pending.pop("cost_quality"))
+    return step
 
 
 # The shape of the derived tables: change it whenever a step adds, drops or reshapes a table, so that
@@ -113,15 +119,15 @@ DERIVED_LAYOUT = "2026-12-07.5"
 # cost-quality replay's small fits run likewise beside the soft labels, whose walk leaves a core partly idle.
 STEPS: list[tuple[str, Step]] = [
     ("base", _base),
-    ("reliability", _reliability_fit),
+    ("reliability", _started("reliability", reliability.refresh_work)),
     ("items", _items),
     ("escalation", escalation.refresh_step),
     ("data_quality", data_quality.refresh_step),
-    ("reliability_tables", _reliability_tables),
+    ("reliability_tables", _finished("reliability", reliability.refresh_store)),
     ("overview", overview.refresh_step),
-    ("cost_quality", _cost_quality_replay),
+    ("cost_quality", _started("cost_quality", cost_quality.refresh_work)),
     ("soft_labels", soft_labels.refresh_step),
-    ("cost_quality_tables", _cost_quality_tables),
+    ("cost_quality_tables", _finished("cost_quality", cost_quality.refresh_store)),
     ("contested", contested.refresh_step),
     ("hierarchy_accuracy", hierarchy_accuracy.refresh_step),
     ("calibration", calibration.refresh_step),

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -241,23 +241,19 @@ def _write(con: duckdb.DuckDBPyConnection, res: DSResult) -> None:
         frame_writes.run_over(con, name, frame, sql)
 
 
-def start_refresh(con: duckdb.DuckDBPyConnection) -> Future[DSResult | None]:
-    """Read the newest tree version's answers and start the global model's fit on a thread of its own.
+def refresh_work(con: duckdb.DuckDBPyConnection) -> Callable[[], DSResult | None]:
+    """The global model's fit of the newest tree version's answers, as a call that needs the connection no more.
 
     The fit is compiled passes and numpy that release the GIL, and it leaves a core partly idle (its M-step
-    and model build run on one); refresh runs the steps that read none of its tables meanwhile, and then
-    finish_refresh waits for it and writes them."""
+    and model build run on one): refresh runs it on a thread beside the steps that read none of its tables,
+    and then refresh_store writes them."""
     row = first_row(con.execute("SELECT max(tree_version) FROM d_answers"))
     call = _fit_call(con, int(row[0])) if row and row[0] is not None else None
-    pool = ThreadPoolExecutor(max_workers=1)
-    fit = pool.submit(call if call is not None else lambda: None)
-    pool.shutdown(wait=False)  # the thread ends with the fit; the future keeps its result
-    return fit
+    return call if call is not None else lambda: None
 
 
-def finish_refresh(con: duckdb.DuckDBPyConnection, fit: Future[DSResult | None]) -> str:
-    """Wait for the fit start_refresh began and store the model's tables and the per-annotator views."""
-    res = fit.result()
+def refresh_store(con: duckdb.DuckDBPyConnection, res: DSResult | None) -> str:
+    """Store the model's tables and the per-annotator views."""
     if res is None:
         con.execute(EMPTY_TABLES)
     else:
@@ -271,8 +267,8 @@ def finish_refresh(con: duckdb.DuckDBPyConnection, fit: Future[DSResult | None])
 
 def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Refit the global model on the newest tree version's answers; always a full recomputation. Refresh
-    itself runs the two halves apart, with other steps between them."""
-    return finish_refresh(con, start_refresh(con))
+    itself runs the fit on a thread, with other steps beside it."""
+    return refresh_store(con, refresh_work(con)())
 
 
 # --- page functions ----------------------------------------------------------------------------------
