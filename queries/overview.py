@@ -298,7 +298,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     """Global numbers (the period ends at the newest answer), so always in full; reads the Dawid-Skene and
     escalation outcome tables, so it runs after their steps. The cells are written first: the tiles' period
     is found through them."""
-    overview_cells.build(con, _ds_items(con))
+    overview_cells.build(con, _per_item(con).confidence)
     result = _tiles(con, Filters())
     period = result.period.model_dump() if result.period is not None else dict.fromkeys(PERIOD_FIELDS)
     tiles = pd.DataFrame(
@@ -379,7 +379,7 @@ def _weekly_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     frame = con.execute(
         "WITH w AS (SELECT a.week, a.item_idx, count(*) AS n, sum(a.cost) AS cost FROM d_answers a WHERE "  # noqa: S608 - predicate from Filters.where, fixed relations
         + where + " GROUP BY ALL), "
-        "esc AS (SELECT DISTINCT x.item_idx FROM escalations e JOIN d_item_index x USING (item_id)) "
+        "esc AS (" + overview_cells.ESCALATED + ") "
         "SELECT w.week, count(*) AS items, sum(w.n) AS annotations, sum(w.cost) / count(*) AS cost_per_item, "
         "avg(d.ds_p) AS estimated_accuracy, avg(CASE WHEN esc.item_idx IS NULL THEN 0 ELSE 1 END) AS escalation_rate "
         "FROM w LEFT JOIN " + _ds_items(con) + " d USING (item_idx) LEFT JOIN esc USING (item_idx) "

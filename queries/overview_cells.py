@@ -36,6 +36,7 @@ SELECT a.item_idx, a.day,
 FROM d_answers a WHERE a.day IS NOT NULL
 """
 PROFILES = "CREATE OR REPLACE TEMP TABLE _overview_profiles AS " + item_profiles.PROFILES
+# The items the escalation log names: the overview's escalation rate counts these, stored or live.
 ESCALATED = "SELECT DISTINCT x.item_idx FROM escalations e JOIN d_item_index x USING (item_id)"
 CELLS = (
     "CREATE OR REPLACE TABLE " + TABLE + " AS "
@@ -49,8 +50,8 @@ CELLS = (
 ITEMS, ANSWERED, COST, COSTED, DS_SUM, DS_N, ESCALATED_ITEMS = range(7)
 
 
-def build(con: duckdb.DuckDBPyConnection, ds_items: str) -> None:
-    """Write the cells; ``ds_items`` is a relation of (item_idx, ds_p), empty before the model is fitted."""
+def build(con: duckdb.DuckDBPyConnection, confidence: np.ndarray) -> None:
+    """Write the cells; ``confidence`` is each item's Dawid-Skene confidence by item index, NaN for none."""
     tiers, stages = (
         list(con.execute(answer_arrays.DISTINCT.replace("{c}", column)).fetchall()[0][0] or [])  # fixed columns
         for column in ("tier", "stage")
@@ -58,14 +59,12 @@ def build(con: duckdb.DuckDBPyConnection, ds_items: str) -> None:
     answers = arrays(con, ANSWERS, [tiers, stages])
     con.execute(PROFILES)
     items = arrays(con, item_profiles.of_items("_overview_profiles"))
-    ds = arrays(con, "SELECT item_idx, ds_p FROM " + ds_items + " WHERE ds_p IS NOT NULL")  # noqa: S608 - fixed relation
     escalated = arrays(con, ESCALATED)["item_idx"]
-    size = 1 + max(int(a.max(initial=-1)) for a in (answers["item_idx"], items["item_idx"], ds["item_idx"], escalated))
+    size = 1 + max(int(a.max(initial=-1)) for a in (answers["item_idx"], items["item_idx"], escalated))
     profile = np.full(size, -1, dtype=np.int64)
     profile[items["item_idx"]] = items["profile"]
     n_profiles = int(items["profile"].max(initial=-1)) + 1
-    confidence = np.full(size, np.nan)
-    confidence[ds["item_idx"]] = ds["ds_p"]
+    confidence = np.pad(confidence[:size], (0, max(size - confidence.size, 0)), constant_values=np.nan)
     was_escalated = np.zeros(size, dtype=np.bool_)
     was_escalated[escalated] = True
     first_day = int(answers["day"].min(initial=0))
