@@ -15,9 +15,9 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from queries import compiled_sums
+from queries import compiled_sums, soft_labels
 from queries.derived_base import as_of_version
-from queries.results import arrays, first_row
+from queries.results import arrays
 
 # Stands for a missing timestamp: below every real one.
 NO_TIME = np.iinfo(np.int64).min
@@ -31,7 +31,6 @@ SELECT a.item_idx, a.value_idx,
 FROM d_answers a WHERE {items}
 """
 ORDINALS = "SELECT value_idx, ordinal FROM d_nodes WHERE tree_version = ?"
-CHUNK_ITEMS = 125_000
 
 
 def table(con: duckdb.DuckDBPyConnection, items: str) -> pa.Table:
@@ -41,26 +40,25 @@ def table(con: duckdb.DuckDBPyConnection, items: str) -> pa.Table:
     the latest adjudication answer, else the latest escalated one; NULL without either), crowd_cost, expert_cost,
     total_cost, first_at and final_at.
 
-    Items are taken CHUNK_ITEMS at a time: refresh runs this beside the model fit, and every answer's columns at
-    once (and once more in item order) came to 600 MB over its memory budget."""
+    Items are taken a chunk at a time, as the soft labels take them (soft_labels.item_chunks): refresh runs this
+    beside the model fit, and every answer's columns at once (and once more in item order) came to 600 MB over
+    its memory budget."""
     version = as_of_version(con) or 0
     nodes = arrays(con, ORDINALS, [version])
-    top = first_row(con.execute("SELECT max(item_idx) FROM d_answers"))
-    top_item = int(top[0]) if top and top[0] is not None else -1
     sql = ANSWERS.replace("{items}", items + " AND a.item_idx >= ? AND a.item_idx < ?")
-    parts = [_chunk(con, sql, low, nodes) for low in range(0, top_item + 1, CHUNK_ITEMS)]
+    parts = [_chunk(con, sql, low, high, nodes) for low, high in soft_labels.item_chunks(con)]
     return pa.concat_tables([_rows(*part, version) for part in parts]) if parts else _rows(*_empty(), version)
 
 
 def _chunk(
-    con: duckdb.DuckDBPyConnection, sql: str, low: int, nodes: dict[str, np.ndarray]
+    con: duckdb.DuckDBPyConnection, sql: str, low: int, high: int, nodes: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The answered items of [low, low + CHUNK_ITEMS) and _walk's arrays for them."""
-    answers = arrays(con, sql, [int(NO_TIME), low, low + CHUNK_ITEMS])
+    """The answered items of [low, high) and _walk's arrays for them."""
+    answers = arrays(con, sql, [int(NO_TIME), low, high])
     n_values = 1 + max(int(answers["value_idx"].max(initial=-1)), int(nodes["value_idx"].max(initial=-1)))
     ordinal = np.full(n_values, np.iinfo(np.int64).max, dtype=np.int64)
     ordinal[nodes["value_idx"]] = nodes["ordinal"]
-    start = compiled_sums.by_item(answers.pop("item_idx") - low, CHUNK_ITEMS, answers)
+    start = compiled_sums.by_item(answers.pop("item_idx") - low, high - low, answers)
     walked = _walk(start, *(answers.pop(c) for c in ("value_idx", "stage", "annotator_idx", "cost", "at")), ordinal)
     item = np.flatnonzero(start[1:] > start[:-1])
     return item + low, tuple(column[item] for column in walked)

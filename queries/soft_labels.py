@@ -440,12 +440,12 @@ def _posterior_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return str(row[0]) if row else "none"
 
 
-# Items per pass of the array maths: memory stays bounded by a chunk's rows rather than the warehouse's,
-# at the price of one more narrow scan of d_answers per chunk.
+# Items per pass of the array maths (here and in escalation_crowd's walk): memory stays bounded by a chunk's
+# rows rather than the warehouse's, at the price of one more narrow scan of d_answers per chunk.
 CHUNK_ITEMS = 125_000
 
 
-def _item_chunks(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+def item_chunks(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
     """Item index ranges [low, high) covering every item, in order, so each table is written in item order."""
     row = first_row(con.execute("SELECT coalesce(max(item_idx), -1) + 1 FROM d_item_index"))
     top = int(row[0]) if row else 0
@@ -494,7 +494,7 @@ def refresh_step(con: duckdb.DuckDBPyConnection, ctx: RefreshContext) -> str:
     groups = item_groups(con)
     in_chunk = "a.item_idx >= ? AND a.item_idx < ?"
     with ThreadPoolExecutor(max_workers=1) as pool:
-        for n, (low, high) in enumerate(_item_chunks(con)):
+        for n, (low, high) in enumerate(item_chunks(con)):
             chunk = [low, high]
             # One fetch split by tier serves both passes; the all-tier pass adds the tiers up.
             answers = _weight_rows(con, _answer_weights(scope + " AND " + in_chunk, by_tier=True), chunk, tiers)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from queries import escalation_crowd
+from queries import soft_labels
 from queries.connection import connect, memory
 from queries.refresh import refresh
 from tests.conftest import SMALL_TREE, load_answers, rows_apart
@@ -53,11 +53,11 @@ def _differences(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
     return rows_apart(con, STORED, REFERENCE)
 
 
-@pytest.mark.parametrize("chunk", [escalation_crowd.CHUNK_ITEMS, 7])
+@pytest.mark.parametrize("chunk", [soft_labels.CHUNK_ITEMS, 7])
 def test_outcomes_equal_the_sql_aggregations_on_awkward_answers(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tied votes, items without initial or expert answers, adjudications beside escalated answers, NULL costs
     and timestamps, an item whose every cost and timestamp is missing; in one chunk of items and in several."""
-    monkeypatch.setattr(escalation_crowd, "CHUNK_ITEMS", chunk)
+    monkeypatch.setattr(soft_labels, "CHUNK_ITEMS", chunk)
     rng = np.random.default_rng(5)
     n = 500
     created = pd.Timestamp("2026-01-05") + pd.to_timedelta(rng.permutation(n) * 7, unit="min")

@@ -426,7 +426,7 @@ def test_refresh_in_item_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch)
     rebuild(con, full=True, since_batch=0)
     whole = {t: con.execute("SELECT * FROM " + t + " ORDER BY ALL").df() for t in soft_labels.TABLES}
     monkeypatch.setattr(soft_labels, "CHUNK_ITEMS", 7)
-    assert len(soft_labels._item_chunks(con)) == 5
+    assert len(soft_labels.item_chunks(con)) == 5
     rebuild(con, full=True, since_batch=0)
     for table, before in whole.items():
         pd.testing.assert_frame_equal(before, con.execute("SELECT * FROM " + table + " ORDER BY ALL").df())
