@@ -189,27 +189,12 @@ def _compress(keep: np.ndarray, column: np.ndarray, out: np.ndarray) -> None:
 def by_item(item: np.ndarray, n_items: int, columns: dict[str, np.ndarray]) -> np.ndarray:
     """Group rows by item, for walks that take an item's answers together out of a table stored in no order:
     returns where each item's rows start (``n_items`` + 1 bounds) and replaces each of ``columns`` by its rows in
-    that order. A counting sort (two passes over the items) where sorting ten million keys took ten times as
-    long; the columns are reordered one at a time, so that only one exists twice (refresh runs this beside the
-    model fit, under its memory budget)."""
+    that order. A counting sort (see group_order); the columns are reordered one at a time, so that only one
+    exists twice (refresh runs this beside the model fit, under its memory budget)."""
     order = np.empty(item.size, dtype=np.int32 if item.size < np.iinfo(np.int32).max else np.int64)
-    start = _item_order(_codes(item), n_items, order)
+    start = _counting_sort(_codes(item), 0, n_items, order)
     for name in list(columns):
         columns[name] = np.take(columns[name], order)
-    return start
-
-
-@numba.njit(cache=True, nogil=True)
-def _item_order(item: np.ndarray, n_items: int, order: np.ndarray) -> np.ndarray:
-    start = np.zeros(n_items + 1, dtype=np.int64)
-    for i in range(item.size):
-        start[item[i] + 1] += 1
-    for k in range(n_items):
-        start[k + 1] += start[k]
-    fill = start[:-1].copy()
-    for i in range(item.size):
-        order[fill[item[i]]] = i
-        fill[item[i]] += 1
     return start
 
 
@@ -973,26 +958,30 @@ def _period_items(
 
 def group_order(key: np.ndarray) -> np.ndarray:
     """The stable permutation that sorts rows by an integer key of a small range (item indices): a counting
-    sort, linear where a comparison sort of millions of keys is not."""
-    return _group_order(_int64(key))
+    sort, linear where a comparison sort of millions of keys is not (ten times as long at ten million)."""
+    key = _int64(key)
+    order = np.empty(key.size, dtype=np.int64)
+    if key.size:
+        low = int(key.min())
+        _counting_sort(key, low, int(key.max()) - low + 1, order)
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
-def _group_order(key: np.ndarray) -> np.ndarray:
-    if key.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    low, high = key.min(), key.max()
-    start = np.zeros(high - low + 2, dtype=np.int64)
+def _counting_sort(key: np.ndarray, low: int, n_keys: int, order: np.ndarray) -> np.ndarray:
+    """Writes into ``order`` the rows by key (each ``key - low`` in [0, n_keys)), stably; returns where each
+    key's rows start, then the number of rows."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
     for x in key:
         start[x - low + 1] += 1
-    for i in range(1, start.size):
-        start[i] += start[i - 1]
-    order = np.empty(key.size, dtype=np.int64)
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    fill = start[:-1].copy()
     for r in range(key.size):
         at = key[r] - low
-        order[start[at]] = r
-        start[at] += 1
-    return order
+        order[fill[at]] = r
+        fill[at] += 1
+    return start
 
 
 def group_sums(
