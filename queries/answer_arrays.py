@@ -11,13 +11,13 @@ Questions that read a few columns once (counts, medians, an item scope) take the
 (``in_scope``) and walk them in compiled loops; those that sort or group many (agreement, drift) take copies of
 the rows the filter keeps (``filtered``).
 
-The cost is memory: 40 to 49 bytes per answer, as the columns' ranges allow (410 MB for the large demo's ten
-million; the stated confidence, the duration and the cost, doubles so that moments, medians and sums equal the
-SQL ones, are 24 of them), plus a byte per answer for each of the last few filters' masks, in the process that
-enables it, and a few seconds for the first filtered question after each change of the data. So it is off unless
-a process turns it on (``enable``): a command that asks one question would pay the build for nothing, and
-refresh, which computes everything unfiltered under a memory budget, never uses it. Warehouses in memory have no
-file to key them on and are not cached.
+The cost is memory: 33 to 49 bytes per answer, as the columns' ranges allow (340 MB for the large demo's ten
+million; the duration and the cost, doubles so that medians and sums equal the SQL ones, are 16 of them, and
+the stated confidence 8 more unless it takes at most 256 distinct values), plus a byte per answer for each of
+the last few filters' masks, in the process that enables it, and a few seconds for the first filtered question
+after each change of the data. So it is off unless a process turns it on (``enable``): a command that asks one
+question would pay the build for nothing, and refresh, which computes everything unfiltered under a memory
+budget, never uses it. Warehouses in memory have no file to key them on and are not cached.
 
 ``mask`` mirrors Filters.where field by field (a NULL never matches a condition); tests compare the two on
 many filters, and the results of every page function served from here with the SQL ones.
@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
+import pandas as pd
 
 from queries import compiled_sums
 from queries.connection import file_and_cache_key
@@ -72,6 +73,8 @@ class AnswerArrays:
     columns: dict[str, np.ndarray]  # item_idx, v, day, annotator_idx, created, confidence (NaN: none stated),
     # duration (NaN: not timed), cost (NaN: none stated), source_version and the CODED
     dictionaries: dict[str, list[str]]  # per CODED column: its values in code order (code 1 is the first)
+    # The distinct confidences when ``confidence`` holds positions in them (see build); None: it holds doubles.
+    confidence_levels: np.ndarray | None
     # What ``kept`` computed for this version of the data, by name; also each branch's item table, since a page
     # asks for several periods or groupings of the same branch.
     kept: dict[str, Any] = dataclass_field(default_factory=dict)
@@ -117,10 +120,11 @@ def filtered(
     other than the week."""
     if window not in (None, "week"):
         return None
-    scope = in_scope(con, f)
+    scope = _scope(con, f)
     if scope is None:
         return None
-    columns, keep = scope
+    held, keep = scope
+    columns = held.columns
     if window is not None:
         keep &= columns["day"] != NO_DAY
     names = [
@@ -130,16 +134,24 @@ def filtered(
         *(["annotator_idx"] if annotator else []),
         *(["confidence"] if confidence else []),
     ]
-    return dict(zip(names, compiled_sums.compress(keep, [columns[name] for name in names]), strict=True))
+    rows = dict(zip(names, compiled_sums.compress(keep, [columns[name] for name in names]), strict=True))
+    if confidence and held.confidence_levels is not None:
+        rows["confidence"] = compiled_sums.looked_up(held.confidence_levels, rows["confidence"])
+    return rows
 
 
 def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     """Every held column and the mask of the answers ``f`` keeps, for a question that reads a few columns once
     and need not copy them out; None where ``filtered`` is None. The columns are shared: read-only."""
+    scope = _scope(con, f)
+    return None if scope is None else (scope[0].columns, scope[1])
+
+
+def _scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[AnswerArrays, np.ndarray] | None:
     if not _enabled or f.is_empty():
         return None
     held = _arrays(con)
-    return None if held is None else (held.columns, mask(con, held, f))
+    return None if held is None else (held, mask(con, held, f))
 
 
 def holds(con: duckdb.DuckDBPyConnection) -> bool:
@@ -195,7 +207,14 @@ def build(con: duckdb.DuckDBPyConnection) -> AnswerArrays:
     order = np.argsort(key)
     del key, day
     columns = {name: _narrow(column[order]) for name, column in raw.items()}
-    return AnswerArrays(columns, dictionaries)
+    codes, levels = pd.factorize(columns["confidence"], use_na_sentinel=False)
+    if levels.size > np.iinfo(np.uint8).max + 1:
+        return AnswerArrays(columns, dictionaries, None)
+    # Confidences are stated on a coarse scale (twenty steps in the demo): held as a byte each, a position in
+    # their distinct values. A filtered drift question copied the kept rows' doubles, its widest column, in
+    # more time than all its other columns together.
+    columns["confidence"] = codes.astype(np.uint8)
+    return AnswerArrays(columns, dictionaries, np.asarray(levels, dtype=np.float64))
 
 
 def _narrow(column: np.ndarray) -> np.ndarray:

@@ -173,6 +173,38 @@ def test_arrays_follow_a_change_of_the_data(small_demo: Path, tmp_path: Path, in
     assert after.item.size == before.item.size - int((before.item == gone).sum())
 
 
+def _stated(fetched: agreement.Fetched) -> np.ndarray:
+    """Each fetched answer's stated confidence, in the order of _rows."""
+    keys = [fetched.item, fetched.value, fetched.day, fetched.annotator, fetched.confidence]
+    order = np.lexsort([np.asarray(c) for c in keys[::-1]])
+    return np.asarray(fetched.confidence)[order]
+
+
+def test_stated_confidences_are_held_as_codes_on_a_coarse_scale_and_as_doubles_on_a_fine_one(
+    small_demo: Path, tmp_path: Path, in_memory: None
+) -> None:
+    copy = tmp_path / "w.duckdb"
+    shutil.copy(small_demo, copy)
+    for fine in (False, True):
+        if fine:  # more distinct confidences than a byte can number
+            with connect(copy) as con:
+                con.execute("UPDATE d_answers SET confidence = round(random(), 6) WHERE confidence IS NOT NULL")
+                bump_data_version(con)
+        with connect(copy, read_only=True) as con:
+            for f in _cases(con)[:5]:
+                held = agreement.fetch(con, f, "week", annotator=True, confidence=True)
+                assert held.presorted
+                answer_arrays._enabled = False
+                live = agreement.fetch(con, f, "week", annotator=True, confidence=True)
+                answer_arrays._enabled = True
+                np.testing.assert_array_equal(_stated(held), _stated(live), err_msg=f"{f} fine={fine}")
+                frames = _held_and_live(lambda f=f: drift.drift_report(con, f).confidence)
+                pd.testing.assert_frame_equal(*frames, obj=f"{f} fine={fine}")
+            levels = answer_arrays._arrays(con).confidence_levels
+            assert (levels is None) == fine
+            assert fine or np.isnan(levels).sum() == 1
+
+
 def test_warehouses_in_memory_and_unfiltered_questions_are_not_held(in_memory: None) -> None:
     con = memory()
     con.execute("CREATE TABLE d_answers AS SELECT 1 AS item_idx, CAST(1 AS SMALLINT) AS value_idx")
