@@ -208,9 +208,31 @@ class Answers:
     item: np.ndarray
     value: np.ndarray
     day: np.ndarray | None
+    # The answers of each row when runs of equal item, day and value are one row (see runs); None: one each.
+    weight: np.ndarray | None = None
 
     def where(self, keep: np.ndarray) -> Answers:
-        return Answers(self.item[keep], self.value[keep], None if self.day is None else self.day[keep])
+        return Answers(
+            self.item[keep],
+            self.value[keep],
+            None if self.day is None else self.day[keep],
+            None if self.weight is None else self.weight[keep],
+        )
+
+    def runs(self) -> Answers:
+        """The same answers with each run of equal item, day and value as one row (compiled_sums.runs): what the
+        compiled walks over units read (summed_table, drift's label counts), in half the rows."""
+        if self.weight is not None:
+            return self
+        item, day, value, weight = compiled_sums.runs(self.item, self.day, self.value)
+        return Answers(item, value, day, weight)
+
+    def each(self) -> Answers:
+        """One row per answer again: the patterns of bootstrap replicates count rows."""
+        if self.weight is None:
+            return self
+        columns = (self.item, self.value, self.day)
+        return Answers(*(None if c is None else np.repeat(c, self.weight) for c in columns))
 
 
 def scan(con: duckdb.DuckDBPyConnection, f: Filters, window: str | None = "week") -> Answers:
@@ -603,12 +625,12 @@ def _summarised(
 ) -> pd.DataFrame:
     """Every statistic per group code: summed over units (summed_table) for analytic intervals, from patterns
     block by block (see _rows) for bootstrap replicates."""
-    tables = _bootstrapped(con, answers, space, grouping, replicates, metric, level) if replicates > 0 else []
+    tables = _bootstrapped(con, answers.each(), space, grouping, replicates, metric, level) if replicates > 0 else []
     if tables:
         table = pd.concat(tables, ignore_index=True)
     else:
         groups = unit_groups(con, answers, space, grouping, level)
-        table = summed_table(answers.value, groups, space, metric, alpha_only)
+        table = summed_table(answers, groups, space, metric, alpha_only)
     # In group code order, whichever path: bootstrap blocks hold one depth's branches or a range of weeks, and
     # the summed groups are numbered window-major.
     return table.sort_values("group", kind="stable", ignore_index=True)
@@ -862,11 +884,11 @@ def _frame(
 
 
 def summed_table(
-    value: np.ndarray, groups: UnitGroups, space: ValueSpace, metric: str = "nominal", alpha_only: bool = False
+    scanned: Answers, groups: UnitGroups, space: ValueSpace, metric: str = "nominal", alpha_only: bool = False
 ) -> pd.DataFrame:
-    """Every statistic per group code with the analytic interval, in two compiled passes over the units; with
-    ``alpha_only`` (drift reads nothing else) nominal alpha, its interval and the counts, the tree alpha and
-    Fleiss' kappa left NaN.
+    """Every statistic per group code with the analytic interval, in two compiled passes over the units of
+    ``scanned`` (the answers ``groups`` were found in, as runs or one a row); with ``alpha_only`` (drift reads
+    nothing else) nominal alpha, its interval and the counts, the tree alpha and Fleiss' kappa left NaN.
 
     The statistics and the influence of each unit are sums over units, so no pattern is needed: patterns pay
     for themselves only when bootstrap replicates reweight them, and hashing every unit into one cost more than
@@ -875,11 +897,12 @@ def summed_table(
     bootstrap over units converges to, see the module notes) and the modal units' counts for Fleiss' kappa.
     """
     n_groups = groups.codes.size
-    width = int(np.diff(groups.bounds).max()) + 1 if groups.bounds.size > 1 else 1
     if alpha_only and metric != "nominal":
         raise ValueError("alpha_only computes the nominal alpha's interval only")
+    value, weight = scanned.value, scanned.weight
+    width = compiled_sums.widest(groups.bounds, weight) + 1
     units, answers, observed, observed_tree, share, by_value, tally = compiled_sums.unit_sums(
-        value, groups.bounds, groups.group, groups.pass_row, groups.seen, n_groups, space.delta2, width,
+        value, weight, groups.bounds, groups.group, groups.pass_row, groups.seen, n_groups, space.delta2, width,
         not alpha_only,
     )
     nominal, tree = (
@@ -898,8 +921,8 @@ def summed_table(
         percent = share / units
     modal = tally.argmax(axis=1)
     first, second, n_chosen, chosen_share, chosen_value = compiled_sums.unit_spread(
-        value, groups.bounds, groups.group, groups.pass_row, groups.seen, metric == "tree", space.delta2, dot, terms,
-        modal, not alpha_only,
+        value, weight, groups.bounds, groups.group, groups.pass_row, groups.seen, metric == "tree", space.delta2,
+        dot, terms, modal, not alpha_only,
     )
     half = Z95 * _spread(first, second, units)
     estimate = nominal if metric == "nominal" else tree

@@ -23,12 +23,13 @@ T = TypeVar("T")
 
 
 def label_counts(
-    item: np.ndarray, day: np.ndarray, value: np.ndarray, first_day: int, window_of_day: np.ndarray,
-    ancestors: np.ndarray, depth: np.ndarray, parent: np.ndarray, n_windows: int,
+    item: np.ndarray, day: np.ndarray, value: np.ndarray, weight: np.ndarray | None, first_day: int,
+    window_of_day: np.ndarray, ancestors: np.ndarray, depth: np.ndarray, parent: np.ndarray, n_windows: int,
 ) -> tuple[np.ndarray, ...]:
     """drift.label_counts' sums per cell: counts, sum y^2 and sum y m per (branch, window, child), items and
-    sum m^2 per (branch, window) (see _label_counts). Whole items go to one of two threads."""
-    arrays = (_int32(item), _int32(day), _int32(value))
+    sum m^2 per (branch, window) (see _label_counts); ``weight``: the answers of each row (see runs), None for
+    one each. Whole items go to one of two threads."""
+    arrays = (_int32(item), _int32(day), _int32(value), _weights(weight, item.size))
     tables = (_int64(window_of_day), _int64(ancestors), _int64(depth), _int64(parent))
     n_values = parent.size
     n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
@@ -39,6 +40,65 @@ def label_counts(
         return out
 
     return _halves(run, item.size, int(np.searchsorted(arrays[0], arrays[0][item.size // 2])) if item.size else 0)
+
+
+def runs(item: np.ndarray, day: np.ndarray | None, value: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Answers sorted by item, day and value as runs of equal item, day and value: each run's item, day (None
+    without ``day``) and value, and its answers, as int32 arrays. The walks over units (label_counts, unit_sums,
+    unit_spread) then visit each value of a unit once: a unit's answers mostly repeat a few values (a filtered
+    drift question's five million answers are two and a half million runs), and the walk, a branch on every
+    row, cost more than the statistics. The arrays are views of buffers as long as the answers."""
+    size = item.size
+    out = [np.empty(size, dtype=np.int32) for _ in range(3)]
+    weight = np.zeros(size, dtype=np.int32)
+    n = _runs(_int32(item), _int32(item if day is None else day), _int32(value), *out, weight)
+    run_item, run_day, run_value = (column[:n] for column in out)
+    return run_item, None if day is None else run_day, run_value, weight[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _runs(
+    item: np.ndarray, day: np.ndarray, value: np.ndarray, out_item: np.ndarray, out_day: np.ndarray,
+    out_value: np.ndarray, weight: np.ndarray,
+) -> int:
+    """Every row is written to its run's slot without a branch (a run ends every other row in no pattern)."""
+    if item.size == 0:
+        return 0
+    r = 0
+    for i in range(item.size):
+        r += (i > 0) & ((item[i] != item[i - 1]) | (day[i] != day[i - 1]) | (value[i] != value[i - 1]))
+        out_item[r], out_day[r], out_value[r] = item[i], day[i], value[i]
+        weight[r] += 1
+    return r + 1
+
+
+def widest(bounds: np.ndarray, weight: np.ndarray | None) -> int:
+    """The most answers in one unit (its rows between two ``bounds``, each weighing ``weight`` answers: see
+    runs), 0 without units."""
+    return int(_widest(_int64(bounds), _weights(weight, int(bounds[-1]) if bounds.size else 0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _widest(bounds: np.ndarray, weight: np.ndarray) -> int:
+    most = 0
+    for u in range(bounds.size - 1):
+        if weight.size:
+            size = 0
+            for r in range(bounds[u], bounds[u + 1]):
+                size += weight[r]
+        else:
+            size = bounds[u + 1] - bounds[u]
+        most = max(most, size)
+    return most
+
+
+def _weights(weight: np.ndarray | None, size: int) -> np.ndarray:
+    """Rows' answer counts as the loops take them: empty for one answer a row (no array of ones to read)."""
+    if weight is None:
+        return np.zeros(0, dtype=np.int32)
+    if weight.size != size:
+        raise ValueError("one weight per row")
+    return _int32(weight)
 
 
 def unit_keys(
@@ -231,6 +291,7 @@ def _label_counts(
     item: np.ndarray,
     day: np.ndarray,
     value: np.ndarray,
+    weight: np.ndarray,
     first_day: int,
     window_of_day: np.ndarray,
     ancestors: np.ndarray,
@@ -263,7 +324,7 @@ def _label_counts(
             if per_value[v] == 0:
                 distinct[n_distinct] = v
                 n_distinct += 1
-            per_value[v] += 1
+            per_value[v] += weight[high] if weight.size else 1
             high += 1
         window = window_of_day[day[low] - first_day]
         for d in range(ancestors.shape[0]):
@@ -357,12 +418,15 @@ def unit_bounds(item: np.ndarray, day: np.ndarray | None) -> np.ndarray:
 
 
 def unit_sums(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
-    n_groups: int, delta2: np.ndarray, width: int, tree: bool = True,
+    value: np.ndarray, weight: np.ndarray | None, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray,
+    seen: np.ndarray, n_groups: int, delta2: np.ndarray, width: int, tree: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Per group: the sums alpha, percent agreement and Fleiss' modal count need (see _unit_sums); without
-    ``tree`` the tree-distance disagreement is left at zero."""
-    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen))
+    ``tree`` the tree-distance disagreement is left at zero. ``weight``: the answers of each row (see runs),
+    None for one each; ``width`` exceeds every unit's answers."""
+    arrays = (
+        _int32(value), _weights(weight, value.size), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen)
+    )
     return _halves(
         lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width, tree),
         bounds.size - 1,
@@ -370,13 +434,16 @@ def unit_sums(
 
 
 def unit_spread(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
-    tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
+    value: np.ndarray, weight: np.ndarray | None, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray,
+    seen: np.ndarray, tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
     fleiss: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Per group: sums of the units' influence on alpha and of its square, and the sums over the units with
-    the modal answer count that Fleiss' kappa reads (see _unit_spread; left at zero without ``fleiss``)."""
-    arrays = (_int32(value), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen))
+    the modal answer count that Fleiss' kappa reads (see _unit_spread; left at zero without ``fleiss``); rows
+    and ``weight`` as in unit_sums."""
+    arrays = (
+        _int32(value), _weights(weight, value.size), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen)
+    )
     terms = (
         np.asarray(delta2, dtype=np.float64), np.ascontiguousarray(dot, dtype=np.float64),
         np.ascontiguousarray(group_terms, dtype=np.float64), _int64(modal),
@@ -427,32 +494,30 @@ def _unit_bounds(item: np.ndarray, day: np.ndarray, by_day: bool) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _scratch(n_values: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-unit counts by own value and their distinct values, then the same as a pass sees them."""
+    """Per-unit counts by own value and their distinct values (one slot more: _own_counts writes a row's value
+    before it knows it is new), then the same as a pass sees them."""
     return (
         np.zeros(n_values, dtype=np.int64),
-        np.empty(n_values, dtype=np.int64),
+        np.empty(n_values + 1, dtype=np.int64),
         np.zeros(n_values, dtype=np.int64),
         np.empty(n_values, dtype=np.int64),
     )
 
 
 @numba.njit(cache=True, nogil=True)
-def _own_counts(low: int, high: int, value: np.ndarray, count: np.ndarray, distinct: np.ndarray) -> int:
+def _own_counts(
+    low: int, high: int, value: np.ndarray, weight: np.ndarray, count: np.ndarray, distinct: np.ndarray
+) -> int:
     """The unit's answers per own value into ``count`` (zero on entry), its distinct values into ``distinct``;
-    returns how many distinct values. Values come mostly in runs (the answers are sorted by value within a
-    day), so the scratch array is touched once per run rather than once per answer."""
+    returns how many distinct values. Rows are answers, or runs of answers with their count in ``weight`` (see
+    runs). Without a branch per row: each row's value is written as the next distinct one, which counts only
+    when the value is new."""
     n_distinct = 0
-    r = low
-    while r < high:
+    for r in range(low, high):
         v = value[r]
-        end = r + 1
-        while end < high and value[end] == v:
-            end += 1
-        if count[v] == 0:
-            distinct[n_distinct] = v
-            n_distinct += 1
-        count[v] += end - r
-        r = end
+        distinct[n_distinct] = v
+        n_distinct += count[v] == 0
+        count[v] += weight[r] if weight.size else 1
     return n_distinct
 
 
@@ -505,8 +570,8 @@ def _tree_pairs(n_distinct: int, count: np.ndarray, distinct: np.ndarray, delta2
 
 @numba.njit(cache=True, nogil=True)
 def _unit_sums(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
-    lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int, tree: bool,
+    value: np.ndarray, weight: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray,
+    seen: np.ndarray, lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int, tree: bool,
 ) -> tuple[np.ndarray, ...]:
     """Per group: pairable units, their answers, the observed disagreement (nominal and, with ``tree``, tree;
     each unit's over m - 1), the sum of the units' shares of agreeing pairs, the answers per value (groups x
@@ -526,7 +591,7 @@ def _unit_sums(
     tally = np.zeros((n_groups, width))
     own, own_distinct, count, distinct = _scratch(n_values)
     for u in range(lo, hi):
-        n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
+        n_own = _own_counts(bounds[u], bounds[u + 1], value, weight, own, own_distinct)
         last_row, n_distinct, m = -1, 0, 0
         unit_observed = unit_tree = unit_share = 0.0
         for p in range(group.shape[0]):
@@ -566,9 +631,9 @@ def _unit_sums(
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _unit_spread(
-    value: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray, seen: np.ndarray,
-    lo: int, hi: int, tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray, modal: np.ndarray,
-    fleiss: bool,
+    value: np.ndarray, weight: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray,
+    seen: np.ndarray, lo: int, hi: int, tree: bool, delta2: np.ndarray, dot: np.ndarray, group_terms: np.ndarray,
+    modal: np.ndarray, fleiss: bool,
 ) -> tuple[np.ndarray, ...]:
     """Per group: the sum of the units' influence on alpha and of its square, and over the units with the
     modal answer count, their number, their shares of agreeing pairs and their answers per value (the units
@@ -590,7 +655,7 @@ def _unit_spread(
     chosen_value = np.zeros((n_groups, n_values))
     own, own_distinct, count, distinct = _scratch(n_values)
     for u in range(lo, hi):
-        n_own = _own_counts(bounds[u], bounds[u + 1], value, own, own_distinct)
+        n_own = _own_counts(bounds[u], bounds[u + 1], value, weight, own, own_distinct)
         last_row, n_distinct, m, squares = -1, 0, 0, 0
         o = 0.0
         for p in range(group.shape[0]):

@@ -271,8 +271,9 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     window) cell carries, over its distinct items i with m_i answers in the branch of which y_i are on the
     child: the number of items, sum y_i^2 and sum y_i m_i per child and sum m_i^2 (see design_effects).
 
-    The answers arrive sorted by item and window, so each (item, window) unit is a run; one compiled pass
-    (compiled_sums.label_counts) counts every unit's answers per node at every depth and adds its sums to the cells.
+    The answers arrive sorted by item and window (one a row, or as runs: see Answers.runs), so each (item,
+    window) unit is a run; one compiled pass (compiled_sums.label_counts) counts every unit's answers per node at
+    every depth and adds its sums to the cells.
     """
     if answers.day is None or answers.item.size == 0:
         return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
@@ -285,8 +286,8 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
         inner = space.ancestors[d] >= 0
         parent[space.ancestors[d, inner]] = space.ancestors[d - 1, inner]
     counts, sum_y2, sum_ym, items, sum_m2 = compiled_sums.label_counts(
-        answers.item, answers.day, answers.value, first_day, window_of_day, space.ancestors, space.depth, parent,
-        days.size,
+        answers.item, answers.day, answers.value, answers.weight, first_day, window_of_day, space.ancestors,
+        space.depth, parent, days.size,
     )
     code = np.flatnonzero(counts)
     cell, child = code // n_values, code % n_values
@@ -548,7 +549,7 @@ def _agreement_drift(
     # Sunday, so no week's start; every reference day is at most that, every later one above): one grouping by
     # subtree and window then gives the reference and every later week.
     pool_day = (end - pd.Timestamp("1970-01-01")).days - 1
-    windows = agreement.Answers(answers.item, answers.value, np.maximum(answers.day, pool_day))
+    windows = agreement.Answers(answers.item, answers.value, np.maximum(answers.day, pool_day), answers.weight)
     table = agreement.grouped_answers(con, windows, space, "subtree_week", bootstrap, alpha_only=True)
     pooled = table["week"] == agreement.day_label(np.array([pool_day]))[0]
     reference = table[pooled].drop(columns="week").set_index("branch")
@@ -1000,6 +1001,7 @@ def _frames(
     one scan of the answers: the label views and agreement drift are different groupings of the same arrays,
     so asking each page function in turn would find the reference and scan the answers three times over.
 
+    Both groupings walk the answers as runs of equal item, week and value (Answers.runs), found once here.
     With ``parallel`` the item sort and then the label views and agreement drift (its own cursor) run on
     threads beside the smaller analyses: all are mostly numpy sorts and reductions, which release the GIL,
     so on two cores a filtered drift page waits for the CPU time, not the sum of the steps. Refresh leaves it
@@ -1012,7 +1014,7 @@ def _frames(
         end = _reference_end_of(fetched[0], reference_weeks)
 
     def ordered() -> tuple[agreement.Answers, agreement.ValueSpace] | None:
-        return None if fetched is None else (fetched[0].sorted(), fetched[1])
+        return None if fetched is None else (fetched[0].sorted().runs(), fetched[1])
 
     def label_views(scanned: tuple[agreement.Answers, agreement.ValueSpace] | None) -> dict[str, pd.DataFrame]:
         counts = label_counts(*scanned) if scanned is not None else None

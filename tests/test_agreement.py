@@ -317,11 +317,16 @@ def test_tables_computed_in_blocks_of_whole_groups_equal_one_block(
 @pytest.mark.parametrize("metric", ["nominal", "tree"])
 def test_summed_tables_equal_the_tables_from_patterns(con, grouping: str, metric: str) -> None:
     """The analytic path sums over units in compiled passes, the bootstrap path over collapsed patterns: two
-    computations of the same groups, alphas, kappas and counts."""
+    computations of the same groups, alphas, kappas and counts. Either path gives the same table from the
+    answers as runs of equal item, day and value."""
     space = agreement.value_space(con)
     answers = agreement.scan(con, Filters(), None if grouping in agreement.DAYLESS else "week")
     summed = agreement.grouped_answers(con, answers, space, grouping, 0, metric)
     patterned = agreement.grouped_answers(con, answers, space, grouping, 30, metric)
+    runs = answers.runs()
+    assert runs.item.size < answers.item.size and runs.weight.sum() == answers.item.size
+    for got, want in ((0, summed), (30, patterned)):
+        pd.testing.assert_frame_equal(agreement.grouped_answers(con, runs, space, grouping, got, metric), want)
     assert len(summed) >= 1 and summed["fleiss_kappa"].notna().any()
     columns = [c for c in summed.columns if c not in ("ci_low", "ci_high")]
     pd.testing.assert_frame_equal(summed[columns], patterned[columns], rtol=1e-12)

@@ -133,13 +133,16 @@ def test_branch_distribution_counts_answers_by_child_on_their_path() -> None:
 
 def test_label_counts_do_not_depend_on_the_order_of_answers_within_a_unit() -> None:
     """The compiled pass reads each (item, week) run as a multiset: answers shuffled within their units, as
-    a scan that is not sorted by value leaves them, give the same sums."""
+    a scan that is not sorted by value leaves them, give the same sums, and so do the answers as runs."""
     con = planted(True)
     answers, space = agreement.scan(con, Filters()), agreement.value_space(con)
     shuffle = np.lexsort((np.random.default_rng(3).random(answers.item.size), answers.day, answers.item))
     assert not np.array_equal(answers.value[shuffle], answers.value)
     shuffled = agreement.Answers(answers.item[shuffle], answers.value[shuffle], answers.day[shuffle])
     pd.testing.assert_frame_equal(drift.label_counts(shuffled, space), drift.label_counts(answers, space))
+    runs = answers.runs()  # nor on whether equal answers of a unit come one a row or as one weighted row
+    assert runs.item.size < answers.item.size
+    pd.testing.assert_frame_equal(drift.label_counts(runs, space), drift.label_counts(answers, space))
 
 
 def test_sums_by_week_equal_a_group_by_and_leave_out_unstated_values() -> None:
