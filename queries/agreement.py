@@ -254,6 +254,15 @@ class Fetched:
     annotator: np.ndarray | None
     presorted: bool = False  # already by item, day and value (answer_arrays)
     confidence: np.ndarray | None = None
+    # When set, each confidence is a position in these distinct confidences (as answer_arrays holds them).
+    confidence_levels: np.ndarray | None = None
+
+    @property
+    def stated(self) -> np.ndarray | None:
+        """Each answer's stated confidence as a double (NaN: none)."""
+        if self.confidence is None or self.confidence_levels is None:
+            return self.confidence
+        return self.confidence_levels[self.confidence]
 
     @property
     def answers(self) -> Answers:
@@ -269,6 +278,13 @@ class Fetched:
             return self.answers
         item, days, value = packed_sort(self.item, self.day, self.value)
         return Answers(item, value, days)
+
+    def runs(self) -> Answers:
+        """sorted().runs(), read straight from the columns when they come sorted."""
+        if not self.presorted:
+            return self.sorted().runs()
+        item, day, value, weight = compiled_sums.runs(self.item, self.day, self.value)
+        return Answers(item, value, day, weight)
 
 
 def fetch(
@@ -296,6 +312,7 @@ def fetch(
         np.asarray(raw["annotator_idx"]) if annotator else None,
         presorted,
         np.asarray(raw["confidence"]) if confidence else None,
+        raw.get("confidence_levels"),
     )
 
 
@@ -394,6 +411,7 @@ class UnitGroups:
     pass_row: np.ndarray  # per pass, the row of seen its units are counted through; -1: the group's branch
     seen: np.ndarray  # rows x values: the value a pass counts for an own value, -1 to drop the answer
     codes: np.ndarray  # group code per dense group
+    widest: int  # the most answers in one unit
 
 
 def unit_groups(
@@ -404,27 +422,27 @@ def unit_groups(
     weekly = grouping.endswith("week")
     if weekly and day is None:
         raise ValueError("grouping " + grouping + " needs the answers' days")
-    bounds = compiled_sums.unit_bounds(item, day if weekly else None)
+    bounds, widest = compiled_sums.unit_bounds(item, day if weekly else None, answers.weight)
     first = bounds[:-1]
     n_values = len(space.node_ids)
     own = np.arange(n_values)[None, :]
     one = np.zeros(1, dtype=np.int64)
     if grouping == "overall":
-        return UnitGroups(bounds, np.zeros((1, first.size), dtype=np.int32), one, own, one)
+        return UnitGroups(bounds, np.zeros((1, first.size), dtype=np.int32), one, own, one, widest)
     if grouping == "level":
         depths = space.ancestors.shape[0]
         levels = np.arange(1, depths + 1) if level is None else np.array([level] if level <= depths else [])
         seen = np.array([space.at_level(own[0], lv) for lv in levels], dtype=np.int64).reshape(levels.size, n_values)
         passes = np.arange(levels.size)
         group = np.repeat(passes[:, None].astype(np.int32), first.size, axis=1)
-        return UnitGroups(bounds, group, passes, seen, levels.astype(np.int64))
+        return UnitGroups(bounds, group, passes, seen, levels.astype(np.int64), widest)
     days, window = np.zeros(1, dtype=np.int64), np.zeros(first.size, dtype=np.int32)
     if weekly and day is not None and first.size:
         unit_day = day[first]
         days, window_of_day = compiled_sums.day_windows(unit_day)
         window = window_of_day.astype(np.int32)[unit_day - days[0]]
     if grouping == "week":
-        return UnitGroups(bounds, window[None, :], one, own, days)
+        return UnitGroups(bounds, window[None, :], one, own, days, widest)
     # Branch groupings: the unit's branch at each depth.
     seen = np.vstack([space.coarsened(), own])
     depths = space.ancestors.shape[0]
@@ -434,7 +452,7 @@ def unit_groups(
     pass_row = np.full(depths, -1 if grouping.startswith("branch") else n_values, dtype=np.int64)
     dense = np.arange(days.size * n_values)
     codes = dense % n_values * BRANCH_WEEK_STRIDE + days[dense // n_values]
-    return UnitGroups(bounds, group, pass_row, seen, codes)
+    return UnitGroups(bounds, group, pass_row, seen, codes, widest)
 
 
 def _week_units(answers: Answers, space: ValueSpace) -> Units:
@@ -900,7 +918,7 @@ def summed_table(
     if alpha_only and metric != "nominal":
         raise ValueError("alpha_only computes the nominal alpha's interval only")
     value, weight = scanned.value, scanned.weight
-    width = compiled_sums.widest(groups.bounds, weight) + 1
+    width = groups.widest + 1
     units, answers, observed, observed_tree, share, by_value, tally = compiled_sums.unit_sums(
         value, weight, groups.bounds, groups.group, groups.pass_row, groups.seen, n_groups, space.delta2, width,
         not alpha_only,

@@ -117,7 +117,8 @@ def filtered(
 ) -> dict[str, Any] | None:
     """The columns agreement.fetch asks for, already sorted, or None when the arrays do not serve the question:
     not enabled, no filter (refresh, and pages that read stored tables), a warehouse in memory, or a window
-    other than the week."""
+    other than the week. Confidences held as positions come as they are held, their distinct values under
+    ``confidence_levels``."""
     if window not in (None, "week"):
         return None
     scope = _scope(con, f)
@@ -136,7 +137,7 @@ def filtered(
     ]
     rows = dict(zip(names, compiled_sums.compress(keep, [columns[name] for name in names]), strict=True))
     if confidence and held.confidence_levels is not None:
-        rows["confidence"] = compiled_sums.looked_up(held.confidence_levels, rows["confidence"])
+        rows["confidence_levels"] = held.confidence_levels
     return rows
 
 

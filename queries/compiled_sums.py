@@ -51,7 +51,9 @@ def runs(item: np.ndarray, day: np.ndarray | None, value: np.ndarray) -> tuple[n
     size = item.size
     out = [np.empty(size, dtype=np.int32) for _ in range(3)]
     weight = np.zeros(size, dtype=np.int32)
-    n = _runs(_int32(item), _int32(item if day is None else day), _int32(value), *out, weight)
+    # Read at their own widths (the held answers' are narrow): widening copies cost more than the walk.
+    columns = (np.ascontiguousarray(c) for c in (item, item if day is None else day, value))
+    n = _runs(*columns, *out, weight)
     run_item, run_day, run_value = (column[:n] for column in out)
     return run_item, None if day is None else run_day, run_value, weight[:n]
 
@@ -70,26 +72,6 @@ def _runs(
         out_item[r], out_day[r], out_value[r] = item[i], day[i], value[i]
         weight[r] += 1
     return r + 1
-
-
-def widest(bounds: np.ndarray, weight: np.ndarray | None) -> int:
-    """The most answers in one unit (its rows between two ``bounds``, each weighing ``weight`` answers: see
-    runs), 0 without units."""
-    return int(_widest(_int64(bounds), _weights(weight, int(bounds[-1]) if bounds.size else 0)))
-
-
-@numba.njit(cache=True, nogil=True)
-def _widest(bounds: np.ndarray, weight: np.ndarray) -> int:
-    most = 0
-    for u in range(bounds.size - 1):
-        if weight.size:
-            size = 0
-            for r in range(bounds[u], bounds[u + 1]):
-                size += weight[r]
-        else:
-            size = bounds[u + 1] - bounds[u]
-        most = max(most, size)
-    return most
 
 
 def _weights(weight: np.ndarray | None, size: int) -> np.ndarray:
@@ -152,14 +134,14 @@ def _day_windows(day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def answer_week_sums(
     item: np.ndarray, value: np.ndarray, day: np.ndarray, annotator: np.ndarray | None,
-    confidence: np.ndarray | None, top_of_value: np.ndarray, consensus: np.ndarray,
+    confidence: np.ndarray | None, top_of_value: np.ndarray, consensus: np.ndarray, levels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Drift's per-week sums over the answers themselves, in one pass where a gather, a comparison and a
     grouping each walked every answer: the window days present (sorted); per (top-level branch of the answer's
-    value, window) the stated confidences' count, sum and sum of squares (``confidence`` None: no
-    rows); per (annotator, window) the answers and those equal to their item's ``consensus`` (``annotator``
-    None: no rows); and which items have an answer. The columns keep their own integer widths: copying
-    millions of narrow codes to a common width cost more than the loop."""
+    value, window) the stated confidences' count, sum and sum of squares (``confidence`` None: no rows; with
+    ``levels``, positions in them); per (annotator, window) the answers and those equal to their item's
+    ``consensus`` (``annotator`` None: no rows); and which items have an answer. The columns keep their own
+    integer widths: copying millions of narrow codes to a common width cost more than the loop."""
     n_items = int(item.max(initial=-1)) + 1
     consensus = _int64(consensus)
     if annotator is not None and consensus.size < n_items:
@@ -169,7 +151,8 @@ def answer_week_sums(
     sums = _answer_week_sums(
         np.ascontiguousarray(item), np.ascontiguousarray(value), np.ascontiguousarray(day),
         np.ascontiguousarray(annotator if annotator is not None else np.zeros(0, dtype=day.dtype)),
-        np.zeros(0) if confidence is None else np.asarray(confidence, dtype=np.float64),
+        np.zeros(0) if confidence is None else np.ascontiguousarray(confidence),
+        np.zeros(0) if levels is None else np.asarray(levels, dtype=np.float64),
         _int64(top_of_value), consensus, n_items, first, window_of_day, days.size,
     )
     return days, *sums
@@ -178,11 +161,11 @@ def answer_week_sums(
 @numba.njit(cache=True, nogil=True)
 def _answer_week_sums(
     item: np.ndarray, value: np.ndarray, day: np.ndarray, annotator: np.ndarray, confidence: np.ndarray,
-    top_of_value: np.ndarray, consensus: np.ndarray, n_items: int, first: int, window_of_day: np.ndarray,
-    n_windows: int,
+    levels: np.ndarray, top_of_value: np.ndarray, consensus: np.ndarray, n_items: int, first: int,
+    window_of_day: np.ndarray, n_windows: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows with a NaN confidence (not stated), a negative value or a negative annotator (none) count nowhere
-    in the sums they lack."""
+    in the sums they lack. With ``levels`` each confidence is a position in them."""
     n_top = np.int64(top_of_value.max()) + 1 if confidence.size else 0
     n_annotators = 0
     for a in annotator:
@@ -196,7 +179,7 @@ def _answer_week_sums(
         if confidence.size:
             # Added as zero when not stated, not branched on: half the answers state none, in no pattern, and a
             # mispredicted branch at every other answer cost more than the additions.
-            c = confidence[i]
+            c = levels[np.int64(confidence[i])] if levels.size else np.float64(confidence[i])
             stated_here = (c == c) and v >= 0
             c = c if stated_here else 0.0
             cell = (top_of_value[max(v, 0)] * n_windows + w) * 3  # a cell's sums side by side: one cache line
@@ -244,20 +227,6 @@ def _compress(keep: np.ndarray, column: np.ndarray, out: np.ndarray) -> None:
     for i in range(keep.size):
         out[j] = column[i]
         j += keep[i]
-
-
-def looked_up(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """table[codes] for narrow integer codes, in a third of numpy's time: numpy first widens every code to a
-    pointer-sized index."""
-    out = np.empty(codes.size, dtype=table.dtype)
-    _looked_up(table, np.ascontiguousarray(codes), out)
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _looked_up(table: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
-    for i in range(codes.size):
-        out[i] = table[codes[i]]
 
 
 def by_item(item: np.ndarray, n_items: int, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -411,10 +380,12 @@ def _window_sums(
 
 
 
-def unit_bounds(item: np.ndarray, day: np.ndarray | None) -> np.ndarray:
+def unit_bounds(item: np.ndarray, day: np.ndarray | None, weight: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Where each unit's rows start, and the row count at the end: a unit is a run of equal item, and of equal
-    day too when ``day`` is given."""
-    return _unit_bounds(_int32(item), _int32(item if day is None else day), day is not None)
+    day too when ``day`` is given; and the most answers in one unit (rows weighing ``weight`` answers each, see
+    runs), found in the same walk."""
+    item = _int32(item)
+    return _unit_bounds(item, _int32(item if day is None else day), day is not None, _weights(weight, item.size))
 
 
 def unit_sums(
@@ -476,7 +447,7 @@ def _halves(
 
 
 @numba.njit(cache=True, nogil=True)
-def _unit_bounds(item: np.ndarray, day: np.ndarray, by_day: bool) -> np.ndarray:
+def _unit_bounds(item: np.ndarray, day: np.ndarray, by_day: bool, weight: np.ndarray) -> tuple[np.ndarray, int]:
     """Counted, then written, without a branch per row: a unit starts every few rows in no pattern, and a
     mispredicted branch there cost more than the comparisons."""
     units = 1 if item.size else 0
@@ -485,11 +456,16 @@ def _unit_bounds(item: np.ndarray, day: np.ndarray, by_day: bool) -> np.ndarray:
     bounds = np.empty(units + 1, dtype=np.int64)
     bounds[0] = 0
     u = 1 if item.size else 0
+    size = weight[0] if weight.size else 1  # the answers of the unit so far
+    widest = size if item.size else 0
     for i in range(1, item.size):
         bounds[u] = i  # kept only when row i starts a unit: the next start overwrites it otherwise
-        u += (item[i] != item[i - 1]) | (by_day & (day[i] != day[i - 1]))
+        start = (item[i] != item[i - 1]) | (by_day & (day[i] != day[i - 1]))
+        u += start
+        size = (0 if start else size) + (weight[i] if weight.size else 1)
+        widest = max(widest, size)
     bounds[units] = item.size
-    return bounds
+    return bounds, widest
 
 
 @numba.njit(cache=True, nogil=True)

@@ -618,7 +618,8 @@ def _week_tables(
     )
     top = space.ancestors[0] if space.ancestors.size else np.zeros(0, dtype=np.int64)
     days, stated, agreed, items = compiled_sums.answer_week_sums(
-        answers.item, answers.value, answers.day, answers.annotator, answers.confidence, top, consensus
+        answers.item, answers.value, answers.day, answers.annotator, answers.confidence, top, consensus,
+        answers.confidence_levels,
     )
     return _WeekTables(
         None
@@ -1014,7 +1015,7 @@ def _frames(
         end = _reference_end_of(fetched[0], reference_weeks)
 
     def ordered() -> tuple[agreement.Answers, agreement.ValueSpace] | None:
-        return None if fetched is None else (fetched[0].sorted().runs(), fetched[1])
+        return None if fetched is None else (fetched[0].runs(), fetched[1])
 
     def label_views(scanned: tuple[agreement.Answers, agreement.ValueSpace] | None) -> dict[str, pd.DataFrame]:
         counts = label_counts(*scanned) if scanned is not None else None

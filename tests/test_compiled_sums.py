@@ -97,6 +97,16 @@ def test_answer_week_sums_equal_pandas_group_bys() -> None:
     got = agreed[want.index.get_level_values(0), want.index.get_level_values(1)]
     np.testing.assert_array_equal(got, want.to_numpy())
     assert agreed[..., 0].sum() == want["size"].sum()
+    # Confidences on a coarse scale as positions in their distinct values (NaN among them), as the held answers
+    # keep them: the same sums as the doubles.
+    coarse = np.round(confidence * 20) / 20
+    codes, levels = pd.factorize(coarse, use_na_sentinel=False)
+    assert levels.size == 22
+    doubles, coded = (
+        compiled_sums.answer_week_sums(item, value, day, annotator, c, top, consensus, scale)[1]
+        for c, scale in ((coarse, None), (codes.astype(np.uint8), np.asarray(levels)))
+    )
+    np.testing.assert_array_equal(coded, doubles)
     days, stated, agreed, seen = compiled_sums.answer_week_sums(item, value, day, None, None, top, consensus[:0])
     assert stated.size == 0 and agreed.size == 0 and seen.sum() == np.unique(item).size
 
