@@ -551,29 +551,34 @@ def _agreement_drift(
     pool_day = (end - pd.Timestamp("1970-01-01")).days - 1
     windows = agreement.Answers(answers.item, answers.value, np.maximum(answers.day, pool_day), answers.weight)
     table = agreement.grouped_answers(con, windows, space, "subtree_week", bootstrap, alpha_only=True)
-    pooled = table["week"] == agreement.day_label(np.array([pool_day]))[0]
-    reference = table[pooled].drop(columns="week").set_index("branch")
-    weekly = table[~pooled].merge(reference, left_on="branch", right_index=True, suffixes=("", "_ref"))
-    change = weekly["alpha_nominal"] - weekly["alpha_nominal_ref"]
-    se = np.hypot(weekly["ci_high"] - weekly["ci_low"], weekly["ci_high_ref"] - weekly["ci_low_ref"]) / (
-        2 * agreement.Z95
-    )
+    # Each weekly row against its branch's pooled row, by positions (a pandas merge cost more than the test).
+    branch, week = table["branch"].to_numpy(dtype=object), table["week"].to_numpy(dtype=object)
+    pooled = week == agreement.day_label(np.array([pool_day]))[0]
+    code, names = pd.factorize(branch)
+    reference_row = np.full(names.size, -1)
+    reference_row[code[pooled]] = np.flatnonzero(pooled)
+    rows = np.flatnonzero(~pooled & (reference_row[code] >= 0))
+    ref = reference_row[code[rows]]
+    alpha, n_items = table["alpha_nominal"].to_numpy(), table["n_items"].to_numpy()
+    width = (table["ci_high"] - table["ci_low"]).to_numpy()
+    change = alpha[rows] - alpha[ref]
+    se = np.hypot(width[rows], width[ref]) / (2 * agreement.Z95)
     with np.errstate(divide="ignore", invalid="ignore"):
-        enough = (weekly["n_items"] >= MIN_ITEMS) & (weekly["n_items_ref"] >= MIN_ITEMS) & (se > 0)
+        enough = (n_items[rows] >= MIN_ITEMS) & (n_items[ref] >= MIN_ITEMS) & (se > 0)
         p_value = np.where(enough, 2 * stats.norm.sf(np.abs(change / se)), np.nan)
     out = pd.DataFrame(
         {
-            "branch": weekly["branch"].to_numpy(),
-            "week": weekly["week"].to_numpy(),
-            "alpha": weekly["alpha_nominal"].to_numpy(),
-            "reference_alpha": weekly["alpha_nominal_ref"].to_numpy(),
-            "change": change.to_numpy(),
+            "branch": branch[rows],
+            "week": week[rows],
+            "alpha": alpha[rows],
+            "reference_alpha": alpha[ref],
+            "change": change,
             "p_value": p_value,
-            "n_items": weekly["n_items"].to_numpy(),
+            "p_adjusted": bh_adjust(p_value),
+            "n_items": n_items[rows],
         }
     )
-    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
-    return out[AGREEMENT_DRIFT_COLUMNS].sort_values(["branch", "week"], ignore_index=True)
+    return out.sort_values(["branch", "week"], ignore_index=True)
 
 
 CONFIDENCE_COLUMNS = ["branch", "week", "mean", "reference_mean", "change", "effect_size", "p_value", "p_adjusted", "n"]
@@ -849,20 +854,25 @@ def _onsets(frame: pd.DataFrame, subject: str, metric: str, size: pd.Series, cha
     """One alert per (subject, metric) with an alerting window: its onset (see _onset), the size, p-value and
     adjusted p-value of its peak window (the alerting window of the largest size, the earliest of equals) and
     the number of alerting windows. ``change`` gives each window's direction (None: the metric has none)."""
-    p_value = frame["p_value"].to_numpy(dtype=float)
-    # Each window's evidence as a z-score, signed by the direction of its change.
-    # p-values that underflow to 0 (millions of answers) are read at the smallest double: finite, and far above
-    # any real window's evidence.
-    tail = np.clip(p_value / 2, np.finfo(float).tiny, 1.0)
-    evidence = stats.norm.isf(tail) * (1.0 if change is None else np.sign(change.to_numpy(dtype=float)))
     sizes, p_adjusted = size.to_numpy(dtype=float), frame["p_adjusted"].to_numpy(dtype=float)
     alerting = (p_adjusted < ALERT_P) & (sizes >= ALERT_SIZE[metric])
-    names, weeks = frame[subject].to_numpy(), frame["week"].to_numpy()
+    if not alerting.any():  # the usual case, and an annotator view has tens of thousands of windows
+        return _no_alerts()
+    p_value = frame["p_value"].to_numpy(dtype=float)
+    names, weeks = frame[subject].to_numpy(dtype=object), frame["week"].to_numpy()
     # The windows of subjects with an alerting window, by subject and week. Arrays, not a pandas groupby: an
     # annotator view has hundreds of subjects, and a frame operation per subject cost a filtered page more
     # than all of its statistics.
-    rows_in = np.flatnonzero(np.isin(names, names[alerting]) & np.isfinite(evidence))
+    rows_in = np.flatnonzero(np.isin(names, np.unique(names[alerting])) & np.isfinite(p_value))
     rows_in = rows_in[np.lexsort((weeks[rows_in], names[rows_in]))]
+    # Each window's evidence as a z-score, signed by the direction of its change.
+    # p-values that underflow to 0 (millions of answers) are read at the smallest double: finite, and far above
+    # any real window's evidence.
+    evidence = np.full(p_value.size, np.nan)
+    tail = np.clip(p_value[rows_in] / 2, np.finfo(float).tiny, 1.0)
+    direction = 1.0 if change is None else np.sign(change.to_numpy(dtype=float)[rows_in])
+    evidence[rows_in] = stats.norm.isf(tail) * direction
+    rows_in = rows_in[np.isfinite(evidence[rows_in])]
     starts = np.flatnonzero(np.r_[True, names[rows_in][1:] != names[rows_in][:-1]])
     rows = []
     for window_rows in np.split(rows_in, starts[1:]):
