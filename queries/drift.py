@@ -411,25 +411,22 @@ def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.Da
 
 
 def _compare_rates(
-    cells: pd.DataFrame, names: np.ndarray, key: str, reference_weeks_end: pd.Timestamp, success: str, total: str
+    cells: _Cells, names: np.ndarray, key: str, reference_weeks_end: pd.Timestamp, success: str
 ) -> pd.DataFrame:
-    """Per (key, week) share success/total against the key's pooled reference share: two-proportion z-test.
-    Keys without reference rows are not compared. ``cells`` holds integer codes into ``names`` as ``key``;
-    the names are put in only for the compared rows, which are sorted by name and week through each name's
-    rank (an annotator table has tens of thousands of rows, where a pandas group-by, merge or sort of the
-    names cost more than the test)."""
-    early = (cells["week"] < reference_weeks_end).to_numpy()
-    code = cells["key"].to_numpy(dtype=np.int64)
-    hits, n = cells[success].to_numpy(dtype=float), cells[total].to_numpy(dtype=float)
+    """Per (key, week) share success/n against the key's pooled reference share: two-proportion z-test.
+    Keys without reference rows are not compared. ``cells.key`` holds integer codes into ``names``; the names
+    are put in only for the compared rows, which are sorted by name and week through each name's rank (an
+    annotator table has tens of thousands of rows, where a pandas group-by, merge or sort of the names cost
+    more than the test)."""
+    code, days = cells.key.astype(np.int64), cells.day
+    early = days < _day_number(reference_weeks_end)
+    hits, n = cells.sums[success].astype(float), cells.n.astype(float)
     ref_hits = np.bincount(code[early], weights=hits[early], minlength=names.size)
     ref_n = np.bincount(code[early], weights=n[early], minlength=names.size)
     has_reference = np.zeros(names.size, dtype=bool)
     has_reference[code[early]] = True
     later = np.flatnonzero(~early & has_reference[code])
-    rank = np.empty(names.size, dtype=np.int64)
-    rank[np.argsort(names.astype(str), kind="stable")] = np.arange(names.size)
-    days = cells["week"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    later = later[np.lexsort((days[later], rank[code[later]]))]
+    later = later[_by_name_and_day(names, code[later], days[later])]
     hits, n, their = hits[later], n[later], code[later]
     rate, ref_rate = hits / n, ref_hits[their] / ref_n[their]
     pooled = (hits + ref_hits[their]) / (n + ref_n[their])
@@ -439,7 +436,7 @@ def _compare_rates(
     p_value = np.where(
         (n >= MIN_ANSWERS) & (ref_n[their] >= MIN_ANSWERS) & (se > 0), 2 * stats.norm.sf(np.abs(z)), np.nan
     )
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             key: names[their],
             "week": agreement.day_label(days[later]),
@@ -447,11 +444,22 @@ def _compare_rates(
             "reference_rate": ref_rate,
             "change": rate - ref_rate,
             "p_value": p_value,
+            "p_adjusted": bh_adjust(p_value),
             "n": n.astype(np.int64),
         }
     )
-    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
-    return out
+
+
+def _by_name_and_day(names: np.ndarray, code: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """The order of rows (a code into ``names`` and a day each) by name, then day."""
+    rank = np.empty(names.size, dtype=np.int64)
+    rank[np.argsort(names.astype(str), kind="stable")] = np.arange(names.size)
+    return np.lexsort((day, rank[code]))
+
+
+def _day_number(stamp: pd.Timestamp) -> int:
+    """Days since 1970, as the answers' day columns count them."""
+    return int(np.datetime64(stamp, "D").astype(np.int64))
 
 
 SHARE_COLUMNS = ["node", "parent", "week", "share", "reference_share", "change", "p_value", "p_adjusted", "n"]
@@ -597,6 +605,24 @@ def confidence_drift(
     return _stored_or_live(con, f, reference_weeks, "confidence", compute)
 
 
+@dataclass(frozen=True)
+class _Cells:
+    """Sums per (key, window) cell with rows, as a GROUP BY (key, week) would give them, as arrays: an integer
+    key, the window's start (days since 1970), the rows ``n`` and each of ``sums``. Arrays rather than a frame:
+    the tests on them are a few dozen vectorised steps, and pandas spent more on each than numpy on all."""
+
+    key: np.ndarray
+    day: np.ndarray
+    n: np.ndarray
+    sums: dict[str, np.ndarray]
+
+
+def _cells(n: np.ndarray, sums: dict[str, np.ndarray], days: np.ndarray) -> _Cells:
+    """The cells of (key x window) tables that have rows, key-major."""
+    key, window = np.nonzero(n)
+    return _Cells(key, days[window], n[key, window], {name: cells[key, window] for name, cells in sums.items()})
+
+
 @dataclass
 class _WeekTables:
     """The answer-level sums per (key, week) that confidence and annotator drift test, with the items that
@@ -604,8 +630,8 @@ class _WeekTables:
     (compiled_sums.answer_week_sums). Keys are integer codes: confidence's index ``branches``, annotators'
     are annotator indices."""
 
-    confidence: pd.DataFrame | None  # key, week, n, sum, sum_sq; None when not fetched with confidences
-    annotators: pd.DataFrame | None  # key, week, n, agree; None when not fetched with annotators
+    confidence: _Cells | None  # sums sum and sum_sq; None when not fetched with confidences
+    annotators: _Cells | None  # sum agree; None when not fetched with annotators
     branches: np.ndarray
     items: np.ndarray
 
@@ -629,79 +655,59 @@ def _week_tables(
     return _WeekTables(
         None
         if answers.confidence is None
-        else _cell_frame(stated[..., 0], {"sum": stated[..., 1], "sum_sq": stated[..., 2]}, days),
-        None if answers.annotator is None else _cell_frame(agreed[..., 0], {"agree": agreed[..., 1]}, days),
+        else _cells(stated[..., 0], {"sum": stated[..., 1], "sum_sq": stated[..., 2]}, days),
+        None if answers.annotator is None else _cells(agreed[..., 0], {"agree": agreed[..., 1]}, days),
         np.asarray(space.node_ids, dtype=object),
         items,
     )
 
 
-def _cell_frame(n: np.ndarray, sums: dict[str, np.ndarray], days: np.ndarray) -> pd.DataFrame:
-    """Cells (key by window) with rows, as the frame a GROUP BY (key, week) would give: key, week, n and
-    the ``sums``."""
-    key, window = np.nonzero(n)
-    return pd.DataFrame(
-        {
-            "key": key,
-            "week": pd.to_datetime(days[window], unit="D"),
-            "n": n[key, window],
-            **{name: cells[key, window] for name, cells in sums.items()},
-        }
-    )
-
-
 def _confidence(tables: _WeekTables | None, end: pd.Timestamp | None) -> pd.DataFrame:
     """From the sums per top-level branch (by the answer's value) and week of the stated confidences: where
-    SQL grouped ten million rows and joined the node table to them."""
+    SQL grouped ten million rows and joined the node table to them. Welch's t-test of each week against the
+    branch's reference weeks pooled exactly (their counts, sums of values and of squared deviations)."""
     empty = pd.DataFrame({c: [] for c in CONFIDENCE_COLUMNS})
-    if end is None or tables is None or tables.confidence is None or tables.confidence.empty:
+    if end is None or tables is None or tables.confidence is None or tables.confidence.key.size == 0:
         return empty
-    sums = tables.confidence
+    cells = tables.confidence
+    key, n, total = cells.key, cells.n, cells.sums["sum"]
     # The variance of a single answer is 0; sums of squares lose nothing that matters for values in [0, 1].
-    n, total = sums["n"], sums["sum"]
-    frame = sums.assign(
-        branch=tables.branches[sums["key"].to_numpy()],
-        mean=total / n,
-        var=np.where(n > 1, np.maximum(sums["sum_sq"] - total**2 / n, 0) / (n - 1), 0.0),
+    mean = total / n
+    var = np.where(n > 1, np.maximum(cells.sums["sum_sq"] - total**2 / n, 0) / np.maximum(n - 1, 1), 0.0)
+    early = cells.day < _day_number(end)
+    size = tables.branches.size
+    ref_n, ref_sum, ref_squares = (
+        np.bincount(key[early], weights=w[early], minlength=size) for w in (n, n * mean, (n - 1) * var + n * mean**2)
     )
-    early = frame["week"] < end
-    ref = _pool_moments(frame[early]).set_index("branch")
-    later = frame[~early].merge(ref, left_on="branch", right_index=True, suffixes=("", "_ref"))
+    has_reference = np.zeros(size, dtype=bool)
+    has_reference[key[early]] = True
+    later = np.flatnonzero(~early & has_reference[key])
+    later = later[_by_name_and_day(tables.branches, key[later], cells.day[later])]
+    their = key[later]
+    n, mean, var = n[later], mean[later], var[later]
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(later["var"] / later["n"] + later["var_ref"] / later["n_ref"])
-        t = (later["mean"] - later["mean_ref"]) / se
-        nu = se**4 / (
-            (later["var"] / later["n"]) ** 2 / (later["n"] - 1)
-            + (later["var_ref"] / later["n_ref"]) ** 2 / (later["n_ref"] - 1)
-        )
-        enough = (later["n"] >= MIN_ANSWERS) & (later["n_ref"] >= MIN_ANSWERS) & (se > 0)
+        n_ref = ref_n[their]
+        mean_ref = ref_sum[their] / n_ref
+        var_ref = (ref_squares[their] - n_ref * mean_ref**2) / (n_ref - 1)
+        se = np.sqrt(var / n + var_ref / n_ref)
+        t = (mean - mean_ref) / se
+        nu = se**4 / ((var / n) ** 2 / (n - 1) + (var_ref / n_ref) ** 2 / (n_ref - 1))
+        enough = (n >= MIN_ANSWERS) & (n_ref >= MIN_ANSWERS) & (se > 0)
         p_value = np.where(enough, 2 * stats.t.sf(np.abs(t), nu), np.nan)
-        effect = (later["mean"] - later["mean_ref"]) / np.sqrt(later["var_ref"])
-    out = pd.DataFrame(
-        {
-            "branch": later["branch"].to_numpy(),
-            "week": _labels(later["week"]),
-            "mean": later["mean"].to_numpy(),
-            "reference_mean": later["mean_ref"].to_numpy(),
-            "change": (later["mean"] - later["mean_ref"]).to_numpy(),
-            "effect_size": effect.to_numpy(),
-            "p_value": p_value,
-            "n": later["n"].astype(np.int64).to_numpy(),
-        }
-    )
-    out["p_adjusted"] = bh_adjust(out["p_value"].to_numpy())
-    return out[CONFIDENCE_COLUMNS].sort_values(["branch", "week"], ignore_index=True)
-
-
-def _pool_moments(frame: pd.DataFrame) -> pd.DataFrame:
-    """Combine per-week (n, mean, var) into one per branch, exactly."""
-    g = frame.assign(s=frame["n"] * frame["mean"], ss=(frame["n"] - 1) * frame["var"] + frame["n"] * frame["mean"] ** 2)
-    pooled = g.groupby("branch")[["n", "s", "ss"]].sum()
-    mean = pooled["s"] / pooled["n"]
-    var = (pooled["ss"] - pooled["n"] * mean**2) / (pooled["n"] - 1)
+        effect = (mean - mean_ref) / np.sqrt(var_ref)
     return pd.DataFrame(
-        {"branch": pooled.index, "n": pooled["n"].to_numpy(), "mean": mean.to_numpy(), "var": var.to_numpy()}
-    )
+        {
+            "branch": tables.branches[their],
+            "week": agreement.day_label(cells.day[later]),
+            "mean": mean,
+            "reference_mean": mean_ref,
+            "change": mean - mean_ref,
+            "effect_size": effect,
+            "p_value": p_value,
+            "p_adjusted": bh_adjust(p_value),
+            "n": n.astype(np.int64),
+        }
+    )[CONFIDENCE_COLUMNS]
 
 
 # Every dated prediction with its item's consensus: written at refresh (d_drift_predictions, half a million rows
@@ -760,11 +766,10 @@ def _model(
     keep = np.ones(item.size, dtype=bool) if mask is None else item < mask.size
     if mask is not None:
         keep[keep] = mask[item[keep]]
-    frame = _sums_by_week(rows["branch"][keep], rows["day"][keep], rows["disagree"][keep])
-    if frame.empty:
+    cells = _sums_by_week(rows["branch"][keep], rows["day"][keep], rows["disagree"][keep])
+    if cells.key.size == 0:
         return empty
-    frame = frame.assign(disagree=frame["sum"].astype(np.int64))
-    return _compare_rates(frame, rows["names"], "branch", end, "disagree", "n")[["branch", *RATE_COLUMNS]]
+    return _compare_rates(cells, rows["names"], "branch", end, "sum")[["branch", *RATE_COLUMNS]]
 
 
 def _predictions(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
@@ -783,18 +788,18 @@ def _predictions(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     }
 
 
-def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray) -> pd.DataFrame:
+def _sums_by_week(key: np.ndarray, day: np.ndarray, x: np.ndarray) -> _Cells:
     """Rows per (integer key, week) as ``n``, with the sum and the sum of squares of x, rows whose x is NaN
-    left out, from week-start days: the frame a GROUP BY (key, week) would give, in one compiled pass
+    left out, from week-start days: the cells a GROUP BY (key, week) would give, in one compiled pass
     (compiled_sums.window_sums)."""
     if key.size == 0:
-        return pd.DataFrame({"key": [], "week": [], "n": [], "sum": [], "sum_sq": []})
+        return _Cells(*(np.zeros(0, dtype=np.int64) for _ in range(3)), {"sum": np.zeros(0), "sum_sq": np.zeros(0)})
     days, window_of_day = compiled_sums.day_windows(day)
     first = int(days[0])
     n_keys = int(key.max()) + 1
     n, total, squares = compiled_sums.window_sums(key, day, x, first, window_of_day, days.size, n_keys)
     shape = (n_keys, days.size)
-    return _cell_frame(n.reshape(shape), {"sum": total.reshape(shape), "sum_sq": squares.reshape(shape)}, days)
+    return _cells(n.reshape(shape), {"sum": total.reshape(shape), "sum_sq": squares.reshape(shape)}, days)
 
 
 def annotator_drift(con: duckdb.DuckDBPyConnection, f: Filters, reference_weeks: int = REFERENCE_WEEKS) -> pd.DataFrame:
@@ -815,10 +820,10 @@ def _annotators(
         return empty
     if tables is None:
         tables = _week_tables(con, (agreement.fetch(con, f, annotator=True), agreement.value_space(con)))
-    if tables is None or tables.annotators is None or tables.annotators.empty:
+    if tables is None or tables.annotators is None or tables.annotators.key.size == 0:
         return empty
     names = answer_arrays.kept(con, "annotator_names", lambda: _annotator_names(con))
-    return _compare_rates(tables.annotators, names, "annotator_id", end, "agree", "n")[["annotator_id", *RATE_COLUMNS]]
+    return _compare_rates(tables.annotators, names, "annotator_id", end, "agree")[["annotator_id", *RATE_COLUMNS]]
 
 
 def _annotator_names(con: duckdb.DuckDBPyConnection) -> np.ndarray:

@@ -154,8 +154,11 @@ def test_sums_by_week_equal_a_group_by_and_leave_out_unstated_values() -> None:
     day = 20454 + 7 * rng.integers(0, 9, 4000)  # week starts
     x = np.where(rng.random(4000) < 0.2, np.nan, rng.random(4000))
     x[day == 20454 + 7 * 8] = np.nan
-    got = drift._sums_by_week(key, day, x)
-    got["key"] = np.array(list("abcdefg"))[got["key"].to_numpy()]
+    cells = drift._sums_by_week(key, day, x)
+    got = pd.DataFrame(
+        {"key": np.array(list("abcdefg"))[cells.key], "week": pd.to_datetime(cells.day, unit="D"), "n": cells.n}
+        | cells.sums
+    )
     frame = pd.DataFrame({"key": np.array(list("abcdefg"))[key], "week": pd.to_datetime(day, unit="D"), "x": x})
     frame = frame[key >= 0]
     want = frame.dropna().groupby(["key", "week"])["x"].agg(["size", "sum", lambda v: (v * v).sum()])
@@ -600,8 +603,10 @@ def test_filtered_alerts_from_one_scan_equal_each_page_computed_on_its_own(small
             ):
                 old = con.execute(query.replace("{P}", clause), params).df()
                 code, names = pd.factorize(old[key])
-                reference = drift._compare_rates(
-                    old.assign(key=code), np.asarray(names, dtype=object), key, end, counted, "n"
-                )[[key, *drift.RATE_COLUMNS]]
+                days = old["week"].to_numpy().astype("datetime64[D]").astype(np.int64)
+                cells = drift._Cells(code, days, old["n"].to_numpy(), {counted: old[counted].to_numpy()})
+                reference = drift._compare_rates(cells, np.asarray(names, dtype=object), key, end, counted)[
+                    [key, *drift.RATE_COLUMNS]
+                ]
                 pd.testing.assert_frame_equal(frame, reference, check_dtype=False)
         assert not drift.drift_alerts(con, cases[0]).empty
