@@ -26,20 +26,26 @@ def label_counts(
     item: np.ndarray, day: np.ndarray, value: np.ndarray, weight: np.ndarray | None, first_day: int,
     window_of_day: np.ndarray, ancestors: np.ndarray, depth: np.ndarray, parent: np.ndarray, n_windows: int,
 ) -> tuple[np.ndarray, ...]:
-    """drift.label_counts' sums per cell: counts, sum y^2 and sum y m per (branch, window, child), items and
-    sum m^2 per (branch, window) (see _label_counts); ``weight``: the answers of each row (see runs), None for
-    one each. Whole items go to one of two threads."""
+    """drift.label_counts' sums: counts, sum y^2 and sum y m per (branch, window, child), as branches x windows x
+    children arrays, and items and sum m^2 per (branch, window), as branches x windows arrays (see
+    _label_counts; branch codes are node indices and the root as the last); ``weight``: the answers of each row
+    (see runs), None for one each. Whole items go to one of two threads."""
     arrays = (_int32(item), _int32(day), _int32(value), _weights(weight, item.size))
     tables = (_int64(window_of_day), _int64(ancestors), _int64(depth), _int64(parent))
     n_values = parent.size
-    n_cells = (n_values + 1) * n_windows  # branch codes: node indices and the root as n_values
+    n_cells = (n_values + 1) * n_windows
 
     def run(low: int, high: int) -> tuple[np.ndarray, ...]:
-        out = (*(np.zeros(n_cells * n_values) for _ in range(3)), np.zeros(n_cells), np.zeros(n_cells))
+        out = (np.zeros(n_cells * n_values * 3), np.zeros(n_cells * 2))
         _label_counts(*(a[low:high] for a in arrays), first_day, *tables, n_windows, *out)
         return out
 
-    return _halves(run, item.size, int(np.searchsorted(arrays[0], arrays[0][item.size // 2])) if item.size else 0)
+    middle = int(np.searchsorted(arrays[0], arrays[0][item.size // 2])) if item.size else 0
+    by_child, by_cell = _halves(run, item.size, middle)
+    # Stored window-major with a cell's sums side by side (see _label_counts); handed out branch-major.
+    by_child = by_child.reshape(n_windows, n_values + 1, n_values, 3).transpose(1, 0, 2, 3)
+    by_cell = by_cell.reshape(n_windows, n_values + 1, 2).transpose(1, 0, 2)
+    return by_child[..., 0], by_child[..., 1], by_child[..., 2], by_cell[..., 0], by_cell[..., 1]
 
 
 def runs(item: np.ndarray, day: np.ndarray | None, value: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -281,15 +287,15 @@ def _label_counts(
     depth: np.ndarray,
     parent: np.ndarray,
     n_windows: int,
-    counts: np.ndarray,
-    sum_y2: np.ndarray,
-    sum_ym: np.ndarray,
-    items: np.ndarray,
-    sum_m2: np.ndarray,
+    by_child: np.ndarray,
+    by_cell: np.ndarray,
 ) -> None:
     """drift.label_counts' sums, added into the cell arrays: per (item, window) unit and depth, y answers per child
     and m per branch (the child's parent) in scratch arrays indexed by node, then y, y^2, y m per (branch,
-    window, child) and 1, m^2 per (branch, window). Linear in the answers; the order within a unit is free."""
+    window, child) into ``by_child`` and 1, m^2 per (branch, window) into ``by_cell``. Linear in the answers;
+    the order within a unit is free. Cells are numbered window-major, each cell's sums side by side: a unit
+    adds to the cells of one window, so its additions land close together and a triple in one cache line (with
+    three arrays by branch, the cells of one unit lay a window's stride apart in each)."""
     n_values = parent.size
     per_value = np.zeros(n_values, dtype=np.int64)  # the unit's answers per value
     distinct = np.empty(n_values, dtype=np.int64)
@@ -324,15 +330,15 @@ def _label_counts(
             for t in range(n_touched):
                 child = touched[t]
                 branch = parent[child]
-                cell = branch * n_windows + window
+                cell = window * (n_values + 1) + branch
                 if not counted[branch]:
                     counted[branch] = True
-                    items[cell] += 1
-                    sum_m2[cell] += m[branch] * m[branch]
-                code = cell * n_values + child
-                counts[code] += y[child]
-                sum_y2[code] += y[child] * y[child]
-                sum_ym[code] += y[child] * m[branch]
+                    by_cell[cell * 2] += 1
+                    by_cell[cell * 2 + 1] += m[branch] * m[branch]
+                code = (cell * n_values + child) * 3
+                by_child[code] += y[child]
+                by_child[code + 1] += y[child] * y[child]
+                by_child[code + 2] += y[child] * m[branch]
             for t in range(n_touched):
                 child = touched[t]
                 y[child] = 0

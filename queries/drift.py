@@ -289,19 +289,18 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
         answers.item, answers.day, answers.value, answers.weight, first_day, window_of_day, space.ancestors,
         space.depth, parent, days.size,
     )
-    code = np.flatnonzero(counts)
-    cell, child = code // n_values, code % n_values
+    branch, window, child = np.nonzero(counts)
     names = np.array([*space.node_ids, ROOT], dtype=object)
     return pd.DataFrame(
         {
-            "branch": names[cell // days.size],
-            "week": pd.to_datetime(days[cell % days.size], unit="D"),
+            "branch": names[branch],
+            "week": pd.to_datetime(days[window], unit="D"),
             "child": names[child],
-            "n": counts[code].astype(np.int64),
-            "items": items[cell].astype(np.int64),
-            "sum_y2": sum_y2[code],
-            "sum_ym": sum_ym[code],
-            "sum_m2": sum_m2[cell],
+            "n": counts[branch, window, child].astype(np.int64),
+            "items": items[branch, window].astype(np.int64),
+            "sum_y2": sum_y2[branch, window, child],
+            "sum_ym": sum_ym[branch, window, child],
+            "sum_m2": sum_m2[branch, window],
         }
     )
 
