@@ -253,12 +253,35 @@ def _refreshed_answer(con: duckdb.DuckDBPyConnection, f: Filters, reference_week
     )
 
 
-def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> pd.DataFrame:
+def _label_counts(con: duckdb.DuckDBPyConnection, f: Filters, window: str) -> _LabelCells:
     space = agreement.value_space(con)
-    return label_counts(agreement.scan(con, f, window), space)
+    return _label_cells(agreement.scan(con, f, window), space)
 
 
 COUNT_COLUMNS = ["branch", "week", "child", "n", "items", "sum_y2", "sum_ym", "sum_m2"]
+
+
+@dataclass(frozen=True)
+class _LabelCells:
+    """label_counts' rows as arrays: branch and child as codes into ``names`` (node ids, then the root), the
+    window's start in days since 1970. The tests read them as arrays: a frame of names only to take the names
+    apart again cost the label views more than their tests."""
+
+    names: np.ndarray
+    branch: np.ndarray
+    day: np.ndarray
+    child: np.ndarray
+    n: np.ndarray
+    items: np.ndarray
+    sum_y2: np.ndarray
+    sum_ym: np.ndarray
+    sum_m2: np.ndarray
+
+    def where(self, keep: np.ndarray) -> _LabelCells:
+        return _LabelCells(self.names, *(getattr(self, f)[keep] for f in _LABEL_ROWS))
+
+
+_LABEL_ROWS = ("branch", "day", "child", "n", "items", "sum_y2", "sum_ym", "sum_m2")
 
 
 def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.DataFrame:
@@ -275,9 +298,27 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
     window) unit is a run; one compiled pass (compiled_sums.label_counts) counts every unit's answers per node at
     every depth and adds its sums to the cells.
     """
-    if answers.day is None or answers.item.size == 0:
-        return pd.DataFrame({c: [] for c in COUNT_COLUMNS})
+    cells = _label_cells(answers, space)
+    return pd.DataFrame(
+        {
+            "branch": cells.names[cells.branch],
+            "week": pd.to_datetime(cells.day, unit="D"),
+            "child": cells.names[cells.child],
+            "n": cells.n,
+            "items": cells.items,
+            "sum_y2": cells.sum_y2,
+            "sum_ym": cells.sum_ym,
+            "sum_m2": cells.sum_m2,
+        }
+    )
+
+
+def _label_cells(answers: agreement.Answers, space: agreement.ValueSpace) -> _LabelCells:
     n_values = len(space.node_ids)
+    names = np.array([*space.node_ids, ROOT], dtype=object)
+    if answers.day is None or answers.item.size == 0:
+        none = np.zeros(0, dtype=np.int64)
+        return _LabelCells(names, none, none, none, none, none, np.zeros(0), np.zeros(0), np.zeros(0))
     days, window_of_day = compiled_sums.day_windows(answers.day)
     first_day = int(days[0])
     # Each node's parent, the root (n_values) for the top-level areas.
@@ -290,18 +331,16 @@ def label_counts(answers: agreement.Answers, space: agreement.ValueSpace) -> pd.
         space.depth, parent, days.size,
     )
     branch, window, child = np.nonzero(counts)
-    names = np.array([*space.node_ids, ROOT], dtype=object)
-    return pd.DataFrame(
-        {
-            "branch": names[branch],
-            "week": pd.to_datetime(days[window], unit="D"),
-            "child": names[child],
-            "n": counts[branch, window, child].astype(np.int64),
-            "items": items[branch, window].astype(np.int64),
-            "sum_y2": sum_y2[branch, window, child],
-            "sum_ym": sum_ym[branch, window, child],
-            "sum_m2": sum_m2[branch, window],
-        }
+    return _LabelCells(
+        names,
+        branch,
+        days[window],
+        child,
+        counts[branch, window, child].astype(np.int64),
+        items[branch, window].astype(np.int64),
+        sum_y2[branch, window, child],
+        sum_ym[branch, window, child],
+        sum_m2[branch, window],
     )
 
 
@@ -331,54 +370,54 @@ class _Aligned:
     is noisy for a small node, and lowest exactly when the node's clustered items happen to be missing, which
     is when its share drops."""
 
-    index: pd.MultiIndex  # (branch, week) of each row
-    children: pd.Index
+    branch: np.ndarray  # per row, the branch's name
+    day: np.ndarray  # per row, the window's start in days since 1970
+    children: np.ndarray  # per column, the child's name
     current: np.ndarray
     reference: np.ndarray
     design: np.ndarray
     items: tuple[np.ndarray, np.ndarray]  # per row: current, reference
 
 
-def _aligned(counts: pd.DataFrame, end: pd.Timestamp) -> _Aligned | None:
+def _aligned(cells: _LabelCells, end: pd.Timestamp) -> _Aligned | None:
     """Rows in (branch, week) order and children in name order, as a pivot table of the counts would give;
     built by bincounts over integer codes, since pandas' pivot tables cost more than the tests themselves."""
-    week = counts["week"].to_numpy()
-    early = week < np.datetime64(end)
+    early = cells.day < _day_number(end)
     if early.all() or not early.any():
         return None
-    branch, branch_names = pd.factorize(counts["branch"], sort=True)
-    weeks, week_names = pd.factorize(week, sort=True)
-    child, child_names = pd.factorize(counts["child"], sort=True)
-    n_branches, n_weeks, n_children = branch_names.size, week_names.size, child_names.size
+    rank = np.empty(cells.names.size, dtype=np.int64)  # codes in name order
+    rank[np.argsort(cells.names.astype(str), kind="stable")] = np.arange(cells.names.size)
+    branch, branch_ranks = pd.factorize(rank[cells.branch], sort=True)
+    weeks, week_days = pd.factorize(cells.day, sort=True)
+    child, child_ranks = pd.factorize(rank[cells.child], sort=True)
+    n_branches, n_weeks, n_children = branch_ranks.size, week_days.size, child_ranks.size
     cell = branch * n_weeks + weeks
     rows, row_of = np.unique(cell[~early], return_inverse=True)
     row_branch = rows // n_weeks
     # Each (branch, week) cell's items and sum m^2 repeat on every child's row: any row gives them.
     per_cell = np.zeros((n_branches * n_weeks, 2))
-    per_cell[cell] = counts[["items", "sum_m2"]].to_numpy(dtype=float)
+    per_cell[cell, 0], per_cell[cell, 1] = cells.items, cells.sum_m2
     early_cells = np.unique(cell[early])
     cell_ref = np.zeros((n_branches, 2))
     np.add.at(cell_ref, early_cells // n_weeks, per_cell[early_cells])
     cell_now, cell_ref = per_cell[rows], cell_ref[row_branch]
 
-    def table(column: str, keep: np.ndarray, row: np.ndarray, n_rows: int) -> np.ndarray:
+    def table(values: np.ndarray, keep: np.ndarray, row: np.ndarray, n_rows: int) -> np.ndarray:
         code = row * n_children + child[keep]
-        values = counts[column].to_numpy(dtype=float)[keep]
-        return np.bincount(code, weights=values, minlength=n_rows * n_children).reshape(n_rows, n_children)
+        return np.bincount(code, weights=values[keep], minlength=n_rows * n_children).reshape(n_rows, n_children)
 
-    now = {c: table(c, ~early, row_of, rows.size) for c in ("n", "sum_y2", "sum_ym")}
-    then = {c: table(c, early, branch[early], n_branches)[row_branch] for c in ("n", "sum_y2", "sum_ym")}
+    sums = {"n": cells.n.astype(float), "sum_y2": cells.sum_y2, "sum_ym": cells.sum_ym}
+    now = {c: table(v, ~early, row_of, rows.size) for c, v in sums.items()}
+    then = {c: table(v, early, branch[early], n_branches)[row_branch] for c, v in sums.items()}
     design = design_effects(
         now["n"] + then["n"], now["sum_y2"] + then["sum_y2"], now["sum_ym"] + then["sum_ym"],
         cell_now[:, 1] + cell_ref[:, 1],
     )
-    index = pd.MultiIndex.from_arrays(
-        [np.asarray(branch_names, dtype=object)[row_branch], week_names[rows % n_weeks]], names=["branch", "week"]
-    )
+    by_rank = np.argsort(rank)  # the code of each name rank
     # NaN: a child seen in neither side or the only one seen, which takes no part in a test.
     return _Aligned(
-        index, pd.Index(child_names, name="child"), now["n"], then["n"], np.nan_to_num(design, nan=1.0),
-        (cell_now[:, 0], cell_ref[:, 0]),
+        cells.names[by_rank[branch_ranks[row_branch]]], week_days[rows % n_weeks], cells.names[by_rank[child_ranks]],
+        now["n"], then["n"], np.nan_to_num(design, nan=1.0), (cell_now[:, 0], cell_ref[:, 0]),
     )
 
 
@@ -387,26 +426,25 @@ def _matrix(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_w
     return _matrix_from(_label_counts(con, f, window) if end is not None else None, end)
 
 
-def _matrix_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.DataFrame:
+def _matrix_from(cells: _LabelCells | None, end: pd.Timestamp | None) -> pd.DataFrame:
     empty = pd.DataFrame({c: [] for c in MATRIX_COLUMNS})
-    if counts is None or counts.empty or end is None:
+    if cells is None or cells.n.size == 0 or end is None:
         return empty
-    aligned = _aligned(counts[counts["branch"] != ROOT], end)
+    aligned = _aligned(cells.where(cells.branch != cells.names.size - 1), end)  # the root's row: shares only
     if aligned is None:
         return empty
     result = distribution_tests(aligned.current, aligned.reference, aligned.design)
-    frame = pd.DataFrame(
+    small = (aligned.items[0] < MIN_ANSWERS) | (aligned.items[1] < MIN_ANSWERS)
+    result["p_value"][small] = np.nan
+    return pd.DataFrame(
         {
-            "branch": aligned.index.get_level_values("branch"),
-            "week": _labels(aligned.index.get_level_values("week")),
+            "branch": aligned.branch,
+            "week": agreement.day_label(aligned.day),
             **result,
+            "p_adjusted": bh_adjust(result["p_value"]),
             "n": aligned.current.sum(axis=1).astype(np.int64),
         }
-    )
-    small = (aligned.items[0] < MIN_ANSWERS) | (aligned.items[1] < MIN_ANSWERS)
-    frame.loc[small, "p_value"] = np.nan
-    frame["p_adjusted"] = bh_adjust(frame["p_value"].to_numpy())
-    return frame[MATRIX_COLUMNS]
+    )[MATRIX_COLUMNS]
 
 
 def _compare_rates(
@@ -481,12 +519,12 @@ def _shares(con: duckdb.DuckDBPyConnection, f: Filters, window: str, reference_w
     return _shares_from(_label_counts(con, f, window) if end is not None else None, end)
 
 
-def _shares_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.DataFrame:
+def _shares_from(cells: _LabelCells | None, end: pd.Timestamp | None) -> pd.DataFrame:
     """Two-proportion z-test of each node's share with the binomial variance scaled by the node's design
     effect (see _Aligned): pooled share P, se^2 = d P (1 - P) (1 / N_cur + 1 / N_ref). Nodes missing from the
     reference or from the window are not compared."""
     empty = pd.DataFrame({c: [] for c in SHARE_COLUMNS})
-    aligned = None if counts is None or counts.empty or end is None else _aligned(counts, end)
+    aligned = None if cells is None or cells.n.size == 0 or end is None else _aligned(cells, end)
     if aligned is None:
         return empty
     current, reference = aligned.current, aligned.reference
@@ -500,9 +538,9 @@ def _shares_from(counts: pd.DataFrame | None, end: pd.Timestamp | None) -> pd.Da
     row, column = np.nonzero((current > 0) & (reference > 0))
     out = pd.DataFrame(
         {
-            "node": np.asarray(aligned.children, dtype=object)[column],
-            "parent": np.asarray(aligned.index.get_level_values("branch"), dtype=object)[row],
-            "week": _labels(aligned.index.get_level_values("week")[row]),
+            "node": aligned.children[column],
+            "parent": aligned.branch[row],
+            "week": agreement.day_label(aligned.day[row]),
             "share": share[row, column],
             "reference_share": reference_share[row, column],
             "change": (share - reference_share)[row, column],
@@ -1032,7 +1070,7 @@ def _frames(
         return None if fetched is None else (fetched[0].runs(), fetched[1])
 
     def label_views(scanned: tuple[agreement.Answers, agreement.ValueSpace] | None) -> dict[str, pd.DataFrame]:
-        counts = label_counts(*scanned) if scanned is not None else None
+        counts = _label_cells(*scanned) if scanned is not None else None
         # Ordered as drift_matrix returns it: alert ties keep the order of their rows.
         return {"matrix": by_metric(_matrix_from(counts, end), "js"), "shares": _shares_from(counts, end)}
 

@@ -116,7 +116,7 @@ def test_branch_distribution_counts_answers_by_child_on_their_path() -> None:
         }
     )
     con = warehouse(answers)
-    counts = drift._label_counts(con, Filters(), "week")
+    counts = drift.label_counts(agreement.scan(con, Filters()), agreement.value_space(con))
     got = {(r.branch, r.child): r.n for r in counts.itertuples()}
     # a: a1 twice (a1x, a1y), a2 once; the coarse answer "a" has no child and drops out; a1: a1x, a1y.
     # The root counts every answer by its top-level area.
@@ -174,7 +174,7 @@ def test_design_effect_gives_the_item_clustered_variance_of_a_share() -> None:
     """A node's share of its parent's answers is a ratio over items; its variance with the items as clusters is
     the robust (HC0) variance of a weighted mean of each item's share, weighted by its answers."""
     con = planted(True)
-    counts = drift._label_counts(con, Filters(), "week")
+    counts = drift.label_counts(agreement.scan(con, Filters()), agreement.value_space(con))
     cell = counts[(counts["branch"] == "b") & (counts["week"] == START + pd.Timedelta(weeks=9))]
     table = cell.pivot_table(index="branch", columns="child", values=["n", "sum_y2", "sum_ym"])
     design = drift.design_effects(
