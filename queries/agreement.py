@@ -906,7 +906,8 @@ def summed_table(
 ) -> pd.DataFrame:
     """Every statistic per group code with the analytic interval, in two compiled passes over the units of
     ``scanned`` (the answers ``groups`` were found in, as runs or one a row); with ``alpha_only`` (drift reads
-    nothing else) nominal alpha, its interval and the counts, the tree alpha and Fleiss' kappa left NaN.
+    nothing else) nominal alpha, its interval and the counts, the tree alpha, Fleiss' kappa and percent
+    agreement left NaN.
 
     The statistics and the influence of each unit are sums over units, so no pattern is needed: patterns pay
     for themselves only when bootstrap replicates reweight them, and hashing every unit into one cost more than
@@ -946,7 +947,7 @@ def summed_table(
     estimate = nominal if metric == "nominal" else tree
     fleiss = _fleiss_from(modal, n_chosen, chosen_share, chosen_value)
     if alpha_only:
-        tree[:], fleiss[:] = np.nan, np.nan
+        tree[:], fleiss[:], percent[:] = np.nan, np.nan, np.nan
     found = units > 0
     return _frame(
         groups.codes[found], nominal[found], tree[found], ((estimate - half)[found], (estimate + half)[found]),

@@ -410,16 +410,16 @@ def unit_bounds(item: np.ndarray, day: np.ndarray | None, weight: np.ndarray | N
 
 def unit_sums(
     value: np.ndarray, weight: np.ndarray | None, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray,
-    seen: np.ndarray, n_groups: int, delta2: np.ndarray, width: int, tree: bool = True,
+    seen: np.ndarray, n_groups: int, delta2: np.ndarray, width: int, full: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Per group: the sums alpha, percent agreement and Fleiss' modal count need (see _unit_sums); without
-    ``tree`` the tree-distance disagreement is left at zero. ``weight``: the answers of each row (see runs),
-    None for one each; ``width`` exceeds every unit's answers."""
+    ``full`` only those of nominal alpha. ``weight``: the answers of each row (see runs), None for one each;
+    ``width`` exceeds every unit's answers."""
     arrays = (
         _int32(value), _weights(weight, value.size), _int64(bounds), _int32(group), _int64(pass_row), _int64(seen)
     )
     return _halves(
-        lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width, tree),
+        lambda lo, hi: _unit_sums(*arrays, lo, hi, n_groups, np.asarray(delta2, dtype=np.float64), width, full),
         bounds.size - 1,
     )
 
@@ -567,11 +567,12 @@ def _tree_pairs(n_distinct: int, count: np.ndarray, distinct: np.ndarray, delta2
 @numba.njit(cache=True, nogil=True)
 def _unit_sums(
     value: np.ndarray, weight: np.ndarray, bounds: np.ndarray, group: np.ndarray, pass_row: np.ndarray,
-    seen: np.ndarray, lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int, tree: bool,
+    seen: np.ndarray, lo: int, hi: int, n_groups: int, delta2: np.ndarray, width: int, full: bool,
 ) -> tuple[np.ndarray, ...]:
-    """Per group: pairable units, their answers, the observed disagreement (nominal and, with ``tree``, tree;
-    each unit's over m - 1), the sum of the units' shares of agreeing pairs, the answers per value (groups x
-    values) and the units per answer count (groups x width, for Fleiss' modal count).
+    """Per group: pairable units, their answers, the observed disagreement (nominal and tree; each unit's over
+    m - 1), the sum of the units' shares of agreeing pairs, the answers per value (groups x values) and the
+    units per answer count (groups x width, for Fleiss' modal count). Without ``full`` only what nominal alpha
+    needs: the tree disagreement, the shares and the units per count are left at zero.
 
     Each unit in [lo, hi) has its own values counted once; each pass p then sees them through a row of
     ``seen`` and adds them to group[p, u] (-1: the unit is in no group of that pass), so the passes of a
@@ -604,13 +605,14 @@ def _unit_sums(
                     for a in range(n_distinct):
                         squares += count[distinct[a]] * count[distinct[a]]
                     unit_observed = (m * m - squares) / (m - 1.0)
-                    if tree:  # a pair loop per unit: a third of the pass where only nominal alpha is asked
+                    if full:  # a pair loop per unit: a third of the pass where only nominal alpha is asked
                         unit_tree = _tree_pairs(n_distinct, count, distinct, delta2) / (m - 1.0)
-                    unit_share = (squares - m) / (m * (m - 1.0))
+                        unit_share = (squares - m) / (m * (m - 1.0))
             if m >= 2:
                 units[g] += 1
                 answers[g] += m
-                tally[g, m] += 1
+                if full:
+                    tally[g, m] += 1
                 if n_distinct == 1:  # unanimous, the commonest unit: no disagreement, every pair agrees
                     by_value[g, distinct[0]] += m
                     share[g] += 1.0
@@ -618,8 +620,9 @@ def _unit_sums(
                     for a in range(n_distinct):
                         by_value[g, distinct[a]] += count[distinct[a]]
                     observed[g] += unit_observed
-                    observed_tree[g] += unit_tree
-                    share[g] += unit_share
+                    if full:
+                        observed_tree[g] += unit_tree
+                        share[g] += unit_share
         _clear(count, distinct, n_distinct)
         _clear(own, own_distinct, n_own)
     return units, answers, observed, observed_tree, share, by_value, tally
@@ -636,14 +639,19 @@ def _unit_spread(
     and passes as in _unit_sums).
 
     A unit's influence is -(o d_exp - d_obs dd_exp) / d_exp^2 (see agreement.summed_table) with o its observed
-    disagreement over m - 1 and dd_exp = ds / (N - 1) - s m / (N - 1)^2, where ds = 2 N m - 2 n.N_g (nominal,
-    ``dot`` the group's answers per value) or 2 n.(delta2 N_g) (tree, ``dot`` = N_g delta2). ``group_terms``
-    holds N, s, d_exp and d_obs per group."""
+    disagreement over m - 1 and dd_exp = ds / (N - 1) - s m / (N - 1)^2, where ds = 2 N m - 2 t (nominal, t =
+    n.N_g with ``dot`` the group's answers per value) or 2 t (tree, t = n.(delta2 N_g), ``dot`` = N_g delta2).
+    ``group_terms`` holds N, s, d_exp and d_obs per group. The influence is linear in o, m and t, so each group's
+    three coefficients are found once and a unit costs three products: no division but its own o."""
     n_groups, n_values = dot.shape
-    total, d_exp = group_terms[:, 0], group_terms[:, 2]
-    slope = 1.0 / (total - 1.0)  # per group once, so that a unit costs no division but its own
-    curve = group_terms[:, 1] * slope * slope
+    total, s, d_exp, d_obs = group_terms[:, 0], group_terms[:, 1], group_terms[:, 2], group_terms[:, 3]
+    slope = 1.0 / (total - 1.0)
+    curve = s * slope * slope
     scale = 1.0 / (d_exp * d_exp)
+    coefficients = np.empty((n_groups, 3))  # of o, m and t: side by side, one cache line per group
+    coefficients[:, 0] = -d_exp * scale
+    coefficients[:, 1] = -d_obs * curve * scale if tree else d_obs * (2.0 * total * slope - curve) * scale
+    coefficients[:, 2] = (2.0 if tree else -2.0) * d_obs * slope * scale
     first = np.zeros(n_groups)
     second = np.zeros(n_groups)
     chosen = np.zeros(n_groups)
@@ -676,9 +684,7 @@ def _unit_spread(
                 towards = 0.0
                 for a in range(n_distinct):
                     towards += count[distinct[a]] * dot[g, distinct[a]]
-                ds = 2.0 * towards if tree else 2.0 * group_terms[g, 0] * m - 2.0 * towards
-                dd_exp = ds * slope[g] - curve[g] * m
-                influence = -(o * group_terms[g, 2] - group_terms[g, 3] * dd_exp) * scale[g]
+                influence = coefficients[g, 0] * o + coefficients[g, 1] * m + coefficients[g, 2] * towards
                 first[g] += influence
                 second[g] += influence * influence
                 if fleiss and m == modal[g]:
