@@ -121,13 +121,11 @@ def filtered(
     ``confidence_levels``."""
     if window not in (None, "week"):
         return None
-    scope = _scope(con, f)
+    scope = _scope(con, f, dated=window is not None, shared=True)
     if scope is None:
         return None
     held, keep = scope
     columns = held.columns
-    if window is not None:
-        keep &= columns["day"] != NO_DAY
     names = [
         "item_idx",
         "v",
@@ -148,11 +146,13 @@ def in_scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[dict[str, np.n
     return None if scope is None else (scope[0].columns, scope[1])
 
 
-def _scope(con: duckdb.DuckDBPyConnection, f: Filters) -> tuple[AnswerArrays, np.ndarray] | None:
+def _scope(
+    con: duckdb.DuckDBPyConnection, f: Filters, dated: bool = False, shared: bool = False
+) -> tuple[AnswerArrays, np.ndarray] | None:
     if not _enabled or f.is_empty():
         return None
     held = _arrays(con)
-    return None if held is None else (held, mask(con, held, f))
+    return None if held is None else (held, mask(con, held, f, dated, shared))
 
 
 def holds(con: duckdb.DuckDBPyConnection) -> bool:
@@ -229,14 +229,21 @@ def _narrow(column: np.ndarray) -> np.ndarray:
     return column
 
 
-def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.ndarray:
-    """The answers Filters.where keeps, as a boolean array over ``held`` (the caller's own: it may change it).
+def mask(
+    con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters, dated: bool = False, shared: bool = False
+) -> np.ndarray:
+    """The answers Filters.where keeps, as a boolean array over ``held``; with ``dated`` only those of them
+    with a week (the week window's scans). The caller's own, which it may change, unless ``shared``: then it
+    may be the kept array itself, read-only.
 
     The part of the mask that is not about dates is kept for the last few filters (MASKS_KEPT): a page asks
     several questions of one filter, and the overview asks for two periods of it, so the lookups of branch,
     tier or source in every answer are made once per filter rather than once per question."""
     c = held.columns
-    keep = _undated_mask(con, held, f.model_copy(update={"start": None, "end": None})).copy()
+    keep = _undated_mask(con, held, f.model_copy(update={"start": None, "end": None}), dated)
+    if shared and f.start is None and f.end is None:
+        return keep
+    keep = keep.copy()
     if f.start is not None:
         keep &= c["created"] >= _days(f.start)
     if f.end is not None:
@@ -244,12 +251,13 @@ def mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.n
     return keep
 
 
-# Undated masks kept per version of the data: one byte per answer each (10 MB at ten million answers).
-MASKS_KEPT = 4
+# Undated masks kept per version of the data: one byte per answer each (10 MB at ten million answers). A filter
+# takes two on a drift page, which scans only the answers with a week (see mask).
+MASKS_KEPT = 6
 
 
-def _undated_mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters) -> np.ndarray:
-    key = f.model_dump_json()
+def _undated_mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters, dated: bool) -> np.ndarray:
+    key = f.model_dump_json() + (" dated" if dated else "")
     with _lock:
         kept = held.masks.pop(key, None)
         if kept is not None:
@@ -271,6 +279,8 @@ def _undated_mask(con: duckdb.DuckDBPyConnection, held: AnswerArrays, f: Filters
             keep &= _lookup(np.array([positions[v] for v in wanted if v in positions], dtype=np.int64), c[column])
     if f.annotators:
         keep &= _lookup(arrays(con, ANNOTATORS, [list(f.annotators)])["annotator_idx"], c["annotator_idx"])
+    if dated:
+        keep &= c["day"] != NO_DAY
     keep.flags.writeable = False
     with _lock:
         held.masks[key] = keep
