@@ -385,8 +385,7 @@ def _aligned(cells: _LabelCells, end: pd.Timestamp) -> _Aligned | None:
     early = cells.day < _day_number(end)
     if early.all() or not early.any():
         return None
-    rank = np.empty(cells.names.size, dtype=np.int64)  # codes in name order
-    rank[np.argsort(cells.names.astype(str), kind="stable")] = np.arange(cells.names.size)
+    rank = _name_ranks(cells.names)
     branch, branch_ranks = pd.factorize(rank[cells.branch], sort=True)
     weeks, week_days = pd.factorize(cells.day, sort=True)
     child, child_ranks = pd.factorize(rank[cells.child], sort=True)
@@ -489,9 +488,14 @@ def _compare_rates(
 
 def _by_name_and_day(names: np.ndarray, code: np.ndarray, day: np.ndarray) -> np.ndarray:
     """The order of rows (a code into ``names`` and a day each) by name, then day."""
+    return np.lexsort((day, _name_ranks(names)[code]))
+
+
+def _name_ranks(names: np.ndarray) -> np.ndarray:
+    """Each code's place among ``names`` in name order: codes sort as their names through it."""
     rank = np.empty(names.size, dtype=np.int64)
     rank[np.argsort(names.astype(str), kind="stable")] = np.arange(names.size)
-    return np.lexsort((day, rank[code]))
+    return rank
 
 
 def _day_number(stamp: pd.Timestamp) -> int:
