@@ -258,13 +258,6 @@ class Fetched:
     confidence_levels: np.ndarray | None = None
 
     @property
-    def stated(self) -> np.ndarray | None:
-        """Each answer's stated confidence as a double (NaN: none)."""
-        if self.confidence is None or self.confidence_levels is None:
-            return self.confidence
-        return self.confidence_levels[self.confidence]
-
-    @property
     def answers(self) -> Answers:
         """As fetched (in scan order unless presorted), as int32 arrays."""
         return Answers(
@@ -280,11 +273,8 @@ class Fetched:
         return Answers(item, value, days)
 
     def runs(self) -> Answers:
-        """sorted().runs(), read straight from the columns when they come sorted."""
-        if not self.presorted:
-            return self.sorted().runs()
-        item, day, value, weight = compiled_sums.runs(self.item, self.day, self.value)
-        return Answers(item, value, day, weight)
+        """sorted().runs(), read straight from the columns when they come sorted (without widening them)."""
+        return (Answers(self.item, self.value, self.day) if self.presorted else self.sorted()).runs()
 
 
 def fetch(

@@ -174,10 +174,12 @@ def test_arrays_follow_a_change_of_the_data(small_demo: Path, tmp_path: Path, in
 
 
 def _stated(fetched: agreement.Fetched) -> np.ndarray:
-    """Each fetched answer's stated confidence, in the order of _rows."""
-    keys = [fetched.item, fetched.value, fetched.day, fetched.annotator, fetched.stated]
-    order = np.lexsort([np.asarray(c) for c in keys[::-1]])
-    return np.asarray(fetched.stated)[order]
+    """Each fetched answer's stated confidence as a double, in the order of _rows."""
+    stated = np.asarray(fetched.confidence)
+    if fetched.confidence_levels is not None:
+        stated = fetched.confidence_levels[stated]
+    keys = [fetched.item, fetched.value, fetched.day, fetched.annotator, stated]
+    return stated[np.lexsort([np.asarray(c) for c in keys[::-1]])]
 
 
 def test_stated_confidences_are_held_as_codes_on_a_coarse_scale_and_as_doubles_on_a_fine_one(
